@@ -1,0 +1,197 @@
+//! Listeners, the maintenance task, and shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::client::{self, Peer};
+use crate::net::Stream;
+use crate::{Config, Shared};
+
+/// A running pooler.
+pub struct Tidepool {
+    shared: Arc<Shared>,
+    tcp_addrs: Vec<SocketAddr>,
+    unix_path: Option<PathBuf>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Tidepool {
+    /// Bind the listeners and start accepting. With `listen_port = 0` the
+    /// OS picks a port (tests); the Unix socket is named after the port
+    /// actually bound.
+    pub async fn start(config: Config) -> io::Result<Tidepool> {
+        let s = config.settings.clone();
+        let shared = Shared::new(config);
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut tcp_addrs = Vec::new();
+        let mut port = s.listen_port;
+        for addr in listen_addrs(&s.listen_addr, port).await? {
+            let l = bind_tcp(addr, s.listen_backlog)?;
+            let local = l.local_addr()?;
+            if port == 0 {
+                // One port for every address and the Unix socket.
+                port = local.port();
+            }
+            tcp_addrs.push(local);
+            tasks.push(tokio::spawn(accept_tcp(l, shared.clone(), stop_rx.clone())));
+        }
+        let mut unix_path = None;
+        if !s.unix_socket_dir.is_empty() {
+            let path = PathBuf::from(&s.unix_socket_dir).join(format!(".s.PGSQL.{port}"));
+            // A socket file left by a previous run would make bind fail.
+            if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+                let _ = std::fs::remove_file(&path);
+            }
+            let l = UnixListener::bind(&path)?;
+            if let Ok(mode) = u32::from_str_radix(s.unix_socket_mode.trim_start_matches("0o"), 8) {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+            }
+            tasks.push(tokio::spawn(accept_unix(
+                l,
+                shared.clone(),
+                stop_rx.clone(),
+            )));
+            unix_path = Some(path);
+        }
+        tasks.push(tokio::spawn(maintenance(shared.clone(), stop_rx)));
+        for a in &tcp_addrs {
+            info!("listening on {a}");
+        }
+        if let Some(p) = &unix_path {
+            info!("listening on unix:{}", p.display());
+        }
+        Ok(Tidepool {
+            shared,
+            tcp_addrs,
+            unix_path,
+            stop,
+            tasks,
+        })
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The first TCP address bound.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addrs.first().copied()
+    }
+
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
+    }
+
+    pub fn unix_socket(&self) -> Option<&std::path::Path> {
+        self.unix_path.as_deref()
+    }
+
+    /// Stop accepting and stop the maintenance task. Connected clients are
+    /// not waited for (the admin issue brings graceful shutdown).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Some(p) = &self.unix_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+async fn listen_addrs(spec: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for a in spec.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        if a == "*" {
+            out.push(SocketAddr::from(([0, 0, 0, 0], port)));
+            continue;
+        }
+        for addr in tokio::net::lookup_host((a, port)).await? {
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    sock.listen(backlog.max(1))
+}
+
+async fn accept_tcp(l: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            r = l.accept() => match r {
+                Ok((s, peer)) => {
+                    crate::net::tune_tcp(&s, &shared.config().settings);
+                    tokio::spawn(client::serve(shared.clone(), Stream::Tcp(s), Peer::Tcp(peer)));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off a
+                    // little rather than spin.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn accept_unix(l: UnixListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            r = l.accept() => match r {
+                Ok((s, _)) => {
+                    tokio::spawn(client::serve(shared.clone(), Stream::Unix(s), Peer::Unix));
+                }
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Once a second: close idle servers past server_idle_timeout or
+/// server_lifetime.
+async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let cfg = shared.config();
+        for pool in shared.pools.all() {
+            let lifetime = cfg
+                .database(&pool.key.db)
+                .and_then(|db| cfg.server_lifetime(&db))
+                .or(cfg.settings.server_lifetime.get());
+            pool.maintain(cfg.settings.server_idle_timeout.get(), lifetime);
+        }
+    }
+}

@@ -1,0 +1,872 @@
+//! Configuration: native TOML, PgBouncer's pgbouncer.ini, and the userlist.
+//!
+//! Both formats are read into the same [`Config`] through the same key
+//! tables ([`settings`]): each value is turned into its text form and handed
+//! to the table's setter, so a key, its default and its validation exist
+//! once. A reload (admin issue) builds a whole new `Config` and swaps an
+//! `Arc`; nothing here is global.
+
+pub mod settings;
+pub mod userlist;
+pub mod values;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use settings::{DatabaseConfig, KeyInfo, SetError, Settings, UserConfig};
+pub use userlist::{Secret, Userlist};
+pub use values::{AuthType, List, PoolMode, Secs, SslMode};
+
+/// One problem in a config file: which file, where, which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if let Some(k) = &self.key {
+            write!(f, ": {k}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// Every problem found in one load; a load reports all of them at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub path: PathBuf,
+    pub settings: Settings,
+    pub databases: BTreeMap<String, DatabaseConfig>,
+    pub users: BTreeMap<String, UserConfig>,
+    pub userlist: Userlist,
+    /// Things that load but deserve a word at startup (unimplemented keys).
+    pub warnings: Vec<String>,
+}
+
+/// A database entry resolved for one requested name (the `*` fallback
+/// filled in).
+#[derive(Debug, Clone)]
+pub struct ResolvedDb {
+    pub name: String,
+    pub cfg: DatabaseConfig,
+}
+
+impl ResolvedDb {
+    pub fn dbname(&self) -> &str {
+        self.cfg.dbname.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// A `key = value` read from a file, with where it came from.
+#[derive(Debug, Clone)]
+struct Entry {
+    file: PathBuf,
+    line: Option<usize>,
+    key: String,
+    value: String,
+}
+
+/// What both readers produce before the key tables see it.
+#[derive(Debug, Default)]
+struct Raw {
+    general: Vec<Entry>,
+    databases: Vec<(String, Vec<Entry>)>,
+    users: Vec<(String, Vec<Entry>)>,
+    /// In ini files PgBouncer-only keys warn; in TOML unknown keys are errors.
+    ini: bool,
+}
+
+impl Config {
+    /// Load a config file: `.ini` is read as pgbouncer.ini, anything else as
+    /// TOML.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let raw = if path.extension().is_some_and(|e| e == "ini") {
+            let mut raw = Raw {
+                ini: true,
+                ..Raw::default()
+            };
+            read_ini(path, 0, &mut raw, &mut errors);
+            raw
+        } else {
+            match std::fs::read_to_string(path) {
+                Ok(text) => read_toml(path, &text, &mut errors),
+                Err(e) => {
+                    errors.push(file_error(path, format!("cannot read: {e}")));
+                    Raw::default()
+                }
+            }
+        };
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Config::build(path, raw)
+    }
+
+    /// Parse TOML text as if read from `path` (tests, and `--check` on stdin
+    /// later).
+    pub fn from_toml_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let raw = read_toml(path, text, &mut errors);
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Config::build(path, raw)
+    }
+
+    fn build(path: &Path, raw: Raw) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let mut settings = Settings::default();
+        for e in &raw.general {
+            match settings.set(&e.key, &e.value) {
+                Ok(()) => {}
+                Err(SetError::Unknown)
+                    if raw.ini && settings::PGBOUNCER_ONLY_KEYS.contains(&e.key.as_str()) =>
+                {
+                    warnings.push(format!(
+                        "{}: {} is not implemented by tidepool yet; ignored",
+                        where_(e),
+                        e.key
+                    ));
+                }
+                Err(err) => errors.push(entry_error(e, err)),
+            }
+        }
+        for k in Settings::KEYS {
+            if !k.implemented() && settings.get(k.name).as_deref() != Some(k.default) {
+                warnings.push(format!(
+                    "{} = {} is accepted but not implemented yet; it has no effect",
+                    k.name,
+                    settings.get(k.name).unwrap_or_default()
+                ));
+            }
+        }
+        let mut databases = BTreeMap::new();
+        for (name, entries) in &raw.databases {
+            let mut db = DatabaseConfig::default();
+            for e in entries {
+                if let Err(err) = db.set(&e.key, &e.value) {
+                    errors.push(entry_error(e, err));
+                }
+            }
+            if is_admin_db(name) {
+                errors.push(ConfigError {
+                    file: entries.first().map(|e| e.file.clone()).unwrap_or_default(),
+                    line: entries.first().and_then(|e| e.line),
+                    key: Some(name.clone()),
+                    reason: "this database name is reserved for the admin console".into(),
+                });
+            }
+            databases.insert(name.clone(), db);
+        }
+        let mut users = BTreeMap::new();
+        for (name, entries) in &raw.users {
+            let mut u = UserConfig::default();
+            for e in entries {
+                if let Err(err) = u.set(&e.key, &e.value) {
+                    errors.push(entry_error(e, err));
+                }
+            }
+            users.insert(name.clone(), u);
+        }
+
+        let userlist = load_userlist(path, &raw, &settings, &mut errors);
+        match settings.auth_type {
+            AuthType::Hba | AuthType::Pam | AuthType::Ldap | AuthType::Cert => {
+                errors.push(ConfigError {
+                    file: path.to_path_buf(),
+                    line: general_line(&raw, "auth_type"),
+                    key: Some("auth_type".into()),
+                    reason: format!("auth_type {} is not supported yet", settings.auth_type),
+                })
+            }
+            _ => {}
+        }
+        if settings.listen_addr.trim().is_empty() && settings.unix_socket_dir.is_empty() {
+            errors.push(ConfigError {
+                file: path.to_path_buf(),
+                line: None,
+                key: Some("listen_addr".into()),
+                reason: "listen_addr and unix_socket_dir are both empty: nothing to listen on"
+                    .into(),
+            });
+        }
+        if settings.max_packet_size < 1024 {
+            errors.push(ConfigError {
+                file: path.to_path_buf(),
+                line: general_line(&raw, "max_packet_size"),
+                key: Some("max_packet_size".into()),
+                reason: "must be at least 1024".into(),
+            });
+        }
+        let modes = std::iter::once(settings.pool_mode)
+            .chain(databases.values().filter_map(|d| d.pool_mode))
+            .chain(users.values().filter_map(|u| u.pool_mode));
+        if modes.into_iter().any(|m| m != PoolMode::Session) {
+            warnings.push(
+                "pool_mode transaction/statement is not implemented yet: clients are pooled in session mode"
+                    .into(),
+            );
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            settings,
+            databases,
+            users,
+            userlist,
+            warnings,
+        })
+    }
+
+    /// The entry for a requested database name, or the `*` fallback.
+    pub fn database(&self, name: &str) -> Option<ResolvedDb> {
+        let cfg = self
+            .databases
+            .get(name)
+            .or_else(|| self.databases.get("*"))?;
+        Some(ResolvedDb {
+            name: name.to_string(),
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn pool_mode(&self, db: &ResolvedDb, user: &str) -> PoolMode {
+        self.users
+            .get(user)
+            .and_then(|u| u.pool_mode)
+            .or(db.cfg.pool_mode)
+            .unwrap_or(self.settings.pool_mode)
+    }
+
+    pub fn pool_size(&self, db: &ResolvedDb, user: &str) -> u32 {
+        self.users
+            .get(user)
+            .and_then(|u| u.pool_size)
+            .or(db.cfg.pool_size)
+            .unwrap_or(self.settings.default_pool_size)
+    }
+
+    pub fn query_wait_timeout(&self, db: &ResolvedDb, user: &str) -> Option<Duration> {
+        self.users
+            .get(user)
+            .and_then(|u| u.query_wait_timeout)
+            .or(db.cfg.query_wait_timeout)
+            .unwrap_or(self.settings.query_wait_timeout)
+            .get()
+    }
+
+    pub fn server_lifetime(&self, db: &ResolvedDb) -> Option<Duration> {
+        db.cfg
+            .server_lifetime
+            .unwrap_or(self.settings.server_lifetime)
+            .get()
+    }
+
+    pub fn max_db_connections(&self, db: &ResolvedDb) -> u32 {
+        db.cfg
+            .max_db_connections
+            .unwrap_or(self.settings.max_db_connections)
+    }
+
+    pub fn max_user_connections(&self, user: &str) -> u32 {
+        self.users
+            .get(user)
+            .and_then(|u| u.max_user_connections)
+            .unwrap_or(self.settings.max_user_connections)
+    }
+}
+
+/// The admin console's virtual database names.
+pub fn is_admin_db(name: &str) -> bool {
+    name == "pgbouncer" || name == "tidepool"
+}
+
+fn where_(e: &Entry) -> String {
+    match e.line {
+        Some(l) => format!("{}:{l}", e.file.display()),
+        None => e.file.display().to_string(),
+    }
+}
+
+fn entry_error(e: &Entry, err: SetError) -> ConfigError {
+    ConfigError {
+        file: e.file.clone(),
+        line: e.line,
+        key: Some(e.key.clone()),
+        reason: match err {
+            SetError::Unknown => "unknown key".into(),
+            SetError::Invalid(r) => r,
+        },
+    }
+}
+
+fn file_error(path: &Path, reason: String) -> ConfigError {
+    ConfigError {
+        file: path.to_path_buf(),
+        line: None,
+        key: None,
+        reason,
+    }
+}
+
+fn general_line(raw: &Raw, key: &str) -> Option<usize> {
+    raw.general.iter().rev().find(|e| e.key == key)?.line
+}
+
+/// Relative paths in a config file are taken relative to that file's folder,
+/// so a config works from any working directory.
+fn resolve(config_path: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        config_path
+            .parent()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|| p.to_path_buf())
+    }
+}
+
+fn load_userlist(
+    path: &Path,
+    raw: &Raw,
+    settings: &Settings,
+    errors: &mut Vec<ConfigError>,
+) -> Userlist {
+    let key = "auth_file";
+    let origin = raw.general.iter().rev().find(|e| e.key == key);
+    let file = origin.map(|e| e.file.clone()).unwrap_or(path.to_path_buf());
+    let line = origin.and_then(|e| e.line);
+    if settings.auth_file.is_empty() {
+        if matches!(
+            settings.auth_type,
+            AuthType::Md5 | AuthType::ScramSha256 | AuthType::Plain
+        ) {
+            errors.push(ConfigError {
+                file,
+                line,
+                key: Some(key.into()),
+                reason: format!("auth_file must be set for auth_type {}", settings.auth_type),
+            });
+        }
+        return Userlist::default();
+    }
+    let p = resolve(&file, &settings.auth_file);
+    match std::fs::read_to_string(&p) {
+        Ok(text) => {
+            let (list, problems) = Userlist::parse(&text);
+            for (l, reason) in problems {
+                errors.push(ConfigError {
+                    file: p.clone(),
+                    line: Some(l),
+                    key: None,
+                    reason,
+                });
+            }
+            list
+        }
+        Err(e) => {
+            errors.push(ConfigError {
+                file,
+                line,
+                key: Some(key.into()),
+                reason: format!("cannot read {}: {e}", p.display()),
+            });
+            Userlist::default()
+        }
+    }
+}
+
+// ---------------------------------------------------------------- TOML
+
+fn read_toml(path: &Path, text: &str, errors: &mut Vec<ConfigError>) -> Raw {
+    let mut raw = Raw::default();
+    let table: toml::Table = match toml::from_str(text) {
+        Ok(t) => t,
+        Err(e) => {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            errors.push(ConfigError {
+                file: path.to_path_buf(),
+                line,
+                key: None,
+                reason: e.message().to_string(),
+            });
+            return raw;
+        }
+    };
+    for (section, value) in &table {
+        let header_line = find_line(text, &format!("[{section}]"), 0);
+        match (section.as_str(), value) {
+            ("pooler", toml::Value::Table(t)) => {
+                raw.general = toml_entries(path, text, &format!("[{section}]"), t, errors);
+            }
+            ("databases", toml::Value::Table(t)) | ("users", toml::Value::Table(t)) => {
+                let mut out = Vec::new();
+                for (name, v) in t {
+                    let entries = match v {
+                        toml::Value::Table(inner) => toml_entries(
+                            path,
+                            text,
+                            &format!("[{section}.{}]", toml_key(name)),
+                            inner,
+                            errors,
+                        ),
+                        // `name = "host=... port=..."`, the ini form, is
+                        // accepted in TOML too.
+                        toml::Value::String(s) => {
+                            let line = find_line(text, &format!("[{section}]"), 0)
+                                .and_then(|h| find_key_line(text, h, name));
+                            connstring_entries(path, line, s, errors)
+                        }
+                        _ => {
+                            errors.push(ConfigError {
+                                file: path.to_path_buf(),
+                                line: header_line,
+                                key: Some(format!("{section}.{name}")),
+                                reason: "expected a table or a \"key=value ...\" string".into(),
+                            });
+                            continue;
+                        }
+                    };
+                    out.push((name.clone(), entries));
+                }
+                if section == "databases" {
+                    raw.databases = out;
+                } else {
+                    raw.users = out;
+                }
+            }
+            _ => errors.push(ConfigError {
+                file: path.to_path_buf(),
+                line: header_line.or_else(|| find_key_line(text, 0, section)),
+                key: Some(section.clone()),
+                reason: "unknown key (expected [pooler], [databases.NAME], [users.NAME])".into(),
+            }),
+        }
+    }
+    raw
+}
+
+fn toml_key(name: &str) -> String {
+    if name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        name.to_string()
+    } else {
+        format!("\"{name}\"")
+    }
+}
+
+fn toml_entries(
+    path: &Path,
+    text: &str,
+    header: &str,
+    t: &toml::Table,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Entry> {
+    let start = find_line(text, header, 0).unwrap_or(0);
+    let mut out = Vec::new();
+    for (k, v) in t {
+        let line = find_key_line(text, start, k);
+        let value = match v {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => if *b { "1" } else { "0" }.to_string(),
+            toml::Value::Array(a) => {
+                let mut parts = Vec::new();
+                for x in a {
+                    match x {
+                        toml::Value::String(s) => parts.push(s.clone()),
+                        other => parts.push(other.to_string()),
+                    }
+                }
+                parts.join(",")
+            }
+            _ => {
+                errors.push(ConfigError {
+                    file: path.to_path_buf(),
+                    line,
+                    key: Some(k.clone()),
+                    reason: "expected a value, not a table".into(),
+                });
+                continue;
+            }
+        };
+        out.push(Entry {
+            file: path.to_path_buf(),
+            line,
+            key: k.clone(),
+            value,
+        });
+    }
+    out
+}
+
+/// 1-based line of the first line at or after `from` (0-based) that starts
+/// with `needle`.
+fn find_line(text: &str, needle: &str, from: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .skip(from)
+        .find(|(_, l)| l.trim_start().starts_with(needle))
+        .map(|(i, _)| i + 1)
+}
+
+/// 1-based line where `key =` is set, searching from a section header line.
+fn find_key_line(text: &str, header_line: usize, key: &str) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .skip(header_line)
+        .find(|(_, l)| {
+            let l = l.trim_start();
+            let l = l.trim_start_matches('"');
+            l.strip_prefix(key).is_some_and(|r| {
+                let r = r.trim_start_matches('"').trim_start();
+                r.starts_with('=')
+            })
+        })
+        .map(|(i, _)| i + 1)
+}
+
+// ---------------------------------------------------------------- ini
+
+const MAX_INCLUDE_DEPTH: usize = 10;
+
+fn read_ini(path: &Path, depth: usize, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(file_error(path, format!("cannot read: {e}")));
+            return;
+        }
+    };
+    let mut section = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let lineno = i + 1;
+        let l = line.trim();
+        if l.is_empty() || l.starts_with(';') || l.starts_with('#') {
+            continue;
+        }
+        if let Some(inc) = l.strip_prefix("%include") {
+            let target = resolve(path, inc.trim());
+            if depth >= MAX_INCLUDE_DEPTH {
+                errors.push(ConfigError {
+                    file: path.to_path_buf(),
+                    line: Some(lineno),
+                    key: Some("%include".into()),
+                    reason: "includes nested too deep".into(),
+                });
+            } else {
+                read_ini(&target, depth + 1, raw, errors);
+            }
+            continue;
+        }
+        if l.starts_with('[') {
+            match l.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+                Some(s) => section = s.trim().to_ascii_lowercase(),
+                None => errors.push(ConfigError {
+                    file: path.to_path_buf(),
+                    line: Some(lineno),
+                    key: None,
+                    reason: format!("bad section header: {l}"),
+                }),
+            }
+            continue;
+        }
+        let Some((k, v)) = l.split_once('=') else {
+            errors.push(ConfigError {
+                file: path.to_path_buf(),
+                line: Some(lineno),
+                key: None,
+                reason: format!("expected key = value: {l}"),
+            });
+            continue;
+        };
+        let key = unquote_ini(k.trim());
+        let value = v.trim().to_string();
+        match section.as_str() {
+            "pgbouncer" | "tidepool" => raw.general.push(Entry {
+                file: path.to_path_buf(),
+                line: Some(lineno),
+                key: key.to_ascii_lowercase(),
+                value: unquote_ini(&value),
+            }),
+            "databases" => {
+                let entries = connstring_entries(path, Some(lineno), &value, errors);
+                raw.databases.retain(|(n, _)| *n != key);
+                raw.databases.push((key, entries));
+            }
+            "users" => {
+                let entries = connstring_entries(path, Some(lineno), &value, errors);
+                raw.users.retain(|(n, _)| *n != key);
+                raw.users.push((key, entries));
+            }
+            "peers" => errors.push(ConfigError {
+                file: path.to_path_buf(),
+                line: Some(lineno),
+                key: Some(key),
+                reason: "[peers] is not supported yet".into(),
+            }),
+            _ => errors.push(ConfigError {
+                file: path.to_path_buf(),
+                line: Some(lineno),
+                key: Some(key),
+                reason: if section.is_empty() {
+                    "key outside any section".into()
+                } else {
+                    format!("unknown section [{section}]")
+                },
+            }),
+        }
+    }
+}
+
+/// ini values and names may be wrapped in double quotes.
+fn unquote_ini(s: &str) -> String {
+    if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
+        s[1..s.len() - 1].replace("\"\"", "\"")
+    } else {
+        s.to_string()
+    }
+}
+
+fn connstring_entries(
+    path: &Path,
+    line: Option<usize>,
+    s: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Entry> {
+    match parse_connstring(s) {
+        Ok(pairs) => pairs
+            .into_iter()
+            .map(|(key, value)| Entry {
+                file: path.to_path_buf(),
+                line,
+                key: key.to_ascii_lowercase(),
+                value,
+            })
+            .collect(),
+        Err(reason) => {
+            errors.push(ConfigError {
+                file: path.to_path_buf(),
+                line,
+                key: None,
+                reason,
+            });
+            Vec::new()
+        }
+    }
+}
+
+/// libpq-style `key=value key='quoted \' value'` pairs.
+pub fn parse_connstring(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut it = s.chars().peekable();
+    loop {
+        while it.peek().is_some_and(|c| c.is_whitespace()) {
+            it.next();
+        }
+        if it.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(&c) = it.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            it.next();
+        }
+        while it.peek().is_some_and(|c| c.is_whitespace()) {
+            it.next();
+        }
+        if it.next() != Some('=') {
+            return Err(format!("expected key=value after \"{key}\""));
+        }
+        while it.peek().is_some_and(|c| c.is_whitespace()) {
+            it.next();
+        }
+        let mut value = String::new();
+        if it.peek() == Some(&'\'') {
+            it.next();
+            loop {
+                match it.next() {
+                    None => return Err(format!("unterminated quoted value for \"{key}\"")),
+                    Some('\\') => match it.next() {
+                        Some(c) => value.push(c),
+                        None => return Err(format!("unterminated quoted value for \"{key}\"")),
+                    },
+                    Some('\'') => break,
+                    Some(c) => value.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = it.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                it.next();
+                if c == '\\' {
+                    if let Some(n) = it.next() {
+                        value.push(n);
+                    }
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        if key.is_empty() {
+            return Err("empty key".into());
+        }
+        out.push((key, value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connstrings() {
+        let p =
+            parse_connstring("host=127.0.0.1 port = 5433 dbname='my db' password='a\\'b'").unwrap();
+        assert_eq!(
+            p,
+            vec![
+                ("host".into(), "127.0.0.1".into()),
+                ("port".into(), "5433".into()),
+                ("dbname".into(), "my db".into()),
+                ("password".into(), "a'b".into()),
+            ]
+        );
+        assert!(parse_connstring("host").is_err());
+        assert!(parse_connstring("host='x").is_err());
+        assert_eq!(parse_connstring("  ").unwrap(), vec![]);
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn ini_with_include_fallback_and_warnings() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "userlist.txt", "\"u\" \"p\"\n");
+        write(
+            d.path(),
+            "extra.ini",
+            "[databases]\n* = host=/var/run/postgresql\n",
+        );
+        let p = write(
+            d.path(),
+            "pgbouncer.ini",
+            "[databases]\napp = host=127.0.0.1 port=5433 dbname=real pool_size=3\n\
+             %include extra.ini\n[pgbouncer]\nlisten_port = 7000\nauth_file = userlist.txt\n\
+             syslog = 1\nadmin_users = a, b\n[users]\nu = pool_mode=session\n",
+        );
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.settings.listen_port, 7000);
+        assert_eq!(c.userlist.len(), 1);
+        let app = c.database("app").unwrap();
+        assert_eq!(app.dbname(), "real");
+        assert_eq!(app.cfg.port, 5433);
+        assert_eq!(c.pool_size(&app, "u"), 3);
+        let other = c.database("other").unwrap();
+        assert_eq!(other.dbname(), "other");
+        assert_eq!(other.cfg.host.as_deref(), Some("/var/run/postgresql"));
+        assert!(
+            c.warnings.iter().any(|w| w.contains("syslog")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(c.warnings.iter().any(|w| w.contains("admin_users")));
+    }
+
+    #[test]
+    fn toml_errors_name_file_key_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "t.toml",
+            "[pooler]\nlisten_port = 7000\nbogus_key = 1\npool_mode = \"sometimes\"\nauth_file = \"missing.txt\"\n",
+        );
+        let errs = Config::load(&p).unwrap_err();
+        let text = errs.to_string();
+        assert!(text.contains("t.toml:3: bogus_key: unknown key"), "{text}");
+        assert!(
+            text.contains("t.toml:4: pool_mode: invalid value"),
+            "{text}"
+        );
+        assert!(text.contains("auth_file: cannot read"), "{text}");
+        assert_eq!(errs.0.len(), 3);
+    }
+
+    #[test]
+    fn toml_databases_tables_and_strings() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "u.txt", "");
+        let p = write(
+            d.path(),
+            "t2.toml",
+            "[pooler]\nauth_file = \"u.txt\"\nadmin_users = [\"a\", \"b\"]\nserver_reset_query_always = true\n\
+             [databases]\nother = \"host=h dbname=x\"\n[databases.app]\nhost = \"localhost\"\nport = 6000\n",
+        );
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.settings.admin_users.0, vec!["a", "b"]);
+        assert!(c.settings.server_reset_query_always);
+        assert_eq!(c.database("app").unwrap().cfg.port, 6000);
+        assert_eq!(c.database("other").unwrap().dbname(), "x");
+        assert!(c.database("nope").is_none());
+    }
+
+    #[test]
+    fn reserved_name_and_missing_auth_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "p.ini",
+            "[databases]\npgbouncer = host=x\n[pgbouncer]\nauth_type = md5\n",
+        );
+        let t = Config::load(&p).unwrap_err().to_string();
+        assert!(t.contains("reserved"), "{t}");
+        assert!(t.contains("auth_file must be set"), "{t}");
+    }
+}

@@ -1,0 +1,297 @@
+//! Every config key tidepool knows, with its default, in one place.
+//!
+//! The `settings!` macro turns one list into the typed struct, its `Default`,
+//! a setter from text (used by both the ini and the TOML reader, and later by
+//! the console's `SET`) and a key table (used by SHOW CONFIG and the docs).
+//! Names and defaults are PgBouncer's (`shared/reference/pgbouncer-compat.md`).
+
+use super::values::{AuthType, List, PoolMode, Secs, SettingValue, SslMode};
+
+/// Takes effect only at restart.
+pub const RESTART: u8 = 1;
+/// Accepted and validated, but not acted on yet: setting it to anything other
+/// than its default logs a warning once at startup.
+pub const TODO: u8 = 2;
+
+/// One row of a key table.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyInfo {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub flags: u8,
+}
+
+impl KeyInfo {
+    pub fn changeable(&self) -> bool {
+        self.flags & RESTART == 0
+    }
+    pub fn implemented(&self) -> bool {
+        self.flags & TODO == 0
+    }
+}
+
+/// Why a key could not be set.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SetError {
+    Unknown,
+    Invalid(String),
+}
+
+macro_rules! settings {
+    ($(#[$sm:meta])* $struct:ident { $( $(#[doc = $doc:expr])* $name:ident : $ty:ty = $default:literal, $flags:expr; )* }) => {
+        $(#[$sm])*
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct $struct { $( $(#[doc = $doc])* pub $name: $ty, )* }
+
+        impl Default for $struct {
+            fn default() -> Self {
+                // Built-in defaults are literals checked by a unit test
+                // (`defaults_parse`); a bad one falls back to the type's
+                // zero rather than panicking.
+                Self { $( $name: <$ty as SettingValue>::parse($default).unwrap_or_else(|_| <$ty>::default()), )* }
+            }
+        }
+
+        impl $struct {
+            /// The key table: name, default, flags, in declaration order.
+            pub const KEYS: &'static [KeyInfo] = &[
+                $( KeyInfo { name: stringify!($name), default: $default, flags: $flags }, )*
+            ];
+
+            /// Set a key from its text form.
+            pub fn set(&mut self, key: &str, value: &str) -> Result<(), SetError> {
+                match key {
+                    $( stringify!($name) => {
+                        self.$name = <$ty as SettingValue>::parse(value).map_err(SetError::Invalid)?;
+                        Ok(())
+                    } )*
+                    _ => Err(SetError::Unknown),
+                }
+            }
+
+            /// The text form of a key's value.
+            pub fn get(&self, key: &str) -> Option<String> {
+                match key {
+                    $( stringify!($name) => Some(self.$name.show()), )*
+                    _ => None,
+                }
+            }
+
+            pub fn key_info(key: &str) -> Option<&'static KeyInfo> {
+                Self::KEYS.iter().find(|k| k.name == key)
+            }
+        }
+    };
+}
+
+settings!(
+    /// The `[pgbouncer]` section of pgbouncer.ini, or `[pooler]` in TOML.
+    Settings {
+        /// Addresses to listen on, comma separated; `*` = all; empty = no TCP.
+        listen_addr: String = "", RESTART;
+        listen_port: u16 = "6432", RESTART;
+        listen_backlog: u32 = "128", RESTART;
+        /// Directory for the Unix socket `.s.PGSQL.<port>`; empty = none.
+        unix_socket_dir: String = "/tmp", RESTART;
+        unix_socket_mode: String = "0777", RESTART;
+        unix_socket_group: String = "", RESTART | TODO;
+        so_reuseport: bool = "0", RESTART | TODO;
+        pidfile: String = "", RESTART;
+        logfile: String = "", TODO;
+        verbose: u32 = "0", 0;
+        user: String = "", RESTART | TODO;
+        pool_mode: PoolMode = "session", 0;
+        max_client_conn: u64 = "100", 0;
+        default_pool_size: u32 = "20", 0;
+        min_pool_size: u32 = "0", TODO;
+        reserve_pool_size: u32 = "0", TODO;
+        reserve_pool_timeout: Secs = "5", TODO;
+        max_db_connections: u32 = "0", 0;
+        max_user_connections: u32 = "0", 0;
+        max_db_client_connections: u64 = "0", 0;
+        max_user_client_connections: u64 = "0", 0;
+        server_round_robin: bool = "0", TODO;
+        max_prepared_statements: u32 = "200", 0;
+        track_extra_parameters: List = "IntervalStyle", 0;
+        ignore_startup_parameters: List = "", 0;
+        application_name_add_host: bool = "0", TODO;
+        stats_period: Secs = "60", TODO;
+        auth_type: AuthType = "md5", 0;
+        auth_file: String = "", 0;
+        auth_hba_file: String = "", TODO;
+        auth_user: String = "", TODO;
+        auth_query: String = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin", TODO;
+        auth_dbname: String = "", TODO;
+        scram_iterations: u32 = "4096", 0;
+        admin_users: List = "", TODO;
+        stats_users: List = "", TODO;
+        server_reset_query: String = "DISCARD ALL", 0;
+        server_reset_query_always: bool = "0", 0;
+        server_check_query: String = "", TODO;
+        server_check_delay: Secs = "30", TODO;
+        server_fast_close: bool = "0", TODO;
+        server_lifetime: Secs = "3600", 0;
+        server_idle_timeout: Secs = "600", 0;
+        server_connect_timeout: Secs = "15", 0;
+        server_login_retry: Secs = "15", 0;
+        client_login_timeout: Secs = "60", 0;
+        query_timeout: Secs = "0", TODO;
+        query_wait_timeout: Secs = "120", 0;
+        cancel_wait_timeout: Secs = "10", TODO;
+        client_idle_timeout: Secs = "0", TODO;
+        idle_transaction_timeout: Secs = "0", TODO;
+        transaction_timeout: Secs = "0", TODO;
+        suspend_timeout: Secs = "10", TODO;
+        log_connections: bool = "1", 0;
+        log_disconnections: bool = "1", 0;
+        log_pooler_errors: bool = "1", 0;
+        log_stats: bool = "1", TODO;
+        client_tls_sslmode: SslMode = "disable", TODO;
+        client_tls_key_file: String = "", TODO;
+        client_tls_cert_file: String = "", TODO;
+        client_tls_ca_file: String = "", TODO;
+        client_tls_protocols: String = "secure", TODO;
+        client_tls_ciphers: String = "default", TODO;
+        server_tls_sslmode: SslMode = "prefer", TODO;
+        server_tls_ca_file: String = "", TODO;
+        server_tls_key_file: String = "", TODO;
+        server_tls_cert_file: String = "", TODO;
+        server_tls_protocols: String = "secure", TODO;
+        server_tls_ciphers: String = "default", TODO;
+        pkt_buf: u32 = "4096", RESTART;
+        max_packet_size: u32 = "2147483647", 0;
+        tcp_keepalive: bool = "1", 0;
+        tcp_keepidle: u32 = "0", 0;
+        tcp_keepintvl: u32 = "0", 0;
+        tcp_keepcnt: u32 = "0", 0;
+        tcp_user_timeout: u32 = "0", TODO;
+        /// tidepool: host:port of the HTTP metrics and health endpoint; empty disables it.
+        metrics_addr: String = "127.0.0.1:9127", RESTART | TODO;
+    }
+);
+
+settings!(
+    /// One `[databases]` entry.
+    DatabaseConfig {
+        /// The server-side database name; defaults to the entry's name.
+        dbname: Option<String> = "", 0;
+        /// Host name, IP, or a directory (Unix socket); empty = unix_socket_dir.
+        host: Option<String> = "", 0;
+        port: u16 = "5432", 0;
+        /// Forces every client of this database onto one server user.
+        user: Option<String> = "", 0;
+        password: Option<String> = "", 0;
+        auth_user: Option<String> = "", TODO;
+        auth_query: Option<String> = "", TODO;
+        auth_dbname: Option<String> = "", TODO;
+        pool_size: Option<u32> = "", 0;
+        min_pool_size: Option<u32> = "", TODO;
+        reserve_pool_size: Option<u32> = "", TODO;
+        connect_query: Option<String> = "", TODO;
+        pool_mode: Option<PoolMode> = "", 0;
+        query_wait_timeout: Option<Secs> = "", 0;
+        max_db_connections: Option<u32> = "", 0;
+        max_db_client_connections: Option<u64> = "", 0;
+        server_lifetime: Option<Secs> = "", 0;
+        client_encoding: Option<String> = "", 0;
+        datestyle: Option<String> = "", 0;
+        timezone: Option<String> = "", 0;
+        application_name: Option<String> = "", 0;
+        load_balance_hosts: Option<String> = "", TODO;
+    }
+);
+
+settings!(
+    /// One `[users]` entry.
+    UserConfig {
+        pool_size: Option<u32> = "", 0;
+        reserve_pool_size: Option<u32> = "", TODO;
+        pool_mode: Option<PoolMode> = "", 0;
+        max_user_connections: Option<u32> = "", 0;
+        query_timeout: Option<Secs> = "", TODO;
+        query_wait_timeout: Option<Secs> = "", 0;
+        idle_transaction_timeout: Option<Secs> = "", TODO;
+        transaction_timeout: Option<Secs> = "", TODO;
+        client_idle_timeout: Option<Secs> = "", TODO;
+        max_user_client_connections: Option<u64> = "", 0;
+    }
+);
+
+/// `[pgbouncer]` keys PgBouncer has that tidepool has no field for yet.
+/// They are accepted with a warning so that existing files load unchanged.
+pub const PGBOUNCER_ONLY_KEYS: &[&str] = &[
+    "syslog",
+    "syslog_ident",
+    "syslog_facility",
+    "conffile",
+    "service_name",
+    "job_name",
+    "disable_pqexec",
+    "dns_max_ttl",
+    "dns_nxdomain_ttl",
+    "dns_zone_check_period",
+    "resolv_conf",
+    "sbuf_loopcnt",
+    "tcp_defer_accept",
+    "tcp_socket_buffer",
+    "autodb_idle_timeout",
+    "query_wait_notify",
+    "peer_id",
+    "auth_ldap_options",
+    "auth_pam_service",
+    "client_tls_dheparams",
+    "client_tls_ecdhcurve",
+    "server_tls_dheparams",
+    "server_tls_ecdhcurve",
+    "auth_query_timeout",
+    "log_stats_interval",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        // Every default literal must parse with its own type: otherwise
+        // `Default` would silently fall back to the type's zero.
+        let mut s = Settings::default();
+        for k in Settings::KEYS {
+            assert_eq!(s.set(k.name, k.default), Ok(()), "default of {}", k.name);
+        }
+        assert_eq!(s, Settings::default());
+        let mut d = DatabaseConfig::default();
+        for k in DatabaseConfig::KEYS {
+            assert_eq!(d.set(k.name, k.default), Ok(()), "default of {}", k.name);
+        }
+        let mut u = UserConfig::default();
+        for k in UserConfig::KEYS {
+            assert_eq!(u.set(k.name, k.default), Ok(()), "default of {}", k.name);
+        }
+    }
+
+    #[test]
+    fn pgbouncer_defaults() {
+        let s = Settings::default();
+        assert_eq!(s.listen_port, 6432);
+        assert_eq!(s.default_pool_size, 20);
+        assert_eq!(s.max_client_conn, 100);
+        assert_eq!(s.pool_mode, PoolMode::Session);
+        assert_eq!(s.auth_type, AuthType::Md5);
+        assert_eq!(s.server_reset_query, "DISCARD ALL");
+        assert_eq!(s.query_wait_timeout.0.as_secs(), 120);
+        assert_eq!(s.unix_socket_dir, "/tmp");
+        assert_eq!(s.max_prepared_statements, 200);
+        assert!(s.track_extra_parameters.contains("IntervalStyle"));
+        assert_eq!(DatabaseConfig::default().port, 5432);
+    }
+
+    #[test]
+    fn set_reports_unknown_and_invalid() {
+        let mut s = Settings::default();
+        assert_eq!(s.set("nope", "1"), Err(SetError::Unknown));
+        assert!(matches!(s.set("pool_mode", "x"), Err(SetError::Invalid(_))));
+        s.set("default_pool_size", "7").unwrap();
+        assert_eq!(s.get("default_pool_size").as_deref(), Some("7"));
+    }
+}

@@ -1,0 +1,97 @@
+//! tidepool: a PostgreSQL connection pooler.
+//!
+//! The library holds everything; `main.rs` only parses the command line.
+//! Tests start a [`Tidepool`] in-process on port 0. There is no global
+//! state: one [`Shared`] context is passed to every task, and a config
+//! reload swaps the `Arc<Config>` inside it.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod cancel;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod net;
+pub mod pool;
+pub mod protocol;
+pub mod server;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+pub use app::Tidepool;
+pub use config::Config;
+pub use error::{Error, Result, Side};
+
+/// The state every task shares.
+pub struct Shared {
+    config: ArcSwap<Config>,
+    pub pools: pool::Pools,
+    pub cancels: Arc<cancel::Registry>,
+    clients: Arc<AtomicU64>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Arc<Shared> {
+        Arc::new(Shared {
+            config: ArcSwap::from_pointee(config),
+            pools: pool::Pools::default(),
+            cancels: Arc::default(),
+            clients: Arc::default(),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The config in force now. Hold the `Arc` for the length of one
+    /// decision; a reload swaps in a new one atomically.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn swap_config(&self, c: Config) {
+        self.config.store(Arc::new(c));
+    }
+
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Number of connected clients.
+    pub fn client_count(&self) -> u64 {
+        self.clients.load(Ordering::Acquire)
+    }
+
+    /// Count a client in, refusing beyond `max_client_conn` (53300).
+    pub fn client_guard(&self, max: u64) -> Result<ClientGuard> {
+        let ok = self
+            .clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if !ok {
+            return Err(Error::TooManyClients(
+                "no more connections allowed (max_client_conn)".into(),
+            ));
+        }
+        Ok(ClientGuard {
+            clients: self.clients.clone(),
+        })
+    }
+}
+
+/// One counted client; uncounted on drop.
+pub struct ClientGuard {
+    clients: Arc<AtomicU64>,
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}

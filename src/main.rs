@@ -1,0 +1,116 @@
+//! The `tidepool` command: parse arguments, load the config, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use tidepool::{Config, Tidepool};
+
+#[derive(Parser, Debug)]
+#[command(name = "tidepool", version, about = "A PostgreSQL connection pooler")]
+struct Args {
+    /// Config file: TOML, or PgBouncer's pgbouncer.ini (a file ending in .ini).
+    #[arg(value_name = "CONFIG")]
+    config_pos: Option<PathBuf>,
+    /// Config file (same as the positional argument).
+    #[arg(long = "config", short = 'c', value_name = "CONFIG")]
+    config: Option<PathBuf>,
+    /// Validate the config and exit: 0 if valid, 1 with every problem listed.
+    #[arg(long)]
+    check: bool,
+    /// More logging (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Less logging: errors only.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let Some(path) = args.config.clone().or(args.config_pos.clone()) else {
+        eprintln!("tidepool: a config file is required (tidepool CONFIG)");
+        return ExitCode::from(2);
+    };
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    if args.check {
+        for w in &config.warnings {
+            eprintln!("warning: {w}");
+        }
+        println!("{}: ok", path.display());
+        return ExitCode::SUCCESS;
+    }
+    let verbose = args.verbose as u32 + config.settings.verbose;
+    let level = match (args.quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEPOOL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tidepool: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(run(config))
+}
+
+async fn run(config: Config) -> ExitCode {
+    let pidfile = config.settings.pidfile.clone();
+    let app = match Tidepool::start(config).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if !pidfile.is_empty() {
+        if let Err(e) = std::fs::write(&pidfile, format!("{}\n", std::process::id())) {
+            tracing::error!("cannot write pidfile {pidfile}: {e}");
+        }
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    app.shutdown().await;
+    if !pidfile.is_empty() {
+        let _ = std::fs::remove_file(&pidfile);
+    }
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+    ) else {
+        // Without signal handlers, run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = quit.recv() => {}
+    }
+}

@@ -1,0 +1,540 @@
+//! Per-(database, user) pools of server connections.
+//!
+//! Capacity is accounted by [`Slot`]s: a slot is taken before a server is
+//! connected and travels inside that [`ServerConn`] until it is dropped, so no
+//! error path can leak capacity. A returned server, or a freed slot, goes
+//! straight to the first waiter still waiting (FIFO), so a client that has
+//! waited longest is served first and an idle server never sits next to a
+//! waiting client.
+//!
+//! The pool's lock is a `std::sync::Mutex` held only for a few pointer moves,
+//! never across an await.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{oneshot, Notify};
+
+use crate::auth::scram::ClientCreds;
+use crate::protocol::{ErrorFields, Params};
+use crate::server::ServerConn;
+use crate::Error;
+
+/// Which pool: the database name clients asked for and the server user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    pub db: String,
+    pub user: String,
+}
+
+/// A count shared by the pools of one database or one user
+/// (`max_db_connections`, `max_user_connections`).
+#[derive(Debug, Default)]
+pub struct Counter {
+    pub count: AtomicU32,
+    /// Woken whenever `count` drops, for waiters blocked by the limit.
+    pub freed: Notify,
+}
+
+/// What a waiter is handed.
+// A server is moved, not boxed: one move per checkout costs less than an
+// allocation, and idle servers live unboxed in the idle list anyway.
+#[allow(clippy::large_enum_variant)]
+pub enum Grant {
+    /// An idle server, ready to use.
+    Server(ServerConn),
+    /// Permission to connect a new server.
+    Slot(Slot),
+}
+
+/// The reason the last login to this pool's server failed, kept for
+/// `server_login_retry` so that waiting clients get the server's error at
+/// once instead of every one of them retrying a server that is down.
+#[derive(Debug, Clone)]
+struct LoginFailure {
+    at: Instant,
+    fields: Option<ErrorFields>,
+    server: String,
+    reason: String,
+}
+
+impl LoginFailure {
+    fn to_error(&self) -> Error {
+        match &self.fields {
+            Some(f) => Error::ServerError(f.clone()),
+            None => Error::ServerConnect {
+                server: self.server.clone(),
+                reason: self.reason.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    idle: VecDeque<ServerConn>,
+    /// Servers of this pool that exist or are being connected.
+    total: u32,
+    waiters: VecDeque<oneshot::Sender<Grant>>,
+    /// ParameterStatus set of a real server login, sent to new clients.
+    welcome: Option<Params>,
+    login_failure: Option<LoginFailure>,
+}
+
+/// The limits a checkout obeys; read from the config at each checkout so a
+/// reload applies to the next one.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub pool_size: u32,
+    pub max_db: u32,
+    pub max_user: u32,
+    pub wait_timeout: Option<Duration>,
+    pub login_retry: Duration,
+}
+
+pub struct Pool {
+    pub key: PoolKey,
+    inner: Mutex<Inner>,
+    db_count: Arc<Counter>,
+    user_count: Arc<Counter>,
+    /// SCRAM keys recovered from a client's proof, for logging into servers
+    /// when auth_file holds only a SCRAM secret.
+    scram_keys: Mutex<Option<ClientCreds>>,
+    me: Weak<Pool>,
+}
+
+/// One unit of a pool's capacity (and of its database's and user's).
+pub struct Slot {
+    pool: Weak<Pool>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(p) = self.pool.upgrade() {
+            p.slot_freed();
+        }
+    }
+}
+
+impl Slot {
+    pub fn pool(&self) -> Option<Arc<Pool>> {
+        self.pool.upgrade()
+    }
+}
+
+/// What the pool can do for a checkout right now.
+#[allow(clippy::large_enum_variant)]
+enum Attempt {
+    Server(ServerConn),
+    Connect(Slot),
+    Wait(oneshot::Receiver<Grant>, bool),
+}
+
+impl Pool {
+    fn new(key: PoolKey, db_count: Arc<Counter>, user_count: Arc<Counter>) -> Arc<Pool> {
+        Arc::new_cyclic(|me| Pool {
+            key,
+            inner: Mutex::new(Inner::default()),
+            db_count,
+            user_count,
+            scram_keys: Mutex::new(None),
+            me: me.clone(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the pool's lists
+        // inconsistent (each critical section is a few moves), so a
+        // poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new slot, for tests and for the first server of a pool.
+    fn slot(&self) -> Slot {
+        Slot {
+            pool: self.me.clone(),
+        }
+    }
+
+    /// Take a server: an idle one, or a slot to connect a new one, waiting in
+    /// FIFO order up to `wait_timeout`.
+    pub async fn checkout(&self, limits: Limits) -> Result<Grant, Error> {
+        let deadline = limits.wait_timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            let db_freed = self.db_count.freed.notified();
+            let user_freed = self.user_count.freed.notified();
+            tokio::pin!(db_freed, user_freed);
+            db_freed.as_mut().enable();
+            user_freed.as_mut().enable();
+            let (rx, limited) = match self.attempt(&limits)? {
+                Attempt::Server(s) => return Ok(Grant::Server(s)),
+                Attempt::Connect(slot) => return Ok(Grant::Slot(slot)),
+                Attempt::Wait(rx, limited) => (rx, limited),
+            };
+            let timeout = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                g = rx => match g {
+                    Ok(g) => return Ok(g),
+                    // The pool dropped our sender (pool closed): try again.
+                    Err(_) => continue,
+                },
+                _ = &mut db_freed, if limited => continue,
+                _ = &mut user_freed, if limited => continue,
+                _ = timeout => {
+                    return Err(Error::Timeout(
+                        "query_wait_timeout: no server connection became available in time".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    fn attempt(&self, limits: &Limits) -> Result<Attempt, Error> {
+        let mut inner = self.lock();
+        while let Some(s) = inner.idle.pop_back() {
+            if s.usable() {
+                return Ok(Attempt::Server(s));
+            }
+            // Dead or stale: dropping it frees its slot, but we hold the
+            // lock; free it by hand after the loop instead.
+            drop(inner);
+            drop(s);
+            inner = self.lock();
+        }
+        let mut limited = false;
+        if inner.total < limits.pool_size.max(1) {
+            if let Some(f) = &inner.login_failure {
+                if f.at.elapsed() < limits.login_retry {
+                    return Err(f.to_error());
+                }
+            }
+            let db_ok = reserve(&self.db_count, limits.max_db);
+            let user_ok = db_ok && reserve(&self.user_count, limits.max_user);
+            if db_ok && user_ok {
+                inner.total += 1;
+                return Ok(Attempt::Connect(self.slot()));
+            }
+            if db_ok {
+                release(&self.db_count);
+            }
+            limited = true;
+        }
+        let (tx, rx) = oneshot::channel();
+        inner.waiters.push_back(tx);
+        Ok(Attempt::Wait(rx, limited))
+    }
+
+    /// Give a clean server back: to the first waiter, or to the idle list.
+    pub fn checkin(&self, server: ServerConn) {
+        self.hand_over(Grant::Server(server));
+    }
+
+    fn hand_over(&self, mut grant: Grant) {
+        loop {
+            let tx = {
+                let mut inner = self.lock();
+                match inner.waiters.pop_front() {
+                    Some(tx) => tx,
+                    None => {
+                        match grant {
+                            Grant::Server(s) => inner.idle.push_back(s),
+                            Grant::Slot(slot) => {
+                                // Nobody wants it: give the capacity back
+                                // here, with the lock held, not in its Drop.
+                                let mut slot = slot;
+                                slot.pool = Weak::new();
+                                drop(slot);
+                                inner.total = inner.total.saturating_sub(1);
+                                drop(inner);
+                                self.counters_freed();
+                            }
+                        }
+                        return;
+                    }
+                }
+            };
+            match tx.send(grant) {
+                Ok(()) => return,
+                Err(g) => grant = g,
+            }
+        }
+    }
+
+    fn slot_freed(&self) {
+        let has_waiters = !self.lock().waiters.is_empty();
+        if has_waiters {
+            // The capacity moves to the first waiter as a new slot.
+            self.hand_over(Grant::Slot(self.slot()));
+        } else {
+            let mut inner = self.lock();
+            inner.total = inner.total.saturating_sub(1);
+            drop(inner);
+            self.counters_freed();
+        }
+    }
+
+    fn counters_freed(&self) {
+        release(&self.db_count);
+        release(&self.user_count);
+    }
+
+    /// Record a successful login: the welcome parameters, and clear any
+    /// login failure.
+    pub fn login_succeeded(&self, params: &Params) {
+        let mut inner = self.lock();
+        inner.login_failure = None;
+        if inner.welcome.is_none() {
+            inner.welcome = Some(params.clone());
+        }
+    }
+
+    pub fn login_failed(&self, err: &Error) {
+        let (fields, server, reason) = match err {
+            Error::ServerError(f) => (Some(f.clone()), String::new(), String::new()),
+            Error::ServerConnect { server, reason } => (None, server.clone(), reason.clone()),
+            other => (None, String::new(), other.to_string()),
+        };
+        self.lock().login_failure = Some(LoginFailure {
+            at: Instant::now(),
+            fields,
+            server,
+            reason,
+        });
+    }
+
+    /// The server's error if a login failed less than `retry` ago.
+    pub fn recent_failure(&self, retry: Duration) -> Option<Error> {
+        let inner = self.lock();
+        let f = inner.login_failure.as_ref()?;
+        (f.at.elapsed() < retry).then(|| f.to_error())
+    }
+
+    pub fn set_scram_keys(&self, keys: ClientCreds) {
+        *self.scram_keys.lock().unwrap_or_else(|p| p.into_inner()) = Some(keys);
+    }
+
+    pub fn scram_keys(&self) -> Option<ClientCreds> {
+        self.scram_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn welcome(&self) -> Option<Params> {
+        self.lock().welcome.clone()
+    }
+
+    /// Close idle servers past `idle_timeout` or `lifetime`.
+    pub fn maintain(&self, idle_timeout: Option<Duration>, lifetime: Option<Duration>) {
+        let mut closing = Vec::new();
+        {
+            let mut inner = self.lock();
+            let mut keep = VecDeque::with_capacity(inner.idle.len());
+            while let Some(s) = inner.idle.pop_front() {
+                let idle_expired = idle_timeout.is_some_and(|t| s.last_used.elapsed() >= t);
+                let life_expired = lifetime.is_some_and(|t| s.created.elapsed() >= t);
+                if idle_expired || life_expired {
+                    closing.push(s);
+                } else {
+                    keep.push_back(s);
+                }
+            }
+            inner.idle = keep;
+            inner.waiters.retain(|w| !w.is_closed());
+        }
+        // Dropped outside the lock: each frees its slot.
+        drop(closing);
+    }
+
+    /// (servers in all, idle servers, waiting clients): for tests and SHOW.
+    pub fn counts(&self) -> (u32, usize, usize) {
+        let inner = self.lock();
+        let waiting = inner.waiters.iter().filter(|w| !w.is_closed()).count();
+        (inner.total, inner.idle.len(), waiting)
+    }
+}
+
+fn reserve(c: &Counter, max: u32) -> bool {
+    if max == 0 {
+        c.count.fetch_add(1, Ordering::AcqRel);
+        return true;
+    }
+    c.count
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+fn release(c: &Counter) {
+    let _ = c
+        .count
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    c.freed.notify_waiters();
+}
+
+/// Every pool, by key, with the per-database and per-user counters.
+#[derive(Default)]
+pub struct Pools {
+    map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    db_counts: Mutex<HashMap<String, Arc<Counter>>>,
+    user_counts: Mutex<HashMap<String, Arc<Counter>>>,
+}
+
+fn counter(map: &Mutex<HashMap<String, Arc<Counter>>>, name: &str) -> Arc<Counter> {
+    map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(name.to_string())
+        .or_default()
+        .clone()
+}
+
+impl Pools {
+    pub fn get(&self, key: &PoolKey) -> Arc<Pool> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = map.get(key) {
+            return p.clone();
+        }
+        let p = Pool::new(
+            key.clone(),
+            counter(&self.db_counts, &key.db),
+            counter(&self.user_counts, &key.user),
+        );
+        map.insert(key.clone(), p.clone());
+        p
+    }
+
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(n: u32) -> Limits {
+        Limits {
+            pool_size: n,
+            max_db: 0,
+            max_user: 0,
+            wait_timeout: Some(Duration::from_secs(5)),
+            login_retry: Duration::from_secs(15),
+        }
+    }
+
+    fn key() -> PoolKey {
+        PoolKey {
+            db: "d".into(),
+            user: "u".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn slots_are_bounded_and_freed_slots_go_to_waiters_in_order() {
+        let pools = Pools::default();
+        let p = pools.get(&key());
+        let Grant::Slot(a) = p.checkout(limits(2)).await.unwrap() else {
+            panic!()
+        };
+        let Grant::Slot(_b) = p.checkout(limits(2)).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.counts().0, 2);
+        // Two waiters queue up in order.
+        let (order_tx, mut order_rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut tasks = Vec::new();
+        for i in 0..2 {
+            let pc = p.clone();
+            let tx = order_tx.clone();
+            tasks.push(tokio::spawn(async move {
+                let g = pc.checkout(limits(2)).await;
+                tx.send(i).unwrap();
+                g
+            }));
+            // Wait until the waiter is queued before starting the next one.
+            while p.counts().2 < i + 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+        drop(a);
+        assert_eq!(order_rx.recv().await, Some(0));
+        let first = tasks.remove(0).await.unwrap().unwrap();
+        assert!(matches!(first, Grant::Slot(_)));
+        assert_eq!(p.counts().0, 2, "the freed slot moved, it was not lost");
+        drop(first);
+        assert_eq!(order_rx.recv().await, Some(1));
+        let second = tasks.remove(0).await.unwrap().unwrap();
+        drop(second);
+        drop(_b);
+        assert_eq!(p.counts().0, 0, "every slot given back");
+    }
+
+    #[tokio::test]
+    async fn wait_times_out() {
+        let pools = Pools::default();
+        let p = pools.get(&key());
+        let _a = p.checkout(limits(1)).await.unwrap();
+        let mut l = limits(1);
+        l.wait_timeout = Some(Duration::from_millis(20));
+        let e = p.checkout(l).await.err().unwrap();
+        assert_eq!(e.sqlstate(), "57014");
+        // The abandoned waiter does not swallow the next freed slot.
+        drop(_a);
+        assert_eq!(p.counts().0, 0);
+        assert!(matches!(
+            p.checkout(limits(1)).await.unwrap(),
+            Grant::Slot(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn db_limit_spans_pools() {
+        let pools = Pools::default();
+        let p1 = pools.get(&key());
+        let p2 = pools.get(&PoolKey {
+            db: "d".into(),
+            user: "other".into(),
+        });
+        let mut l = limits(5);
+        l.max_db = 1;
+        let a = p1.checkout(l).await.unwrap();
+        let waiter = {
+            let p2 = p2.clone();
+            tokio::spawn(async move { p2.checkout(l).await.map(|_| ()) })
+        };
+        while p2.counts().2 < 1 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished());
+        drop(a);
+        waiter.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn login_failure_is_reported_to_the_next_checkout() {
+        let pools = Pools::default();
+        let p = pools.get(&key());
+        p.login_failed(&Error::ServerConnect {
+            server: "127.0.0.1:1".into(),
+            reason: "refused".into(),
+        });
+        let e = p.checkout(limits(2)).await.err().unwrap();
+        assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+        let mut l = limits(2);
+        l.login_retry = Duration::ZERO;
+        assert!(p.checkout(l).await.is_ok());
+    }
+}

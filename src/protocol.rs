@@ -1,0 +1,543 @@
+//! The PostgreSQL v3 wire protocol: framing, the few messages the pooler
+//! parses, and the ones it builds. Never touches sockets.
+//!
+//! Parsing is our own and bounds-checked (anything received may be hostile
+//! or truncated; pgwire's decoders panic on short input and convert text
+//! lossily). Building uses pgwire's message types.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::startup::{
+    Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey,
+};
+use pgwire::messages::Message;
+
+/// Startup codes (the Int32 after the length, in place of a version).
+pub const SSL_REQUEST: u32 = 80877103;
+pub const GSSENC_REQUEST: u32 = 80877104;
+pub const CANCEL_REQUEST: u32 = 80877102;
+/// Protocol 3.0 as a startup version number.
+pub const PROTOCOL_3_0: u32 = 196608;
+/// PostgreSQL's limit on the length of a startup-phase packet.
+pub const MAX_STARTUP_PACKET: usize = 10_000;
+/// Messages we must see whole (ErrorResponse, ParameterStatus...) larger than
+/// this are forwarded without being inspected.
+pub const MAX_INSPECTED: usize = 1 << 20;
+
+/// A framing error: the stream is out of sync or hostile.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("invalid message length {0}")]
+    BadLength(u32),
+    #[error("message length {0} exceeds max_packet_size {1}")]
+    TooLarge(u32, u32),
+    #[error("malformed {0} message")]
+    Malformed(&'static str),
+}
+
+pub fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+// ------------------------------------------------------------ startup phase
+
+/// The first packet of a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StartupPacket {
+    Ssl,
+    GssEnc,
+    Cancel { pid: i32, key: Bytes },
+    Startup(StartupParams),
+}
+
+/// A Startup message: the minor version asked for and the parameters, kept
+/// as raw bytes (a client's encoding may not be UTF-8).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StartupParams {
+    pub minor: u16,
+    pub params: Vec<(String, Bytes)>,
+}
+
+impl StartupParams {
+    pub fn get(&self, name: &str) -> Option<&Bytes> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+}
+
+/// Check a startup-phase length word before reading the body.
+pub fn check_startup_len(len: u32) -> Result<usize, FrameError> {
+    if !(8..=MAX_STARTUP_PACKET as u32).contains(&len) {
+        return Err(FrameError::BadLength(len));
+    }
+    Ok(len as usize)
+}
+
+/// Parse a startup-phase packet body (after the length word).
+pub fn parse_startup(body: &[u8]) -> Result<StartupPacket, FrameError> {
+    if body.len() < 4 {
+        return Err(FrameError::Malformed("startup"));
+    }
+    let code = be_u32(body);
+    let rest = &body[4..];
+    match code {
+        SSL_REQUEST if rest.is_empty() => Ok(StartupPacket::Ssl),
+        GSSENC_REQUEST if rest.is_empty() => Ok(StartupPacket::GssEnc),
+        CANCEL_REQUEST => {
+            // Protocol 3.2 allows keys of 4 to 256 bytes.
+            if rest.len() < 8 || rest.len() > 4 + 256 {
+                return Err(FrameError::Malformed("CancelRequest"));
+            }
+            Ok(StartupPacket::Cancel {
+                pid: be_u32(rest) as i32,
+                key: Bytes::copy_from_slice(&rest[4..]),
+            })
+        }
+        v if v >> 16 == 3 => {
+            let mut params = Vec::new();
+            let mut r = rest;
+            loop {
+                let (name, after) = cstr(r).ok_or(FrameError::Malformed("startup"))?;
+                if name.is_empty() {
+                    break;
+                }
+                let (value, after) = cstr(after).ok_or(FrameError::Malformed("startup"))?;
+                let name = std::str::from_utf8(name)
+                    .map_err(|_| FrameError::Malformed("startup parameter name"))?;
+                params.push((name.to_string(), Bytes::copy_from_slice(value)));
+                r = after;
+            }
+            Ok(StartupPacket::Startup(StartupParams {
+                minor: (v & 0xffff) as u16,
+                params,
+            }))
+        }
+        _ => Err(FrameError::Malformed(
+            "startup (unsupported protocol version)",
+        )),
+    }
+}
+
+/// Split a NUL-terminated string off the front.
+pub fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let i = b.iter().position(|&c| c == 0)?;
+    Some((&b[..i], &b[i + 1..]))
+}
+
+// ------------------------------------------------------------ hot-path framing
+
+/// One step of [`Scanner::step`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Forward this many bytes as they are. `tag` is set when they start a
+    /// new message (its type byte), so callers can count messages without
+    /// holding them whole.
+    Pass { n: usize, tag: Option<u8> },
+    /// A whole message of an inspected type, `len` bytes including header.
+    Whole { tag: u8, len: usize },
+    /// Need more bytes; `want` is how many the buffer should hold in all.
+    More { want: usize },
+}
+
+/// Walks a byte stream message by message without copying. Only the types
+/// the caller asks to inspect are held whole; everything else streams
+/// through in whatever pieces the socket gives, so a 1 GB DataRow never sits
+/// in memory.
+#[derive(Debug, Default)]
+pub struct Scanner {
+    /// Bytes of the current pass-through message still to come.
+    remaining: usize,
+    max_len: u32,
+}
+
+impl Scanner {
+    pub fn new(max_packet_size: u32) -> Self {
+        Scanner {
+            remaining: 0,
+            max_len: max_packet_size,
+        }
+    }
+
+    /// True between messages (no pass-through message half-forwarded).
+    pub fn at_boundary(&self) -> bool {
+        self.remaining == 0
+    }
+
+    pub fn step(&mut self, buf: &[u8], inspect: impl Fn(u8) -> bool) -> Result<Step, FrameError> {
+        if self.remaining > 0 {
+            if buf.is_empty() {
+                return Ok(Step::More { want: 1 });
+            }
+            let n = self.remaining.min(buf.len());
+            self.remaining -= n;
+            return Ok(Step::Pass { n, tag: None });
+        }
+        if buf.len() < 5 {
+            return Ok(Step::More { want: 5 });
+        }
+        let tag = buf[0];
+        let len = be_u32(&buf[1..5]);
+        if len < 4 {
+            return Err(FrameError::BadLength(len));
+        }
+        if len > self.max_len {
+            return Err(FrameError::TooLarge(len, self.max_len));
+        }
+        let total = len as usize + 1;
+        if inspect(tag) && total <= MAX_INSPECTED {
+            if buf.len() < total {
+                return Ok(Step::More { want: total });
+            }
+            return Ok(Step::Whole { tag, len: total });
+        }
+        let n = total.min(buf.len());
+        self.remaining = total - n;
+        Ok(Step::Pass { n, tag: Some(tag) })
+    }
+}
+
+// ------------------------------------------------------------ parsed messages
+
+/// The fields of an ErrorResponse or NoticeResponse that we act on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ErrorFields {
+    pub severity: String,
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl ErrorFields {
+    /// Parse an ErrorResponse / NoticeResponse body. Text is decoded lossily:
+    /// this is for logging and re-sending, never for forwarding bytes.
+    pub fn parse(body: &[u8]) -> ErrorFields {
+        let mut f = ErrorFields::default();
+        let mut r = body;
+        while let Some((&t, rest)) = r.split_first() {
+            if t == 0 {
+                break;
+            }
+            let Some((v, rest)) = cstr(rest) else { break };
+            let v = String::from_utf8_lossy(v).into_owned();
+            match t {
+                b'V' => f.severity = v,
+                b'S' if f.severity.is_empty() => f.severity = v,
+                b'C' => f.code = v,
+                b'M' => f.message = v,
+                b'D' => f.detail = Some(v),
+                b'H' => f.hint = Some(v),
+                _ => {}
+            }
+            r = rest;
+        }
+        f
+    }
+}
+
+/// A ParameterStatus body: (name, value).
+pub fn parse_parameter_status(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (name, rest) = cstr(body)?;
+    let (value, _) = cstr(rest)?;
+    Some((name, value))
+}
+
+/// Parameter values reported by a server (ParameterStatus) or wanted by a
+/// client. Names compare case-insensitively; values are raw bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params(Vec<(String, Bytes)>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&Bytes> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+    pub fn set(&mut self, name: &str, value: Bytes) {
+        match self
+            .0
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        {
+            Some(e) => e.1 = value,
+            None => self.0.push((name.to_string(), value)),
+        }
+    }
+    pub fn remove(&mut self, name: &str) {
+        self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Bytes)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+// ------------------------------------------------------------ building
+
+/// Build messages into a buffer. pgwire's encoders only fail for messages
+/// over their size limits, which ours never reach; such a failure is
+/// reported rather than unwrapped.
+pub fn encode<M: Message>(buf: &mut BytesMut, m: &M) -> Result<(), crate::Error> {
+    m.encode(buf)
+        .map_err(|e| crate::Error::Internal(format!("encoding a message: {e}")))
+}
+
+/// Severity of an error we originate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Fatal,
+}
+
+pub fn error_response(buf: &mut BytesMut, sev: Severity, code: &str, message: &str) {
+    let s = match sev {
+        Severity::Error => "ERROR",
+        Severity::Fatal => "FATAL",
+    };
+    let msg = ErrorResponse::new(vec![
+        (b'S', s.to_string()),
+        (b'V', s.to_string()),
+        (b'C', code.to_string()),
+        (b'M', message.to_string()),
+    ]);
+    // Cannot exceed pgwire's limit for ErrorResponse (i32::MAX).
+    let _ = msg.encode(buf);
+}
+
+/// Re-send an error the server gave us (login failures), keeping its fields.
+pub fn error_from_fields(buf: &mut BytesMut, f: &ErrorFields) {
+    let mut fields = vec![
+        (b'S', f.severity.clone()),
+        (b'V', f.severity.clone()),
+        (b'C', f.code.clone()),
+        (b'M', f.message.clone()),
+    ];
+    if let Some(d) = &f.detail {
+        fields.push((b'D', d.clone()));
+    }
+    if let Some(h) = &f.hint {
+        fields.push((b'H', h.clone()));
+    }
+    let _ = ErrorResponse::new(fields).encode(buf);
+}
+
+pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
+    let st = match status {
+        b'T' => TransactionStatus::Transaction,
+        b'E' => TransactionStatus::Error,
+        _ => TransactionStatus::Idle,
+    };
+    let _ = ReadyForQuery::new(st).encode(buf);
+}
+
+pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &[u8]) {
+    // Reported values are ASCII in practice (PostgreSQL cleans
+    // application_name to ASCII); lossy conversion only affects nonsense.
+    let _ = ParameterStatus::new(
+        name.to_string(),
+        String::from_utf8_lossy(value).into_owned(),
+    )
+    .encode(buf);
+}
+
+pub fn backend_key_data(buf: &mut BytesMut, pid: i32, key: i32) {
+    let _ = BackendKeyData::new(pid, SecretKey::I32(key)).encode(buf);
+}
+
+pub fn auth(buf: &mut BytesMut, a: &Authentication) {
+    let _ = a.encode(buf);
+}
+
+pub fn negotiate_protocol_version(buf: &mut BytesMut, unsupported: Vec<String>) {
+    let _ = NegotiateProtocolVersion::new(PROTOCOL_3_0 as i32, unsupported).encode(buf);
+}
+
+/// A simple Query with raw bytes (no String round trip).
+pub fn query(buf: &mut BytesMut, sql: &[u8]) {
+    buf.put_u8(b'Q');
+    buf.put_u32((4 + sql.len() + 1) as u32);
+    buf.put_slice(sql);
+    buf.put_u8(0);
+}
+
+pub fn terminate(buf: &mut BytesMut) {
+    buf.put_u8(b'X');
+    buf.put_u32(4);
+}
+
+/// Quote a literal for `SET name = '...'`: double the quotes; backslashes
+/// are doubled and the `E''` form used so the result is right whatever
+/// standard_conforming_strings says.
+pub fn quote_literal(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() + 4);
+    let has_backslash = v.contains(&b'\\');
+    if has_backslash {
+        out.push(b'E');
+    }
+    out.push(b'\'');
+    for &c in v {
+        match c {
+            b'\'' => out.extend_from_slice(b"''"),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            _ => out.push(c),
+        }
+    }
+    out.push(b'\'');
+    out
+}
+
+/// Quote an identifier (a parameter name) when it is not a plain one.
+pub fn quote_ident(name: &str) -> String {
+    if !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.')
+        && !name.as_bytes()[0].is_ascii_digit()
+    {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn startup_bytes(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = version.to_be_bytes().to_vec();
+        for (k, v) in params {
+            b.extend_from_slice(k.as_bytes());
+            b.push(0);
+            b.extend_from_slice(v.as_bytes());
+            b.push(0);
+        }
+        b.push(0);
+        b
+    }
+
+    #[test]
+    fn startup_packets() {
+        let b = startup_bytes(PROTOCOL_3_0, &[("user", "u"), ("database", "d")]);
+        let StartupPacket::Startup(p) = parse_startup(&b).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.get("user").unwrap().as_ref(), b"u");
+        assert_eq!(p.minor, 0);
+        let b = startup_bytes(PROTOCOL_3_0 + 9999, &[("user", "u")]);
+        let StartupPacket::Startup(p) = parse_startup(&b).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.minor, 9999);
+        assert_eq!(
+            parse_startup(&SSL_REQUEST.to_be_bytes()).unwrap(),
+            StartupPacket::Ssl
+        );
+        // 1234.5678 is not protocol 3.
+        assert!(parse_startup(&((1234 << 16) | 5678u32).to_be_bytes()).is_err());
+        // Truncated: no terminating NULs.
+        assert!(parse_startup(&PROTOCOL_3_0.to_be_bytes()).is_err());
+        assert!(parse_startup(&[0, 3]).is_err());
+        let mut c = CANCEL_REQUEST.to_be_bytes().to_vec();
+        c.extend_from_slice(&7i32.to_be_bytes());
+        c.extend_from_slice(&9i32.to_be_bytes());
+        assert!(matches!(
+            parse_startup(&c).unwrap(),
+            StartupPacket::Cancel { pid: 7, .. }
+        ));
+    }
+
+    #[test]
+    fn startup_lengths() {
+        assert!(check_startup_len(3).is_err());
+        assert!(check_startup_len(i32::MAX as u32).is_err());
+        // "GET " read as a length.
+        assert!(check_startup_len(u32::from_be_bytes(*b"GET ")).is_err());
+        assert_eq!(check_startup_len(8), Ok(8));
+    }
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut b = vec![tag];
+        b.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        b.extend_from_slice(body);
+        b
+    }
+
+    #[test]
+    fn scanner_streams_and_holds_whole() {
+        let mut s = Scanner::new(1 << 20);
+        let mut stream = msg(b'D', &[1u8; 100]);
+        stream.extend(msg(b'Z', b"I"));
+        let z = |t: u8| t == b'Z';
+        // Only part of the DataRow has arrived: it passes through in pieces.
+        assert_eq!(
+            s.step(&stream[..50], z),
+            Ok(Step::Pass {
+                n: 50,
+                tag: Some(b'D')
+            })
+        );
+        assert!(!s.at_boundary());
+        assert_eq!(
+            s.step(&stream[50..], z),
+            Ok(Step::Pass { n: 55, tag: None })
+        );
+        assert!(s.at_boundary());
+        let rest = &stream[105..];
+        assert_eq!(s.step(&rest[..3], z), Ok(Step::More { want: 5 }));
+        assert_eq!(s.step(&rest[..5], z), Ok(Step::More { want: 6 }));
+        assert_eq!(s.step(rest, z), Ok(Step::Whole { tag: b'Z', len: 6 }));
+    }
+
+    #[test]
+    fn scanner_rejects_bad_lengths() {
+        let mut s = Scanner::new(1000);
+        assert_eq!(
+            s.step(&[b'Q', 0, 0, 0, 3], |_| false),
+            Err(FrameError::BadLength(3))
+        );
+        assert_eq!(
+            s.step(&[b'Q', 0x7f, 0xff, 0xff, 0xff], |_| false),
+            Err(FrameError::TooLarge(0x7fff_ffff, 1000))
+        );
+    }
+
+    #[test]
+    fn error_fields_survive_truncation() {
+        let mut b = BytesMut::new();
+        error_response(&mut b, Severity::Fatal, "28P01", "nope");
+        let f = ErrorFields::parse(&b[5..]);
+        assert_eq!(f.code, "28P01");
+        assert_eq!(f.severity, "FATAL");
+        assert_eq!(f.message, "nope");
+        // Any prefix parses without panicking.
+        for i in 0..b.len() - 5 {
+            let _ = ErrorFields::parse(&b[5..5 + i]);
+        }
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(quote_literal(b"it's"), b"'it''s'".to_vec());
+        assert_eq!(quote_literal(b"a\\b"), b"E'a\\\\b'".to_vec());
+        assert_eq!(quote_ident("timezone"), "timezone");
+        assert_eq!(quote_ident("DateStyle"), "\"DateStyle\"");
+        assert_eq!(quote_ident("my.guc"), "my.guc");
+    }
+
+    #[test]
+    fn params_are_case_insensitive() {
+        let mut p = Params::default();
+        p.set("TimeZone", Bytes::from_static(b"UTC"));
+        p.set("timezone", Bytes::from_static(b"Europe/Paris"));
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.get("TIMEZONE").unwrap().as_ref(), b"Europe/Paris");
+        p.remove("Timezone");
+        assert!(p.is_empty());
+    }
+}

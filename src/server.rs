@@ -1,0 +1,414 @@
+//! Server connections: connect, log in, keep parameters in step, reset.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use pgwire::messages::startup::{Password, SASLInitialResponse, SASLResponse, Startup};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::auth::scram::{ClientCreds, ScramClient, MECHANISM};
+use crate::auth::{md5_response, md5_secret};
+use crate::net::{read_message, ReadError, Stream};
+use crate::pool::Slot;
+use crate::protocol::{self, be_u32, parse_parameter_status, ErrorFields, Params};
+use crate::Error;
+
+/// Where a server is: a host and port, or a Unix socket directory and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl ServerAddr {
+    pub fn is_unix(&self) -> bool {
+        self.host.starts_with('/')
+    }
+
+    pub fn socket_path(&self) -> String {
+        format!("{}/.s.PGSQL.{}", self.host.trim_end_matches('/'), self.port)
+    }
+
+    pub async fn connect(&self) -> std::io::Result<Stream> {
+        if self.is_unix() {
+            Ok(Stream::Unix(UnixStream::connect(self.socket_path()).await?))
+        } else {
+            Ok(Stream::Tcp(
+                TcpStream::connect((self.host.as_str(), self.port)).await?,
+            ))
+        }
+    }
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_unix() {
+            f.write_str(&self.socket_path())
+        } else if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// What we log into a server with.
+#[derive(Clone)]
+pub enum ServerCreds {
+    None,
+    Plain(String),
+    /// The 32 hex digits of an md5 secret: enough for md5 auth only.
+    Md5(String),
+    /// Keys recovered from a client's SCRAM proof.
+    ScramKeys(ClientCreds),
+}
+
+/// Everything needed to open one server connection.
+#[derive(Clone)]
+pub struct LoginInfo {
+    pub addr: ServerAddr,
+    pub user: String,
+    pub database: String,
+    pub creds: ServerCreds,
+    pub connect_timeout: Option<Duration>,
+    pub settings: Arc<crate::config::Config>,
+}
+
+/// A logged-in server connection.
+pub struct ServerConn {
+    pub id: u64,
+    pub stream: Stream,
+    /// Bytes read from the server and not yet handled.
+    pub rbuf: BytesMut,
+    /// Values the server reported (ParameterStatus).
+    pub params: Params,
+    /// Values we SET that the server does not report; cleared by a reset.
+    pub applied: Params,
+    pub backend_pid: i32,
+    pub backend_key: i32,
+    pub addr: ServerAddr,
+    pub created: Instant,
+    pub last_used: Instant,
+    /// Cancel requests still being delivered to this server: it must not go
+    /// back to the pool while a cancel may still hit its next client.
+    pub cancels: Arc<AtomicUsize>,
+    /// Its share of the pool's capacity; freed when this is dropped.
+    pub slot: Slot,
+    /// Set once a lifetime / config change asks for it to be closed.
+    pub close_needed: bool,
+}
+
+impl Drop for ServerConn {
+    fn drop(&mut self) {
+        // Best effort Terminate so PostgreSQL logs a clean disconnect; the
+        // socket closes right after either way.
+        let x = [b'X', 0, 0, 0, 4];
+        match &self.stream {
+            Stream::Tcp(s) => {
+                let _ = s.try_write(&x);
+            }
+            Stream::Unix(s) => {
+                let _ = s.try_write(&x);
+            }
+        }
+    }
+}
+
+fn server_io(addr: &ServerAddr, e: impl std::fmt::Display) -> Error {
+    Error::ServerConnect {
+        server: addr.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+fn read_err(addr: &ServerAddr, e: ReadError) -> Error {
+    match e {
+        ReadError::Io(e) => server_io(addr, e),
+        ReadError::Eof => server_io(addr, "server closed the connection during login"),
+        ReadError::BadLength(l) => server_io(addr, format!("invalid message length {l}")),
+    }
+}
+
+impl ServerConn {
+    /// Connect and log in, within `connect_timeout`.
+    pub async fn connect(info: &LoginInfo, id: u64, slot: Slot) -> Result<ServerConn, Error> {
+        let fut = Self::connect_inner(info, id, slot);
+        match info.connect_timeout {
+            Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
+                Err(server_io(
+                    &info.addr,
+                    format!("timed out after {:?} (server_connect_timeout)", t),
+                ))
+            }),
+            None => fut.await,
+        }
+    }
+
+    async fn connect_inner(info: &LoginInfo, id: u64, slot: Slot) -> Result<ServerConn, Error> {
+        let addr = &info.addr;
+        let mut stream = addr.connect().await.map_err(|e| server_io(addr, e))?;
+        if let Stream::Tcp(s) = &stream {
+            crate::net::tune_tcp(s, &info.settings.settings);
+        }
+        let mut out = BytesMut::new();
+        let mut startup = Startup::new();
+        // Neutral startup values: client settings are applied with SET, so
+        // that a reset returns to the server's defaults.
+        startup.parameters.insert("user".into(), info.user.clone());
+        startup
+            .parameters
+            .insert("database".into(), info.database.clone());
+        protocol::encode(&mut out, &startup)?;
+        stream
+            .write_all(&out)
+            .await
+            .map_err(|e| server_io(addr, e))?;
+
+        let mut rbuf = BytesMut::with_capacity(1024);
+        let mut params = Params::default();
+        let (mut pid, mut key) = (0, 0);
+        let mut scram: Option<ScramClient> = None;
+        let max = crate::protocol::MAX_INSPECTED;
+        loop {
+            let (tag, body) = read_message(&mut stream, &mut rbuf, max)
+                .await
+                .map_err(|e| read_err(addr, e))?;
+            match tag {
+                b'R' => {
+                    if body.len() < 4 {
+                        return Err(server_io(addr, "malformed authentication request"));
+                    }
+                    let code = be_u32(&body);
+                    let data = body.slice(4..);
+                    out.clear();
+                    match code {
+                        0 => continue,
+                        3 => {
+                            let ServerCreds::Plain(p) = &info.creds else {
+                                return Err(no_password(info, "cleartext"));
+                            };
+                            protocol::encode(&mut out, &Password::new(p.clone()))?;
+                        }
+                        5 => {
+                            if data.len() < 4 {
+                                return Err(server_io(addr, "malformed md5 request"));
+                            }
+                            let secret = match &info.creds {
+                                ServerCreds::Plain(p) => md5_secret(p, &info.user),
+                                ServerCreds::Md5(s) => s.clone(),
+                                _ => return Err(no_password(info, "md5")),
+                            };
+                            let resp = md5_response(&secret, &data[..4]);
+                            protocol::encode(&mut out, &Password::new(resp))?;
+                        }
+                        10 => {
+                            let mechs: Vec<&[u8]> = data.split(|&b| b == 0).collect();
+                            if !mechs.contains(&MECHANISM.as_bytes()) {
+                                return Err(server_io(addr, "server offers no SCRAM-SHA-256"));
+                            }
+                            let creds = match &info.creds {
+                                ServerCreds::Plain(p) => ClientCreds::Password(p.clone()),
+                                ServerCreds::ScramKeys(k) => k.clone(),
+                                _ => return Err(no_password(info, "SCRAM-SHA-256")),
+                            };
+                            let c = ScramClient::new(creds);
+                            let first = Bytes::from(c.client_first());
+                            protocol::encode(
+                                &mut out,
+                                &SASLInitialResponse::new(MECHANISM.to_string(), Some(first)),
+                            )?;
+                            scram = Some(c);
+                        }
+                        11 => {
+                            let c = scram
+                                .as_mut()
+                                .ok_or_else(|| server_io(addr, "unexpected SASLContinue"))?;
+                            let fin = c.server_first(&data).map_err(|e| server_io(addr, e))?;
+                            protocol::encode(&mut out, &SASLResponse::new(Bytes::from(fin)))?;
+                        }
+                        12 => {
+                            let c = scram
+                                .as_ref()
+                                .ok_or_else(|| server_io(addr, "unexpected SASLFinal"))?;
+                            c.server_final(&data).map_err(|e| server_io(addr, e))?;
+                            continue;
+                        }
+                        other => {
+                            return Err(server_io(
+                                addr,
+                                format!("unsupported authentication request {other}"),
+                            ))
+                        }
+                    }
+                    stream
+                        .write_all(&out)
+                        .await
+                        .map_err(|e| server_io(addr, e))?;
+                }
+                b'E' => return Err(Error::ServerError(ErrorFields::parse(&body))),
+                b'S' => {
+                    if let Some((n, v)) = parse_parameter_status(&body) {
+                        params.set(&String::from_utf8_lossy(n), Bytes::copy_from_slice(v));
+                    }
+                }
+                b'K' if body.len() >= 8 => {
+                    pid = be_u32(&body) as i32;
+                    key = be_u32(&body[4..]) as i32;
+                }
+                b'Z' => break,
+                // NoticeResponse, NegotiateProtocolVersion: nothing to do.
+                _ => {}
+            }
+        }
+        let now = Instant::now();
+        Ok(ServerConn {
+            id,
+            stream,
+            rbuf,
+            params,
+            applied: Params::default(),
+            backend_pid: pid,
+            backend_key: key,
+            addr: addr.clone(),
+            created: now,
+            last_used: now,
+            cancels: Arc::new(AtomicUsize::new(0)),
+            slot,
+            close_needed: false,
+        })
+    }
+
+    /// Cheap check before handing an idle server out: still open, nothing
+    /// unexpected waiting to be read (an idle server that sends something is
+    /// dying or was terminated), no cancel in flight.
+    pub fn usable(&self) -> bool {
+        if self.close_needed
+            || !self.rbuf.is_empty()
+            || self.cancels.load(std::sync::atomic::Ordering::Acquire) > 0
+        {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let r = match &self.stream {
+            Stream::Tcp(s) => s.try_read(&mut probe),
+            Stream::Unix(s) => s.try_read(&mut probe),
+        };
+        matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Run a simple query whose results nobody sees (reset, SET). Ok only if
+    /// the server ends idle with no error.
+    pub async fn run_quiet(&mut self, sql: &[u8], max_len: usize) -> Result<(), Error> {
+        let mut out = BytesMut::new();
+        protocol::query(&mut out, sql);
+        let gone = |e: std::io::Error| Error::ServerGone(e.to_string());
+        self.stream.write_all(&out).await.map_err(gone)?;
+        let mut error = None;
+        loop {
+            let (tag, body) = read_message(&mut self.stream, &mut self.rbuf, max_len)
+                .await
+                .map_err(|e| match e {
+                    ReadError::Io(e) => Error::ServerGone(e.to_string()),
+                    ReadError::Eof => Error::ServerGone("server closed the connection".into()),
+                    ReadError::BadLength(l) => {
+                        Error::ServerProtocol(format!("invalid message length {l}"))
+                    }
+                })?;
+            match tag {
+                b'E' => error = Some(ErrorFields::parse(&body)),
+                b'S' => self.record_parameter(&body),
+                b'Z' => {
+                    let status = body.first().copied().unwrap_or(0);
+                    return match error {
+                        Some(f) => Err(Error::ServerError(f)),
+                        None if status == b'I' => Ok(()),
+                        None => Err(Error::ServerProtocol(format!(
+                            "server not idle after a quiet query (status {})",
+                            status as char
+                        ))),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Record a ParameterStatus body.
+    pub fn record_parameter(&mut self, body: &[u8]) {
+        if let Some((n, v)) = parse_parameter_status(body) {
+            let name = String::from_utf8_lossy(n);
+            self.applied.remove(&name);
+            self.params.set(&name, Bytes::copy_from_slice(v));
+        }
+    }
+
+    /// The server's current value of a setting, as far as we know it.
+    pub fn value(&self, name: &str) -> Option<&Bytes> {
+        self.params.get(name).or_else(|| self.applied.get(name))
+    }
+
+    /// Bring the server's settings in line with what the client wants,
+    /// with one round trip of `SET`s whose replies nobody sees. Afterwards
+    /// `wanted` holds the values as the server reported them (canonical
+    /// spelling), so the next comparison matches.
+    pub async fn sync_params(&mut self, wanted: &mut Params, max_len: usize) -> Result<(), Error> {
+        let mut sql = Vec::new();
+        let mut names = Vec::new();
+        for (name, value) in wanted.iter() {
+            let same = self
+                .value(name)
+                .is_some_and(|v| v.eq_ignore_ascii_case(value));
+            if !same {
+                sql.extend_from_slice(b"SET ");
+                sql.extend_from_slice(protocol::quote_ident(&name.to_ascii_lowercase()).as_bytes());
+                sql.extend_from_slice(b" = ");
+                sql.extend_from_slice(&protocol::quote_literal(value));
+                sql.extend_from_slice(b";");
+                names.push(name.to_string());
+            }
+        }
+        if sql.is_empty() {
+            return Ok(());
+        }
+        self.run_quiet(&sql, max_len).await?;
+        for name in names {
+            match self.params.get(&name) {
+                Some(v) => wanted.set(&name, v.clone()),
+                None => {
+                    if let Some(v) = wanted.get(&name).cloned() {
+                        self.applied.set(&name, v);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Run the reset query; the server goes back to the pool only if this
+    /// succeeds.
+    pub async fn reset(&mut self, query: &str, max_len: usize) -> Result<(), Error> {
+        if !query.trim().is_empty() {
+            self.run_quiet(query.as_bytes(), max_len).await?;
+        }
+        self.applied = Params::default();
+        Ok(())
+    }
+
+    /// Drop bytes already handled from the read buffer (used by tests).
+    pub fn consume(&mut self, n: usize) {
+        self.rbuf.advance(n.min(self.rbuf.len()));
+    }
+}
+
+fn no_password(info: &LoginInfo, method: &str) -> Error {
+    Error::ServerConnect {
+        server: info.addr.to_string(),
+        reason: format!(
+            "server asks for {method} authentication for user \"{}\" and tidepool has no usable password (set password= in [databases] or a plaintext/matching secret in auth_file)",
+            info.user
+        ),
+    }
+}
