@@ -199,6 +199,19 @@ async fn login(
         .ok_or_else(|| Error::UnknownDatabase(dbname.clone()))?;
 
     let client_key = authenticate(cfg, conn, &user).await?;
+    let db_guard = shared.db_client_guard(
+        &db.name,
+        db.cfg
+            .max_db_client_connections
+            .unwrap_or(s.max_db_client_connections),
+    )?;
+    let user_guard = shared.user_client_guard(
+        &user,
+        cfg.users
+            .get(&user)
+            .and_then(|u| u.max_user_client_connections)
+            .unwrap_or(s.max_user_client_connections),
+    )?;
     let mut ok = BytesMut::new();
     protocol::auth(&mut ok, &Authentication::Ok);
     conn.send(&ok).await?;
@@ -246,7 +259,7 @@ async fn login(
         last_status: b'I',
         cscan: Scanner::new(s.max_packet_size),
         sscan: Scanner::new(s.max_packet_size),
-        _guard: guard,
+        _guards: [guard, db_guard, user_guard],
     };
 
     // The welcome: a real server's parameters with the client's own values.
@@ -500,7 +513,8 @@ struct Session {
     last_status: u8,
     cscan: Scanner,
     sscan: Scanner,
-    _guard: crate::ClientGuard,
+    /// Counted in max_client_conn, and per database and user.
+    _guards: [crate::ClientGuard; 3],
 }
 
 /// What the client asked for.

@@ -18,8 +18,9 @@ pub mod pool;
 pub mod protocol;
 pub mod server;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
@@ -33,6 +34,10 @@ pub struct Shared {
     pub pools: pool::Pools,
     pub cancels: Arc<cancel::Registry>,
     clients: Arc<AtomicU64>,
+    /// Clients per database and per user (`max_db_client_connections`,
+    /// `max_user_client_connections`).
+    db_clients: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    user_clients: Mutex<HashMap<String, Arc<AtomicU64>>>,
     next_id: AtomicU64,
 }
 
@@ -43,6 +48,8 @@ impl Shared {
             pools: pool::Pools::default(),
             cancels: Arc::default(),
             clients: Arc::default(),
+            db_clients: Mutex::default(),
+            user_clients: Mutex::default(),
             next_id: AtomicU64::new(1),
         })
     }
@@ -68,21 +75,51 @@ impl Shared {
 
     /// Count a client in, refusing beyond `max_client_conn` (53300).
     pub fn client_guard(&self, max: u64) -> Result<ClientGuard> {
-        let ok = self
-            .clients
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (max == 0 || n < max).then_some(n + 1)
-            })
-            .is_ok();
-        if !ok {
-            return Err(Error::TooManyClients(
-                "no more connections allowed (max_client_conn)".into(),
-            ));
-        }
-        Ok(ClientGuard {
-            clients: self.clients.clone(),
-        })
+        count_in(&self.clients, max, "max_client_conn")
     }
+
+    /// Count a client of a database in (`max_db_client_connections`).
+    pub fn db_client_guard(&self, db: &str, max: u64) -> Result<ClientGuard> {
+        count_in(
+            &named(&self.db_clients, db),
+            max,
+            "max_db_client_connections",
+        )
+    }
+
+    /// Count a client of a user in (`max_user_client_connections`).
+    pub fn user_client_guard(&self, user: &str, max: u64) -> Result<ClientGuard> {
+        count_in(
+            &named(&self.user_clients, user),
+            max,
+            "max_user_client_connections",
+        )
+    }
+}
+
+fn named(map: &Mutex<HashMap<String, Arc<AtomicU64>>>, name: &str) -> Arc<AtomicU64> {
+    map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(name.to_string())
+        .or_default()
+        .clone()
+}
+
+/// Add one to `counter` unless that would pass `max` (0 = no limit).
+fn count_in(counter: &Arc<AtomicU64>, max: u64, key: &str) -> Result<ClientGuard> {
+    let ok = counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (max == 0 || n < max).then_some(n + 1)
+        })
+        .is_ok();
+    if !ok {
+        return Err(Error::TooManyClients(format!(
+            "no more connections allowed ({key})"
+        )));
+    }
+    Ok(ClientGuard {
+        clients: counter.clone(),
+    })
 }
 
 /// One counted client; uncounted on drop.

@@ -1,14 +1,36 @@
-//! End-to-end: session pooling against a real PostgreSQL.
+//! End-to-end: authentication and session pooling against a real PostgreSQL.
 
 mod common;
 
+use std::process::Output;
+use std::time::{Duration, Instant};
+
 use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn psql(p: &Pooler, user: &str, password: &str, db: &str, sql: &str) -> Output {
+    pg().tool("psql")
+        .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p"])
+        .arg(p.port.to_string())
+        .args(["-U", user, "-d", db, "-c", sql])
+        .env("PGPASSWORD", password)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).trim().to_string()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_md5_and_scram_userlist_entries_log_in() {
-    let pg = pg();
     let p = Pooler::start("", "").await;
-    // Plaintext userlist secret, SCRAM role on the server.
+    // Plaintext userlist secret; SCRAM role on the server.
     let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
     let row = c
         .query_one("SELECT current_user::text, 1 + 1", &[])
@@ -16,7 +38,7 @@ async fn plaintext_md5_and_scram_userlist_entries_log_in() {
         .unwrap();
     assert_eq!(row.get::<_, String>(0), SCRAM_USER);
     assert_eq!(row.get::<_, i32>(1), 2);
-    // md5 userlist secret, md5 role on the server.
+    // md5 userlist secret; md5 role (and md5 in pg_hba) on the server.
     let c = p.connect(MD5_USER, MD5_PASS, DB).await;
     let u: String = c
         .query_one("SELECT current_user::text", &[])
@@ -24,5 +46,573 @@ async fn plaintext_md5_and_scram_userlist_entries_log_in() {
         .unwrap()
         .get(0);
     assert_eq!(u, MD5_USER);
-    drop(pg);
+    // psql, for both.
+    let o = psql(&p, SCRAM_USER, SCRAM_PASS, DB, "SELECT current_user");
+    assert_eq!(stdout(&o), SCRAM_USER, "{}", stderr(&o));
+    let o = psql(&p, MD5_USER, MD5_PASS, DB, "SELECT current_user");
+    assert_eq!(stdout(&o), MD5_USER, "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_secret_in_userlist_logs_into_the_server_with_the_clients_key() {
+    let pg = pg();
+    // Only the SCRAM secret PostgreSQL itself stores: tidepool has no
+    // password, and must log in with the ClientKey from the client's proof.
+    let userlist = format!("\"{SCRAM_USER}\" \"{}\"\n", pg.scram_secret);
+    for auth in ["md5", "scram-sha-256"] {
+        let p = Pooler::start_with_userlist(
+            &format!("auth_type = \"{auth}\"\n"),
+            "",
+            Some(userlist.clone()),
+        )
+        .await;
+        let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+        let u: String = c
+            .query_one("SELECT session_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(u, SCRAM_USER);
+        let o = psql(&p, SCRAM_USER, SCRAM_PASS, DB, "SELECT 40 + 2");
+        assert_eq!(stdout(&o), "42", "{}", stderr(&o));
+        let e = connect(&p.conninfo(SCRAM_USER, "not it", DB))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(sqlstate(&e), "28P01");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_user_and_auth_errors() {
+    let p = Pooler::start(
+        "",
+        &format!(
+            "forced = \"host=127.0.0.1 port={} dbname={DB} user={SCRAM_USER} password='{}'\"\n",
+            pg().port,
+            // `\\'` in TOML is `\'` in the connstring: an escaped quote.
+            SCRAM_PASS.replace('\'', "\\\\'")
+        ),
+    )
+    .await;
+    let c = p.connect("forced_client", "forcedpass", "forced").await;
+    let u: String = c
+        .query_one("SELECT session_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(u, SCRAM_USER, "the entry's user= is used on the server");
+    let o = psql(
+        &p,
+        "forced_client",
+        "forcedpass",
+        "forced",
+        "SELECT current_user",
+    );
+    assert_eq!(stdout(&o), SCRAM_USER, "{}", stderr(&o));
+
+    let e = connect(&p.conninfo(SCRAM_USER, "wrong", DB))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(sqlstate(&e), "28P01");
+    let e = connect(&p.conninfo(MD5_USER, "wrong", DB))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(sqlstate(&e), "28P01");
+    let e = connect(&p.conninfo(SCRAM_USER, SCRAM_PASS, "nosuchdb"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(sqlstate(&e), "3D000");
+    let e = connect(&p.conninfo("nobody", "x", DB)).await.err().unwrap();
+    assert_eq!(sqlstate(&e), "28000");
+    let o = psql(&p, SCRAM_USER, "wrong", DB, "SELECT 1");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("password authentication failed"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_runs_through_session_mode() {
+    let p = Pooler::start("", "").await;
+    let bench = |args: &[&str]| {
+        pg().tool("pgbench")
+            .args(["-h", "127.0.0.1", "-p"])
+            .arg(p.port.to_string())
+            .args(["-U", SCRAM_USER])
+            .args(args)
+            .arg(DB)
+            .env("PGPASSWORD", SCRAM_PASS)
+            .output()
+            .unwrap()
+    };
+    let o = bench(&["-i", "-q", "-s", "1", "--no-vacuum"]);
+    assert!(o.status.success(), "pgbench -i: {}", stderr(&o));
+    for mode in ["simple", "extended", "prepared"] {
+        let o = bench(&["-c", "4", "-j", "2", "-t", "50", "-M", mode, "-n"]);
+        let out = stdout(&o);
+        assert!(o.status.success(), "pgbench -M {mode}: {}", stderr(&o));
+        assert!(
+            out.contains("number of transactions actually processed: 200/200"),
+            "{out}"
+        );
+        assert!(out.contains("number of failed transactions: 0"), "{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_size_two_serves_five_sessions_with_at_most_two_servers() {
+    let pg = pg();
+    let p = Pooler::start(
+        "",
+        &format!(
+            "two = \"host=127.0.0.1 port={} dbname={DB} pool_size=2\"\n",
+            pg.port
+        ),
+    )
+    .await;
+    let monitor = pg.direct("postgres").await;
+    let count_sql = format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{ISO_USER}'");
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        let info = p.conninfo(ISO_USER, ISO_PASS, "two");
+        tasks.push(tokio::spawn(async move {
+            let c = connect(&info).await.unwrap();
+            let r = c
+                .query_one("SELECT $1::int + 1000, pg_sleep(0.3)::text", &[&i])
+                .await
+                .unwrap();
+            r.get::<_, i32>(0)
+        }));
+    }
+    let mut max_seen = 0;
+    let mut results = Vec::new();
+    while !tasks.is_empty() {
+        let n: i64 = monitor.query_one(&count_sql, &[]).await.unwrap().get(0);
+        max_seen = max_seen.max(n);
+        if tasks[0].is_finished() {
+            results.push(tasks.remove(0).await.unwrap());
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+    results.sort();
+    assert_eq!(
+        results,
+        vec![1000, 1001, 1002, 1003, 1004],
+        "all five finish with their own answer"
+    );
+    assert!(
+        (1..=2).contains(&max_seen),
+        "saw {max_seen} server connections"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_client_gets_a_clean_server() {
+    let pg = pg();
+    let p = Pooler::start(
+        "",
+        &format!(
+            "one = \"host=127.0.0.1 port={} dbname={DB} pool_size=1\"\n",
+            pg.port
+        ),
+    )
+    .await;
+    let temp_count = "SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema() AND relname = 'leftover'";
+
+    // Left cleanly with a temp table and a SET: the server is reset
+    // (DISCARD ALL) and reused.
+    let a = p.connect(MD5_USER, MD5_PASS, "one").await;
+    a.batch_execute("CREATE TEMP TABLE leftover(x int); SET work_mem = '7MB'")
+        .await
+        .unwrap();
+    let pid_a: i32 = a
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(a);
+    let b = p.connect(MD5_USER, MD5_PASS, "one").await;
+    let row = b
+        .query_one(
+            &format!("SELECT pg_backend_pid(), ({temp_count}), current_setting('work_mem')"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), pid_a, "the reset server was reused");
+    assert_eq!(row.get::<_, i64>(1), 0, "temp table dropped by the reset");
+    assert_ne!(row.get::<_, String>(2), "7MB");
+    drop(b);
+
+    // Left inside BEGIN after creating a temp table: the server is closed,
+    // the next client sees no open transaction and no temp table.
+    let a = p.connect(MD5_USER, MD5_PASS, "one").await;
+    a.batch_execute("BEGIN; CREATE TEMP TABLE leftover(x int); INSERT INTO leftover VALUES (1)")
+        .await
+        .unwrap();
+    let pid_a: i32 = a
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(a);
+    let b = p.connect(MD5_USER, MD5_PASS, "one").await;
+    let row = b
+        .query_one(&format!("SELECT pg_backend_pid(), ({temp_count})"), &[])
+        .await
+        .unwrap();
+    assert_ne!(
+        row.get::<_, i32>(0),
+        pid_a,
+        "the dirty server was closed, not reused"
+    );
+    assert_eq!(row.get::<_, i64>(1), 0);
+    // Simple protocol: inside an inherited transaction, now() would be the
+    // old BEGIN's time, not this statement's.
+    let rows = b
+        .simple_query("SELECT now() = statement_timestamp()")
+        .await
+        .unwrap();
+    let fresh = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(
+        fresh.as_deref(),
+        Some("t"),
+        "not inside an inherited transaction"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_linked_server() {
+    let pg = pg();
+    let p = Pooler::start("", "").await;
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    let token = c.cancel_token();
+    let start = Instant::now();
+    let q = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
+    let monitor = pg.direct("postgres").await;
+    let running = wait_until(20, || async {
+        let n: i64 = monitor
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n == 1
+    })
+    .await;
+    assert!(running, "the query never started");
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let e = q.await.unwrap().expect_err("the query was cancelled");
+    assert_eq!(sqlstate(&e), "57014");
+    assert!(
+        start.elapsed() < Duration::from_secs(25),
+        "cancelled, not finished"
+    );
+}
+
+/// Send raw bytes as a new client; return what came back before the close.
+async fn raw_exchange(port: u16, bytes: &[u8], close_write: bool) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    if close_write {
+        s.shutdown().await.unwrap();
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("tidepool closed the connection instead of hanging")
+        .ok();
+    out
+}
+
+fn error_code(resp: &[u8]) -> Option<String> {
+    if resp.first() != Some(&b'E') {
+        return None;
+    }
+    let f = tidepool::protocol::ErrorFields::parse(&resp[5..]);
+    Some(f.code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_startup_packets_are_refused_without_harm() {
+    let p = Pooler::start("", "").await;
+    let bystander = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    let one: i32 = bystander.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+
+    // Length 3.
+    let r = raw_exchange(p.port, &[0, 0, 0, 3], false).await;
+    assert_eq!(error_code(&r).as_deref(), Some("08P01"));
+    // Length 2^31-1: refused before allocating it.
+    let r = raw_exchange(p.port, &[0x7f, 0xff, 0xff, 0xff, 0, 3, 0, 0], false).await;
+    assert_eq!(error_code(&r).as_deref(), Some("08P01"));
+    // Protocol 1234.5678.
+    let mut b = 8u32.to_be_bytes().to_vec();
+    b.extend_from_slice(&((1234u32 << 16) | 5678).to_be_bytes());
+    let r = raw_exchange(p.port, &b, false).await;
+    assert_eq!(error_code(&r).as_deref(), Some("08P01"));
+    // Truncated: claims 100 bytes, sends 20, then closes its side.
+    let mut b = 100u32.to_be_bytes().to_vec();
+    b.extend_from_slice(&196608u32.to_be_bytes());
+    b.extend_from_slice(b"user\0abcdefgh");
+    let r = raw_exchange(p.port, &b, true).await;
+    assert!(r.is_empty() || error_code(&r).as_deref() == Some("08P01"));
+    // An HTTP request.
+    let r = raw_exchange(p.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", false).await;
+    assert_eq!(error_code(&r).as_deref(), Some("08P01"));
+    // A password message claiming 2^31-1 bytes after a good startup.
+    let mut b = Vec::new();
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    body.extend_from_slice(format!("user\0{MD5_USER}\0database\0{DB}\0\0").as_bytes());
+    b.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    b.extend_from_slice(&body);
+    b.extend_from_slice(&[b'p', 0x7f, 0xff, 0xff, 0xff]);
+    let r = raw_exchange(p.port, &b, false).await;
+    assert_eq!(r.first(), Some(&b'R'), "got the md5 challenge first");
+    let after_challenge = &r[1 + 4 + 8..];
+    assert_eq!(error_code(after_challenge).as_deref(), Some("08P01"));
+
+    // Everyone else is fine.
+    let two: i32 = bystander.query_one("SELECT 2", &[]).await.unwrap().get(0);
+    assert_eq!(two, 2);
+    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    let three: i32 = c.query_one("SELECT 3", &[]).await.unwrap().get(0);
+    assert_eq!(three, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newer_protocol_minor_and_pq_options_get_negotiate_protocol_version() {
+    let p = Pooler::start("", "").await;
+    let mut body = (196608u32 + 9999).to_be_bytes().to_vec();
+    body.extend_from_slice(
+        format!("user\0{MD5_USER}\0database\0{DB}\0_pq_.future\0x\0\0").as_bytes(),
+    );
+    let mut b = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    b.extend_from_slice(&body);
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    s.write_all(&b).await.unwrap();
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], b'v', "NegotiateProtocolVersion first");
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let mut v = vec![0u8; len - 4];
+    s.read_exact(&mut v).await.unwrap();
+    assert_eq!(u32::from_be_bytes([v[0], v[1], v[2], v[3]]), 196608);
+    assert_eq!(u32::from_be_bytes([v[4], v[5], v[6], v[7]]), 1);
+    assert_eq!(&v[8..], b"_pq_.future\0");
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], b'R', "then authentication goes on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_server_is_named_in_the_error() {
+    let dead = free_port();
+    let p = Pooler::start(
+        "server_connect_timeout = 3\nserver_login_retry = 1\n",
+        &format!("down = \"host=127.0.0.1 port={dead} dbname=x\"\n"),
+    )
+    .await;
+    let start = Instant::now();
+    let e = connect(&p.conninfo(MD5_USER, MD5_PASS, "down"))
+        .await
+        .err()
+        .unwrap();
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert_eq!(sqlstate(&e), "08001", "{e}");
+    assert!(msg.contains(&format!("127.0.0.1:{dead}")), "{msg}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_sockets_on_both_sides() {
+    let p = Pooler::start("", "").await;
+    let sock = p.app.unix_socket().unwrap().to_path_buf();
+    assert!(sock.ends_with(format!(".s.PGSQL.{}", p.port)));
+    let c = connect(&format!(
+        "host={} port={} user={SCRAM_USER} password='{}' dbname=via_unix",
+        p.dir.path().display(),
+        p.port,
+        SCRAM_PASS.replace('\'', "\\'")
+    ))
+    .await
+    .unwrap();
+    // The server side went over PostgreSQL's Unix socket: no server address.
+    let row = c
+        .query_one("SELECT inet_server_addr() IS NULL, current_user::text", &[])
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0));
+    assert_eq!(row.get::<_, String>(1), SCRAM_USER);
+    // psql with only a socket directory finds it.
+    let o = pg()
+        .tool("psql")
+        .args(["-X", "-A", "-t", "-h"])
+        .arg(p.dir.path())
+        .args([
+            "-p",
+            &p.port.to_string(),
+            "-U",
+            MD5_USER,
+            "-d",
+            DB,
+            "-c",
+            "SELECT 7",
+        ])
+        .env("PGPASSWORD", MD5_PASS)
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "7", "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_wait_timeout_gives_an_error_not_a_hang() {
+    let pg = pg();
+    let p = Pooler::start(
+        "query_wait_timeout = 1\n",
+        &format!(
+            "one = \"host=127.0.0.1 port={} dbname={DB} pool_size=1\"\n",
+            pg.port
+        ),
+    )
+    .await;
+    let holder = p.connect(MD5_USER, MD5_PASS, "one").await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let start = Instant::now();
+    let err = match connect(&p.conninfo(MD5_USER, MD5_PASS, "one")).await {
+        Ok(c) => c
+            .simple_query("SELECT 1")
+            .await
+            .expect_err("must not get a server"),
+        Err(e) => e,
+    };
+    assert_eq!(sqlstate(&err), "57014", "{err}");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+    // The holder is unaffected.
+    holder.batch_execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_client_conn_refuses_with_53300() {
+    let p = Pooler::start(
+        "max_client_conn = 2\n",
+        &format!(
+            "single = \"host=127.0.0.1 port={} dbname={DB} max_db_client_connections=1\"\n",
+            pg().port
+        ),
+    )
+    .await;
+    // Per database first: one client of `single` at a time.
+    let s1 = p.connect(MD5_USER, MD5_PASS, "single").await;
+    let e = connect(&p.conninfo(MD5_USER, MD5_PASS, "single"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(sqlstate(&e), "53300");
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("max_db_client_connections"), "{msg}");
+    drop(s1);
+    assert!(wait_until(10, || async { p.app.shared().client_count() == 0 }).await);
+    let _a = p.connect(MD5_USER, MD5_PASS, DB).await;
+    let _b = p.connect(MD5_USER, MD5_PASS, DB).await;
+    let e = connect(&p.conninfo(MD5_USER, MD5_PASS, DB))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(sqlstate(&e), "53300");
+    drop(_a);
+    // Once a client leaves, a new one gets in.
+    let ok = wait_until(10, || async {
+        connect(&p.conninfo(MD5_USER, MD5_PASS, DB)).await.is_ok()
+    })
+    .await;
+    assert!(ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_and_client_settings_pass_through() {
+    use futures_util::SinkExt;
+    let pg = pg();
+    let p = Pooler::start("", "").await;
+    let c = connect(&format!(
+        "{} application_name=tp_app options='-c statement_timeout=12345 -c search_path=public'",
+        p.conninfo(SCRAM_USER, SCRAM_PASS, DB)
+    ))
+    .await
+    .unwrap();
+    let row = c
+        .query_one(
+            "SELECT current_setting('statement_timeout'), current_setting('application_name'), pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "12345ms");
+    assert_eq!(row.get::<_, String>(1), "tp_app");
+    let pid: i32 = row.get(2);
+    let monitor = pg.direct("postgres").await;
+    let app: String = monitor
+        .query_one(
+            "SELECT application_name FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(app, "tp_app");
+
+    c.batch_execute("DROP TABLE IF EXISTS copy_t; CREATE TABLE copy_t(a int, b text)")
+        .await
+        .unwrap();
+    let sink = c.copy_in("COPY copy_t FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    let mut data = String::new();
+    for i in 0..20_000 {
+        data.push_str(&format!("{i}\trow {i}\n"));
+    }
+    sink.send(bytes::Bytes::from(data)).await.unwrap();
+    let n = sink.finish().await.unwrap();
+    assert_eq!(n, 20_000);
+    // A COPY that fails on a bad row leaves the session usable.
+    let sink = c.copy_in("COPY copy_t FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1\tok\nnot a number\tbad\n"))
+        .await
+        .unwrap();
+    assert!(sink.finish().await.is_err());
+    let out = c.copy_out("COPY copy_t TO STDOUT").await.unwrap();
+    use futures_util::TryStreamExt;
+    let chunks: Vec<bytes::Bytes> = out.try_collect().await.unwrap();
+    let lines: usize = chunks
+        .iter()
+        .map(|b| b.iter().filter(|&&x| x == b'\n').count())
+        .sum();
+    assert_eq!(lines, 20_000);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM copy_t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 20_000);
 }

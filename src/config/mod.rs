@@ -114,7 +114,7 @@ impl Config {
                 ini: true,
                 ..Raw::default()
             };
-            read_ini(path, 0, &mut raw, &mut errors);
+            read_ini(path, 0, &mut String::new(), &mut raw, &mut errors);
             raw
         } else {
             match std::fs::read_to_string(path) {
@@ -568,7 +568,15 @@ fn find_key_line(text: &str, header_line: usize, key: &str) -> Option<usize> {
 
 const MAX_INCLUDE_DEPTH: usize = 10;
 
-fn read_ini(path: &Path, depth: usize, raw: &mut Raw, errors: &mut Vec<ConfigError>) {
+/// Read one ini file into `raw`. `section` carries over into and out of
+/// `%include`d files, as PgBouncer's parser does.
+fn read_ini(
+    path: &Path,
+    depth: usize,
+    section: &mut String,
+    raw: &mut Raw,
+    errors: &mut Vec<ConfigError>,
+) {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -576,7 +584,6 @@ fn read_ini(path: &Path, depth: usize, raw: &mut Raw, errors: &mut Vec<ConfigErr
             return;
         }
     };
-    let mut section = String::new();
     for (i, line) in text.lines().enumerate() {
         let lineno = i + 1;
         let l = line.trim();
@@ -593,13 +600,13 @@ fn read_ini(path: &Path, depth: usize, raw: &mut Raw, errors: &mut Vec<ConfigErr
                     reason: "includes nested too deep".into(),
                 });
             } else {
-                read_ini(&target, depth + 1, raw, errors);
+                read_ini(&target, depth + 1, section, raw, errors);
             }
             continue;
         }
         if l.starts_with('[') {
             match l.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-                Some(s) => section = s.trim().to_ascii_lowercase(),
+                Some(s) => *section = s.trim().to_ascii_lowercase(),
                 None => errors.push(ConfigError {
                     file: path.to_path_buf(),
                     line: Some(lineno),

@@ -26,6 +26,10 @@ pub const SCRAM_PASS: &str = "scram pass'1";
 pub const MD5_USER: &str = "md5_user";
 pub const MD5_PASS: &str = "md5pass";
 pub const DB: &str = "appdb";
+/// A role only one test uses, so it can count its server connections while
+/// other tests run in parallel.
+pub const ISO_USER: &str = "iso_user";
+pub const ISO_PASS: &str = "isopass";
 
 pub struct Pg {
     pub bin: PathBuf,
@@ -34,6 +38,8 @@ pub struct Pg {
     /// SCRAM secret of SCRAM_USER as stored by PostgreSQL.
     pub scram_secret: String,
     _watchdog: std::process::ChildStdin,
+    /// Never waited for: it outlives this process on purpose, to clean up.
+    _watchdog_process: std::process::Child,
 }
 
 static PG: OnceLock<Pg> = OnceLock::new();
@@ -193,6 +199,8 @@ fn start_pg() -> Pg {
             "CREATE ROLE {SCRAM_USER} LOGIN PASSWORD '{}'",
             SCRAM_PASS.replace('\'', "''")
         ),
+        format!("CREATE ROLE {ISO_USER} LOGIN PASSWORD '{ISO_PASS}'"),
+        // Stays in force for the rest of this psql session.
         format!(
             "SET password_encryption = 'md5'; CREATE ROLE {MD5_USER} LOGIN PASSWORD '{MD5_PASS}'"
         ),
@@ -236,6 +244,7 @@ fn start_pg() -> Pg {
         socket_dir: dir,
         scram_secret,
         _watchdog: watchdog,
+        _watchdog_process: child,
     }
 }
 
@@ -274,7 +283,7 @@ pub struct Pooler {
 /// The userlist used by default: one of each secret form.
 pub fn default_userlist(pg: &Pg) -> String {
     format!(
-        "\"{SCRAM_USER}\" \"{}\"\n\"{MD5_USER}\" \"md5{}\"\n\"scram_secret_user\" \"{}\"\n\"forced_client\" \"forcedpass\"\n",
+        "\"{SCRAM_USER}\" \"{}\"\n\"{MD5_USER}\" \"md5{}\"\n\"scram_secret_user\" \"{}\"\n\"forced_client\" \"forcedpass\"\n\"{ISO_USER}\" \"{ISO_PASS}\"\n",
         SCRAM_PASS.replace('"', "\"\""),
         tidepool::auth::md5_secret(MD5_PASS, MD5_USER),
         pg.scram_secret
@@ -293,12 +302,18 @@ impl Pooler {
         userlist: Option<String>,
     ) -> Pooler {
         let pg = pg();
+        if std::env::var_os("TIDEPOOL_TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+                .with_test_writer()
+                .try_init();
+        }
         let dir = tempfile::tempdir().unwrap();
         let userlist = userlist.unwrap_or_else(|| default_userlist(pg));
         std::fs::write(dir.path().join("userlist.txt"), userlist).unwrap();
         let text = format!(
             "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = 0\nunix_socket_dir = \"{}\"\n\
-             auth_file = \"userlist.txt\"\nauth_type = \"md5\"\nlog_connections = 0\nlog_disconnections = 0\n{pooler_extra}\n\
+             auth_file = \"userlist.txt\"\nlog_connections = 0\nlog_disconnections = 0\n{pooler_extra}\n\
              [databases]\n{DB} = \"host=127.0.0.1 port={port} dbname={DB}\"\n\
              via_unix = \"host={sock} port={port} dbname={DB}\"\n{databases_extra}\n",
             dir.path().display(),

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, and end-to-end tests against a real PostgreSQL
+# that the test harness starts itself. Installs PostgreSQL (and PgBouncer, for
+# the compatibility test) when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+TIDEPOOL_PG_BIN=$(pg_bindir)
+export TIDEPOOL_PG_BIN
+ensure_pgbouncer
+cargo test --all-targets "$@"

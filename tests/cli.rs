@@ -1,0 +1,298 @@
+//! The `tidepool` binary: `--check`, `--version`, and PgBouncer's own
+//! config files run unchanged.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidepool");
+
+#[test]
+fn check_names_each_problem() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        "[pooler]\nbogus_key = 1\npool_mode = \"sometimes\"\nauth_file = \"missing-userlist.txt\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).arg("--check").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:2: bogus_key: unknown key"), "{err}");
+    assert!(
+        err.contains("bad.toml:3: pool_mode: invalid value \"sometimes\""),
+        "{err}"
+    );
+    assert!(err.contains("bad.toml:4: auth_file: cannot read"), "{err}");
+    assert!(err.contains("missing-userlist.txt"), "{err}");
+
+    // The same problems in an ini file.
+    let p = d.path().join("bad.ini");
+    std::fs::write(
+        &p,
+        "[pgbouncer]\nbogus_key = 1\npool_mode = sometimes\nauth_file = missing-userlist.txt\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["--check"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.ini:2: bogus_key: unknown key"), "{err}");
+    assert!(err.contains("bad.ini:3: pool_mode"), "{err}");
+    assert!(err.contains("bad.ini:4: auth_file"), "{err}");
+
+    // A good one passes, with --config too.
+    std::fs::write(d.path().join("users.txt"), "\"a\" \"b\"\n").unwrap();
+    let p = d.path().join("good.toml");
+    std::fs::write(
+        &p,
+        "[pooler]\nauth_file = \"users.txt\"\n[databases.x]\nhost = \"h\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("--check")
+        .arg("--config")
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn version_and_shipped_configs() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    // The commented examples in config/ are valid.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    for f in ["tidepool.toml", "pgbouncer.ini"] {
+        let out = Command::new(BIN)
+            .arg("--check")
+            .arg(root.join(f))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{f}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Kills the child when the test ends, pass or fail.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn accepts(port: u16) -> bool {
+    wait_until(30, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await
+}
+
+fn psql_through(port: u16) -> String {
+    let out = pg()
+        .tool("psql")
+        .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-U",
+            MD5_USER,
+            "-d",
+            DB,
+            "-c",
+            "SELECT current_user || ' ' || current_database()",
+        ])
+        .env("PGPASSWORD", MD5_PASS)
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pgbouncer_ini_runs_unchanged() {
+    let pg = pg();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let port = free_port();
+    std::fs::write(
+        dir.join("userlist.txt"),
+        format!(
+            ";; userlist as PgBouncer reads it\n\"{MD5_USER}\" \"md5{}\"\n\"{SCRAM_USER}\" \"{SCRAM_PASS}\"\n",
+            tidepool::auth::md5_secret(MD5_PASS, MD5_USER)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("extra.ini"),
+        "; included: continues the current section\nquery_wait_timeout = 120\n",
+    )
+    .unwrap();
+    let ini = format!(
+        ";; a pgbouncer.ini in the style of Debian's\n\
+         [databases]\n\
+         {DB} = host=127.0.0.1 port={pgport} dbname={DB}\n\
+         * = host=127.0.0.1 port={pgport}\n\
+         \n\
+         [users]\n\
+         {MD5_USER} = pool_mode=session max_user_connections=10\n\
+         \n\
+         [pgbouncer]\n\
+         logfile = {d}/pgbouncer.log\n\
+         pidfile = {d}/pgbouncer.pid\n\
+         listen_addr = 127.0.0.1\n\
+         listen_port = {port}\n\
+         unix_socket_dir = {d}\n\
+         auth_type = md5\n\
+         auth_file = {d}/userlist.txt\n\
+         admin_users = postgres\n\
+         stats_users = stats, postgres\n\
+         pool_mode = session\n\
+         server_reset_query = DISCARD ALL\n\
+         ignore_startup_parameters = extra_float_digits\n\
+         max_client_conn = 100\n\
+         default_pool_size = 20\n\
+         server_lifetime = 3600\n\
+         server_idle_timeout = 600\n\
+         log_connections = 1\n\
+         log_disconnections = 1\n\
+         %include {d}/extra.ini\n",
+        pgport = pg.port,
+        d = dir.display(),
+    );
+    let ini_path = dir.join("pgbouncer.ini");
+    std::fs::write(&ini_path, ini).unwrap();
+
+    // PgBouncer itself accepts the files (when installed; CI installs it).
+    if Path::new("/usr/sbin/pgbouncer").exists() {
+        if is_root() {
+            let _ = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir)
+                .status();
+        }
+        // PgBouncer refuses to run as root. setpriv execs in place (runuser
+        // would fork), so killing the child kills PgBouncer.
+        let mut cmd = if is_root() {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "/usr/sbin/pgbouncer",
+            ]);
+            c
+        } else {
+            Command::new("/usr/sbin/pgbouncer")
+        };
+        let child = Running(
+            cmd.arg(&ini_path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(accepts(port).await, "pgbouncer did not start");
+        assert_eq!(
+            psql_through(port),
+            format!("{MD5_USER} {DB}"),
+            "through PgBouncer"
+        );
+        drop(child);
+        // Wait for PgBouncer's listener to be gone before reusing the port.
+        assert!(
+            wait_until(30, || async {
+                std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            })
+            .await
+        );
+    } else {
+        eprintln!("pgbouncer not installed: checking tidepool only");
+    }
+
+    let out = Command::new(BIN)
+        .arg("--check")
+        .arg(&ini_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _tp = Running(
+        Command::new(BIN)
+            .arg(&ini_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(accepts(port).await, "tidepool did not start");
+    assert_eq!(
+        psql_through(port),
+        format!("{MD5_USER} {DB}"),
+        "through tidepool"
+    );
+    // The `*` fallback: a database not listed.
+    let out = pg
+        .tool("psql")
+        .args(["-X", "-A", "-t", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-U",
+            MD5_USER,
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT current_database()",
+        ])
+        .env("PGPASSWORD", MD5_PASS)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "postgres");
+    // pidfile written as configured.
+    assert!(wait_until(10, || async { dir.join("pgbouncer.pid").exists() }).await);
+}
+
+#[test]
+fn every_key_is_documented() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/configuration.md"),
+    )
+    .unwrap();
+    use tidepool::config::{DatabaseConfig, Settings, UserConfig};
+    for k in Settings::KEYS
+        .iter()
+        .chain(DatabaseConfig::KEYS)
+        .chain(UserConfig::KEYS)
+    {
+        assert!(
+            doc.contains(&format!("| `{}` |", k.name)),
+            "{} is not in docs/configuration.md",
+            k.name
+        );
+    }
+}
