@@ -91,7 +91,8 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer) {
     };
     let cfg = shared.config();
     let login_timeout = cfg.settings.client_login_timeout.get();
-    let login = login(&shared, &cfg, &mut conn, &peer);
+    let mut who = Who::default();
+    let login = login(&shared, &cfg, &mut conn, &peer, &mut who);
     let login = match login_timeout {
         Some(t) => tokio::time::timeout(t, login)
             .await
@@ -105,7 +106,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer) {
             if !e.client_unreachable() {
                 conn.send_error(&e, Severity::Fatal).await;
                 if cfg.settings.log_pooler_errors {
-                    warn!(client = %peer, "login failed: {e} (SQLSTATE {})", e.sqlstate());
+                    warn!(client = %peer, user = %who.user, database = %who.database, "login failed: {e} (SQLSTATE {})", e.sqlstate());
                 }
             } else {
                 debug!(client = %peer, "client left during login");
@@ -125,6 +126,13 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer) {
     }
 }
 
+/// Who a client said it is, as far as the login got: for log lines.
+#[derive(Default)]
+struct Who {
+    user: String,
+    database: String,
+}
+
 /// Read the startup packet (answering SSL/GSS requests), authenticate, and
 /// link to a pool. `Ok(None)` for a connection that ends without a session
 /// (a CancelRequest).
@@ -133,6 +141,7 @@ async fn login(
     cfg: &Arc<Config>,
     conn: &mut Conn,
     peer: &Peer,
+    who: &mut Who,
 ) -> Result<Option<Session>, Error> {
     let startup = loop {
         match read_startup(conn).await? {
@@ -163,6 +172,8 @@ async fn login(
     let dbname = text_param(&startup, "database")
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| user.clone());
+    who.user.clone_from(&user);
+    who.database.clone_from(&dbname);
 
     // Settings the client asked for, applied to servers with SET.
     let mut wanted = Params::default();

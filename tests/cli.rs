@@ -110,6 +110,23 @@ async fn accepts(port: u16) -> bool {
     .await
 }
 
+/// Start a pooler, wait until it accepts, and check psql gets through it.
+async fn serve(cmd: &mut Command, port: u16, who: &str) -> Running {
+    let child = Running(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(accepts(port).await, "{who} did not start");
+    assert_eq!(
+        psql_through(port),
+        format!("{MD5_USER} {DB}"),
+        "through {who}"
+    );
+    child
+}
+
 fn psql_through(port: u16) -> String {
     let out = pg()
         .tool("psql")
@@ -208,19 +225,7 @@ async fn a_pgbouncer_ini_runs_unchanged() {
         } else {
             Command::new("/usr/sbin/pgbouncer")
         };
-        let child = Running(
-            cmd.arg(&ini_path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        assert!(accepts(port).await, "pgbouncer did not start");
-        assert_eq!(
-            psql_through(port),
-            format!("{MD5_USER} {DB}"),
-            "through PgBouncer"
-        );
+        let child = serve(cmd.arg(&ini_path), port, "PgBouncer").await;
         drop(child);
         // Wait for PgBouncer's listener to be gone before reusing the port.
         assert!(
@@ -243,20 +248,7 @@ async fn a_pgbouncer_ini_runs_unchanged() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _tp = Running(
-        Command::new(BIN)
-            .arg(&ini_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(accepts(port).await, "tidepool did not start");
-    assert_eq!(
-        psql_through(port),
-        format!("{MD5_USER} {DB}"),
-        "through tidepool"
-    );
+    let _tp = serve(Command::new(BIN).arg(&ini_path), port, "tidepool").await;
     // The `*` fallback: a database not listed.
     let out = pg
         .tool("psql")

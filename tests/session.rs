@@ -213,6 +213,13 @@ async fn pool_size_two_serves_five_sessions_with_at_most_two_servers() {
     );
 }
 
+async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
+    c.query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn next_client_gets_a_clean_server() {
     let pg = pg();
@@ -232,11 +239,7 @@ async fn next_client_gets_a_clean_server() {
     a.batch_execute("CREATE TEMP TABLE leftover(x int); SET work_mem = '7MB'")
         .await
         .unwrap();
-    let pid_a: i32 = a
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let pid_a = backend_pid(&a).await;
     drop(a);
     let b = p.connect(MD5_USER, MD5_PASS, "one").await;
     let row = b
@@ -257,11 +260,7 @@ async fn next_client_gets_a_clean_server() {
     a.batch_execute("BEGIN; CREATE TEMP TABLE leftover(x int); INSERT INTO leftover VALUES (1)")
         .await
         .unwrap();
-    let pid_a: i32 = a
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let pid_a = backend_pid(&a).await;
     drop(a);
     let b = p.connect(MD5_USER, MD5_PASS, "one").await;
     let row = b
