@@ -12,7 +12,10 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::client::{self, Peer};
+use crate::config::ResolvedDb;
 use crate::net::Stream;
+use crate::pool::{Limits, Pool};
+use crate::server::ServerConn;
 use crate::{Config, Shared};
 
 /// A running pooler.
@@ -187,11 +190,47 @@ async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         let cfg = shared.config();
         for pool in shared.pools.all() {
-            let lifetime = cfg
-                .database(&pool.key.db)
-                .and_then(|db| cfg.server_lifetime(&db))
+            let db = cfg.database(&pool.key.db);
+            let lifetime = db
+                .as_ref()
+                .and_then(|db| cfg.server_lifetime(db))
                 .or(cfg.settings.server_lifetime.get());
             pool.maintain(cfg.settings.server_idle_timeout.get(), lifetime);
+            if let Some(db) = db {
+                warm(&shared, &cfg, &db, &pool);
+            }
         }
+    }
+}
+
+/// Open servers up to `min_pool_size`, in the background.
+fn warm(shared: &Arc<Shared>, cfg: &Config, db: &ResolvedDb, pool: &Arc<Pool>) {
+    let min = db.cfg.min_pool_size.unwrap_or(cfg.settings.min_pool_size);
+    if min == 0 || pool.counts().0 >= min {
+        return;
+    }
+    let limits = Limits::from_config(cfg, db, &pool.key.user, &pool.key.user);
+    if pool.recent_failure(limits.login_retry).is_some() {
+        return;
+    }
+    let Some(info) = pool.template() else {
+        return;
+    };
+    let mut limits = limits;
+    limits.pool_size = limits.pool_size.min(min);
+    while let Some(slot) = pool.try_slot(&limits) {
+        let (pool, info, id) = (pool.clone(), info.clone(), shared.next_id());
+        tokio::spawn(async move {
+            match ServerConn::connect(&info, id, slot).await {
+                Ok(s) => {
+                    pool.login_succeeded(&s.params);
+                    pool.checkin(s);
+                }
+                Err(e) => {
+                    warn!(database = %pool.key.db, user = %pool.key.user, "min_pool_size: server login failed: {e}");
+                    pool.login_failed(&e);
+                }
+            }
+        });
     }
 }

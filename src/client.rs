@@ -1,27 +1,21 @@
-//! A client connection: startup, authentication, then the session loop.
-//!
-//! One task per client owns the client socket and, while linked, the server
-//! connection, and moves bytes between them with `select!` on both reads.
-//! Frames are forwarded as slices of the read buffer (`split_to`, no copy);
-//! only the few message types the pooler must see are looked at.
+//! A client connection: startup and authentication, then the session loop
+//! (`session`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::startup::Authentication;
 use rand::RngCore;
-use tokio::io::AsyncWriteExt;
 use tracing::{debug, info, warn};
 
 use crate::auth::scram::{ClientCreds, ScramSecret, ScramServer, MECHANISM};
 use crate::auth::{ct_eq, md5_response, md5_secret};
-use crate::config::{is_admin_db, AuthType, Config, ResolvedDb, Secret};
-use crate::net::{fill, read_message, ReadError, Stream};
-use crate::pool::{Grant, Limits, Pool, PoolKey};
-use crate::protocol::{self, Params, Scanner, Severity, StartupPacket, StartupParams, Step};
-use crate::server::{LoginInfo, ServerAddr, ServerConn, ServerCreds};
+use crate::config::{is_admin_db, AuthType, Config, Secret};
+use crate::net::{fill, Stream};
+use crate::pool::PoolKey;
+use crate::protocol::{self, Params, Scanner, Severity, StartupPacket, StartupParams};
+use crate::session::{Conn, LinkState, Session};
 use crate::{Error, Shared};
 
 /// Where a client came from, for logs.
@@ -36,49 +30,6 @@ impl std::fmt::Display for Peer {
         match self {
             Peer::Tcp(a) => write!(f, "{a}"),
             Peer::Unix => f.write_str("unix"),
-        }
-    }
-}
-
-/// The client's socket with its buffers.
-struct Conn {
-    stream: Stream,
-    rbuf: BytesMut,
-}
-
-impl Conn {
-    async fn send(&mut self, buf: &[u8]) -> Result<(), Error> {
-        self.stream.write_all(buf).await.map_err(Error::client_io)
-    }
-
-    /// Send an error we originate; FATAL ones end the connection.
-    async fn send_error(&mut self, e: &Error, sev: Severity) {
-        let mut b = BytesMut::new();
-        match e {
-            Error::ServerError(f) => protocol::error_from_fields(&mut b, f),
-            _ => protocol::error_response(&mut b, sev, e.sqlstate(), &e.to_string()),
-        }
-        let _ = self.stream.write_all(&b).await;
-    }
-
-    async fn read_password_message(&mut self) -> Result<Bytes, Error> {
-        match read_message(
-            &mut self.stream,
-            &mut self.rbuf,
-            protocol::MAX_STARTUP_PACKET,
-        )
-        .await
-        {
-            Ok((b'p', body)) => Ok(body),
-            Ok((t, _)) => Err(Error::Protocol(format!(
-                "expected a password message, got message type '{}'",
-                t as char
-            ))),
-            Err(ReadError::Eof) => Err(Error::ClientGone),
-            Err(ReadError::Io(e)) => Err(Error::client_io(e)),
-            Err(ReadError::BadLength(l)) => Err(Error::Protocol(format!(
-                "invalid message length {l} during authentication"
-            ))),
         }
     }
 }
@@ -256,20 +207,22 @@ async fn login(
     }
 
     let reg = shared.cancels.register();
+    let now = std::time::Instant::now();
     let mut session = Session {
         shared: shared.clone(),
         cfg: cfg.clone(),
+        mode: cfg.pool_mode(&db, &server_user),
         user,
         db,
         pool,
         server: None,
         wanted,
         reg,
-        pending: 0,
-        in_copy_in: false,
-        last_status: b'I',
+        state: LinkState::default(),
         cscan: Scanner::new(s.max_packet_size),
         sscan: Scanner::new(s.max_packet_size),
+        last_client_read: now,
+        query_start: now,
         _guards: [guard, db_guard, user_guard],
     };
 
@@ -282,6 +235,17 @@ async fn login(
             session.pool.welcome().unwrap_or_default()
         }
     };
+    // Tracked settings the client did not ask for take the pool's
+    // defaults, so a server another client changed is set back on link.
+    for (name, value) in welcome.iter() {
+        let tracked = crate::session::TRACKED
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name))
+            || s.track_extra_parameters.contains_ci(name);
+        if tracked && session.wanted.get(name).is_none() {
+            session.wanted.set(name, value.clone());
+        }
+    }
     let mut b = BytesMut::new();
     for (name, value) in welcome.iter() {
         let v = session.wanted.get(name).unwrap_or(value);
@@ -505,334 +469,4 @@ async fn scram_exchange(
     );
     conn.send(&b).await?;
     Ok(ok.client_key)
-}
-
-/// A logged-in client and, while linked, its server.
-struct Session {
-    shared: Arc<Shared>,
-    cfg: Arc<Config>,
-    user: String,
-    db: ResolvedDb,
-    pool: Arc<Pool>,
-    server: Option<ServerConn>,
-    /// The settings this client wants on its server.
-    wanted: Params,
-    reg: crate::cancel::Registration,
-    /// Query + Sync + FunctionCall forwarded minus ReadyForQuery received.
-    pending: u32,
-    in_copy_in: bool,
-    last_status: u8,
-    cscan: Scanner,
-    sscan: Scanner,
-    /// Counted in max_client_conn, and per database and user.
-    _guards: [crate::ClientGuard; 3],
-}
-
-/// What the client asked for.
-enum ClientEnd {
-    Open,
-    Terminate,
-}
-
-impl Session {
-    fn max_len(&self) -> usize {
-        self.cfg.settings.max_packet_size as usize
-    }
-
-    fn limits(&self) -> Limits {
-        let s = &self.cfg.settings;
-        Limits {
-            pool_size: self.cfg.pool_size(&self.db, &self.pool.key.user),
-            max_db: self.cfg.max_db_connections(&self.db),
-            max_user: self.cfg.max_user_connections(&self.pool.key.user),
-            wait_timeout: self.cfg.query_wait_timeout(&self.db, &self.user),
-            login_retry: s.server_login_retry.0,
-        }
-    }
-
-    fn login_info(&self) -> LoginInfo {
-        let cfg = &self.cfg;
-        let server_user = &self.pool.key.user;
-        let creds = if let Some(p) = &self.db.cfg.password {
-            ServerCreds::Plain(p.clone())
-        } else {
-            match cfg.userlist.get(server_user) {
-                Some(Secret::Plain(p)) => ServerCreds::Plain(p.clone()),
-                Some(Secret::Md5(h)) => ServerCreds::Md5(h.clone()),
-                Some(Secret::Scram(_)) => self
-                    .pool
-                    .scram_keys()
-                    .map(ServerCreds::ScramKeys)
-                    .unwrap_or(ServerCreds::None),
-                None => ServerCreds::None,
-            }
-        };
-        let host = self
-            .db
-            .cfg
-            .host
-            .as_deref()
-            .and_then(|h| h.split(',').map(str::trim).find(|h| !h.is_empty()))
-            .map(str::to_string)
-            .unwrap_or_else(|| {
-                if cfg.settings.unix_socket_dir.is_empty() {
-                    "127.0.0.1".to_string()
-                } else {
-                    cfg.settings.unix_socket_dir.clone()
-                }
-            });
-        LoginInfo {
-            addr: ServerAddr {
-                host,
-                port: self.db.cfg.port,
-            },
-            user: server_user.clone(),
-            database: self.db.dbname().to_string(),
-            creds,
-            connect_timeout: cfg.settings.server_connect_timeout.get(),
-            settings: cfg.clone(),
-        }
-    }
-
-    /// Get a server for this client: idle, new, or after waiting.
-    async fn acquire(&mut self) -> Result<ServerConn, Error> {
-        let limits = self.limits();
-        match self.pool.checkout(limits).await? {
-            Grant::Server(s) => Ok(s),
-            Grant::Slot(slot) => {
-                if let Some(e) = self.pool.recent_failure(limits.login_retry) {
-                    return Err(e);
-                }
-                let info = self.login_info();
-                let id = self.shared.next_id();
-                match ServerConn::connect(&info, id, slot).await {
-                    Ok(s) => {
-                        self.pool.login_succeeded(&s.params);
-                        debug!(server = %s.addr, pid = s.backend_pid, "new server connection");
-                        Ok(s)
-                    }
-                    Err(e) => {
-                        if self.cfg.settings.log_pooler_errors {
-                            warn!(database = %self.db.name, user = %self.pool.key.user, "server login failed: {e}");
-                        }
-                        self.pool.login_failed(&e);
-                        Err(e)
-                    }
-                }
-            }
-        }
-    }
-
-    /// Link a server and bring its settings in line with the client's.
-    async fn link(&mut self) -> Result<(), Error> {
-        let mut server = self.acquire().await?;
-        let max = self.max_len();
-        server.sync_params(&mut self.wanted, max).await?;
-        self.reg.set(Some(crate::cancel::Target::of(&server)));
-        self.pending = 0;
-        self.in_copy_in = false;
-        self.last_status = b'I';
-        self.server = Some(server);
-        Ok(())
-    }
-
-    /// The session loop (session mode): link on the first message, then
-    /// forward both ways until either side ends.
-    async fn run(&mut self, conn: &mut Conn) -> Result<(), Error> {
-        loop {
-            if self.server.is_none() {
-                if conn.rbuf.is_empty()
-                    && !fill(&mut conn.stream, &mut conn.rbuf)
-                        .await
-                        .map_err(Error::client_io)?
-                {
-                    return Err(Error::ClientGone);
-                }
-                if let ClientEnd::Terminate = self.peek_terminate(conn) {
-                    return Ok(());
-                }
-                self.link().await?;
-            }
-            if let ClientEnd::Terminate = self.forward_client(conn).await? {
-                return Ok(());
-            }
-            self.forward_server(conn).await?;
-            let Some(server) = self.server.as_mut() else {
-                continue;
-            };
-            tokio::select! {
-                r = fill(&mut conn.stream, &mut conn.rbuf) => {
-                    if !r.map_err(Error::client_io)? {
-                        return Err(Error::ClientGone);
-                    }
-                }
-                r = fill(&mut server.stream, &mut server.rbuf) => {
-                    match r {
-                        Ok(true) => {}
-                        Ok(false) => return Err(Error::ServerGone("server closed the connection unexpectedly".into())),
-                        Err(e) => return Err(Error::ServerGone(e.to_string())),
-                    }
-                }
-            }
-        }
-    }
-
-    /// A lone Terminate from an unlinked client needs no server.
-    fn peek_terminate(&self, conn: &Conn) -> ClientEnd {
-        if conn.rbuf.first() == Some(&b'X') && self.cscan.at_boundary() {
-            ClientEnd::Terminate
-        } else {
-            ClientEnd::Open
-        }
-    }
-
-    /// Forward every complete piece of client input to the server.
-    async fn forward_client(&mut self, conn: &mut Conn) -> Result<ClientEnd, Error> {
-        let Some(server) = self.server.as_mut() else {
-            return Ok(ClientEnd::Open);
-        };
-        let mut pos = 0;
-        let mut end = ClientEnd::Open;
-        loop {
-            let step = self
-                .cscan
-                .step(&conn.rbuf[pos..], |t| t == b'X')
-                .map_err(|e| Error::Protocol(e.to_string()))?;
-            match step {
-                Step::Pass { n, tag } => {
-                    if let Some(t) = tag {
-                        match t {
-                            b'Q' | b'F' => self.pending += 1,
-                            b'S' if !self.in_copy_in => self.pending += 1,
-                            b'c' | b'f' => self.in_copy_in = false,
-                            _ => {}
-                        }
-                    }
-                    pos += n;
-                }
-                Step::Whole { .. } => {
-                    // Terminate: never forwarded to a pooled server.
-                    end = ClientEnd::Terminate;
-                    break;
-                }
-                Step::More { want } => {
-                    if want > conn.rbuf.len() - pos {
-                        conn.rbuf.reserve(want - (conn.rbuf.len() - pos));
-                    }
-                    break;
-                }
-            }
-        }
-        if pos > 0 {
-            let chunk = conn.rbuf.split_to(pos);
-            server
-                .stream
-                .write_all(&chunk)
-                .await
-                .map_err(|e| Error::ServerGone(e.to_string()))?;
-        }
-        if let ClientEnd::Terminate = end {
-            conn.rbuf.clear();
-        }
-        Ok(end)
-    }
-
-    /// Forward every complete piece of server output to the client, noting
-    /// ReadyForQuery status, copy state and parameter changes.
-    async fn forward_server(&mut self, conn: &mut Conn) -> Result<(), Error> {
-        let Some(server) = self.server.as_mut() else {
-            return Ok(());
-        };
-        let mut pos = 0;
-        loop {
-            let step = self
-                .sscan
-                .step(&server.rbuf[pos..], |t| t == b'Z' || t == b'S')
-                .map_err(|e| Error::ServerProtocol(e.to_string()))?;
-            match step {
-                Step::Pass { n, tag } => {
-                    match tag {
-                        Some(b'G') | Some(b'W') => self.in_copy_in = true,
-                        Some(b'H') => {}
-                        _ => {}
-                    }
-                    pos += n;
-                }
-                Step::Whole { tag: b'Z', len } => {
-                    if len != 6 {
-                        return Err(Error::ServerProtocol("malformed ReadyForQuery".into()));
-                    }
-                    self.last_status = server.rbuf[pos + 5];
-                    self.pending = self.pending.saturating_sub(1);
-                    self.in_copy_in = false;
-                    pos += len;
-                }
-                Step::Whole { len, .. } => {
-                    let body = server.rbuf[pos + 5..pos + len].to_vec();
-                    server.record_parameter(&body);
-                    if let Some((n, v)) = protocol::parse_parameter_status(&body) {
-                        self.wanted
-                            .set(&String::from_utf8_lossy(n), Bytes::copy_from_slice(v));
-                    }
-                    pos += len;
-                }
-                Step::More { want } => {
-                    let have = server.rbuf.len() - pos;
-                    if want > have {
-                        server.rbuf.reserve(want - have);
-                    }
-                    break;
-                }
-            }
-        }
-        if pos > 0 {
-            let chunk = server.rbuf.split_to(pos);
-            conn.send(&chunk).await?;
-        }
-        Ok(())
-    }
-
-    /// Unlink at the end of the session: reset and return a clean server,
-    /// close anything else. Tell the client why, where it can still hear.
-    async fn finish(&mut self, conn: &mut Conn, reason: &Result<(), Error>) {
-        self.reg.set(None);
-        if let Err(e) = reason {
-            if !e.client_unreachable() {
-                conn.send_error(e, Severity::Fatal).await;
-            }
-        }
-        let Some(mut server) = self.server.take() else {
-            return;
-        };
-        let clean = self.last_status == b'I'
-            && self.pending == 0
-            && !self.in_copy_in
-            && self.sscan.at_boundary()
-            && self.cscan.at_boundary()
-            && server.rbuf.is_empty()
-            && !matches!(reason, Err(Error::ServerGone(_) | Error::ServerProtocol(_)));
-        if !clean {
-            debug!(server = %server.addr, "closing server: client left with work in flight");
-            return;
-        }
-        let lifetime = self.cfg.server_lifetime(&self.db);
-        if lifetime.is_some_and(|l| server.created.elapsed() >= l) {
-            return;
-        }
-        let query = self.cfg.settings.server_reset_query.clone();
-        let max = self.max_len();
-        let reset = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            server.reset(&query, max),
-        )
-        .await;
-        match reset {
-            Ok(Ok(())) => {
-                server.last_used = Instant::now();
-                self.pool.checkin(server);
-            }
-            Ok(Err(e)) => debug!("closing server: reset failed: {e}"),
-            Err(_) => debug!("closing server: reset timed out"),
-        }
-    }
 }

@@ -40,6 +40,10 @@ pub enum Error {
     #[error("{0}")]
     Timeout(String),
     #[error("{0}")]
+    IdleTimeout(String),
+    #[error("{0}")]
+    IdleInTransaction(String),
+    #[error("{0}")]
     Shutdown(String),
     /// The server could not be reached or logged into by us.
     #[error("could not connect to server {server}: {reason}")]
@@ -74,6 +78,8 @@ impl Error {
             Error::TooManyClients(_)
             | Error::NotSupported(_)
             | Error::Timeout(_)
+            | Error::IdleTimeout(_)
+            | Error::IdleInTransaction(_)
             | Error::Shutdown(_)
             | Error::Internal(_) => Side::Internal,
         }
@@ -89,6 +95,8 @@ impl Error {
             Error::TooManyClients(_) => "53300",
             Error::NotSupported(_) => "0A000",
             Error::Timeout(_) => "57014",
+            Error::IdleTimeout(_) => "57P05",
+            Error::IdleInTransaction(_) => "25P03",
             Error::Shutdown(_) => "57P01",
             Error::ServerConnect { .. } => "08001",
             Error::ServerError(f) => &f.code,

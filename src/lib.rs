@@ -17,6 +17,7 @@ pub mod net;
 pub mod pool;
 pub mod protocol;
 pub mod server;
+pub mod session;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

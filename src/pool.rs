@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
 
 use crate::auth::scram::ClientCreds;
+use crate::config::{Config, ResolvedDb};
 use crate::protocol::{ErrorFields, Params};
-use crate::server::ServerConn;
+use crate::server::{LoginInfo, ServerConn};
 use crate::Error;
 
 /// Which pool: the database name clients asked for and the server user.
@@ -88,10 +89,33 @@ struct Inner {
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub pool_size: u32,
+    /// Extra servers a client may get after waiting `reserve_timeout`.
+    pub reserve_size: u32,
+    pub reserve_timeout: Duration,
     pub max_db: u32,
     pub max_user: u32,
     pub wait_timeout: Option<Duration>,
     pub login_retry: Duration,
+}
+
+impl Limits {
+    /// The limits in force for a client of `db` whose server user is `user`.
+    pub fn from_config(cfg: &Config, db: &ResolvedDb, client_user: &str, user: &str) -> Limits {
+        let s = &cfg.settings;
+        let u = cfg.users.get(user);
+        Limits {
+            pool_size: cfg.pool_size(db, user),
+            reserve_size: u
+                .and_then(|u| u.reserve_pool_size)
+                .or(db.cfg.reserve_pool_size)
+                .unwrap_or(s.reserve_pool_size),
+            reserve_timeout: s.reserve_pool_timeout.0,
+            max_db: cfg.max_db_connections(db),
+            max_user: cfg.max_user_connections(user),
+            wait_timeout: cfg.query_wait_timeout(db, client_user),
+            login_retry: s.server_login_retry.0,
+        }
+    }
 }
 
 pub struct Pool {
@@ -102,6 +126,9 @@ pub struct Pool {
     /// SCRAM keys recovered from a client's proof, for logging into servers
     /// when auth_file holds only a SCRAM secret.
     scram_keys: Mutex<Option<ClientCreds>>,
+    /// How the last new server was logged into, for the maintenance task to
+    /// keep `min_pool_size` servers warm without a client.
+    template: Mutex<Option<LoginInfo>>,
     me: Weak<Pool>,
 }
 
@@ -140,6 +167,7 @@ impl Pool {
             db_count,
             user_count,
             scram_keys: Mutex::new(None),
+            template: Mutex::new(None),
             me: me.clone(),
         })
     }
@@ -161,14 +189,17 @@ impl Pool {
     /// Take a server: an idle one, or a slot to connect a new one, waiting in
     /// FIFO order up to `wait_timeout`.
     pub async fn checkout(&self, limits: Limits) -> Result<Grant, Error> {
-        let deadline = limits.wait_timeout.map(|t| tokio::time::Instant::now() + t);
+        let now = tokio::time::Instant::now();
+        let deadline = limits.wait_timeout.map(|t| now + t);
+        let reserve_at = now + limits.reserve_timeout;
+        let mut use_reserve = false;
         loop {
             let db_freed = self.db_count.freed.notified();
             let user_freed = self.user_count.freed.notified();
             tokio::pin!(db_freed, user_freed);
             db_freed.as_mut().enable();
             user_freed.as_mut().enable();
-            let (rx, limited) = match self.attempt(&limits)? {
+            let (rx, limited) = match self.attempt(&limits, use_reserve)? {
                 Attempt::Server(s) => return Ok(Grant::Server(s)),
                 Attempt::Connect(slot) => return Ok(Grant::Slot(slot)),
                 Attempt::Wait(rx, limited) => (rx, limited),
@@ -185,6 +216,11 @@ impl Pool {
                     // The pool dropped our sender (pool closed): try again.
                     Err(_) => continue,
                 },
+                _ = tokio::time::sleep_until(reserve_at), if limits.reserve_size > 0 && !use_reserve => {
+                    // Waited long enough: the reserve pool opens to us.
+                    use_reserve = true;
+                    continue;
+                }
                 _ = &mut db_freed, if limited => continue,
                 _ = &mut user_freed, if limited => continue,
                 _ = timeout => {
@@ -196,7 +232,7 @@ impl Pool {
         }
     }
 
-    fn attempt(&self, limits: &Limits) -> Result<Attempt, Error> {
+    fn attempt(&self, limits: &Limits, use_reserve: bool) -> Result<Attempt, Error> {
         let mut inner = self.lock();
         while let Some(s) = inner.idle.pop_back() {
             if s.usable() {
@@ -209,7 +245,8 @@ impl Pool {
             inner = self.lock();
         }
         let mut limited = false;
-        if inner.total < limits.pool_size.max(1) {
+        let cap = limits.pool_size.max(1) + if use_reserve { limits.reserve_size } else { 0 };
+        if inner.total < cap {
             if let Some(f) = &inner.login_failure {
                 if f.at.elapsed() < limits.login_retry {
                     return Err(f.to_error());
@@ -229,6 +266,35 @@ impl Pool {
         let (tx, rx) = oneshot::channel();
         inner.waiters.push_back(tx);
         Ok(Attempt::Wait(rx, limited))
+    }
+
+    /// A slot right now, or none: for warming the pool. Never taken while
+    /// clients wait (they come first) or beyond any limit.
+    pub fn try_slot(&self, limits: &Limits) -> Option<Slot> {
+        let mut inner = self.lock();
+        if !inner.waiters.iter().all(|w| w.is_closed()) || inner.total >= limits.pool_size.max(1) {
+            return None;
+        }
+        if !reserve(&self.db_count, limits.max_db) {
+            return None;
+        }
+        if !reserve(&self.user_count, limits.max_user) {
+            release(&self.db_count);
+            return None;
+        }
+        inner.total += 1;
+        Some(self.slot())
+    }
+
+    pub fn set_template(&self, info: &LoginInfo) {
+        *self.template.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
+    }
+
+    pub fn template(&self) -> Option<LoginInfo> {
+        self.template
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Give a clean server back: to the first waiter, or to the idle list.
@@ -428,6 +494,8 @@ mod tests {
     fn limits(n: u32) -> Limits {
         Limits {
             pool_size: n,
+            reserve_size: 0,
+            reserve_timeout: Duration::from_secs(5),
             max_db: 0,
             max_user: 0,
             wait_timeout: Some(Duration::from_secs(5)),
@@ -498,6 +566,23 @@ mod tests {
             p.checkout(limits(1)).await.unwrap(),
             Grant::Slot(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn reserve_pool_opens_after_reserve_timeout() {
+        let pools = Pools::default();
+        let p = pools.get(&key());
+        let mut l = limits(1);
+        l.reserve_size = 1;
+        l.reserve_timeout = Duration::from_millis(30);
+        let _a = p.checkout(l).await.unwrap();
+        // The second checkout gets the reserve slot after waiting.
+        let b = p.checkout(l).await.unwrap();
+        assert!(matches!(b, Grant::Slot(_)));
+        assert_eq!(p.counts().0, 2);
+        // And no more than that.
+        l.wait_timeout = Some(Duration::from_millis(100));
+        assert!(p.checkout(l).await.is_err());
     }
 
     #[tokio::test]

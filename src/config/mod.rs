@@ -228,15 +228,6 @@ impl Config {
                 reason: "must be at least 1024".into(),
             });
         }
-        let modes = std::iter::once(settings.pool_mode)
-            .chain(databases.values().filter_map(|d| d.pool_mode))
-            .chain(users.values().filter_map(|u| u.pool_mode));
-        if modes.into_iter().any(|m| m != PoolMode::Session) {
-            warnings.push(
-                "pool_mode transaction/statement is not implemented yet: clients are pooled in session mode"
-                    .into(),
-            );
-        }
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }

@@ -103,9 +103,9 @@ settings!(
         pool_mode: PoolMode = "session", 0;
         max_client_conn: u64 = "100", 0;
         default_pool_size: u32 = "20", 0;
-        min_pool_size: u32 = "0", TODO;
-        reserve_pool_size: u32 = "0", TODO;
-        reserve_pool_timeout: Secs = "5", TODO;
+        min_pool_size: u32 = "0", 0;
+        reserve_pool_size: u32 = "0", 0;
+        reserve_pool_timeout: Secs = "5", 0;
         max_db_connections: u32 = "0", 0;
         max_user_connections: u32 = "0", 0;
         max_db_client_connections: u64 = "0", 0;
@@ -127,19 +127,19 @@ settings!(
         stats_users: List = "", TODO;
         server_reset_query: String = "DISCARD ALL", 0;
         server_reset_query_always: bool = "0", 0;
-        server_check_query: String = "", TODO;
-        server_check_delay: Secs = "30", TODO;
+        server_check_query: String = "", 0;
+        server_check_delay: Secs = "30", 0;
         server_fast_close: bool = "0", TODO;
         server_lifetime: Secs = "3600", 0;
         server_idle_timeout: Secs = "600", 0;
         server_connect_timeout: Secs = "15", 0;
         server_login_retry: Secs = "15", 0;
         client_login_timeout: Secs = "60", 0;
-        query_timeout: Secs = "0", TODO;
+        query_timeout: Secs = "0", 0;
         query_wait_timeout: Secs = "120", 0;
         cancel_wait_timeout: Secs = "10", TODO;
-        client_idle_timeout: Secs = "0", TODO;
-        idle_transaction_timeout: Secs = "0", TODO;
+        client_idle_timeout: Secs = "0", 0;
+        idle_transaction_timeout: Secs = "0", 0;
         transaction_timeout: Secs = "0", TODO;
         suspend_timeout: Secs = "10", TODO;
         log_connections: bool = "1", 0;
@@ -185,8 +185,8 @@ settings!(
         auth_query: Option<String> = "", TODO;
         auth_dbname: Option<String> = "", TODO;
         pool_size: Option<u32> = "", 0;
-        min_pool_size: Option<u32> = "", TODO;
-        reserve_pool_size: Option<u32> = "", TODO;
+        min_pool_size: Option<u32> = "", 0;
+        reserve_pool_size: Option<u32> = "", 0;
         connect_query: Option<String> = "", TODO;
         pool_mode: Option<PoolMode> = "", 0;
         query_wait_timeout: Option<Secs> = "", 0;
@@ -205,14 +205,14 @@ settings!(
     /// One `[users]` entry.
     UserConfig {
         pool_size: Option<u32> = "", 0;
-        reserve_pool_size: Option<u32> = "", TODO;
+        reserve_pool_size: Option<u32> = "", 0;
         pool_mode: Option<PoolMode> = "", 0;
         max_user_connections: Option<u32> = "", 0;
-        query_timeout: Option<Secs> = "", TODO;
+        query_timeout: Option<Secs> = "", 0;
         query_wait_timeout: Option<Secs> = "", 0;
-        idle_transaction_timeout: Option<Secs> = "", TODO;
+        idle_transaction_timeout: Option<Secs> = "", 0;
         transaction_timeout: Option<Secs> = "", TODO;
-        client_idle_timeout: Option<Secs> = "", TODO;
+        client_idle_timeout: Option<Secs> = "", 0;
         max_user_client_connections: Option<u64> = "", 0;
     }
 );

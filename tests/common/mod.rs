@@ -33,6 +33,7 @@ pub const ISO_PASS: &str = "isopass";
 
 pub struct Pg {
     pub bin: PathBuf,
+    pub data_dir: PathBuf,
     pub port: u16,
     pub socket_dir: PathBuf,
     /// SCRAM secret of SCRAM_USER as stored by PostgreSQL.
@@ -226,7 +227,7 @@ fn start_pg() -> Pg {
         .arg(port.to_string())
         .args(["-U", SUPERUSER, "-d", DB, "-c"])
         .arg(format!(
-            "GRANT ALL ON SCHEMA public TO {MD5_USER}; SELECT rolpassword FROM pg_authid WHERE rolname = '{SCRAM_USER}'"
+            "GRANT ALL ON SCHEMA public TO {MD5_USER}, {ISO_USER}; SELECT rolpassword FROM pg_authid WHERE rolname = '{SCRAM_USER}'"
         ))
         .env("PGPASSWORD", SUPERPASS)
         .output()
@@ -240,6 +241,7 @@ fn start_pg() -> Pg {
     assert!(scram_secret.starts_with("SCRAM-SHA-256$"), "{scram_secret}");
     Pg {
         bin,
+        data_dir: data,
         port,
         socket_dir: dir,
         scram_secret,
@@ -257,6 +259,20 @@ impl Pg {
         ))
         .await
         .unwrap()
+    }
+
+    /// Run pg_ctl (as the postgres OS user when root) on this cluster.
+    /// The server's output goes to a log file: with inherited pipes, a
+    /// started server would keep them open and `output()` would never end.
+    pub fn pg_ctl(&self, args: &[&str]) {
+        let mut c = as_pg_user(&self.bin.join("pg_ctl"));
+        c.arg("-D")
+            .arg(&self.data_dir)
+            .arg("-l")
+            .arg(self.socket_dir.join("log"))
+            .args(args)
+            .stdin(Stdio::null());
+        run(c, "pg_ctl");
     }
 
     pub fn tool(&self, name: &str) -> Command {
@@ -364,4 +380,150 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// A raw protocol-level client (md5 or trust login only), for tests that
+/// compare byte streams.
+pub struct Raw {
+    pub s: tokio::net::TcpStream,
+}
+
+impl Raw {
+    /// Log in; returns once the first ReadyForQuery has been read.
+    pub async fn login(port: u16, user: &str, password: &str, db: &str) -> Raw {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut body = 196608u32.to_be_bytes().to_vec();
+        body.extend_from_slice(format!("user\0{user}\0database\0{db}\0\0").as_bytes());
+        let mut m = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        m.extend_from_slice(&body);
+        s.write_all(&m).await.unwrap();
+        let mut raw = Raw { s };
+        loop {
+            let (tag, body) = raw.read().await;
+            match tag {
+                b'R' if body[..4] == [0, 0, 0, 5] => {
+                    let secret = tidepool::auth::md5_secret(password, user);
+                    let resp = tidepool::auth::md5_response(&secret, &body[4..8]);
+                    let mut p = vec![b'p'];
+                    p.extend_from_slice(&((resp.len() + 5) as u32).to_be_bytes());
+                    p.extend_from_slice(resp.as_bytes());
+                    p.push(0);
+                    raw.s.write_all(&p).await.unwrap();
+                }
+                b'R' => assert_eq!(&body[..4], &[0, 0, 0, 0], "unsupported auth in test client"),
+                b'E' => panic!(
+                    "login failed: {:?}",
+                    tidepool::protocol::ErrorFields::parse(&body)
+                ),
+                b'Z' => return raw,
+                _ => {}
+            }
+        }
+    }
+
+    pub async fn read(&mut self) -> (u8, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        let mut h = [0u8; 5];
+        self.s.read_exact(&mut h).await.unwrap();
+        let len = u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        self.s.read_exact(&mut body).await.unwrap();
+        (h[0], body)
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.s.write_all(bytes).await.unwrap();
+    }
+
+    /// Read whole messages until `n` ReadyForQuery have arrived; return the
+    /// raw bytes of all of them.
+    pub async fn read_until_ready(&mut self, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut seen = 0;
+        while seen < n {
+            let (tag, body) = self.read().await;
+            out.push(tag);
+            out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+            out.extend_from_slice(&body);
+            if tag == b'Z' {
+                seen += 1;
+            }
+        }
+        out
+    }
+}
+
+/// Frontend message builders for raw tests.
+pub mod fe {
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+    pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(name.as_bytes());
+        b.push(0);
+        b.extend_from_slice(sql.as_bytes());
+        b.push(0);
+        b.extend_from_slice(&0u16.to_be_bytes());
+        msg(b'P', &b)
+    }
+    pub fn bind(portal: &str, stmt: &str) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(portal.as_bytes());
+        b.push(0);
+        b.extend_from_slice(stmt.as_bytes());
+        b.push(0);
+        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        msg(b'B', &b)
+    }
+    pub fn execute(portal: &str) -> Vec<u8> {
+        let mut b = portal.as_bytes().to_vec();
+        b.push(0);
+        b.extend_from_slice(&0u32.to_be_bytes());
+        msg(b'E', &b)
+    }
+    pub fn describe_portal(portal: &str) -> Vec<u8> {
+        let mut b = vec![b'P'];
+        b.extend_from_slice(portal.as_bytes());
+        b.push(0);
+        msg(b'D', &b)
+    }
+    pub fn sync() -> Vec<u8> {
+        msg(b'S', &[])
+    }
+    pub fn query(sql: &str) -> Vec<u8> {
+        let mut b = sql.as_bytes().to_vec();
+        b.push(0);
+        msg(b'Q', &b)
+    }
+}
+
+/// Run one statement with the simple protocol and return the first row's
+/// columns as text. (tokio-postgres' `query*` prepare *named* statements,
+/// which cannot move between servers in transaction mode until the prepared
+/// statements issue lands.)
+pub async fn simple_row(c: &tokio_postgres::Client, sql: &str) -> Vec<Option<String>> {
+    let msgs = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    msgs.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+pub fn s(v: &str) -> Option<String> {
+    Some(v.to_string())
 }

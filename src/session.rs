@@ -1,0 +1,750 @@
+//! The session loop: a logged-in client, and its server while linked.
+//!
+//! One task per client owns the client socket and, while linked, the server
+//! connection, and moves bytes between them with `select!` on both reads.
+//! Frames are forwarded as slices of the read buffer (`split_to`, no copy);
+//! only the few message types the pooler must see are looked at.
+//!
+//! In session mode a server is linked on the client's first message and kept
+//! to the end. In transaction and statement mode it is released by the rule
+//! in [`LinkState`], and a new one linked on the next message.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tracing::debug;
+
+use crate::config::{Config, PoolMode, ResolvedDb};
+use crate::net::{fill, read_message, ReadError, Stream};
+use crate::pool::{Grant, Limits, Pool};
+use crate::protocol::{self, Params, Scanner, Severity, Step};
+use crate::server::{LoginInfo, ServerAddr, ServerConn, ServerCreds};
+use crate::{Error, Shared};
+
+/// The client's socket with its read buffer.
+pub(crate) struct Conn {
+    pub stream: Stream,
+    pub rbuf: BytesMut,
+}
+
+impl Conn {
+    pub async fn send(&mut self, buf: &[u8]) -> Result<(), Error> {
+        self.stream.write_all(buf).await.map_err(Error::client_io)
+    }
+
+    /// Send an error we originate (or a server's, as it was).
+    pub async fn send_error(&mut self, e: &Error, sev: Severity) {
+        let mut b = BytesMut::new();
+        match e {
+            Error::ServerError(f) => protocol::error_from_fields(&mut b, f),
+            _ => protocol::error_response(&mut b, sev, e.sqlstate(), &e.to_string()),
+        }
+        let _ = self.stream.write_all(&b).await;
+    }
+
+    pub async fn read_password_message(&mut self) -> Result<Bytes, Error> {
+        match read_message(
+            &mut self.stream,
+            &mut self.rbuf,
+            protocol::MAX_STARTUP_PACKET,
+        )
+        .await
+        {
+            Ok((b'p', body)) => Ok(body),
+            Ok((t, _)) => Err(Error::Protocol(format!(
+                "expected a password message, got message type '{}'",
+                t as char
+            ))),
+            Err(ReadError::Eof) => Err(Error::ClientGone),
+            Err(ReadError::Io(e)) => Err(Error::client_io(e)),
+            Err(ReadError::BadLength(l)) => Err(Error::Protocol(format!(
+                "invalid message length {l} during authentication"
+            ))),
+        }
+    }
+}
+
+/// Where a linked server is in the conversation: the release rule of
+/// `shared/reference/protocol-notes.md`, kept apart from I/O so it can be
+/// tested on its own.
+#[derive(Debug)]
+pub struct LinkState {
+    /// Sync points forwarded and not yet answered by ReadyForQuery: `Q`,
+    /// `S` (Sync) or `F` (FunctionCall), oldest first.
+    syncs: VecDeque<u8>,
+    /// A message that needs a later Sync (Parse, Bind, Execute...) was
+    /// forwarded since the last sync point.
+    unsynced: bool,
+    /// The client is sending COPY data.
+    in_copy_in: bool,
+    /// Status of the last ReadyForQuery: `I`, `T` or `E`.
+    status: u8,
+}
+
+impl Default for LinkState {
+    fn default() -> Self {
+        LinkState {
+            syncs: VecDeque::new(),
+            unsynced: false,
+            in_copy_in: false,
+            status: b'I',
+        }
+    }
+}
+
+impl LinkState {
+    /// A client message (its type byte) is being forwarded.
+    pub fn client_message(&mut self, tag: u8) {
+        match tag {
+            b'Q' | b'F' => {
+                self.syncs.push_back(tag);
+                self.unsynced = false;
+            }
+            // The server ignores Sync during COPY IN.
+            b'S' if !self.in_copy_in => {
+                self.syncs.push_back(tag);
+                self.unsynced = false;
+            }
+            b'c' | b'f' => self.in_copy_in = false,
+            b'd' | b'S' | b'H' => {}
+            _ => self.unsynced = true,
+        }
+    }
+
+    /// A server message (its type byte) other than ReadyForQuery.
+    pub fn server_message(&mut self, tag: u8) {
+        if tag == b'G' {
+            self.in_copy_in = true;
+            // An extended-protocol COPY: the Sync the client sent after
+            // Execute reaches the server during COPY IN and is ignored;
+            // the client sends another after CopyDone.
+            if self.syncs.front() == Some(&b'S') {
+                self.syncs.pop_front();
+            }
+        }
+    }
+
+    /// ReadyForQuery with this status.
+    pub fn ready(&mut self, status: u8) {
+        self.syncs.pop_front();
+        self.status = status;
+    }
+
+    pub fn status(&self) -> u8 {
+        self.status
+    }
+
+    /// Nothing outstanding: every sync point answered, nothing forwarded
+    /// since, no COPY IN.
+    pub fn quiet(&self) -> bool {
+        self.syncs.is_empty() && !self.unsynced && !self.in_copy_in
+    }
+
+    /// The server may be released (transaction mode): quiet and idle.
+    pub fn releasable(&self) -> bool {
+        self.quiet() && self.status == b'I'
+    }
+
+    /// A query is outstanding (for query_timeout).
+    pub fn busy(&self) -> bool {
+        !self.syncs.is_empty() || self.unsynced
+    }
+}
+
+/// Parameters the pooler keeps in step across servers; others from `SET`
+/// are lost at release in transaction mode (as with PgBouncer).
+pub(crate) const TRACKED: &[&str] = &[
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "application_name",
+    "IntervalStyle",
+];
+
+/// A logged-in client and, while linked, its server.
+pub(crate) struct Session {
+    pub shared: Arc<Shared>,
+    pub cfg: Arc<Config>,
+    pub user: String,
+    pub db: ResolvedDb,
+    pub pool: Arc<Pool>,
+    pub mode: PoolMode,
+    pub server: Option<ServerConn>,
+    /// The settings this client wants on its server.
+    pub wanted: Params,
+    pub reg: crate::cancel::Registration,
+    pub state: LinkState,
+    pub cscan: Scanner,
+    pub sscan: Scanner,
+    /// When the client last sent anything (idle timeouts).
+    pub last_client_read: Instant,
+    /// When the outstanding query began (query_timeout).
+    pub query_start: Instant,
+    /// Counted in max_client_conn, and per database and user; held, not read.
+    pub _guards: [crate::ClientGuard; 3],
+}
+
+/// What the client asked for.
+enum ClientEnd {
+    Open,
+    Terminate,
+}
+
+/// Which timeout a deadline belongs to.
+#[derive(Clone, Copy)]
+enum Deadline {
+    Query,
+    IdleTransaction,
+    ClientIdle,
+}
+
+impl Session {
+    fn max_len(&self) -> usize {
+        self.cfg.settings.max_packet_size as usize
+    }
+
+    fn limits(&self) -> Limits {
+        Limits::from_config(&self.cfg, &self.db, &self.user, &self.pool.key.user)
+    }
+
+    fn login_info(&self) -> LoginInfo {
+        login_info(&self.cfg, &self.db, &self.pool)
+    }
+
+    /// Get a server for this client: idle, new, or after waiting. An idle
+    /// server unused for longer than `server_check_delay` is checked first.
+    async fn acquire(&mut self) -> Result<ServerConn, Error> {
+        let limits = self.limits();
+        loop {
+            match self.pool.checkout(limits).await? {
+                Grant::Server(mut s) => {
+                    let s_cfg = &self.cfg.settings;
+                    let delay = s_cfg.server_check_delay.0;
+                    if s.last_used.elapsed() >= delay {
+                        let q = s_cfg.server_check_query.clone();
+                        if let Err(e) = s.run_quiet(q.as_bytes(), self.max_len()).await {
+                            debug!(server = %s.addr, "server failed its check, closing: {e}");
+                            continue;
+                        }
+                    }
+                    return Ok(s);
+                }
+                Grant::Slot(slot) => {
+                    if let Some(e) = self.pool.recent_failure(limits.login_retry) {
+                        return Err(e);
+                    }
+                    let info = self.login_info();
+                    let id = self.shared.next_id();
+                    return match ServerConn::connect(&info, id, slot).await {
+                        Ok(s) => {
+                            self.pool.login_succeeded(&s.params);
+                            self.pool.set_template(&info);
+                            debug!(server = %s.addr, pid = s.backend_pid, "new server connection");
+                            Ok(s)
+                        }
+                        Err(e) => {
+                            if self.cfg.settings.log_pooler_errors {
+                                tracing::warn!(database = %self.db.name, user = %self.pool.key.user, "server login failed: {e}");
+                            }
+                            self.pool.login_failed(&e);
+                            Err(e)
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    /// Link a server and bring its settings in line with the client's.
+    pub async fn link(&mut self) -> Result<(), Error> {
+        let mut server = self.acquire().await?;
+        let max = self.max_len();
+        if let Err(e) = server.sync_params(&mut self.wanted, max).await {
+            // A bad value of the client's own (an unknown TimeZone, say):
+            // the server is fine, the client is told.
+            if matches!(e, Error::ServerError(_)) {
+                server.last_used = Instant::now();
+                self.pool.checkin(server);
+            }
+            return Err(e);
+        }
+        self.reg.set(Some(crate::cancel::Target::of(&server)));
+        self.state = LinkState::default();
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Give the server back (transaction / statement mode) after a
+    /// transaction ended cleanly.
+    async fn release(&mut self) {
+        self.reg.set(None);
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        if server.close_needed {
+            return;
+        }
+        if self.cfg.settings.server_reset_query_always {
+            let q = self.cfg.settings.server_reset_query.clone();
+            if server.reset(&q, self.max_len()).await.is_err() {
+                return;
+            }
+        }
+        self.return_server(server);
+    }
+
+    fn return_server(&self, mut server: ServerConn) {
+        let lifetime = self.cfg.server_lifetime(&self.db);
+        if lifetime.is_some_and(|l| server.created.elapsed() >= l) {
+            return;
+        }
+        server.last_used = Instant::now();
+        self.pool.checkin(server);
+    }
+
+    /// The session loop: link on the first message, forward both ways,
+    /// release per pool mode, until either side ends.
+    pub async fn run(&mut self, conn: &mut Conn) -> Result<(), Error> {
+        loop {
+            if self.mode != PoolMode::Session
+                && self.server.is_some()
+                && self.state.releasable()
+                && self.at_rest()
+            {
+                self.release().await;
+            }
+            if self.server.is_none() {
+                if conn.rbuf.is_empty() {
+                    self.wait_for_client(conn).await?;
+                }
+                if let ClientEnd::Terminate = self.peek_terminate(conn) {
+                    return Ok(());
+                }
+                self.link().await?;
+            }
+            if let ClientEnd::Terminate = self.forward_client(conn).await? {
+                return Ok(());
+            }
+            self.forward_server(conn).await?;
+            if self.mode != PoolMode::Session && self.state.releasable() && self.at_rest() {
+                continue;
+            }
+            let deadline = self.deadline();
+            let Some(server) = self.server.as_mut() else {
+                continue;
+            };
+            let sleep = async {
+                match deadline {
+                    Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = fill(&mut conn.stream, &mut conn.rbuf) => {
+                    if !r.map_err(Error::client_io)? {
+                        return Err(Error::ClientGone);
+                    }
+                    self.last_client_read = Instant::now();
+                }
+                r = fill(&mut server.stream, &mut server.rbuf) => {
+                    match r {
+                        Ok(true) => {}
+                        Ok(false) => return Err(Error::ServerGone("server closed the connection unexpectedly".into())),
+                        Err(e) => return Err(Error::ServerGone(e.to_string())),
+                    }
+                }
+                _ = sleep => {
+                    let kind = deadline.map(|(_, k)| k);
+                    return Err(self.timeout_error(kind));
+                }
+            }
+        }
+    }
+
+    /// No half-forwarded message on either side.
+    fn at_rest(&self) -> bool {
+        self.sscan.at_boundary()
+            && self.cscan.at_boundary()
+            && self.server.as_ref().is_some_and(|s| s.rbuf.is_empty())
+    }
+
+    /// Wait for the unlinked client's next bytes, up to client_idle_timeout.
+    async fn wait_for_client(&mut self, conn: &mut Conn) -> Result<(), Error> {
+        let read = fill(&mut conn.stream, &mut conn.rbuf);
+        let got = match self.cfg.settings.client_idle_timeout.get() {
+            Some(t) => tokio::time::timeout(t, read)
+                .await
+                .map_err(|_| self.timeout_error(Some(Deadline::ClientIdle)))?,
+            None => read.await,
+        };
+        if !got.map_err(Error::client_io)? {
+            return Err(Error::ClientGone);
+        }
+        self.last_client_read = Instant::now();
+        Ok(())
+    }
+
+    /// The nearest timeout that applies to the linked state.
+    fn deadline(&self) -> Option<(Instant, Deadline)> {
+        let s = &self.cfg.settings;
+        let user = self.cfg.users.get(&self.user);
+        if self.state.busy() {
+            let t = user
+                .and_then(|u| u.query_timeout)
+                .unwrap_or(s.query_timeout);
+            return t.get().map(|t| (self.query_start + t, Deadline::Query));
+        }
+        if matches!(self.state.status(), b'T' | b'E') {
+            let t = user
+                .and_then(|u| u.idle_transaction_timeout)
+                .unwrap_or(s.idle_transaction_timeout);
+            return t
+                .get()
+                .map(|t| (self.last_client_read + t, Deadline::IdleTransaction));
+        }
+        let t = user
+            .and_then(|u| u.client_idle_timeout)
+            .unwrap_or(s.client_idle_timeout);
+        t.get()
+            .map(|t| (self.last_client_read + t, Deadline::ClientIdle))
+    }
+
+    fn timeout_error(&self, kind: Option<Deadline>) -> Error {
+        match kind {
+            Some(Deadline::Query) => Error::Timeout("query_timeout: query canceled".into()),
+            Some(Deadline::IdleTransaction) => Error::IdleInTransaction(
+                "idle_transaction_timeout: idle in transaction for too long".into(),
+            ),
+            _ => Error::IdleTimeout("client_idle_timeout: client idle for too long".into()),
+        }
+    }
+
+    /// A lone Terminate from an unlinked client needs no server.
+    fn peek_terminate(&self, conn: &Conn) -> ClientEnd {
+        if conn.rbuf.first() == Some(&b'X') && self.cscan.at_boundary() {
+            ClientEnd::Terminate
+        } else {
+            ClientEnd::Open
+        }
+    }
+
+    /// Forward every complete piece of client input to the server.
+    async fn forward_client(&mut self, conn: &mut Conn) -> Result<ClientEnd, Error> {
+        let Some(server) = self.server.as_mut() else {
+            return Ok(ClientEnd::Open);
+        };
+        let mut pos = 0;
+        let mut end = ClientEnd::Open;
+        loop {
+            let step = self
+                .cscan
+                .step(&conn.rbuf[pos..], |t| t == b'X')
+                .map_err(|e| Error::Protocol(e.to_string()))?;
+            match step {
+                Step::Pass { n, tag } => {
+                    if let Some(t) = tag {
+                        if !self.state.busy() {
+                            self.query_start = Instant::now();
+                        }
+                        self.state.client_message(t);
+                    }
+                    pos += n;
+                }
+                Step::Whole { .. } => {
+                    // Terminate: never forwarded to a pooled server.
+                    end = ClientEnd::Terminate;
+                    break;
+                }
+                Step::More { want } => {
+                    let have = conn.rbuf.len() - pos;
+                    if want > have {
+                        conn.rbuf.reserve(want - have);
+                    }
+                    break;
+                }
+            }
+        }
+        if pos > 0 {
+            let chunk = conn.rbuf.split_to(pos);
+            server
+                .stream
+                .write_all(&chunk)
+                .await
+                .map_err(|e| Error::ServerGone(e.to_string()))?;
+        }
+        if let ClientEnd::Terminate = end {
+            conn.rbuf.clear();
+        }
+        Ok(end)
+    }
+
+    /// Forward every complete piece of server output to the client, noting
+    /// ReadyForQuery, COPY, parameter changes and LISTEN.
+    async fn forward_server(&mut self, conn: &mut Conn) -> Result<(), Error> {
+        let transactional = self.mode != PoolMode::Session;
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let mut pos = 0;
+        loop {
+            let step = self
+                .sscan
+                .step(&server.rbuf[pos..], |t| {
+                    t == b'Z' || t == b'S' || (transactional && t == b'C')
+                })
+                .map_err(|e| Error::ServerProtocol(e.to_string()))?;
+            match step {
+                Step::Pass { n, tag } => {
+                    if let Some(t) = tag {
+                        self.state.server_message(t);
+                    }
+                    pos += n;
+                }
+                Step::Whole { tag: b'Z', len } => {
+                    if len != 6 {
+                        return Err(Error::ServerProtocol("malformed ReadyForQuery".into()));
+                    }
+                    let status = server.rbuf[pos + 5];
+                    self.state.ready(status);
+                    if self.mode == PoolMode::Statement && status != b'I' {
+                        // Forward what came before, then refuse: the
+                        // server is closed (it is inside a transaction).
+                        conn.send(&server.rbuf.split_to(pos)).await?;
+                        return Err(Error::NotSupported(
+                            "transaction blocks not allowed in statement pooling mode".into(),
+                        ));
+                    }
+                    pos += len;
+                }
+                Step::Whole { tag: b'S', len } => {
+                    let body = server.rbuf[pos + 5..pos + len].to_vec();
+                    if let Some((n, v)) = protocol::parse_parameter_status(&body) {
+                        let name = String::from_utf8_lossy(n);
+                        let tracked = TRACKED.iter().any(|t| t.eq_ignore_ascii_case(&name))
+                            || self.cfg.settings.track_extra_parameters.contains_ci(&name)
+                            || self.wanted.get(&name).is_some();
+                        if tracked {
+                            self.wanted.set(&name, Bytes::copy_from_slice(v));
+                        }
+                    }
+                    server.record_parameter(&body);
+                    pos += len;
+                }
+                Step::Whole { len, .. } => {
+                    // CommandComplete in transaction / statement mode:
+                    // LISTEN cannot work across servers. Say so instead of
+                    // losing notifications, and do not reuse the server.
+                    if &server.rbuf[pos + 5..pos + len] == b"LISTEN\0" {
+                        conn.send(&server.rbuf.split_to(pos)).await?;
+                        server.rbuf.advance(len);
+                        pos = 0;
+                        server.close_needed = true;
+                        let mut b = BytesMut::new();
+                        protocol::error_response(
+                            &mut b,
+                            Severity::Error,
+                            "0A000",
+                            &format!(
+                                "LISTEN is not supported in {} pooling mode: use pool_mode = session for database \"{}\"",
+                                self.mode, self.db.name
+                            ),
+                        );
+                        conn.send(&b).await?;
+                        continue;
+                    }
+                    pos += len;
+                }
+                Step::More { want } => {
+                    let have = server.rbuf.len() - pos;
+                    if want > have {
+                        server.rbuf.reserve(want - have);
+                    }
+                    break;
+                }
+            }
+        }
+        if pos > 0 {
+            let chunk = server.rbuf.split_to(pos);
+            conn.send(&chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Unlink at the end of the session: reset and return a clean server,
+    /// close anything else. Tell the client why, where it can still hear.
+    pub async fn finish(&mut self, conn: &mut Conn, reason: &Result<(), Error>) {
+        self.reg.set(None);
+        if let Err(e) = reason {
+            if !e.client_unreachable() {
+                conn.send_error(e, Severity::Fatal).await;
+            }
+        }
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        let clean = self.state.releasable()
+            && self.at_rest_with(&server)
+            && !server.close_needed
+            && !matches!(
+                reason,
+                Err(Error::ServerGone(_) | Error::ServerProtocol(_) | Error::Timeout(_))
+            );
+        if !clean {
+            debug!(server = %server.addr, "closing server: client left with work in flight");
+            return;
+        }
+        let reset = self.mode == PoolMode::Session || self.cfg.settings.server_reset_query_always;
+        if reset {
+            let query = self.cfg.settings.server_reset_query.clone();
+            let max = self.max_len();
+            let r = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                server.reset(&query, max),
+            )
+            .await;
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    debug!("closing server: reset failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    debug!("closing server: reset timed out");
+                    return;
+                }
+            }
+        }
+        self.return_server(server);
+    }
+
+    fn at_rest_with(&self, server: &ServerConn) -> bool {
+        self.sscan.at_boundary() && self.cscan.at_boundary() && server.rbuf.is_empty()
+    }
+}
+
+/// How to log into this pool's server.
+pub(crate) fn login_info(cfg: &Arc<Config>, db: &ResolvedDb, pool: &Pool) -> LoginInfo {
+    use crate::config::Secret;
+    let server_user = &pool.key.user;
+    let creds = if let Some(p) = &db.cfg.password {
+        ServerCreds::Plain(p.clone())
+    } else {
+        match cfg.userlist.get(server_user) {
+            Some(Secret::Plain(p)) => ServerCreds::Plain(p.clone()),
+            Some(Secret::Md5(h)) => ServerCreds::Md5(h.clone()),
+            Some(Secret::Scram(_)) => pool
+                .scram_keys()
+                .map(ServerCreds::ScramKeys)
+                .unwrap_or(ServerCreds::None),
+            None => ServerCreds::None,
+        }
+    };
+    let host = db
+        .cfg
+        .host
+        .as_deref()
+        .and_then(|h| h.split(',').map(str::trim).find(|h| !h.is_empty()))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            if cfg.settings.unix_socket_dir.is_empty() {
+                "127.0.0.1".to_string()
+            } else {
+                cfg.settings.unix_socket_dir.clone()
+            }
+        });
+    LoginInfo {
+        addr: ServerAddr {
+            host,
+            port: db.cfg.port,
+        },
+        user: server_user.clone(),
+        database: db.dbname().to_string(),
+        creds,
+        connect_timeout: cfg.settings.server_connect_timeout.get(),
+        settings: cfg.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LinkState;
+
+    fn feed(s: &mut LinkState, client: &[u8]) {
+        for &t in client {
+            s.client_message(t);
+        }
+    }
+
+    #[test]
+    fn simple_query_releases_on_idle_ready() {
+        let mut s = LinkState::default();
+        feed(&mut s, b"Q");
+        assert!(!s.releasable());
+        s.ready(b'T');
+        assert!(s.quiet() && !s.releasable(), "inside a transaction");
+        feed(&mut s, b"Q");
+        s.ready(b'I');
+        assert!(s.releasable());
+    }
+
+    #[test]
+    fn pipelines_count_syncs_and_unsynced_work() {
+        let mut s = LinkState::default();
+        // P B E S P B E S: two syncs, then a third batch without its Sync.
+        feed(&mut s, b"PBESPBES");
+        s.ready(b'I');
+        assert!(!s.releasable(), "one Sync still unanswered");
+        s.ready(b'I');
+        assert!(s.releasable());
+        feed(&mut s, b"PBE");
+        assert!(!s.releasable(), "Execute without Sync keeps the link");
+        // Parse/Describe/Flush, answered without ReadyForQuery.
+        let mut s = LinkState::default();
+        feed(&mut s, b"PDH");
+        assert!(!s.releasable() && s.busy());
+        feed(&mut s, b"BES");
+        s.ready(b'I');
+        assert!(s.releasable());
+    }
+
+    #[test]
+    fn copy_in_holds_the_link_until_the_client_ends_it() {
+        // Simple-protocol COPY that fails mid-stream: the server answers
+        // ErrorResponse + ReadyForQuery while the client still sends data.
+        let mut s = LinkState::default();
+        feed(&mut s, b"Q");
+        s.server_message(b'G');
+        feed(&mut s, b"dd");
+        s.ready(b'I');
+        assert!(!s.releasable(), "client still in COPY IN");
+        feed(&mut s, b"dc");
+        assert!(s.releasable());
+    }
+
+    #[test]
+    fn extended_copy_ignores_the_sync_sent_before_copy_data() {
+        let mut s = LinkState::default();
+        feed(&mut s, b"PBES");
+        s.server_message(b'G');
+        feed(&mut s, b"ddSH");
+        feed(&mut s, b"cS");
+        s.ready(b'I');
+        assert!(
+            s.releasable(),
+            "one ReadyForQuery for the Sync after CopyDone"
+        );
+    }
+
+    #[test]
+    fn function_call_is_a_sync_point() {
+        let mut s = LinkState::default();
+        feed(&mut s, b"F");
+        assert!(s.busy());
+        s.ready(b'I');
+        assert!(s.releasable());
+    }
+}

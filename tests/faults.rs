@@ -1,0 +1,61 @@
+//! PostgreSQL going away and coming back. Its own test binary, so it owns
+//! its PostgreSQL and restarting it disturbs no other test.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_serves_again_after_postgres_restarts() {
+    let pg = pg();
+    let p = Pooler::start(
+        "pool_mode = \"transaction\"\nserver_login_retry = 1\nserver_connect_timeout = 2\nquery_wait_timeout = 5\n",
+        "",
+    )
+    .await;
+    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
+
+    pg.pg_ctl(&["-m", "fast", "-w", "stop"]);
+    // While it is down: a clear error, promptly, never a hang.
+    let start = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(20), c.simple_query("SELECT 1"))
+        .await
+        .expect("a query while PostgreSQL is down must not hang");
+    assert!(r.is_err());
+    // A new client may log in (the pool knows its server's parameters), and
+    // its first query gets the error.
+    let e = tokio::time::timeout(Duration::from_secs(20), async {
+        match connect(&p.conninfo(MD5_USER, MD5_PASS, DB)).await {
+            Ok(c) => c.simple_query("SELECT 1").await.err(),
+            Err(e) => Some(e),
+        }
+    })
+    .await
+    .expect("a client while PostgreSQL is down must not hang")
+    .expect("no server to run the query on");
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("127.0.0.1"),
+        "the error names the server: {e} {msg}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(20));
+
+    pg.pg_ctl(&["-w", "start"]);
+    // Back within server_login_retry (1 s) plus a login.
+    let back = Instant::now();
+    let ok = wait_until(15, || async {
+        match connect(&p.conninfo(MD5_USER, MD5_PASS, DB)).await {
+            Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(ok, "the pool did not serve again");
+    assert!(back.elapsed() < Duration::from_secs(15));
+}

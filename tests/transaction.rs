@@ -1,0 +1,472 @@
+//! End-to-end: transaction and statement pooling against a real PostgreSQL.
+//! The large load test scales with TIDEPOOL_LOAD (1 in CI; 4 = the full
+//! 200 clients x 500 transactions of the acceptance list).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::SinkExt;
+
+fn load() -> usize {
+    std::env::var("TIDEPOOL_LOAD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+async fn tx_pooler(extra_db: &str) -> Pooler {
+    Pooler::start("pool_mode = \"transaction\"\n", extra_db).await
+}
+
+fn db_entry(name: &str, extra: &str) -> String {
+    format!(
+        "{name} = \"host=127.0.0.1 port={} dbname={DB} {extra}\"\n",
+        pg().port
+    )
+}
+
+const ZONES: &[&str] = &[
+    "UTC",
+    "Europe/Paris",
+    "America/New_York",
+    "Asia/Tokyo",
+    "Australia/Sydney",
+    "Africa/Cairo",
+    "America/Sao_Paulo",
+    "Asia/Kolkata",
+    "Pacific/Auckland",
+    "Europe/Moscow",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_on_few_servers_never_cross_replies() {
+    let pg = pg();
+    let (clients, txns) = match load() {
+        1 => (50, 40),
+        n => (50 * n, 125 * n),
+    };
+    let p = tx_pooler(&db_entry("ten", "pool_size=10")).await;
+    let setup = p.connect(ISO_USER, ISO_PASS, "ten").await;
+    setup
+        .batch_execute("DROP TABLE IF EXISTS tx_log; CREATE TABLE tx_log(client int, seq int)")
+        .await
+        .unwrap();
+    drop(setup);
+    let monitor = pg.direct("postgres").await;
+    let count_sql = format!("SELECT count(*) FROM pg_stat_activity WHERE usename = '{ISO_USER}'");
+
+    let mut tasks = Vec::new();
+    for id in 0..clients as i32 {
+        let zone = ZONES[id as usize % ZONES.len()];
+        let info = format!(
+            "{} options='-c TimeZone={zone}'",
+            p.conninfo(ISO_USER, ISO_PASS, "ten")
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(&info).await.unwrap();
+            for seq in 0..txns as i32 {
+                let tx = c.transaction().await.unwrap();
+                let row = tx
+                    .query_one(
+                        "SELECT $1::int, $2::int, current_setting('TimeZone')",
+                        &[&id, &seq],
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(row.get::<_, i32>(0), id, "reply for another client");
+                assert_eq!(row.get::<_, i32>(1), seq, "reply out of sequence");
+                assert_eq!(
+                    row.get::<_, String>(2),
+                    zone,
+                    "client {id} lost its TimeZone"
+                );
+                tx.execute("INSERT INTO tx_log VALUES ($1, $2)", &[&id, &seq])
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    let mut max_servers = 0;
+    while !tasks.is_empty() {
+        let n: i64 = monitor.query_one(&count_sql, &[]).await.unwrap().get(0);
+        max_servers = max_servers.max(n);
+        if tasks[0].is_finished() {
+            tasks.remove(0).await.expect("a client failed");
+        } else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    assert!(
+        max_servers <= 10,
+        "{max_servers} server connections for a pool of 10"
+    );
+    let c = p.connect(ISO_USER, ISO_PASS, "ten").await;
+    let row = simple_row(
+        &c,
+        "SELECT count(*), count(DISTINCT (client, seq)) FROM tx_log",
+    )
+    .await;
+    let expect = (clients * txns).to_string();
+    assert_eq!(
+        row,
+        vec![Some(expect.clone()), Some(expect)],
+        "lost or doubled commits"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_in_transaction_mode_has_no_failures() {
+    let p = tx_pooler(&db_entry("bench", "pool_size=8")).await;
+    let bench = |args: &[&str]| {
+        pg().tool("pgbench")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &p.port.to_string(),
+                "-U",
+                SCRAM_USER,
+            ])
+            .args(args)
+            .arg("bench")
+            .env("PGPASSWORD", SCRAM_PASS)
+            .output()
+            .unwrap()
+    };
+    let o = bench(&["-i", "-q", "-s", "1", "--no-vacuum"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let secs = (3 * load()).to_string();
+    for mode in ["simple", "extended"] {
+        let o = bench(&["-c", "50", "-j", "2", "-T", &secs, "-M", mode, "-n"]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "-M {mode}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(out.contains("number of failed transactions: 0"), "{out}");
+        assert!(!out.contains("processed: 0/"), "{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_in_failed_copy_and_copy_out_in_transaction_mode() {
+    let p = tx_pooler(&db_entry("cp", "pool_size=2")).await;
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, "cp").await;
+    c.batch_execute("DROP TABLE IF EXISTS tx_copy; CREATE TABLE tx_copy(a int, b text)")
+        .await
+        .unwrap();
+    let sink = c.copy_in("COPY tx_copy FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    let mut chunk = String::new();
+    for i in 0..100_000 {
+        chunk.push_str(&format!("{i}\tr{i}\n"));
+        if i % 10_000 == 9_999 {
+            sink.send(bytes::Bytes::from(std::mem::take(&mut chunk)))
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(sink.finish().await.unwrap(), 100_000);
+
+    let sink = c.copy_in("COPY tx_copy FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"1\tok\nbad\trow\n"))
+        .await
+        .unwrap();
+    sink.send(bytes::Bytes::from_static(b"2\tafter the error\n"))
+        .await
+        .unwrap();
+    assert!(sink.finish().await.is_err());
+
+    use futures_util::TryStreamExt;
+    let out: Vec<bytes::Bytes> = c
+        .copy_out("COPY tx_copy TO STDOUT")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let lines: usize = out
+        .iter()
+        .map(|b| b.iter().filter(|&&x| x == b'\n').count())
+        .sum();
+    assert_eq!(lines, 100_000);
+    // The pool is healthy: other clients and this one keep working.
+    let other = p.connect(SCRAM_USER, SCRAM_PASS, "cp").await;
+    assert_eq!(
+        simple_row(&other, "SELECT count(*) FROM tx_copy").await,
+        vec![s("100000")]
+    );
+    assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batch_with_an_error_matches_postgres_byte_for_byte() {
+    let pg = pg();
+    let p = tx_pooler("").await;
+    let batch = [
+        fe::parse("", "SELECT 1 AS a"),
+        fe::bind("", ""),
+        fe::describe_portal(""),
+        fe::execute(""),
+        fe::parse("", "SELECT 1/0"),
+        fe::bind("", ""),
+        fe::execute(""),
+        fe::parse("", "SELECT 3"),
+        fe::bind("", ""),
+        fe::execute(""),
+        fe::sync(),
+        fe::parse("", "SELECT 'after' AS b"),
+        fe::bind("", ""),
+        fe::describe_portal(""),
+        fe::execute(""),
+        fe::sync(),
+        fe::query("SELECT 4; SELECT 5"),
+    ]
+    .concat();
+    let mut direct = Raw::login(pg.port, MD5_USER, MD5_PASS, DB).await;
+    direct.send(&batch).await;
+    let want = direct.read_until_ready(3).await;
+    let mut pooled = Raw::login(p.port, MD5_USER, MD5_PASS, DB).await;
+    pooled.send(&batch).await;
+    let got = pooled.read_until_ready(3).await;
+    assert!(
+        want.windows(5).any(|w| w == b"22012"),
+        "the batch did fail in the middle"
+    );
+    assert_eq!(got, want, "tidepool changed the reply stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_wait_timeout_with_the_only_server_in_a_transaction() {
+    let p = Pooler::start(
+        "pool_mode = \"transaction\"\nquery_wait_timeout = 1\n",
+        &db_entry("one", "pool_size=1"),
+    )
+    .await;
+    let holder = p.connect(MD5_USER, MD5_PASS, "one").await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let waiter = p.connect(MD5_USER, MD5_PASS, "one").await;
+    let start = Instant::now();
+    let e = waiter
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("no server free");
+    assert_eq!(sqlstate(&e), "57014");
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    holder.batch_execute("COMMIT").await.unwrap();
+    // After the commit the server is free for a new client.
+    let c = p.connect(MD5_USER, MD5_PASS, "one").await;
+    assert_eq!(simple_row(&c, "SELECT 5").await, vec![s("5")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_mode_refuses_transactions() {
+    let p = Pooler::start("pool_mode = \"statement\"\n", "").await;
+    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    assert_eq!(simple_row(&c, "SELECT 7").await, vec![s("7")]);
+    let rows = c.simple_query("SELECT 8").await.unwrap();
+    let n = rows
+        .iter()
+        .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(_)))
+        .count();
+    assert_eq!(n, 1);
+    let e = c
+        .batch_execute("BEGIN")
+        .await
+        .expect_err("BEGIN must be refused");
+    assert_eq!(sqlstate(&e), "0A000");
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(
+        msg.contains("transaction blocks not allowed in statement pooling mode"),
+        "{msg}"
+    );
+    // A new client works; the refused one's server was not handed on.
+    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    let rows = c
+        .simple_query("SELECT now() = statement_timestamp()")
+        .await
+        .unwrap();
+    let fresh = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(fresh.as_deref(), Some("t"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_in_transaction_mode_is_a_clear_error() {
+    let p = tx_pooler("").await;
+    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    let e = c
+        .batch_execute("LISTEN somewhere")
+        .await
+        .expect_err("LISTEN refused");
+    assert_eq!(sqlstate(&e), "0A000");
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("pool_mode = session"), "{msg}");
+    assert_eq!(simple_row(&c, "SELECT 9").await, vec![s("9")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_follow_the_client_across_servers() {
+    let p = tx_pooler(&db_entry("two", "pool_size=2")).await;
+    let a = p.connect(SCRAM_USER, SCRAM_PASS, "two").await;
+    let b = p.connect(SCRAM_USER, SCRAM_PASS, "two").await;
+    a.batch_execute("SET TimeZone = 'Asia/Tokyo'; SET application_name = 'client a'")
+        .await
+        .unwrap();
+    b.batch_execute("SET TimeZone = 'America/New_York'; SET DateStyle = 'German'")
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        let ta = simple_row(&a, "SELECT current_setting('TimeZone'), current_setting('application_name'), current_setting('DateStyle')").await;
+        assert_eq!(ta, vec![s("Asia/Tokyo"), s("client a"), s("ISO, MDY")]);
+        let tb = simple_row(
+            &b,
+            "SELECT current_setting('TimeZone'), current_setting('DateStyle')",
+        )
+        .await;
+        assert_eq!(tb, vec![s("America/New_York"), s("German, DMY")]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_mid_transaction_and_idle_servers_that_died() {
+    let pg = pg();
+    let p = tx_pooler(&db_entry("kill", "pool_size=3")).await;
+    let monitor = pg.direct("postgres").await;
+    let victim = p.connect(MD5_USER, MD5_PASS, "kill").await;
+    let bystander = p.connect(MD5_USER, MD5_PASS, "kill").await;
+    victim.batch_execute("BEGIN").await.unwrap();
+    let pid: i32 = simple_row(&victim, "SELECT pg_backend_pid()").await[0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let start = Instant::now();
+    monitor
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let e = victim
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("its server is gone");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(e.is_closed() || e.code().is_some(), "{e}");
+    assert_eq!(
+        simple_row(&bystander, "SELECT 2").await,
+        vec![s("2")],
+        "others are unaffected"
+    );
+
+    // An idle server that dies is replaced without the client noticing.
+    let pid: i32 = simple_row(&bystander, "SELECT pg_backend_pid()").await[0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap();
+    monitor
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let gone = wait_until(10, || async {
+        let n: i64 = monitor
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n == 0
+    })
+    .await;
+    assert!(gone);
+    for i in 0..5 {
+        let row = simple_row(&bystander, &format!("SELECT {i}")).await;
+        assert_eq!(row, vec![Some(i.to_string())]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_idle_transaction_and_client_idle_timeouts() {
+    // query_timeout: a long query is cut off with 57014.
+    let p = Pooler::start("pool_mode = \"transaction\"\nquery_timeout = 1\n", "").await;
+    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    let start = Instant::now();
+    let e = c
+        .simple_query("SELECT pg_sleep(20)")
+        .await
+        .expect_err("query_timeout");
+    assert_eq!(sqlstate(&e), "57014", "{e}");
+    assert!(start.elapsed() < Duration::from_secs(15));
+    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    assert_eq!(
+        simple_row(&c, "SELECT pg_sleep(0.1)::text || 'ok'").await,
+        vec![s("ok")]
+    );
+
+    // idle_transaction_timeout: idle inside BEGIN -> 25P03, connection closed.
+    let p = Pooler::start(
+        "pool_mode = \"transaction\"\nidle_transaction_timeout = 1\n",
+        "",
+    )
+    .await;
+    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    c.batch_execute("BEGIN").await.unwrap();
+    assert!(
+        wait_until(15, || async { c.is_closed() }).await,
+        "closed after the timeout"
+    );
+    let e = c.simple_query("SELECT 1").await.expect_err("closed");
+    assert!(e.is_closed() || e.code().is_some());
+    // Outside a transaction, idling is fine.
+    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    c.batch_execute("SELECT 1").await.unwrap();
+    let monitor = pg().direct("postgres").await;
+    monitor.batch_execute("SELECT pg_sleep(1.5)").await.unwrap();
+    assert_eq!(simple_row(&c, "SELECT 3").await, vec![s("3")]);
+
+    // client_idle_timeout: an idle client is closed.
+    let p = Pooler::start("pool_mode = \"transaction\"\nclient_idle_timeout = 1\n", "").await;
+    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    assert!(
+        wait_until(15, || async { c.is_closed() }).await,
+        "idle client closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_pool_size_is_kept_warm() {
+    let p = tx_pooler(&db_entry("warm", "pool_size=5 min_pool_size=3")).await;
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, "warm").await;
+    assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
+    let pool = p
+        .app
+        .shared()
+        .pools
+        .all()
+        .into_iter()
+        .find(|p| p.key.db == "warm")
+        .unwrap();
+    assert!(
+        wait_until(15, || async { pool.counts().0 >= 3 }).await,
+        "warmed to 3"
+    );
+    assert_eq!(pool.counts().0, 3, "and not beyond min_pool_size");
+    // Serving a client does not disturb the warm servers.
+    assert_eq!(simple_row(&c, "SELECT 2").await, vec![s("2")]);
+    assert!(pool.counts().0 >= 3);
+}
