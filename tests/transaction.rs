@@ -47,7 +47,11 @@ async fn many_clients_on_few_servers_never_cross_replies() {
         1 => (50, 40),
         n => (50 * n, 125 * n),
     };
-    let p = tx_pooler(&db_entry("ten", "pool_size=10")).await;
+    let p = Pooler::start(
+        "pool_mode = \"transaction\"\nmax_client_conn = 2000\n",
+        &db_entry("ten", "pool_size=10"),
+    )
+    .await;
     let setup = p.connect(ISO_USER, ISO_PASS, "ten").await;
     setup
         .batch_execute("DROP TABLE IF EXISTS tx_log; CREATE TABLE tx_log(client int, seq int)")
