@@ -33,7 +33,18 @@ impl Tidepool {
     /// actually bound.
     pub async fn start(config: Config) -> io::Result<Tidepool> {
         let s = config.settings.clone();
-        let shared = Shared::new(config);
+        let base = config
+            .path
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        let tls = crate::tls::load(&s, &base).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: {e}", config.path.display()),
+            )
+        })?;
+        let shared = Shared::new(config, tls);
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut tcp_addrs = Vec::new();

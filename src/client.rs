@@ -9,9 +9,9 @@ use pgwire::messages::startup::Authentication;
 use rand::RngCore;
 use tracing::{debug, info, warn};
 
-use crate::auth::scram::{ClientCreds, ScramSecret, ScramServer, MECHANISM};
+use crate::auth::scram::{ClientCreds, ScramSecret, ScramServer, MECHANISM, MECHANISM_PLUS};
 use crate::auth::{ct_eq, md5_response, md5_secret};
-use crate::config::{is_admin_db, AuthType, Config, Secret};
+use crate::config::{is_admin_db, AuthType, Config, Secret, SslMode};
 use crate::net::{fill, Stream};
 use crate::pool::PoolKey;
 use crate::protocol::{self, Params, Scanner, Severity, StartupPacket, StartupParams};
@@ -94,15 +94,46 @@ async fn login(
     peer: &Peer,
     who: &mut Who,
 ) -> Result<Option<Session>, Error> {
+    let tls = shared.tls();
+    // PostgreSQL 17 direct TLS: the first byte is a TLS ClientHello.
+    if let Stream::Tcp(tcp) = &conn.stream {
+        let mut first = [0u8; 1];
+        if tcp.peek(&mut first).await.map_err(Error::client_io)? == 1 && first[0] == 0x16 {
+            let side = tls.client.as_ref().ok_or_else(|| {
+                Error::Protocol("direct TLS connection, but TLS is not configured".into())
+            })?;
+            conn.upgrade(&side.acceptor).await?;
+            let alpn_ok = match &conn.stream {
+                Stream::ClientTls(t) => t.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN),
+                _ => false,
+            };
+            if !alpn_ok {
+                return Err(Error::Protocol(
+                    "direct TLS connections must use ALPN \"postgresql\"".into(),
+                ));
+            }
+        }
+    }
     let startup = loop {
         match read_startup(conn).await? {
             StartupPacket::Ssl => {
-                // TLS is its own issue: say no and go on in plain text.
-                conn.send(b"N").await?;
-                if !conn.rbuf.is_empty() {
-                    return Err(Error::Protocol(
-                        "bytes received after SSLRequest before the answer".into(),
-                    ));
+                let side = tls
+                    .client
+                    .as_ref()
+                    .filter(|_| matches!(conn.stream, Stream::Tcp(_)));
+                match side {
+                    Some(side) => {
+                        conn.send(b"S").await?;
+                        // Bytes sent before our answer would be read as if
+                        // they came through TLS: a known injection.
+                        if !conn.rbuf.is_empty() {
+                            return Err(Error::Protocol(
+                                "bytes received after SSLRequest before the TLS handshake".into(),
+                            ));
+                        }
+                        conn.upgrade(&side.acceptor).await?;
+                    }
+                    None => conn.send(b"N").await?,
                 }
             }
             StartupPacket::GssEnc => conn.send(b"N").await?,
@@ -116,6 +147,19 @@ async fn login(
             StartupPacket::Startup(p) => break p,
         }
     };
+    if let Some(side) = &tls.client {
+        let required = matches!(
+            side.mode,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        );
+        // Unix sockets are local and cannot carry TLS in libpq: exempt.
+        if required && matches!(conn.stream, Stream::Tcp(_)) {
+            return Err(Error::NotAllowed(format!(
+                "TLS is required (client_tls_sslmode = {}): connect with sslmode=require or stronger",
+                side.mode
+            )));
+        }
+    }
     let s = &cfg.settings;
     let user = text_param(&startup, "user")
         .filter(|u| !u.is_empty())
@@ -160,7 +204,11 @@ async fn login(
         .database(&dbname)
         .ok_or_else(|| Error::UnknownDatabase(dbname.clone()))?;
 
-    let client_key = authenticate(cfg, conn, &user).await?;
+    let binding = match (&conn.stream, &tls.client) {
+        (Stream::ClientTls(_), Some(side)) => Some(side.cert_hash.clone()),
+        _ => None,
+    };
+    let client_key = authenticate(cfg, conn, &user, binding).await?;
     let db_guard = shared.db_client_guard(
         &db.name,
         db.cfg
@@ -353,12 +401,30 @@ async fn authenticate(
     cfg: &Config,
     conn: &mut Conn,
     user: &str,
+    binding: Option<Vec<u8>>,
 ) -> Result<Option<[u8; 32]>, Error> {
     let s = &cfg.settings;
     let secret = cfg.userlist.get(user);
     let unknown = || Error::NotAllowed(format!("no such user: \"{user}\""));
     match s.auth_type {
         AuthType::Any => return Ok(None),
+        AuthType::Cert => {
+            // The user is the certificate's CN; the chain was verified
+            // against client_tls_ca_file during the handshake.
+            let cn = conn
+                .stream
+                .peer_certificate()
+                .and_then(|c| crate::tls::common_name(&c))
+                .ok_or_else(|| {
+                    Error::NotAllowed("auth_type cert: no client certificate was sent".into())
+                })?;
+            if cn != user {
+                return Err(Error::NotAllowed(format!(
+                    "certificate common name \"{cn}\" does not match user \"{user}\""
+                )));
+            }
+            return Ok(None);
+        }
         AuthType::Trust => {
             if !s.auth_file.is_empty() && secret.is_none() {
                 return Err(unknown());
@@ -422,30 +488,43 @@ async fn authenticate(
                 Secret::Plain(p) => ScramSecret::generate(p, s.scram_iterations),
                 Secret::Md5(_) => return Err(wrong()),
             };
-            scram_exchange(conn, sec, user).await.map(Some)
+            scram_exchange(conn, sec, user, binding).await.map(Some)
         }
     }
 }
 
+/// SCRAM-SHA-256, and SCRAM-SHA-256-PLUS when the client is on TLS
+/// (`binding` is then the hash of our certificate).
 async fn scram_exchange(
     conn: &mut Conn,
     secret: ScramSecret,
     user: &str,
+    binding: Option<Vec<u8>>,
 ) -> Result<[u8; 32], Error> {
     let wrong = || Error::WrongPassword(user.to_string());
+    let mut mechanisms = Vec::new();
+    if binding.is_some() {
+        mechanisms.push(MECHANISM_PLUS.to_string());
+    }
+    mechanisms.push(MECHANISM.to_string());
     let mut b = BytesMut::new();
-    protocol::auth(&mut b, &Authentication::SASL(vec![MECHANISM.to_string()]));
+    protocol::auth(&mut b, &Authentication::SASL(mechanisms));
     conn.send(&b).await?;
     let body = conn.read_password_message().await?;
     // SASLInitialResponse: mechanism, Int32 length (-1 = none), data.
     let (mech, rest) = protocol::cstr(&body)
         .ok_or_else(|| Error::Protocol("malformed SASLInitialResponse".into()))?;
-    if mech != MECHANISM.as_bytes() {
+    let offered_plus = binding.is_some();
+    let server = if mech == MECHANISM.as_bytes() {
+        ScramServer::new(secret).with_channel_binding(offered_plus, None)
+    } else if mech == MECHANISM_PLUS.as_bytes() && offered_plus {
+        ScramServer::new(secret).with_channel_binding(true, binding)
+    } else {
         return Err(Error::Protocol(format!(
             "unsupported SASL mechanism \"{}\"",
             String::from_utf8_lossy(mech)
         )));
-    }
+    };
     if rest.len() < 4 {
         return Err(Error::Protocol("malformed SASLInitialResponse".into()));
     }
@@ -453,7 +532,7 @@ async fn scram_exchange(
     let data = rest
         .get(4..4 + n)
         .ok_or_else(|| Error::Protocol("malformed SASLInitialResponse".into()))?;
-    let mut server = ScramServer::new(secret);
+    let mut server = server;
     let first = server
         .client_first(data)
         .map_err(|e| Error::Protocol(e.to_string()))?;

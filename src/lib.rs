@@ -18,6 +18,7 @@ pub mod pool;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +33,7 @@ pub use error::{Error, Result, Side};
 /// The state every task shares.
 pub struct Shared {
     config: ArcSwap<Config>,
+    tls: ArcSwap<tls::TlsContext>,
     pub pools: pool::Pools,
     pub cancels: Arc<cancel::Registry>,
     clients: Arc<AtomicU64>,
@@ -43,9 +45,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config) -> Arc<Shared> {
+    pub fn new(config: Config, tls: tls::TlsContext) -> Arc<Shared> {
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
+            tls: ArcSwap::from_pointee(tls),
             pools: pool::Pools::default(),
             cancels: Arc::default(),
             clients: Arc::default(),
@@ -63,6 +66,11 @@ impl Shared {
 
     pub fn swap_config(&self, c: Config) {
         self.config.store(Arc::new(c));
+    }
+
+    /// The TLS configurations in force now (swapped whole on reload).
+    pub fn tls(&self) -> Arc<tls::TlsContext> {
+        self.tls.load_full()
     }
 
     pub fn next_id(&self) -> u64 {

@@ -42,6 +42,11 @@ fn main() -> ExitCode {
         }
     };
     if args.check {
+        let base = path.parent().map(|p| p.to_path_buf()).unwrap_or_default();
+        if let Err(e) = tidepool::tls::load(&config.settings, &base) {
+            eprintln!("{}: {e}", path.display());
+            return ExitCode::from(1);
+        }
         for w in &config.warnings {
             eprintln!("warning: {w}");
         }

@@ -10,10 +10,73 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 /// A connection to a client or a server.
-#[derive(Debug)]
 pub enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// A client's connection, TLS terminated by tidepool.
+    ClientTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// A connection to PostgreSQL over TLS.
+    ServerTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// Left behind while a stream is being upgraded to TLS: reads see the
+    /// end of the stream, writes fail.
+    Closed,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stream::Tcp(_) => "Stream::Tcp",
+            Stream::Unix(_) => "Stream::Unix",
+            Stream::ClientTls(_) => "Stream::ClientTls",
+            Stream::ServerTls(_) => "Stream::ServerTls",
+            Stream::Closed => "Stream::Closed",
+        })
+    }
+}
+
+impl Stream {
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::ClientTls(_) | Stream::ServerTls(_))
+    }
+
+    /// The TCP socket under the stream, if any.
+    pub fn tcp(&self) -> Option<&TcpStream> {
+        match self {
+            Stream::Tcp(s) => Some(s),
+            Stream::ClientTls(s) => Some(s.get_ref().0),
+            Stream::ServerTls(s) => Some(s.get_ref().0),
+            _ => None,
+        }
+    }
+
+    /// Non-blocking read straight from the socket (under any TLS): for
+    /// checking that an idle connection has nothing pending.
+    pub fn try_read_raw(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.try_read(buf),
+            other => match other.tcp() {
+                Some(t) => t.try_read(buf),
+                None => Ok(0),
+            },
+        }
+    }
+
+    /// The client's certificate chain, when it sent one over TLS.
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        match self {
+            Stream::ClientTls(s) => s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.to_vec()),
+            _ => None,
+        }
+    }
+}
+
+fn closed_write() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "stream closed")
 }
 
 impl AsyncRead for Stream {
@@ -25,6 +88,9 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::ClientTls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::ServerTls(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Closed => Poll::Ready(Ok(())),
         }
     }
 }
@@ -38,6 +104,9 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::ClientTls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::ServerTls(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Closed => Poll::Ready(Err(closed_write())),
         }
     }
     fn poll_write_vectored(
@@ -48,6 +117,9 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::ClientTls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::ServerTls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Closed => Poll::Ready(Err(closed_write())),
         }
     }
     fn is_write_vectored(&self) -> bool {
@@ -57,12 +129,18 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::ClientTls(s) => Pin::new(s).poll_flush(cx),
+            Stream::ServerTls(s) => Pin::new(s).poll_flush(cx),
+            Stream::Closed => Poll::Ready(Ok(())),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::ClientTls(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::ServerTls(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Closed => Poll::Ready(Ok(())),
         }
     }
 }

@@ -75,6 +75,7 @@ pub struct LoginInfo {
     pub creds: ServerCreds,
     pub connect_timeout: Option<Duration>,
     pub settings: Arc<crate::config::Config>,
+    pub tls: Arc<crate::tls::TlsContext>,
 }
 
 /// A logged-in server connection.
@@ -113,6 +114,8 @@ impl Drop for ServerConn {
             Stream::Unix(s) => {
                 let _ = s.try_write(&x);
             }
+            // Over TLS a plain-text Terminate would be noise; just close.
+            _ => {}
         }
     }
 }
@@ -152,6 +155,7 @@ impl ServerConn {
         let mut stream = addr.connect().await.map_err(|e| server_io(addr, e))?;
         if let Stream::Tcp(s) = &stream {
             crate::net::tune_tcp(s, &info.settings.settings);
+            stream = negotiate_tls(stream, info).await?;
         }
         let mut out = BytesMut::new();
         let mut startup = Startup::new();
@@ -292,10 +296,7 @@ impl ServerConn {
             return false;
         }
         let mut probe = [0u8; 1];
-        let r = match &self.stream {
-            Stream::Tcp(s) => s.try_read(&mut probe),
-            Stream::Unix(s) => s.try_read(&mut probe),
-        };
+        let r = self.stream.try_read_raw(&mut probe);
         matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
@@ -400,6 +401,54 @@ impl ServerConn {
     /// Drop bytes already handled from the read buffer (used by tests).
     pub fn consume(&mut self, n: usize) {
         self.rbuf.advance(n.min(self.rbuf.len()));
+    }
+}
+
+/// SSLRequest per server_tls_sslmode: `disable` and `allow` stay in plain
+/// text; `prefer` takes TLS when offered; `require` and the verify modes
+/// insist. Exactly one byte is read after the SSLRequest.
+async fn negotiate_tls(stream: Stream, info: &LoginInfo) -> Result<Stream, Error> {
+    use crate::config::SslMode;
+    use tokio::io::AsyncReadExt;
+    let side = &info.tls.server;
+    if matches!(side.mode, SslMode::Disable | SslMode::Allow) {
+        return Ok(stream);
+    }
+    let addr = &info.addr;
+    let Stream::Tcp(mut tcp) = stream else {
+        return Ok(stream);
+    };
+    let mut req = BytesMut::with_capacity(8);
+    bytes::BufMut::put_u32(&mut req, 8);
+    bytes::BufMut::put_u32(&mut req, protocol::SSL_REQUEST);
+    tcp.write_all(&req).await.map_err(|e| server_io(addr, e))?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer)
+        .await
+        .map_err(|e| server_io(addr, e))?;
+    match answer[0] {
+        b'S' => {
+            let name = rustls::pki_types::ServerName::try_from(addr.host.clone())
+                .map_err(|e| server_io(addr, format!("invalid host name for TLS: {e}")))?;
+            let tls = side
+                .connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| server_io(addr, format!("TLS handshake failed: {e}")))?;
+            Ok(Stream::ServerTls(Box::new(tls)))
+        }
+        b'N' if side.mode == SslMode::Prefer => Ok(Stream::Tcp(tcp)),
+        b'N' => Err(server_io(
+            addr,
+            format!(
+                "server does not support TLS and server_tls_sslmode = {}",
+                side.mode
+            ),
+        )),
+        other => Err(server_io(
+            addr,
+            format!("unexpected answer to SSLRequest: {:?}", other as char),
+        )),
     }
 }
 

@@ -45,6 +45,19 @@ impl Conn {
         let _ = self.stream.write_all(&b).await;
     }
 
+    /// Run the TLS handshake on this (plain TCP) connection.
+    pub async fn upgrade(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> Result<(), Error> {
+        let Stream::Tcp(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
+            return Err(Error::Protocol("TLS is only possible over TCP".into()));
+        };
+        let tls = acceptor
+            .accept(tcp)
+            .await
+            .map_err(|e| Error::Protocol(format!("TLS handshake failed: {e}")))?;
+        self.stream = Stream::ClientTls(Box::new(tls));
+        Ok(())
+    }
+
     pub async fn read_password_message(&mut self) -> Result<Bytes, Error> {
         match read_message(
             &mut self.stream,
@@ -212,7 +225,7 @@ impl Session {
     }
 
     fn login_info(&self) -> LoginInfo {
-        login_info(&self.cfg, &self.db, &self.pool)
+        login_info(&self.cfg, self.shared.tls(), &self.db, &self.pool)
     }
 
     /// Get a server for this client: idle, new, or after waiting. An idle
@@ -627,7 +640,12 @@ impl Session {
 }
 
 /// How to log into this pool's server.
-pub(crate) fn login_info(cfg: &Arc<Config>, db: &ResolvedDb, pool: &Pool) -> LoginInfo {
+pub(crate) fn login_info(
+    cfg: &Arc<Config>,
+    tls: Arc<crate::tls::TlsContext>,
+    db: &ResolvedDb,
+    pool: &Pool,
+) -> LoginInfo {
     use crate::config::Secret;
     let server_user = &pool.key.user;
     let creds = if let Some(p) = &db.cfg.password {
@@ -666,6 +684,7 @@ pub(crate) fn login_info(cfg: &Arc<Config>, db: &ResolvedDb, pool: &Pool) -> Log
         creds,
         connect_timeout: cfg.settings.server_connect_timeout.get(),
         settings: cfg.clone(),
+        tls,
     }
 }
 

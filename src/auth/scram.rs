@@ -16,6 +16,8 @@ use super::ct_eq;
 type HmacSha256 = Hmac<Sha256>;
 
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+/// With channel binding (`tls-server-end-point`), offered on TLS only.
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 /// Why a SCRAM exchange failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -24,6 +26,10 @@ pub enum ScramError {
     Malformed(&'static str),
     #[error("channel binding is not supported")]
     ChannelBinding,
+    #[error("channel binding downgrade: the client says the server cannot bind, but it offered SCRAM-SHA-256-PLUS")]
+    Downgrade,
+    #[error("channel binding data does not match")]
+    BindingMismatch,
     #[error("SCRAM nonce mismatch")]
     Nonce,
     #[error("SCRAM proof does not match")]
@@ -140,6 +146,10 @@ fn attr<'a>(parts: &[&'a str], name: char) -> Option<&'a str> {
 /// The server side of one exchange with a client.
 pub struct ScramServer {
     secret: ScramSecret,
+    /// SCRAM-SHA-256-PLUS was offered (the client is on TLS).
+    plus_offered: bool,
+    /// The client chose PLUS: the `tls-server-end-point` data to expect.
+    binding: Option<Vec<u8>>,
     nonce: String,
     gs2_header: String,
     client_first_bare: String,
@@ -158,11 +168,22 @@ impl ScramServer {
     pub fn new(secret: ScramSecret) -> Self {
         ScramServer {
             secret,
+            plus_offered: false,
+            binding: None,
             nonce: String::new(),
             gs2_header: String::new(),
             client_first_bare: String::new(),
             server_first: String::new(),
         }
+    }
+
+    /// Say what was offered and chosen: `plus_offered` when both mechanisms
+    /// were advertised; `binding` (the hash of our certificate) when the
+    /// client chose SCRAM-SHA-256-PLUS.
+    pub fn with_channel_binding(mut self, plus_offered: bool, binding: Option<Vec<u8>>) -> Self {
+        self.plus_offered = plus_offered;
+        self.binding = binding;
+        self
     }
 
     /// Take the `client-first-message`; return the `server-first-message`.
@@ -176,10 +197,15 @@ impl ScramServer {
             .next()
             .ok_or(ScramError::Malformed("no client-first-bare"))?;
         match flag {
-            // `y`: the client could bind but thinks we cannot; we offer no
-            // PLUS mechanism, so that is the truth and is accepted.
-            "n" | "y" => {}
-            f if f.starts_with("p=") => return Err(ScramError::ChannelBinding),
+            "n" if self.binding.is_none() => {}
+            // `y`: the client could bind but thinks we cannot. If we offered
+            // PLUS, someone in between removed it from the list.
+            "y" if self.plus_offered => return Err(ScramError::Downgrade),
+            "y" if self.binding.is_none() => {}
+            "p=tls-server-end-point" if self.binding.is_some() => {}
+            _ if flag.starts_with("p=") || self.binding.is_some() => {
+                return Err(ScramError::ChannelBinding)
+            }
             _ => return Err(ScramError::Malformed("bad gs2 flag")),
         }
         if !authzid.is_empty() && !authzid.starts_with("a=") {
@@ -220,8 +246,12 @@ impl ScramServer {
             .ok_or(ScramError::Malformed("no proof"))?;
         let parts: Vec<&str> = without_proof.split(',').collect();
         let cbind = attr(&parts, 'c').ok_or(ScramError::Malformed("no channel binding"))?;
-        if cbind != B64.encode(self.gs2_header.as_bytes()) {
-            return Err(ScramError::ChannelBinding);
+        let mut expect = self.gs2_header.as_bytes().to_vec();
+        if let Some(b) = &self.binding {
+            expect.extend_from_slice(b);
+        }
+        if !ct_eq(cbind.as_bytes(), B64.encode(&expect).as_bytes()) {
+            return Err(ScramError::BindingMismatch);
         }
         let n = attr(&parts, 'r').ok_or(ScramError::Malformed("no nonce"))?;
         if self.nonce.is_empty() || !ct_eq(n.as_bytes(), self.nonce.as_bytes()) {
@@ -413,6 +443,37 @@ mod tests {
         assert_eq!(
             s.client_final(b"c=biws,r=abcWRONG,p=AAAA").err(),
             Some(ScramError::Nonce)
+        );
+    }
+
+    #[test]
+    fn channel_binding_plus_and_downgrade() {
+        let secret = ScramSecret::generate("pw", 4096);
+        let hash = vec![7u8; 32];
+        // A client choosing PLUS must bind to our certificate's hash.
+        let client_first = b"p=tls-server-end-point,,n=,r=abc";
+        let mut s = ScramServer::new(secret.clone()).with_channel_binding(true, Some(hash.clone()));
+        s.client_first(client_first).unwrap();
+        let mut cb = b"p=tls-server-end-point,,".to_vec();
+        cb.extend_from_slice(&[9u8; 32]);
+        let wrong = format!("c={},r={},p=AAAA", B64.encode(&cb), s.nonce);
+        assert_eq!(
+            s.client_final(wrong.as_bytes()).err(),
+            Some(ScramError::BindingMismatch)
+        );
+        // `y` while PLUS was offered: refused as a downgrade.
+        let mut s = ScramServer::new(secret.clone()).with_channel_binding(true, None);
+        assert_eq!(
+            s.client_first(b"y,,n=,r=abc").err(),
+            Some(ScramError::Downgrade)
+        );
+        // `n` without TLS is fine; PLUS flag without PLUS chosen is not.
+        let mut s = ScramServer::new(secret.clone()).with_channel_binding(true, None);
+        assert!(s.client_first(b"n,,n=,r=abc").is_ok());
+        let mut s = ScramServer::new(secret).with_channel_binding(true, None);
+        assert_eq!(
+            s.client_first(client_first).err(),
+            Some(ScramError::ChannelBinding)
         );
     }
 

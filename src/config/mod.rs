@@ -201,14 +201,22 @@ impl Config {
 
         let userlist = load_userlist(path, &raw, &settings, &mut errors);
         match settings.auth_type {
-            AuthType::Hba | AuthType::Pam | AuthType::Ldap | AuthType::Cert => {
+            AuthType::Cert if settings.client_tls_sslmode == SslMode::Disable => {
                 errors.push(ConfigError {
                     file: path.to_path_buf(),
                     line: general_line(&raw, "auth_type"),
                     key: Some("auth_type".into()),
-                    reason: format!("auth_type {} is not supported yet", settings.auth_type),
+                    reason:
+                        "auth_type cert needs client TLS (client_tls_sslmode other than disable)"
+                            .into(),
                 })
             }
+            AuthType::Hba | AuthType::Pam | AuthType::Ldap => errors.push(ConfigError {
+                file: path.to_path_buf(),
+                line: general_line(&raw, "auth_type"),
+                key: Some("auth_type".into()),
+                reason: format!("auth_type {} is not supported yet", settings.auth_type),
+            }),
             _ => {}
         }
         if settings.listen_addr.trim().is_empty() && settings.unix_socket_dir.is_empty() {
