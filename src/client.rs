@@ -127,6 +127,9 @@ async fn login(
                         // Bytes sent before our answer would be read as if
                         // they came through TLS: a known injection.
                         if !conn.rbuf.is_empty() {
+                            // Close without a word: the client expects TLS
+                            // now, and the reason is logged.
+                            conn.stream = Stream::Closed;
                             return Err(Error::Protocol(
                                 "bytes received after SSLRequest before the TLS handshake".into(),
                             ));

@@ -38,15 +38,74 @@ pub struct Pg {
     pub socket_dir: PathBuf,
     /// SCRAM secret of SCRAM_USER as stored by PostgreSQL.
     pub scram_secret: String,
+    /// Test certificates, when this PostgreSQL runs with ssl = on.
+    pub certs: Option<Certs>,
     _watchdog: std::process::ChildStdin,
     /// Never waited for: it outlives this process on purpose, to clean up.
     _watchdog_process: std::process::Child,
 }
 
 static PG: OnceLock<Pg> = OnceLock::new();
+static PG_TLS: OnceLock<Pg> = OnceLock::new();
 
 pub fn pg() -> &'static Pg {
-    PG.get_or_init(start_pg)
+    PG.get_or_init(|| start_pg(false))
+}
+
+/// A PostgreSQL with ssl = on, its certificate signed by a test CA.
+pub fn pg_tls() -> &'static Pg {
+    PG_TLS.get_or_init(|| start_pg(true))
+}
+
+/// A test CA, server certificates for localhost / 127.0.0.1, client
+/// certificates, and a second CA nobody trusts.
+pub struct Certs {
+    pub dir: PathBuf,
+}
+
+impl Certs {
+    pub fn generate(dir: &Path) -> Certs {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        std::fs::create_dir_all(dir).unwrap();
+        let ca = |name: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, name);
+            CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+        };
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        let good = ca("tidepool test CA");
+        let rogue = ca("rogue CA");
+        write("ca.pem", good.pem());
+        write("rogue-ca.pem", rogue.pem());
+        let leaf =
+            |cn: &str, sans: Vec<String>, issuer: &CertifiedIssuer<'_, KeyPair>, file: &str| {
+                let mut p = CertificateParams::new(sans).unwrap();
+                p.distinguished_name.push(DnType::CommonName, cn);
+                let key = KeyPair::generate().unwrap();
+                let cert = p.signed_by(&key, issuer).unwrap();
+                write(&format!("{file}.pem"), cert.pem());
+                write(&format!("{file}.key"), key.serialize_pem());
+            };
+        let host = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        leaf("localhost", host.clone(), &good, "server");
+        leaf("localhost", host, &rogue, "rogue-server");
+        leaf(MD5_USER, vec![], &good, "client-md5");
+        leaf("someone_else", vec![], &good, "client-other");
+        leaf(MD5_USER, vec![], &rogue, "client-rogue");
+        Certs {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
 }
 
 fn pg_bin() -> PathBuf {
@@ -100,7 +159,7 @@ fn run(mut c: Command, what: &str) {
     );
 }
 
-fn start_pg() -> Pg {
+fn start_pg(tls: bool) -> Pg {
     let bin = pg_bin();
     let dir = tempfile::Builder::new()
         .prefix("tidepool-pg-")
@@ -156,6 +215,34 @@ fn start_pg() -> Pg {
         dir.display()
     )
     .unwrap();
+    let certs = tls.then(|| {
+        let certs = Certs::generate(&dir.join("certs"));
+        // PostgreSQL reads its key as the postgres user; the tests read the
+        // client keys as root, which may read anything.
+        let pg_key = dir.join("pg-server.key");
+        std::fs::copy(certs.dir.join("server.key"), &pg_key).unwrap();
+        if is_root() {
+            let _ = Command::new("chown").arg("postgres").arg(&pg_key).status();
+        }
+        writeln!(
+            conf,
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            certs.path("server.pem"),
+            pg_key.display()
+        )
+        .unwrap();
+        certs
+    });
+    if is_root() {
+        let _ = Command::new("chmod")
+            .arg("755")
+            .arg(dir.join("certs"))
+            .status();
+        let _ = Command::new("chmod")
+            .arg("644")
+            .arg(dir.join("certs/server.pem"))
+            .status();
+    }
     std::fs::write(
         data.join("pg_hba.conf"),
         format!(
@@ -245,6 +332,7 @@ fn start_pg() -> Pg {
         port,
         socket_dir: dir,
         scram_secret,
+        certs,
         _watchdog: watchdog,
         _watchdog_process: child,
     }
@@ -317,7 +405,16 @@ impl Pooler {
         databases_extra: &str,
         userlist: Option<String>,
     ) -> Pooler {
-        let pg = pg();
+        Self::start_on(pg(), pooler_extra, databases_extra, userlist).await
+    }
+
+    /// Start in front of a given PostgreSQL (`pg()` or `pg_tls()`).
+    pub async fn start_on(
+        pg: &Pg,
+        pooler_extra: &str,
+        databases_extra: &str,
+        userlist: Option<String>,
+    ) -> Pooler {
         if std::env::var_os("TIDEPOOL_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
