@@ -231,18 +231,16 @@ fn start_pg(tls: bool) -> Pg {
             pg_key.display()
         )
         .unwrap();
+        if is_root() {
+            // The server certificate must be readable by the postgres user.
+            let _ = Command::new("chmod").arg("755").arg(&certs.dir).status();
+            let _ = Command::new("chmod")
+                .arg("644")
+                .arg(certs.path("server.pem"))
+                .status();
+        }
         certs
     });
-    if is_root() {
-        let _ = Command::new("chmod")
-            .arg("755")
-            .arg(dir.join("certs"))
-            .status();
-        let _ = Command::new("chmod")
-            .arg("644")
-            .arg(dir.join("certs/server.pem"))
-            .status();
-    }
     std::fs::write(
         data.join("pg_hba.conf"),
         format!(
