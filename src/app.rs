@@ -194,12 +194,19 @@ async fn accept_unix(l: UnixListener, shared: Arc<Shared>, mut stop: watch::Rece
 async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    shared.stats.roll();
+    let mut last_roll = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
         let cfg = shared.config();
+        let period = cfg.settings.stats_period.0.max(Duration::from_secs(1));
+        if last_roll.elapsed() >= period {
+            shared.stats.roll();
+            last_roll = std::time::Instant::now();
+        }
         for pool in shared.pools.all() {
             let db = cfg.database(&pool.key.db);
             let lifetime = db

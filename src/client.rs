@@ -65,7 +65,18 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer) {
             return;
         }
     };
-    let mut session = session;
+    let mut session = match session {
+        Login::Session(s) => s,
+        Login::Admin(role, _guard) => {
+            let r = crate::admin::run(&shared, &mut conn, role).await;
+            if let Err(e) = r {
+                if !e.client_unreachable() {
+                    conn.send_error(&e, Severity::Fatal).await;
+                }
+            }
+            return;
+        }
+    };
     let reason = session.run(&mut conn).await;
     session.finish(&mut conn, &reason).await;
     if cfg.settings.log_disconnections {
@@ -93,7 +104,7 @@ async fn login(
     conn: &mut Conn,
     peer: &Peer,
     who: &mut Who,
-) -> Result<Option<Session>, Error> {
+) -> Result<Option<Login>, Error> {
     let tls = shared.tls();
     // PostgreSQL 17 direct TLS: the first byte is a TLS ClientHello.
     if let Stream::Tcp(tcp) = &conn.stream {
@@ -199,9 +210,27 @@ async fn login(
     let guard = shared.client_guard(s.max_client_conn)?;
 
     if is_admin_db(&dbname) {
-        return Err(Error::NotSupported(
-            "the admin console is not implemented yet".into(),
-        ));
+        let binding = match (&conn.stream, &tls.client) {
+            (Stream::ClientTls(_), Some(side)) => Some(side.cert_hash.clone()),
+            _ => None,
+        };
+        authenticate(cfg, conn, &user, binding).await?;
+        let role = crate::admin::role(cfg, &user).ok_or_else(|| {
+            Error::NotAllowed(format!(
+                "user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"
+            ))
+        })?;
+        let mut b = BytesMut::new();
+        protocol::auth(&mut b, &Authentication::Ok);
+        crate::admin::welcome(&mut b);
+        let reg = shared.cancels.register();
+        protocol::backend_key_data(&mut b, reg.pid, reg.key);
+        protocol::ready_for_query(&mut b, b'I');
+        conn.send(&b).await?;
+        if s.log_connections {
+            info!(client = %peer, user = %user, database = %dbname, "login attempt: ok (admin console)");
+        }
+        return Ok(Some(Login::Admin(role, guard)));
     }
     let db = cfg
         .database(&dbname)
@@ -263,6 +292,7 @@ async fn login(
         shared: shared.clone(),
         cfg: cfg.clone(),
         mode: cfg.pool_mode(&db, &server_user),
+        _pool_client: pool.client(),
         user,
         db,
         pool,
@@ -274,6 +304,8 @@ async fn login(
         sscan: Scanner::new(s.max_packet_size),
         last_client_read: now,
         query_start: now,
+        xact_start: None,
+        stats: shared.stats.db(&dbname),
         _guards: [guard, db_guard, user_guard],
     };
 
@@ -305,10 +337,17 @@ async fn login(
     protocol::backend_key_data(&mut b, session.reg.pid, session.reg.key);
     protocol::ready_for_query(&mut b, b'I');
     conn.send(&b).await?;
+    session.stats.add(crate::stats::C::ClientLogins, 1);
     if s.log_connections {
         info!(client = %peer, user = %session.user, database = %session.db.name, "login attempt: ok");
     }
-    Ok(Some(session))
+    Ok(Some(Login::Session(Box::new(session))))
+}
+
+/// What a successful login leads to.
+enum Login {
+    Session(Box<Session>),
+    Admin(crate::admin::Role, crate::ClientGuard),
 }
 
 fn text_param(p: &StartupParams, name: &str) -> Option<String> {

@@ -57,6 +57,9 @@ pub enum Error {
     ServerProtocol(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A new config that was refused (RELOAD): the old one stays.
+    #[error("new configuration refused, the old one stays in force:\n{0}")]
+    InvalidConfig(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -81,6 +84,7 @@ impl Error {
             | Error::IdleTimeout(_)
             | Error::IdleInTransaction(_)
             | Error::Shutdown(_)
+            | Error::InvalidConfig(_)
             | Error::Internal(_) => Side::Internal,
         }
     }
@@ -102,6 +106,7 @@ impl Error {
             Error::ServerError(f) => &f.code,
             Error::ServerGone(_) | Error::ServerProtocol(_) => "08006",
             Error::Internal(_) => "XX000",
+            Error::InvalidConfig(_) => "F0000",
         }
     }
 

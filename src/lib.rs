@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cancel;
@@ -18,6 +19,7 @@ pub mod pool;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod stats;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -36,6 +38,9 @@ pub struct Shared {
     tls: ArcSwap<tls::TlsContext>,
     pub pools: pool::Pools,
     pub cancels: Arc<cancel::Registry>,
+    pub stats: stats::Stats,
+    /// When this pooler started (SHOW STATE, uptime).
+    pub started: std::time::SystemTime,
     clients: Arc<AtomicU64>,
     /// Clients per database and per user (`max_db_client_connections`,
     /// `max_user_client_connections`).
@@ -51,6 +56,8 @@ impl Shared {
             tls: ArcSwap::from_pointee(tls),
             pools: pool::Pools::default(),
             cancels: Arc::default(),
+            stats: stats::Stats::default(),
+            started: std::time::SystemTime::now(),
             clients: Arc::default(),
             db_clients: Mutex::default(),
             user_clients: Mutex::default(),
@@ -66,6 +73,10 @@ impl Shared {
 
     pub fn swap_config(&self, c: Config) {
         self.config.store(Arc::new(c));
+    }
+
+    pub fn swap_tls(&self, t: tls::TlsContext) {
+        self.tls.store(Arc::new(t));
     }
 
     /// The TLS configurations in force now (swapped whole on reload).

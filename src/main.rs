@@ -93,7 +93,7 @@ async fn run(config: Config) -> ExitCode {
             tracing::error!("cannot write pidfile {pidfile}: {e}");
         }
     }
-    wait_for_signal().await;
+    wait_for_signal(&app).await;
     tracing::info!("shutting down");
     app.shutdown().await;
     if !pidfile.is_empty() {
@@ -102,20 +102,30 @@ async fn run(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// Run until SIGTERM, SIGINT or SIGQUIT; SIGHUP reloads the config (as
+/// RELOAD does), keeping the old one if the new one is invalid.
+async fn wait_for_signal(app: &Tidepool) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::quit()),
+        signal(SignalKind::hangup()),
     ) else {
         // Without signal handlers, run until killed.
         std::future::pending::<()>().await;
         return;
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = quit.recv() => {}
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                if let Err(e) = tidepool::admin::reload(app.shared()) {
+                    tracing::error!("SIGHUP: {e}");
+                }
+            }
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = quit.recv() => return,
+        }
     }
 }

@@ -73,12 +73,18 @@ impl LoginFailure {
     }
 }
 
+/// A client waiting for a server, and since when (SHOW POOLS maxwait).
+struct Waiter {
+    since: Instant,
+    tx: oneshot::Sender<Grant>,
+}
+
 #[derive(Default)]
 struct Inner {
     idle: VecDeque<ServerConn>,
     /// Servers of this pool that exist or are being connected.
     total: u32,
-    waiters: VecDeque<oneshot::Sender<Grant>>,
+    waiters: VecDeque<Waiter>,
     /// ParameterStatus set of a real server login, sent to new clients.
     welcome: Option<Params>,
     login_failure: Option<LoginFailure>,
@@ -129,7 +135,32 @@ pub struct Pool {
     /// How the last new server was logged into, for the maintenance task to
     /// keep `min_pool_size` servers warm without a client.
     template: Mutex<Option<LoginInfo>>,
+    /// Logged-in clients of this pool.
+    clients: AtomicU32,
     me: Weak<Pool>,
+}
+
+/// One logged-in client of a pool; uncounted on drop.
+pub struct PoolClient {
+    pool: Arc<Pool>,
+}
+
+impl Drop for PoolClient {
+    fn drop(&mut self) {
+        self.pool
+            .clients
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// A pool's numbers at one moment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolReport {
+    pub servers: u32,
+    pub idle: u32,
+    pub waiting: u32,
+    pub maxwait: Duration,
+    pub clients: u32,
 }
 
 /// One unit of a pool's capacity (and of its database's and user's).
@@ -168,6 +199,7 @@ impl Pool {
             user_count,
             scram_keys: Mutex::new(None),
             template: Mutex::new(None),
+            clients: AtomicU32::new(0),
             me: me.clone(),
         })
     }
@@ -264,7 +296,10 @@ impl Pool {
             limited = true;
         }
         let (tx, rx) = oneshot::channel();
-        inner.waiters.push_back(tx);
+        inner.waiters.push_back(Waiter {
+            since: Instant::now(),
+            tx,
+        });
         Ok(Attempt::Wait(rx, limited))
     }
 
@@ -272,7 +307,8 @@ impl Pool {
     /// clients wait (they come first) or beyond any limit.
     pub fn try_slot(&self, limits: &Limits) -> Option<Slot> {
         let mut inner = self.lock();
-        if !inner.waiters.iter().all(|w| w.is_closed()) || inner.total >= limits.pool_size.max(1) {
+        if !inner.waiters.iter().all(|w| w.tx.is_closed()) || inner.total >= limits.pool_size.max(1)
+        {
             return None;
         }
         if !reserve(&self.db_count, limits.max_db) {
@@ -307,7 +343,7 @@ impl Pool {
             let tx = {
                 let mut inner = self.lock();
                 match inner.waiters.pop_front() {
-                    Some(tx) => tx,
+                    Some(w) => w.tx,
                     None => {
                         match grant {
                             Grant::Server(s) => inner.idle.push_back(s),
@@ -413,16 +449,36 @@ impl Pool {
                 }
             }
             inner.idle = keep;
-            inner.waiters.retain(|w| !w.is_closed());
+            inner.waiters.retain(|w| !w.tx.is_closed());
         }
         // Dropped outside the lock: each frees its slot.
         drop(closing);
     }
 
+    /// Everything SHOW POOLS and the metrics report.
+    pub fn report(&self) -> PoolReport {
+        let inner = self.lock();
+        let live = || inner.waiters.iter().filter(|w| !w.tx.is_closed());
+        PoolReport {
+            servers: inner.total,
+            idle: inner.idle.len() as u32,
+            waiting: live().count() as u32,
+            maxwait: live().map(|w| w.since.elapsed()).max().unwrap_or_default(),
+            clients: self.clients.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Count a logged-in client of this pool until the guard drops.
+    pub fn client(self: &Arc<Self>) -> PoolClient {
+        self.clients
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PoolClient { pool: self.clone() }
+    }
+
     /// (servers in all, idle servers, waiting clients): for tests and SHOW.
     pub fn counts(&self) -> (u32, usize, usize) {
         let inner = self.lock();
-        let waiting = inner.waiters.iter().filter(|w| !w.is_closed()).count();
+        let waiting = inner.waiters.iter().filter(|w| !w.tx.is_closed()).count();
         (inner.total, inner.idle.len(), waiting)
     }
 }

@@ -22,6 +22,7 @@ use crate::net::{fill, read_message, ReadError, Stream};
 use crate::pool::{Grant, Limits, Pool};
 use crate::protocol::{self, Params, Scanner, Severity, Step};
 use crate::server::{LoginInfo, ServerAddr, ServerConn, ServerCreds};
+use crate::stats::C;
 use crate::{Error, Shared};
 
 /// The client's socket with its read buffer.
@@ -195,8 +196,14 @@ pub(crate) struct Session {
     pub sscan: Scanner,
     /// When the client last sent anything (idle timeouts).
     pub last_client_read: Instant,
-    /// When the outstanding query began (query_timeout).
+    /// When the outstanding query began (query_timeout, query_time).
     pub query_start: Instant,
+    /// When the current transaction began (xact_time).
+    pub xact_start: Option<Instant>,
+    /// This database's counters.
+    pub stats: Arc<crate::stats::DbStats>,
+    /// Counted among the pool's clients (SHOW POOLS).
+    pub _pool_client: crate::pool::PoolClient,
     /// Counted in max_client_conn, and per database and user; held, not read.
     pub _guards: [crate::ClientGuard; 3],
 }
@@ -274,7 +281,11 @@ impl Session {
 
     /// Link a server and bring its settings in line with the client's.
     pub async fn link(&mut self) -> Result<(), Error> {
+        let waited = Instant::now();
         let mut server = self.acquire().await?;
+        self.stats
+            .add(C::WaitTime, waited.elapsed().as_micros() as u64);
+        self.stats.add(C::ServerAssignments, 1);
         let max = self.max_len();
         if let Err(e) = server.sync_params(&mut self.wanted, max).await {
             // A bad value of the client's own (an unknown TimeZone, say):
@@ -462,6 +473,7 @@ impl Session {
                     if let Some(t) = tag {
                         if !self.state.busy() {
                             self.query_start = Instant::now();
+                            self.xact_start.get_or_insert(self.query_start);
                         }
                         self.state.client_message(t);
                     }
@@ -482,6 +494,7 @@ impl Session {
             }
         }
         if pos > 0 {
+            self.stats.add(C::Received, pos as u64);
             let chunk = conn.rbuf.split_to(pos);
             server
                 .stream
@@ -523,6 +536,15 @@ impl Session {
                     }
                     let status = server.rbuf[pos + 5];
                     self.state.ready(status);
+                    self.stats.add(C::Queries, 1);
+                    self.stats
+                        .add(C::QueryTime, self.query_start.elapsed().as_micros() as u64);
+                    if status == b'I' {
+                        if let Some(t) = self.xact_start.take() {
+                            self.stats.add(C::Xacts, 1);
+                            self.stats.add(C::XactTime, t.elapsed().as_micros() as u64);
+                        }
+                    }
                     if self.mode == PoolMode::Statement && status != b'I' {
                         // Forward what came before, then refuse: the
                         // server is closed (it is inside a transaction).
@@ -581,6 +603,7 @@ impl Session {
             }
         }
         if pos > 0 {
+            self.stats.add(C::Sent, pos as u64);
             let chunk = server.rbuf.split_to(pos);
             conn.send(&chunk).await?;
         }

@@ -288,3 +288,64 @@ fn every_key_is_documented() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config() {
+    let pg = pg();
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        d.path().join("users.txt"),
+        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
+    )
+    .unwrap();
+    let conf = |pool: u32| {
+        format!(
+            "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nunix_socket_dir = \"\"\n\
+             auth_file = \"users.txt\"\nadmin_users = \"{MD5_USER}\"\ndefault_pool_size = {pool}\n\
+             [databases]\n{DB} = \"host=127.0.0.1 port={} dbname={DB}\"\n",
+            pg.port
+        )
+    };
+    let path = d.path().join("t.toml");
+    std::fs::write(&path, conf(5)).unwrap();
+    let child = Running(
+        Command::new(BIN)
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(accepts(port).await);
+    let admin = connect(&format!(
+        "host=127.0.0.1 port={port} user={MD5_USER} password={MD5_PASS} dbname=pgbouncer"
+    ))
+    .await
+    .unwrap();
+    let pool_size = || async {
+        let msgs = admin.simple_query("SHOW CONFIG").await.unwrap();
+        msgs.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r)
+                    if r.get(0) == Some("default_pool_size") =>
+                {
+                    r.get(1).map(str::to_string)
+                }
+                _ => None,
+            })
+            .unwrap()
+    };
+    assert_eq!(pool_size().await, "5");
+    std::fs::write(&path, conf(9)).unwrap();
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        wait_until(10, || async { pool_size().await == "9" }).await,
+        "SIGHUP reloaded"
+    );
+}

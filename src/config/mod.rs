@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use settings::{DatabaseConfig, KeyInfo, SetError, Settings, UserConfig};
 pub use userlist::{Secret, Userlist};
-pub use values::{AuthType, List, PoolMode, Secs, SslMode};
+pub use values::{AuthType, List, PoolMode, Secs, SettingValue, SslMode};
 
 /// One problem in a config file: which file, where, which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -806,7 +806,7 @@ mod tests {
             "pgbouncer.ini",
             "[databases]\napp = host=127.0.0.1 port=5433 dbname=real pool_size=3\n\
              %include extra.ini\n[pgbouncer]\nlisten_port = 7000\nauth_file = userlist.txt\n\
-             syslog = 1\nadmin_users = a, b\n[users]\nu = pool_mode=session\n",
+             syslog = 1\nserver_round_robin = 1\n[users]\nu = pool_mode=session\n",
         );
         let c = Config::load(&p).unwrap();
         assert_eq!(c.settings.listen_port, 7000);
@@ -823,7 +823,7 @@ mod tests {
             "{:?}",
             c.warnings
         );
-        assert!(c.warnings.iter().any(|w| w.contains("admin_users")));
+        assert!(c.warnings.iter().any(|w| w.contains("server_round_robin")));
     }
 
     #[test]

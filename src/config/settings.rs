@@ -115,7 +115,7 @@ settings!(
         track_extra_parameters: List = "IntervalStyle", 0;
         ignore_startup_parameters: List = "", 0;
         application_name_add_host: bool = "0", TODO;
-        stats_period: Secs = "60", TODO;
+        stats_period: Secs = "60", 0;
         auth_type: AuthType = "md5", 0;
         auth_file: String = "", 0;
         auth_hba_file: String = "", TODO;
@@ -123,8 +123,8 @@ settings!(
         auth_query: String = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin", TODO;
         auth_dbname: String = "", TODO;
         scram_iterations: u32 = "4096", 0;
-        admin_users: List = "", TODO;
-        stats_users: List = "", TODO;
+        admin_users: List = "", 0;
+        stats_users: List = "", 0;
         server_reset_query: String = "DISCARD ALL", 0;
         server_reset_query_always: bool = "0", 0;
         server_check_query: String = "", 0;

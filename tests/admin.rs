@@ -1,0 +1,247 @@
+//! The admin console: PgBouncer's SHOW commands, column lists and
+//! permissions, and RELOAD.
+
+mod common;
+
+use common::*;
+use tokio_postgres::SimpleQueryMessage;
+
+/// Column names of a SHOW command, in order, and its rows as text.
+async fn show(c: &tokio_postgres::Client, what: &str) -> (Vec<String>, Vec<Vec<Option<String>>>) {
+    let msgs = c
+        .simple_query(&format!("SHOW {what}"))
+        .await
+        .unwrap_or_else(|e| panic!("SHOW {what}: {e:?}"));
+    let mut cols = Vec::new();
+    let mut rows = Vec::new();
+    for m in msgs {
+        match m {
+            SimpleQueryMessage::RowDescription(d) => {
+                cols = d.iter().map(|c| c.name().to_string()).collect()
+            }
+            SimpleQueryMessage::Row(r) => {
+                rows.push((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+            }
+            _ => {}
+        }
+    }
+    (cols, rows)
+}
+
+fn cols(list: &str) -> Vec<String> {
+    list.split(',').map(|s| s.trim().to_string()).collect()
+}
+
+async fn console() -> (Pooler, tokio_postgres::Client) {
+    let p = Pooler::start(
+        &format!("admin_users = \"{MD5_USER}\"\nstats_users = \"{ISO_USER}\"\nstats_period = 1\n"),
+        "",
+    )
+    .await;
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    (p, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_column_lists_match_pgbouncer() {
+    let (p, admin) = console().await;
+    // Some traffic first, so the lists have rows.
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let expect = [
+        ("POOLS", "database, user, cl_active, cl_waiting, cl_active_cancel_req, cl_waiting_cancel_req, sv_active, sv_active_cancel, sv_being_canceled, sv_idle, sv_used, sv_tested, sv_login, maxwait, maxwait_us, pool_mode, load_balance_hosts"),
+        ("CLIENTS", "type, user, database, replication, state, addr, port, local_addr, local_port, connect_time, request_time, wait, wait_us, close_needed, ptr, link, remote_pid, tls, application_name, prepared_statements, id"),
+        ("SERVERS", "type, user, database, replication, state, addr, port, local_addr, local_port, connect_time, request_time, wait, wait_us, close_needed, ptr, link, remote_pid, tls, application_name, prepared_statements, id"),
+        ("STATS", "database, total_server_assignment_count, total_xact_count, total_query_count, total_received, total_sent, total_xact_time, total_query_time, total_wait_time, total_client_parse_count, total_server_parse_count, total_bind_count, total_client_login_count, avg_server_assignment_count, avg_xact_count, avg_query_count, avg_recv, avg_sent, avg_xact_time, avg_query_time, avg_wait_time, avg_client_parse_count, avg_server_parse_count, avg_bind_count, avg_client_login_count"),
+        ("STATS_TOTALS", "database, server_assignment_count, xact_count, query_count, bytes_received, bytes_sent, xact_time, query_time, wait_time, client_parse_count, server_parse_count, bind_count, client_login_count"),
+        ("STATS_AVERAGES", "database, server_assignment_count, xact_count, query_count, bytes_received, bytes_sent, xact_time, query_time, wait_time, client_parse_count, server_parse_count, bind_count, client_login_count"),
+        ("DATABASES", "name, host, port, database, force_user, pool_size, min_pool_size, reserve_pool_size, server_lifetime, pool_mode, load_balance_hosts, max_connections, current_connections, max_client_connections, current_client_connections, paused, disabled"),
+        ("USERS", "name, pool_size, reserve_pool_size, pool_mode, max_user_connections, current_connections, max_user_client_connections, current_client_connections"),
+        ("LISTS", "list, items"),
+        ("CONFIG", "key, value, default, changeable"),
+        ("STATE", "key, value"),
+        ("VERSION", "version"),
+    ];
+    for (what, list) in expect {
+        let (got, _) = show(&admin, what).await;
+        assert_eq!(got, cols(list), "SHOW {what}");
+    }
+    // Rows that say something.
+    let (_, pools) = show(&admin, "POOLS").await;
+    let row = pools
+        .iter()
+        .find(|r| r[0].as_deref() == Some(DB) && r[1].as_deref() == Some(SCRAM_USER))
+        .expect("a row for the pool in use");
+    assert_eq!(row[2].as_deref(), Some("1"), "one active client");
+    assert_eq!(row[15].as_deref(), Some("session"));
+    let (_, lists) = show(&admin, "LISTS").await;
+    let names: Vec<_> = lists.iter().map(|r| r[0].clone().unwrap()).collect();
+    assert_eq!(names, cols("databases, users, peers, pools, peer_pools, free_clients, used_clients, login_clients, free_servers, used_servers, dns_names, dns_zones, dns_queries, dns_pending"));
+    let (_, config) = show(&admin, "CONFIG").await;
+    let pool_mode = config
+        .iter()
+        .find(|r| r[0].as_deref() == Some("pool_mode"))
+        .unwrap();
+    assert_eq!(pool_mode[1].as_deref(), Some("session"));
+    assert_eq!(pool_mode[2].as_deref(), Some("session"));
+    let (_, version) = show(&admin, "VERSION").await;
+    assert!(version[0][0]
+        .as_deref()
+        .unwrap()
+        .contains("PgBouncer 1.25.0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_queries_and_bytes() {
+    let (p, admin) = console().await;
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    for _ in 0..5 {
+        c.simple_query("SELECT 1").await.unwrap();
+    }
+    let (cols, rows) = show(&admin, "STATS_TOTALS").await;
+    let row = rows
+        .iter()
+        .find(|r| r[0].as_deref() == Some(DB))
+        .expect("a row for the db");
+    let get = |name: &str| -> u64 {
+        let i = cols.iter().position(|c| c == name).unwrap();
+        row[i].as_deref().unwrap().parse().unwrap()
+    };
+    assert!(
+        get("query_count") >= 5,
+        "query_count {}",
+        get("query_count")
+    );
+    assert!(get("xact_count") >= 5);
+    assert!(get("bytes_received") > 0 && get("bytes_sent") > 0);
+    assert!(get("client_login_count") >= 1);
+    assert!(get("server_assignment_count") >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_reads_every_show_command() {
+    let (p, _admin) = console().await;
+    for what in [
+        "HELP",
+        "CONFIG",
+        "DATABASES",
+        "POOLS",
+        "CLIENTS",
+        "SERVERS",
+        "USERS",
+        "VERSION",
+        "STATS",
+        "STATS_TOTALS",
+        "STATS_AVERAGES",
+        "TOTALS",
+        "LISTS",
+        "STATE",
+        "SOCKETS",
+        "ACTIVE_SOCKETS",
+        "MEM",
+        "FDS",
+        "DNS_HOSTS",
+        "DNS_ZONES",
+        "PEERS",
+        "PEER_POOLS",
+    ] {
+        let o = pg()
+            .tool("psql")
+            .args([
+                "-X",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &p.port.to_string(),
+                "-U",
+                MD5_USER,
+            ])
+            .args([
+                "-d",
+                "pgbouncer",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                &format!("SHOW {what}"),
+            ])
+            .env("PGPASSWORD", MD5_PASS)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "SHOW {what}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions() {
+    let (p, admin) = console().await;
+    // A stats user may SHOW, not act.
+    let stats = p.connect(ISO_USER, ISO_PASS, "pgbouncer").await;
+    let (cols, _) = show(&stats, "POOLS").await;
+    assert_eq!(cols[0], "database");
+    let e = stats
+        .simple_query("PAUSE")
+        .await
+        .expect_err("PAUSE refused");
+    assert_eq!(sqlstate(&e), "42501");
+    let e = stats
+        .simple_query("RELOAD")
+        .await
+        .expect_err("RELOAD refused");
+    assert_eq!(sqlstate(&e), "42501");
+    // The console is still usable after an error.
+    assert_eq!(show(&stats, "STATE").await.1.len(), 3);
+    // Anyone else: 28000.
+    let e = connect(&p.conninfo(SCRAM_USER, SCRAM_PASS, "pgbouncer"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(sqlstate(&e), "28000");
+    // Unknown commands carry a SQLSTATE.
+    let e = admin
+        .simple_query("SHOW NONSENSE")
+        .await
+        .expect_err("unknown");
+    assert!(e.code().is_some());
+    // The `tidepool` name reaches the same console.
+    let t = p.connect(MD5_USER, MD5_PASS, "tidepool").await;
+    assert_eq!(show(&t, "VERSION").await.0, vec!["version".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_a_good_config_and_keeps_the_old_one_on_errors() {
+    let (p, admin) = console().await;
+    let path = p.dir.path().join("tidepool.toml");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let setting = |rows: &Vec<Vec<Option<String>>>, key: &str| {
+        rows.iter().find(|r| r[0].as_deref() == Some(key)).unwrap()[1].clone()
+    };
+    std::fs::write(
+        &path,
+        original.replace("[pooler]\n", "[pooler]\ndefault_pool_size = 7\n"),
+    )
+    .unwrap();
+    admin.simple_query("RELOAD").await.unwrap();
+    let (_, rows) = show(&admin, "CONFIG").await;
+    assert_eq!(setting(&rows, "default_pool_size").as_deref(), Some("7"));
+    // A broken file is refused with its problems listed; 7 stays.
+    std::fs::write(
+        &path,
+        original.replace("[pooler]\n", "[pooler]\nbogus = 1\n"),
+    )
+    .unwrap();
+    let e = admin.simple_query("RELOAD").await.expect_err("refused");
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("bogus: unknown key"), "{msg}");
+    let (_, rows) = show(&admin, "CONFIG").await;
+    assert_eq!(setting(&rows, "default_pool_size").as_deref(), Some("7"));
+    // Clients keep working across reloads.
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
+}
