@@ -192,6 +192,38 @@ async fn command(shared: &Arc<Shared>, text: &str, role: Role) -> Result<BytesMu
             reload(shared)?;
             let _ = CommandComplete::new("RELOAD".into()).encode(&mut b);
         }
+        "PAUSE" => {
+            let db = arg(text, 1);
+            pause(shared, db.as_deref()).await?;
+            let _ = CommandComplete::new("PAUSE".into()).encode(&mut b);
+        }
+        "RESUME" => {
+            shared.control.resume(arg(text, 1).as_deref());
+            let _ = CommandComplete::new("RESUME".into()).encode(&mut b);
+        }
+        "DISABLE" | "ENABLE" => {
+            let db = arg(text, 1)
+                .ok_or_else(|| Error::Protocol(format!("{verb} needs a database name")))?;
+            shared.control.set_disabled(&db, verb == "DISABLE");
+            let _ = CommandComplete::new(verb.clone()).encode(&mut b);
+        }
+        "RECONNECT" => {
+            let db = arg(text, 1);
+            for p in shared.pools.all() {
+                if db.as_deref().is_none_or(|d| d == p.key.db) {
+                    shared.control.reconnect(&p.key.db);
+                    p.close_idle();
+                }
+            }
+            if let Some(d) = &db {
+                shared.control.reconnect(d);
+            }
+            let _ = CommandComplete::new("RECONNECT".into()).encode(&mut b);
+        }
+        "SHUTDOWN" => {
+            shared.control.request_shutdown();
+            let _ = CommandComplete::new("SHUTDOWN".into()).encode(&mut b);
+        }
         other => {
             return Err(Error::NotSupported(format!(
                 "{other} is not implemented yet on tidepool's console (SHOW HELP lists what is)"
@@ -199,6 +231,55 @@ async fn command(shared: &Arc<Shared>, text: &str, role: Role) -> Result<BytesMu
         }
     }
     Ok(b)
+}
+
+/// The n-th word of a command as typed (database names keep their case).
+fn arg(text: &str, n: usize) -> Option<String> {
+    text.trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .nth(n)
+        .map(|s| s.trim_matches('"').to_string())
+}
+
+/// PAUSE: new queries wait from now on; return once every server of the
+/// database(s) is released, then close them. A RESUME meanwhile (from any
+/// console) ends the wait with an error instead of a hang.
+async fn pause(shared: &Arc<Shared>, db: Option<&str>) -> Result<(), Error> {
+    shared.control.pause(db);
+    let mut changes = shared.control.subscribe();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+    loop {
+        let still_paused = match db {
+            Some(d) => shared.control.is_paused(d),
+            None => shared.control.all_paused(),
+        };
+        if !still_paused {
+            return Err(Error::Timeout(
+                "PAUSE interrupted: RESUME was issued while it waited".into(),
+            ));
+        }
+        let pools: Vec<_> = shared
+            .pools
+            .all()
+            .into_iter()
+            .filter(|p| db.is_none_or(|d| d == p.key.db))
+            .collect();
+        let busy = pools.iter().any(|p| {
+            let r = p.report();
+            r.servers > r.idle
+        });
+        if !busy {
+            for p in pools {
+                p.close_idle();
+            }
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = changes.changed() => {}
+        }
+    }
 }
 
 /// Re-read the config file, the userlist and the TLS files; swap them in
@@ -226,7 +307,7 @@ fn help(b: &mut BytesMut) {
     let text = "Console usage\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
                 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|STATE\n\
                 \tSHOW SOCKETS|ACTIVE_SOCKETS|MEM|FDS|DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS\n\
-                \tRELOAD";
+                \tPAUSE [<db>]\n\tRESUME [<db>]\n\tDISABLE <db>\n\tENABLE <db>\n\tRECONNECT [<db>]\n\tRELOAD\n\tSHUTDOWN";
     let _ = NoticeResponse::new(vec![
         (b'S', "NOTICE".into()),
         (b'V', "NOTICE".into()),
@@ -393,8 +474,8 @@ fn show(shared: &Arc<Shared>, what: &str) -> Result<Table, Error> {
                         .max_db_client_connections
                         .unwrap_or(s.max_db_client_connections)),
                     n(clients),
-                    n(0),
-                    n(0),
+                    n(shared.control.is_paused(&name) as u8),
+                    n(shared.control.is_disabled(&name) as u8),
                 ]);
             }
             t
@@ -555,7 +636,13 @@ fn show(shared: &Arc<Shared>, what: &str) -> Result<Table, Error> {
         }
         "STATE" => {
             let mut t = Table::new(&[("key", Text), ("value", Text)]);
-            for (k, v) in [("active", "yes"), ("paused", "no"), ("suspended", "no")] {
+            let paused = if shared.control.all_paused() {
+                "yes"
+            } else {
+                "no"
+            };
+            let active = if paused == "yes" { "no" } else { "yes" };
+            for (k, v) in [("active", active), ("paused", paused), ("suspended", "no")] {
                 t.rows.push(vec![n(k), n(v)]);
             }
             t

@@ -224,7 +224,7 @@ async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 /// Open servers up to `min_pool_size`, in the background.
 fn warm(shared: &Arc<Shared>, cfg: &Config, db: &ResolvedDb, pool: &Arc<Pool>) {
     let min = db.cfg.min_pool_size.unwrap_or(cfg.settings.min_pool_size);
-    if min == 0 || pool.counts().0 >= min {
+    if min == 0 || pool.counts().0 >= min || shared.control.is_paused(&db.name) {
         return;
     }
     let limits = Limits::from_config(cfg, db, &pool.key.user, &pool.key.user);
@@ -238,9 +238,11 @@ fn warm(shared: &Arc<Shared>, cfg: &Config, db: &ResolvedDb, pool: &Arc<Pool>) {
     limits.pool_size = limits.pool_size.min(min);
     while let Some(slot) = pool.try_slot(&limits) {
         let (pool, info, id) = (pool.clone(), info.clone(), shared.next_id());
+        let generation = shared.control.generation(&db.name);
         tokio::spawn(async move {
             match ServerConn::connect(&info, id, slot).await {
-                Ok(s) => {
+                Ok(mut s) => {
+                    s.generation = generation;
                     pool.login_succeeded(&s.params);
                     pool.checkin(s);
                 }

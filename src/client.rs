@@ -235,6 +235,11 @@ async fn login(
     let db = cfg
         .database(&dbname)
         .ok_or_else(|| Error::UnknownDatabase(dbname.clone()))?;
+    if shared.control.is_disabled(&dbname) {
+        return Err(Error::Unavailable(format!(
+            "database \"{dbname}\" does not allow connections (DISABLE)"
+        )));
+    }
 
     let binding = match (&conn.stream, &tls.client) {
         (Stream::ClientTls(_), Some(side)) => Some(side.cert_hash.clone()),

@@ -45,6 +45,9 @@ pub enum Error {
     IdleInTransaction(String),
     #[error("{0}")]
     Shutdown(String),
+    /// Cannot connect now: database disabled, paused, not ready.
+    #[error("{0}")]
+    Unavailable(String),
     /// The server could not be reached or logged into by us.
     #[error("could not connect to server {server}: {reason}")]
     ServerConnect { server: String, reason: String },
@@ -84,6 +87,7 @@ impl Error {
             | Error::IdleTimeout(_)
             | Error::IdleInTransaction(_)
             | Error::Shutdown(_)
+            | Error::Unavailable(_)
             | Error::InvalidConfig(_)
             | Error::Internal(_) => Side::Internal,
         }
@@ -102,6 +106,7 @@ impl Error {
             Error::IdleTimeout(_) => "57P05",
             Error::IdleInTransaction(_) => "25P03",
             Error::Shutdown(_) => "57P01",
+            Error::Unavailable(_) => "57P03",
             Error::ServerConnect { .. } => "08001",
             Error::ServerError(f) => &f.code,
             Error::ServerGone(_) | Error::ServerProtocol(_) => "08006",

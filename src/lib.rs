@@ -13,6 +13,7 @@ pub mod auth;
 pub mod cancel;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod net;
 pub mod pool;
@@ -39,6 +40,7 @@ pub struct Shared {
     pub pools: pool::Pools,
     pub cancels: Arc<cancel::Registry>,
     pub stats: stats::Stats,
+    pub control: control::Control,
     /// When this pooler started (SHOW STATE, uptime).
     pub started: std::time::SystemTime,
     clients: Arc<AtomicU64>,
@@ -57,6 +59,7 @@ impl Shared {
             pools: pool::Pools::default(),
             cancels: Arc::default(),
             stats: stats::Stats::default(),
+            control: control::Control::default(),
             started: std::time::SystemTime::now(),
             clients: Arc::default(),
             db_clients: Mutex::default(),

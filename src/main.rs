@@ -102,22 +102,31 @@ async fn run(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Run until SIGTERM, SIGINT or SIGQUIT; SIGHUP reloads the config (as
-/// RELOAD does), keeping the old one if the new one is invalid.
+/// Run until SIGTERM, SIGINT, SIGQUIT or the console's SHUTDOWN; SIGHUP
+/// reloads the config (as RELOAD does), keeping the old one if the new one
+/// is invalid; SIGUSR1 / SIGUSR2 pause and resume.
 async fn wait_for_signal(app: &Tidepool) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::quit()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::user_defined2()),
     ) else {
         // Without signal handlers, run until killed.
         std::future::pending::<()>().await;
         return;
     };
+    let control = &app.shared().control;
+    let mut shutdown = control.shutdown_requested();
     loop {
         tokio::select! {
+            // SIGUSR1 = PAUSE (everything), SIGUSR2 = RESUME.
+            _ = usr1.recv() => control.pause(None),
+            _ = usr2.recv() => control.resume(None),
+            _ = shutdown.changed() => return,
             _ = hup.recv() => {
                 if let Err(e) = tidepool::admin::reload(app.shared()) {
                     tracing::error!("SIGHUP: {e}");

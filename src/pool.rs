@@ -433,6 +433,12 @@ impl Pool {
         self.lock().welcome.clone()
     }
 
+    /// Close every idle server now (PAUSE, RECONNECT).
+    pub fn close_idle(&self) {
+        let idle = std::mem::take(&mut self.lock().idle);
+        drop(idle);
+    }
+
     /// Close idle servers past `idle_timeout` or `lifetime`.
     pub fn maintain(&self, idle_timeout: Option<Duration>, lifetime: Option<Duration>) {
         let mut closing = Vec::new();

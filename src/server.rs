@@ -100,6 +100,8 @@ pub struct ServerConn {
     pub slot: Slot,
     /// Set once a lifetime / config change asks for it to be closed.
     pub close_needed: bool,
+    /// The database's RECONNECT generation when this server was made.
+    pub generation: u64,
 }
 
 impl Drop for ServerConn {
@@ -282,6 +284,7 @@ impl ServerConn {
             cancels: Arc::new(AtomicUsize::new(0)),
             slot,
             close_needed: false,
+            generation: 0,
         })
     }
 

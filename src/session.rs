@@ -260,7 +260,8 @@ impl Session {
                     let info = self.login_info();
                     let id = self.shared.next_id();
                     return match ServerConn::connect(&info, id, slot).await {
-                        Ok(s) => {
+                        Ok(mut s) => {
+                            s.generation = self.shared.control.generation(&self.db.name);
                             self.pool.login_succeeded(&s.params);
                             self.pool.set_template(&info);
                             debug!(server = %s.addr, pid = s.backend_pid, "new server connection");
@@ -282,6 +283,8 @@ impl Session {
     /// Link a server and bring its settings in line with the client's.
     pub async fn link(&mut self) -> Result<(), Error> {
         let waited = Instant::now();
+        // PAUSE: new queries wait here until RESUME.
+        self.shared.control.wait_unpaused(&self.db.name).await;
         let mut server = self.acquire().await?;
         self.stats
             .add(C::WaitTime, waited.elapsed().as_micros() as u64);
@@ -324,6 +327,13 @@ impl Session {
     fn return_server(&self, mut server: ServerConn) {
         let lifetime = self.cfg.server_lifetime(&self.db);
         if lifetime.is_some_and(|l| server.created.elapsed() >= l) {
+            return;
+        }
+        // RECONNECT since this server was made, or the database paused:
+        // close it rather than keep it.
+        if server.generation < self.shared.control.generation(&self.db.name)
+            || self.shared.control.is_paused(&self.db.name)
+        {
             return;
         }
         server.last_used = Instant::now();

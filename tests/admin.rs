@@ -245,3 +245,100 @@ async fn reload_applies_a_good_config_and_keeps_the_old_one_on_errors() {
     let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
     assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_waits_for_the_open_transaction_and_queries_wait_for_resume() {
+    let p = Pooler::start(
+        &format!("pool_mode = \"transaction\"\nadmin_users = \"{MD5_USER}\"\n"),
+        "",
+    )
+    .await;
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    let a = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    a.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let pause = tokio::spawn(async move {
+        admin
+            .simple_query("PAUSE")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(admin)
+    });
+    // The transaction goes on while PAUSE waits for it.
+    a.batch_execute("SELECT 2").await.unwrap();
+    assert!(
+        !pause.is_finished(),
+        "PAUSE returned with a transaction open"
+    );
+    a.batch_execute("COMMIT").await.unwrap();
+    let admin = tokio::time::timeout(std::time::Duration::from_secs(10), pause)
+        .await
+        .expect("PAUSE returns once the server is released")
+        .unwrap()
+        .unwrap();
+    let (_, state) = show(&admin, "STATE").await;
+    assert_eq!(state[1], vec![s("paused"), s("yes")]);
+
+    // A query sent during the pause waits, and completes after RESUME.
+    let b = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    let q = tokio::spawn(async move { simple_row(&b, "SELECT 'after resume'").await });
+    // A console round trip: the query had time to reach tidepool.
+    show(&admin, "POOLS").await;
+    assert!(!q.is_finished(), "a query ran during PAUSE");
+    admin.simple_query("RESUME").await.unwrap();
+    let row = tokio::time::timeout(std::time::Duration::from_secs(10), q)
+        .await
+        .expect("the query completes after RESUME")
+        .unwrap();
+    assert_eq!(row, vec![s("after resume")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_from_two_consoles_do_not_hang() {
+    let p = Pooler::start(
+        &format!("pool_mode = \"transaction\"\nadmin_users = \"{MD5_USER}\"\n"),
+        "",
+    )
+    .await;
+    let one = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    let two = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    let a = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    a.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let pause =
+        tokio::spawn(async move { one.simple_query(&format!("PAUSE {DB}")).await.map(|_| ()) });
+    a.batch_execute("SELECT 2").await.unwrap();
+    two.simple_query(&format!("RESUME {DB}")).await.unwrap();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), pause)
+        .await
+        .expect("the waiting PAUSE ends when another console resumes")
+        .unwrap();
+    let e = r.expect_err("PAUSE reports it was interrupted");
+    assert!(e.code().is_some(), "with a SQLSTATE: {e}");
+    a.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(simple_row(&a, "SELECT 3").await, vec![s("3")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disable_enable_and_reconnect() {
+    let (p, admin) = console().await;
+    admin.simple_query(&format!("DISABLE {DB}")).await.unwrap();
+    let e = connect(&p.conninfo(SCRAM_USER, SCRAM_PASS, DB))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(sqlstate(&e), "57P03");
+    let (cols, rows) = show(&admin, "DATABASES").await;
+    let i = cols.iter().position(|c| c == "disabled").unwrap();
+    let row = rows.iter().find(|r| r[0].as_deref() == Some(DB)).unwrap();
+    assert_eq!(row[i].as_deref(), Some("1"));
+    admin.simple_query(&format!("ENABLE {DB}")).await.unwrap();
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    let pid_before = simple_row(&c, "SELECT pg_backend_pid()").await;
+    drop(c);
+    // RECONNECT: the server is closed once released, the next client gets a
+    // new one.
+    admin.simple_query("RECONNECT").await.unwrap();
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    let pid_after = simple_row(&c, "SELECT pg_backend_pid()").await;
+    assert_ne!(pid_before, pid_after);
+}

@@ -1,0 +1,174 @@
+//! Operator state: paused and disabled databases, reconnect generations, and
+//! the shutdown request. Changed by the console (and signals), read by
+//! sessions at link time and by logins.
+//!
+//! PAUSE and RESUME may come from several consoles at once: the state is a
+//! set behind a short lock plus a watch channel, so a PAUSE waiting for its
+//! servers is woken by a RESUME instead of hanging (PgBouncer issue 715).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+#[derive(Default)]
+struct Sets {
+    /// PAUSE with no database: everything.
+    all_paused: bool,
+    paused: HashSet<String>,
+    disabled: HashSet<String>,
+    /// RECONNECT bumps a database's generation; servers made before it are
+    /// closed when released.
+    generation: HashMap<String, u64>,
+}
+
+pub struct Control {
+    /// Fast path: nothing is paused (one relaxed load per link).
+    any_paused: AtomicBool,
+    sets: Mutex<Sets>,
+    changed: watch::Sender<u64>,
+    version: AtomicU64,
+    /// Set by SHUTDOWN; the binary's main loop waits on it.
+    shutdown: watch::Sender<bool>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            any_paused: AtomicBool::new(false),
+            sets: Mutex::default(),
+            changed: watch::channel(0).0,
+            version: AtomicU64::new(0),
+            shutdown: watch::channel(false).0,
+        }
+    }
+}
+
+impl Control {
+    fn sets(&self) -> std::sync::MutexGuard<'_, Sets> {
+        self.sets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        let v = self.version.fetch_add(1, Ordering::AcqRel) + 1;
+        self.changed.send_replace(v);
+    }
+
+    pub fn pause(&self, db: Option<&str>) {
+        {
+            let mut s = self.sets();
+            match db {
+                None => s.all_paused = true,
+                Some(d) => {
+                    s.paused.insert(d.to_string());
+                }
+            }
+        }
+        self.any_paused.store(true, Ordering::Release);
+        self.bump();
+    }
+
+    pub fn resume(&self, db: Option<&str>) {
+        {
+            let mut s = self.sets();
+            match db {
+                None => {
+                    s.all_paused = false;
+                    s.paused.clear();
+                }
+                Some(d) => {
+                    s.paused.remove(d);
+                }
+            }
+            let any = s.all_paused || !s.paused.is_empty();
+            self.any_paused.store(any, Ordering::Release);
+        }
+        self.bump();
+    }
+
+    pub fn is_paused(&self, db: &str) -> bool {
+        if !self.any_paused.load(Ordering::Acquire) {
+            return false;
+        }
+        let s = self.sets();
+        s.all_paused || s.paused.contains(db)
+    }
+
+    pub fn all_paused(&self) -> bool {
+        self.sets().all_paused
+    }
+
+    /// Wait while `db` is paused.
+    pub async fn wait_unpaused(&self, db: &str) {
+        loop {
+            let mut rx = self.changed.subscribe();
+            if !self.is_paused(db) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// A receiver that sees every PAUSE / RESUME.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn set_disabled(&self, db: &str, disabled: bool) {
+        let mut s = self.sets();
+        if disabled {
+            s.disabled.insert(db.to_string());
+        } else {
+            s.disabled.remove(db);
+        }
+    }
+
+    pub fn is_disabled(&self, db: &str) -> bool {
+        self.sets().disabled.contains(db)
+    }
+
+    pub fn reconnect(&self, db: &str) {
+        *self.sets().generation.entry(db.to_string()).or_default() += 1;
+    }
+
+    pub fn generation(&self, db: &str) -> u64 {
+        self.sets().generation.get(db).copied().unwrap_or(0)
+    }
+
+    pub fn request_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn shutdown_requested(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn pause_resume_wakes_waiters() {
+        let c = Arc::new(Control::default());
+        assert!(!c.is_paused("a"));
+        c.pause(Some("a"));
+        assert!(c.is_paused("a") && !c.is_paused("b"));
+        let waiter = {
+            let c = c.clone();
+            tokio::spawn(async move { c.wait_unpaused("a").await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        c.resume(Some("a"));
+        waiter.await.unwrap();
+        c.pause(None);
+        assert!(c.is_paused("anything"));
+        c.resume(None);
+        assert!(!c.is_paused("anything"));
+    }
+}
