@@ -220,6 +220,31 @@ async fn command(shared: &Arc<Shared>, text: &str, role: Role) -> Result<BytesMu
             }
             let _ = CommandComplete::new("RECONNECT".into()).encode(&mut b);
         }
+        "KILL" => {
+            let db = arg(text, 1);
+            for e in shared.registry.clients() {
+                if db.as_deref().is_none_or(|d| d == e.database) {
+                    e.kill.notify_one();
+                }
+            }
+            for p in shared.pools.all() {
+                if db.as_deref().is_none_or(|d| d == p.key.db) {
+                    p.close_idle();
+                }
+            }
+            let _ = CommandComplete::new("KILL".into()).encode(&mut b);
+        }
+        "KILL_CLIENT" => {
+            let id: u64 = arg(text, 1).and_then(|v| v.parse().ok()).ok_or_else(|| {
+                Error::Protocol("KILL_CLIENT needs a client id (SHOW CLIENTS)".into())
+            })?;
+            let e = shared
+                .registry
+                .client(id)
+                .ok_or_else(|| Error::Protocol(format!("no client with id {id}")))?;
+            e.kill.notify_one();
+            let _ = CommandComplete::new("KILL_CLIENT".into()).encode(&mut b);
+        }
         "SHUTDOWN" => {
             shared.control.request_shutdown();
             let _ = CommandComplete::new("SHUTDOWN".into()).encode(&mut b);
@@ -231,6 +256,31 @@ async fn command(shared: &Arc<Shared>, text: &str, role: Role) -> Result<BytesMu
         }
     }
     Ok(b)
+}
+
+/// `2026-11-22 05:30:00 UTC`: PgBouncer sends times as text.
+fn timestamp(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// The n-th word of a command as typed (database names keep their case).
@@ -307,7 +357,7 @@ fn help(b: &mut BytesMut) {
     let text = "Console usage\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
                 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|STATE\n\
                 \tSHOW SOCKETS|ACTIVE_SOCKETS|MEM|FDS|DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS\n\
-                \tPAUSE [<db>]\n\tRESUME [<db>]\n\tDISABLE <db>\n\tENABLE <db>\n\tRECONNECT [<db>]\n\tRELOAD\n\tSHUTDOWN";
+                \tPAUSE [<db>]\n\tKILL [<db>]\n\tKILL_CLIENT <id>\n\tRESUME [<db>]\n\tDISABLE <db>\n\tENABLE <db>\n\tRECONNECT [<db>]\n\tRELOAD\n\tSHUTDOWN";
     let _ = NoticeResponse::new(vec![
         (b'S', "NOTICE".into()),
         (b'V', "NOTICE".into()),
@@ -384,29 +434,76 @@ fn show(shared: &Arc<Shared>, what: &str) -> Result<Table, Error> {
             }
             t
         }
-        "CLIENTS" | "SERVERS" | "SOCKETS" | "ACTIVE_SOCKETS" => Table::new(&[
-            ("type", Text),
-            ("user", Text),
-            ("database", Text),
-            ("replication", Text),
-            ("state", Text),
-            ("addr", Text),
-            ("port", Int),
-            ("local_addr", Text),
-            ("local_port", Int),
-            ("connect_time", Text),
-            ("request_time", Text),
-            ("wait", Int),
-            ("wait_us", Int),
-            ("close_needed", Int),
-            ("ptr", Text),
-            ("link", Text),
-            ("remote_pid", Int),
-            ("tls", Text),
-            ("application_name", Text),
-            ("prepared_statements", Int),
-            ("id", Int),
-        ]),
+        "CLIENTS" | "SERVERS" | "SOCKETS" | "ACTIVE_SOCKETS" => {
+            let mut t = Table::new(&[
+                ("type", Text),
+                ("user", Text),
+                ("database", Text),
+                ("replication", Text),
+                ("state", Text),
+                ("addr", Text),
+                ("port", Int),
+                ("local_addr", Text),
+                ("local_port", Int),
+                ("connect_time", Text),
+                ("request_time", Text),
+                ("wait", Int),
+                ("wait_us", Int),
+                ("close_needed", Int),
+                ("ptr", Text),
+                ("link", Text),
+                ("remote_pid", Int),
+                ("tls", Text),
+                ("application_name", Text),
+                ("prepared_statements", Int),
+                ("id", Int),
+            ]);
+            let (kind, entries) = match what {
+                "SERVERS" => ("S", shared.registry.servers()),
+                _ => ("C", shared.registry.clients()),
+            };
+            let now = crate::registry::now_us();
+            for e in entries {
+                let state = e.state();
+                let waited = if state == crate::registry::State::Waiting {
+                    now.saturating_sub(e.request_time_us())
+                } else {
+                    0
+                };
+                let link = e.link();
+                t.rows.push(vec![
+                    n(kind),
+                    n(&e.user),
+                    n(&e.database),
+                    n("none"),
+                    n(state.name()),
+                    n(&e.addr),
+                    n(e.port),
+                    n(&e.local_addr),
+                    n(e.local_port),
+                    n(timestamp(e.connect_time)),
+                    n(timestamp(
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::from_micros(e.request_time_us()),
+                    )),
+                    n(waited / 1_000_000),
+                    n(waited % 1_000_000),
+                    n(0),
+                    n(format!("{:x}", e.id)),
+                    if link == 0 {
+                        None
+                    } else {
+                        n(format!("{link:x}"))
+                    },
+                    n(e.remote_pid),
+                    if e.tls.is_empty() { None } else { n(&e.tls) },
+                    n(&e.application_name),
+                    n(0),
+                    n(e.id),
+                ]);
+            }
+            t
+        }
         "DATABASES" => {
             let mut t = Table::new(&[
                 ("name", Text),
@@ -739,3 +836,16 @@ const AVG_NAMES: [&str; 12] = [
     "bind_count",
     "client_login_count",
 ];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_utc_text() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+        assert_eq!(super::timestamp(t), "2026-11-18 11:06:40 UTC");
+        assert_eq!(
+            super::timestamp(std::time::UNIX_EPOCH),
+            "1970-01-01 00:00:00 UTC"
+        );
+    }
+}

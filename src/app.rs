@@ -234,6 +234,7 @@ fn warm(shared: &Arc<Shared>, cfg: &Config, db: &ResolvedDb, pool: &Arc<Pool>) {
     let Some(info) = pool.template() else {
         return;
     };
+    let _ = shared;
     let mut limits = limits;
     limits.pool_size = limits.pool_size.min(min);
     while let Some(slot) = pool.try_slot(&limits) {

@@ -292,6 +292,27 @@ async fn login(
     }
 
     let reg = shared.cancels.register();
+    let listed = {
+        let (addr, port) = match peer {
+            Peer::Tcp(a) => (a.ip().to_string(), a.port()),
+            Peer::Unix => ("unix".to_string(), 0),
+        };
+        let app = wanted
+            .get("application_name")
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        shared.registry.add_client(crate::registry::Entry::new(
+            shared.next_id(),
+            &user,
+            &dbname,
+            addr,
+            port,
+            conn.stream.tcp().and_then(|t| t.local_addr().ok()),
+            conn.stream.is_tls(),
+            app,
+            0,
+        ))
+    };
     let now = std::time::Instant::now();
     let mut session = Session {
         shared: shared.clone(),
@@ -311,6 +332,7 @@ async fn login(
         query_start: now,
         xact_start: None,
         stats: shared.stats.db(&dbname),
+        listed,
         _guards: [guard, db_guard, user_guard],
     };
 

@@ -18,6 +18,7 @@ pub mod error;
 pub mod net;
 pub mod pool;
 pub mod protocol;
+pub mod registry;
 pub mod server;
 pub mod session;
 pub mod stats;
@@ -41,6 +42,7 @@ pub struct Shared {
     pub cancels: Arc<cancel::Registry>,
     pub stats: stats::Stats,
     pub control: control::Control,
+    pub registry: Arc<registry::Registry>,
     /// When this pooler started (SHOW STATE, uptime).
     pub started: std::time::SystemTime,
     clients: Arc<AtomicU64>,
@@ -60,6 +62,7 @@ impl Shared {
             cancels: Arc::default(),
             stats: stats::Stats::default(),
             control: control::Control::default(),
+            registry: Arc::default(),
             started: std::time::SystemTime::now(),
             clients: Arc::default(),
             db_clients: Mutex::default(),

@@ -76,6 +76,10 @@ pub struct LoginInfo {
     pub connect_timeout: Option<Duration>,
     pub settings: Arc<crate::config::Config>,
     pub tls: Arc<crate::tls::TlsContext>,
+    /// Where the connection is listed (SHOW SERVERS).
+    pub registry: Arc<crate::registry::Registry>,
+    /// The pool's database name (as clients know it).
+    pub pool_db: String,
 }
 
 /// A logged-in server connection.
@@ -102,6 +106,8 @@ pub struct ServerConn {
     pub close_needed: bool,
     /// The database's RECONNECT generation when this server was made.
     pub generation: u64,
+    /// Listed in SHOW SERVERS until dropped.
+    pub registered: crate::registry::Registered,
 }
 
 impl Drop for ServerConn {
@@ -270,6 +276,24 @@ impl ServerConn {
             }
         }
         let now = Instant::now();
+        let (port, local) = match stream.tcp() {
+            Some(t) => (
+                t.peer_addr().map(|a| a.port()).unwrap_or(addr.port),
+                t.local_addr().ok(),
+            ),
+            None => (addr.port, None),
+        };
+        let registered = info.registry.add_server(crate::registry::Entry::new(
+            id,
+            &info.user,
+            &info.pool_db,
+            addr.host.clone(),
+            port,
+            local,
+            stream.is_tls(),
+            String::new(),
+            pid,
+        ));
         Ok(ServerConn {
             id,
             stream,
@@ -285,6 +309,7 @@ impl ServerConn {
             slot,
             close_needed: false,
             generation: 0,
+            registered,
         })
     }
 

@@ -21,6 +21,7 @@ use crate::config::{Config, PoolMode, ResolvedDb};
 use crate::net::{fill, read_message, ReadError, Stream};
 use crate::pool::{Grant, Limits, Pool};
 use crate::protocol::{self, Params, Scanner, Severity, Step};
+use crate::registry::State;
 use crate::server::{LoginInfo, ServerAddr, ServerConn, ServerCreds};
 use crate::stats::C;
 use crate::{Error, Shared};
@@ -204,6 +205,8 @@ pub(crate) struct Session {
     pub stats: Arc<crate::stats::DbStats>,
     /// Counted among the pool's clients (SHOW POOLS).
     pub _pool_client: crate::pool::PoolClient,
+    /// Listed in SHOW CLIENTS; KILL reaches the session through it.
+    pub listed: crate::registry::Registered,
     /// Counted in max_client_conn, and per database and user; held, not read.
     pub _guards: [crate::ClientGuard; 3],
 }
@@ -232,7 +235,13 @@ impl Session {
     }
 
     fn login_info(&self) -> LoginInfo {
-        login_info(&self.cfg, self.shared.tls(), &self.db, &self.pool)
+        login_info(
+            &self.cfg,
+            self.shared.tls(),
+            self.shared.registry.clone(),
+            &self.db,
+            &self.pool,
+        )
     }
 
     /// Get a server for this client: idle, new, or after waiting. An idle
@@ -283,9 +292,15 @@ impl Session {
     /// Link a server and bring its settings in line with the client's.
     pub async fn link(&mut self) -> Result<(), Error> {
         let waited = Instant::now();
+        self.listed.entry.set(State::Waiting, 0);
         // PAUSE: new queries wait here until RESUME.
         self.shared.control.wait_unpaused(&self.db.name).await;
         let mut server = self.acquire().await?;
+        self.listed.entry.set(State::Active, server.id);
+        server
+            .registered
+            .entry
+            .set(State::Active, self.listed.entry.id);
         self.stats
             .add(C::WaitTime, waited.elapsed().as_micros() as u64);
         self.stats.add(C::ServerAssignments, 1);
@@ -325,6 +340,8 @@ impl Session {
     }
 
     fn return_server(&self, mut server: ServerConn) {
+        self.listed.entry.set(State::Idle, 0);
+        server.registered.entry.set(State::Idle, 0);
         let lifetime = self.cfg.server_lifetime(&self.db);
         if lifetime.is_some_and(|l| server.created.elapsed() >= l) {
             return;
@@ -358,7 +375,11 @@ impl Session {
                 if let ClientEnd::Terminate = self.peek_terminate(conn) {
                     return Ok(());
                 }
-                self.link().await?;
+                let entry = self.listed.entry.clone();
+                tokio::select! {
+                    r = self.link() => r?,
+                    _ = entry.kill.notified() => return Err(killed()),
+                }
             }
             if let ClientEnd::Terminate = self.forward_client(conn).await? {
                 return Ok(());
@@ -395,6 +416,7 @@ impl Session {
                     let kind = deadline.map(|(_, k)| k);
                     return Err(self.timeout_error(kind));
                 }
+                _ = self.listed.entry.kill.notified() => return Err(killed()),
             }
         }
     }
@@ -408,15 +430,24 @@ impl Session {
 
     /// Wait for the unlinked client's next bytes, up to client_idle_timeout.
     async fn wait_for_client(&mut self, conn: &mut Conn) -> Result<(), Error> {
-        let read = fill(&mut conn.stream, &mut conn.rbuf);
+        let entry = self.listed.entry.clone();
+        let read = async {
+            tokio::select! {
+                r = fill(&mut conn.stream, &mut conn.rbuf) => r,
+                _ = entry.kill.notified() => Err(std::io::Error::other("KILL")),
+            }
+        };
         let got = match self.cfg.settings.client_idle_timeout.get() {
             Some(t) => tokio::time::timeout(t, read)
                 .await
                 .map_err(|_| self.timeout_error(Some(Deadline::ClientIdle)))?,
             None => read.await,
         };
-        if !got.map_err(Error::client_io)? {
-            return Err(Error::ClientGone);
+        match got {
+            Ok(true) => {}
+            Ok(false) => return Err(Error::ClientGone),
+            Err(e) if e.to_string() == "KILL" => return Err(killed()),
+            Err(e) => return Err(Error::client_io(e)),
         }
         self.last_client_read = Instant::now();
         Ok(())
@@ -637,7 +668,10 @@ impl Session {
             && !server.close_needed
             && !matches!(
                 reason,
-                Err(Error::ServerGone(_) | Error::ServerProtocol(_) | Error::Timeout(_))
+                Err(Error::ServerGone(_)
+                    | Error::ServerProtocol(_)
+                    | Error::Timeout(_)
+                    | Error::Shutdown(_))
             );
         if !clean {
             debug!(server = %server.addr, "closing server: client left with work in flight");
@@ -672,10 +706,15 @@ impl Session {
     }
 }
 
+fn killed() -> Error {
+    Error::Shutdown("terminating connection due to administrator command (KILL)".into())
+}
+
 /// How to log into this pool's server.
 pub(crate) fn login_info(
     cfg: &Arc<Config>,
     tls: Arc<crate::tls::TlsContext>,
+    registry: Arc<crate::registry::Registry>,
     db: &ResolvedDb,
     pool: &Pool,
 ) -> LoginInfo {
@@ -718,6 +757,8 @@ pub(crate) fn login_info(
         connect_timeout: cfg.settings.server_connect_timeout.get(),
         settings: cfg.clone(),
         tls,
+        registry,
+        pool_db: db.name.clone(),
     }
 }
 

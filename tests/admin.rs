@@ -342,3 +342,64 @@ async fn disable_enable_and_reconnect() {
     let pid_after = simple_row(&c, "SELECT pg_backend_pid()").await;
     assert_ne!(pid_before, pid_after);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_clients_and_servers_list_connections_and_kill_ends_them() {
+    let (p, admin) = console().await;
+    let c = connect(&format!(
+        "{} application_name=listed_app",
+        p.conninfo(SCRAM_USER, SCRAM_PASS, DB)
+    ))
+    .await
+    .unwrap();
+    let pid = simple_row(&c, "SELECT pg_backend_pid()").await[0]
+        .clone()
+        .unwrap();
+    let (cols, clients) = show(&admin, "CLIENTS").await;
+    let col = |name: &str| cols.iter().position(|c| c == name).unwrap();
+    let me = clients
+        .iter()
+        .find(|r| r[col("application_name")].as_deref() == Some("listed_app"))
+        .expect("the client is listed");
+    assert_eq!(me[col("type")].as_deref(), Some("C"));
+    assert_eq!(me[col("user")].as_deref(), Some(SCRAM_USER));
+    assert_eq!(me[col("database")].as_deref(), Some(DB));
+    assert_eq!(
+        me[col("state")].as_deref(),
+        Some("active"),
+        "linked in session mode"
+    );
+    assert_eq!(me[col("addr")].as_deref(), Some("127.0.0.1"));
+    assert!(me[col("connect_time")]
+        .as_deref()
+        .unwrap()
+        .ends_with(" UTC"));
+    let link = me[col("link")].clone().expect("linked to a server");
+    let id = me[col("id")].clone().unwrap();
+    let (_, servers) = show(&admin, "SERVERS").await;
+    let server = servers
+        .iter()
+        .find(|r| r[col("ptr")] == Some(link.clone()))
+        .expect("the linked server is listed");
+    assert_eq!(server[col("type")].as_deref(), Some("S"));
+    assert_eq!(
+        server[col("remote_pid")],
+        Some(pid),
+        "the server's backend pid"
+    );
+    // KILL_CLIENT ends that client (57P01) and nobody else.
+    let other = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    admin
+        .simple_query(&format!("KILL_CLIENT {id}"))
+        .await
+        .unwrap();
+    assert!(wait_until(10, || async { c.is_closed() }).await, "killed");
+    assert_eq!(simple_row(&other, "SELECT 1").await, vec![s("1")]);
+    // KILL db ends every client of the database.
+    admin.simple_query(&format!("KILL {DB}")).await.unwrap();
+    assert!(wait_until(10, || async { other.is_closed() }).await);
+    let (_, clients) = show(&admin, "CLIENTS").await;
+    assert!(clients
+        .iter()
+        .all(|r| r[col("database")].as_deref() != Some(DB)));
+}

@@ -1,0 +1,236 @@
+//! Every client and server connection, for SHOW CLIENTS / SERVERS and
+//! KILL. Entries hold what was known at connect time plus a few atomics the
+//! session updates at link and release (no lock on the hot path).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::sync::Notify;
+
+/// Connection states, PgBouncer's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    Idle = 0,
+    Active = 1,
+    Waiting = 2,
+    Used = 3,
+}
+
+impl State {
+    fn from_u8(v: u8) -> State {
+        match v {
+            1 => State::Active,
+            2 => State::Waiting,
+            3 => State::Used,
+            _ => State::Idle,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Active => "active",
+            State::Waiting => "waiting",
+            State::Used => "used",
+        }
+    }
+}
+
+/// One connection, client or server.
+pub struct Entry {
+    pub id: u64,
+    pub user: String,
+    pub database: String,
+    pub addr: String,
+    pub port: u16,
+    pub local_addr: String,
+    pub local_port: u16,
+    pub connect_time: SystemTime,
+    pub tls: String,
+    pub application_name: String,
+    /// Server: its backend pid.
+    pub remote_pid: i32,
+    state: AtomicU8,
+    /// Unix microseconds of the last request (client) or use (server).
+    request_time: AtomicU64,
+    /// The id of the linked peer, 0 when none.
+    link: AtomicU64,
+    /// KILL: the client's session ends at its next await point.
+    pub kill: Notify,
+}
+
+/// Now, in Unix microseconds.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl Entry {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: u64,
+        user: &str,
+        database: &str,
+        addr: String,
+        port: u16,
+        local: Option<std::net::SocketAddr>,
+        tls: bool,
+        application_name: String,
+        remote_pid: i32,
+    ) -> Entry {
+        Entry {
+            id,
+            user: user.to_string(),
+            database: database.to_string(),
+            addr,
+            port,
+            local_addr: local
+                .map(|a| a.ip().to_string())
+                .unwrap_or_else(|| "unix".into()),
+            local_port: local.map(|a| a.port()).unwrap_or(0),
+            connect_time: SystemTime::now(),
+            tls: if tls { "TLS".into() } else { String::new() },
+            application_name,
+            remote_pid,
+            state: AtomicU8::new(State::Idle as u8),
+            request_time: AtomicU64::new(now_us()),
+            link: AtomicU64::new(0),
+            kill: Notify::new(),
+        }
+    }
+
+    pub fn set(&self, state: State, link: u64) {
+        self.state.store(state as u8, Ordering::Relaxed);
+        self.link.store(link, Ordering::Relaxed);
+        self.request_time.store(now_us(), Ordering::Relaxed);
+    }
+
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    pub fn link(&self) -> u64 {
+        self.link.load(Ordering::Relaxed)
+    }
+
+    pub fn request_time_us(&self) -> u64 {
+        self.request_time.load(Ordering::Relaxed)
+    }
+}
+
+type Map = Mutex<HashMap<u64, Arc<Entry>>>;
+
+/// All clients and all servers.
+#[derive(Default)]
+pub struct Registry {
+    clients: Map,
+    servers: Map,
+}
+
+/// Removes its entry when the connection ends.
+pub struct Registered {
+    pub entry: Arc<Entry>,
+    map: &'static str,
+    registry: std::sync::Weak<Registry>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        if let Some(r) = self.registry.upgrade() {
+            r.map(self.map)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.entry.id);
+        }
+    }
+}
+
+impl Registry {
+    fn map(&self, which: &str) -> &Map {
+        if which == "client" {
+            &self.clients
+        } else {
+            &self.servers
+        }
+    }
+
+    fn add(self: &Arc<Self>, which: &'static str, e: Entry) -> Registered {
+        let entry = Arc::new(e);
+        self.map(which)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(entry.id, entry.clone());
+        Registered {
+            entry,
+            map: which,
+            registry: Arc::downgrade(self),
+        }
+    }
+
+    pub fn add_client(self: &Arc<Self>, e: Entry) -> Registered {
+        self.add("client", e)
+    }
+
+    pub fn add_server(self: &Arc<Self>, e: Entry) -> Registered {
+        self.add("server", e)
+    }
+
+    fn list(map: &Map) -> Vec<Arc<Entry>> {
+        let mut v: Vec<_> = map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|e| e.id);
+        v
+    }
+
+    pub fn clients(&self) -> Vec<Arc<Entry>> {
+        Self::list(&self.clients)
+    }
+
+    pub fn servers(&self) -> Vec<Arc<Entry>> {
+        Self::list(&self.servers)
+    }
+
+    pub fn client(&self, id: u64) -> Option<Arc<Entry>> {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_leave_with_their_connection() {
+        let r = Arc::new(Registry::default());
+        let e = Entry::new(
+            7,
+            "u",
+            "d",
+            "1.2.3.4".into(),
+            5,
+            None,
+            false,
+            String::new(),
+            0,
+        );
+        let reg = r.add_client(e);
+        reg.entry.set(State::Active, 9);
+        assert_eq!(r.clients().len(), 1);
+        assert_eq!(r.client(7).unwrap().state(), State::Active);
+        assert_eq!(r.client(7).unwrap().link(), 9);
+        drop(reg);
+        assert!(r.clients().is_empty());
+    }
+}
