@@ -8,4 +8,7 @@ cd "$(dirname "$0")/.."
 TIDEPOOL_PG_BIN=$(pg_bindir)
 export TIDEPOOL_PG_BIN
 ensure_pgbouncer
+# psycopg2 reads the admin console in tests (exporters use it).
+python3 -c "import psycopg2" 2>/dev/null || python3 -m pip install -q psycopg2-binary
+export TIDEPOOL_REQUIRE_PSYCOPG2=1
 cargo test --all-targets "$@"

@@ -246,8 +246,26 @@ async fn command(shared: &Arc<Shared>, text: &str, role: Role) -> Result<BytesMu
             let _ = CommandComplete::new("KILL_CLIENT".into()).encode(&mut b);
         }
         "SHUTDOWN" => {
-            shared.control.request_shutdown();
+            use crate::control::Shutdown;
+            let how = match words.get(1).map(String::as_str) {
+                None => Shutdown::Now,
+                Some("WAIT_FOR_SERVERS") => Shutdown::WaitForServers,
+                Some("WAIT_FOR_CLIENTS") => Shutdown::WaitForClients,
+                Some(other) => {
+                    return Err(Error::Protocol(format!("unknown SHUTDOWN mode {other}")))
+                }
+            };
+            shared.control.request_shutdown(how);
             let _ = CommandComplete::new("SHUTDOWN".into()).encode(&mut b);
+        }
+        "WAIT_CLOSE" => {
+            let db = arg(text, 1);
+            wait_close(shared, db.as_deref()).await;
+            let _ = CommandComplete::new("WAIT_CLOSE".into()).encode(&mut b);
+        }
+        "SET" => {
+            set(shared, text)?;
+            let _ = CommandComplete::new("SET".into()).encode(&mut b);
         }
         other => {
             return Err(Error::NotSupported(format!(
@@ -332,6 +350,54 @@ async fn pause(shared: &Arc<Shared>, db: Option<&str>) -> Result<(), Error> {
     }
 }
 
+/// WAIT_CLOSE: wait until the servers of the database(s) made before the
+/// last RECONNECT / RELOAD are gone (all of them when none is named).
+async fn wait_close(shared: &Arc<Shared>, db: Option<&str>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+    loop {
+        let left = shared
+            .registry
+            .servers()
+            .into_iter()
+            .any(|e| db.is_none_or(|d| d == e.database));
+        if !left {
+            return;
+        }
+        for p in shared.pools.all() {
+            if db.is_none_or(|d| d == p.key.db) {
+                p.close_idle();
+            }
+        }
+        tick.tick().await;
+    }
+}
+
+/// `SET key = value` for a key that may change at run time. Like
+/// PgBouncer's, the change lasts until the next RELOAD.
+fn set(shared: &Shared, text: &str) -> Result<(), Error> {
+    let rest = text.trim().trim_end_matches(';')[3..].trim();
+    let (key, value) = rest
+        .split_once('=')
+        .or_else(|| rest.split_once(" TO "))
+        .or_else(|| rest.split_once(" to "))
+        .ok_or_else(|| Error::Protocol("usage: SET key = value".into()))?;
+    let key = key.trim().to_ascii_lowercase();
+    let value = value.trim().trim_matches('\'');
+    let info = crate::config::Settings::key_info(&key)
+        .ok_or_else(|| Error::Protocol(format!("unknown setting: {key}")))?;
+    if !info.changeable() {
+        return Err(Error::NotSupported(format!(
+            "{key} can only be changed by a restart"
+        )));
+    }
+    let mut cfg = (*shared.config()).clone();
+    cfg.settings
+        .set(&key, value)
+        .map_err(|e| Error::Protocol(format!("{key}: {e:?}")))?;
+    shared.swap_config(cfg);
+    Ok(())
+}
+
 /// Re-read the config file, the userlist and the TLS files; swap them in
 /// whole, or keep the old ones and report every problem.
 pub fn reload(shared: &Shared) -> Result<(), Error> {
@@ -347,6 +413,27 @@ pub fn reload(shared: &Shared) -> Result<(), Error> {
     for w in &new.warnings {
         tracing::warn!("{w}");
     }
+    // A database whose connection settings changed: its servers are closed
+    // once released (the RECONNECT mechanism).
+    for (name, before) in &old.databases {
+        let same = new.databases.get(name).is_some_and(|after| {
+            after.host == before.host
+                && after.port == before.port
+                && after.dbname == before.dbname
+                && after.user == before.user
+                && after.password == before.password
+        });
+        if !same {
+            for p in shared.pools.all() {
+                let affected =
+                    p.key.db == *name || (name == "*" && !new.databases.contains_key(&p.key.db));
+                if affected {
+                    shared.control.reconnect(&p.key.db);
+                    p.close_idle();
+                }
+            }
+        }
+    }
     shared.swap_tls(tls);
     shared.swap_config(new);
     tracing::info!("configuration reloaded from {}", old.path.display());
@@ -357,7 +444,7 @@ fn help(b: &mut BytesMut) {
     let text = "Console usage\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
                 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|STATE\n\
                 \tSHOW SOCKETS|ACTIVE_SOCKETS|MEM|FDS|DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS\n\
-                \tPAUSE [<db>]\n\tKILL [<db>]\n\tKILL_CLIENT <id>\n\tRESUME [<db>]\n\tDISABLE <db>\n\tENABLE <db>\n\tRECONNECT [<db>]\n\tRELOAD\n\tSHUTDOWN";
+                \tPAUSE [<db>]\n\tKILL [<db>]\n\tKILL_CLIENT <id>\n\tRESUME [<db>]\n\tDISABLE <db>\n\tENABLE <db>\n\tRECONNECT [<db>]\n\tRELOAD\n\tSET key = value\n\tWAIT_CLOSE [<db>]\n\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]";
     let _ = NoticeResponse::new(vec![
         (b'S', "NOTICE".into()),
         (b'V', "NOTICE".into()),

@@ -24,6 +24,8 @@ pub struct Tidepool {
     tcp_addrs: Vec<SocketAddr>,
     unix_path: Option<PathBuf>,
     stop: watch::Sender<bool>,
+    /// Stops the accept loops only.
+    stop_accept: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -46,6 +48,7 @@ impl Tidepool {
         })?;
         let shared = Shared::new(config, tls);
         let (stop, stop_rx) = watch::channel(false);
+        let (stop_accept, accept_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut tcp_addrs = Vec::new();
         let mut port = s.listen_port;
@@ -57,7 +60,11 @@ impl Tidepool {
                 port = local.port();
             }
             tcp_addrs.push(local);
-            tasks.push(tokio::spawn(accept_tcp(l, shared.clone(), stop_rx.clone())));
+            tasks.push(tokio::spawn(accept_tcp(
+                l,
+                shared.clone(),
+                accept_rx.clone(),
+            )));
         }
         let mut unix_path = None;
         if !s.unix_socket_dir.is_empty() {
@@ -90,6 +97,7 @@ impl Tidepool {
             tcp_addrs,
             unix_path,
             stop,
+            stop_accept,
             tasks,
         })
     }
@@ -111,9 +119,15 @@ impl Tidepool {
         self.unix_path.as_deref()
     }
 
-    /// Stop accepting and stop the maintenance task. Connected clients are
-    /// not waited for (the admin issue brings graceful shutdown).
+    /// Stop accepting new clients (the maintenance task goes on).
+    pub fn stop_accepting(&self) {
+        let _ = self.stop_accept.send(true);
+    }
+
+    /// Stop accepting and stop the maintenance task; connected clients are
+    /// dropped (the binary drains them first, per shutdown mode).
     pub async fn shutdown(self) {
+        let _ = self.stop_accept.send(true);
         let _ = self.stop.send(true);
         for t in self.tasks {
             let _ = t.await;

@@ -30,7 +30,18 @@ pub struct Control {
     changed: watch::Sender<u64>,
     version: AtomicU64,
     /// Set by SHUTDOWN; the binary's main loop waits on it.
-    shutdown: watch::Sender<bool>,
+    shutdown: watch::Sender<Option<Shutdown>>,
+}
+
+/// How to shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Now (SHUTDOWN, SIGQUIT, a second SIGTERM).
+    Now,
+    /// Once every server is released (SHUTDOWN WAIT_FOR_SERVERS, SIGINT).
+    WaitForServers,
+    /// Once every client has left (SHUTDOWN WAIT_FOR_CLIENTS, SIGTERM).
+    WaitForClients,
 }
 
 impl Default for Control {
@@ -40,7 +51,7 @@ impl Default for Control {
             sets: Mutex::default(),
             changed: watch::channel(0).0,
             version: AtomicU64::new(0),
-            shutdown: watch::channel(false).0,
+            shutdown: watch::channel(None).0,
         }
     }
 }
@@ -138,11 +149,11 @@ impl Control {
         self.sets().generation.get(db).copied().unwrap_or(0)
     }
 
-    pub fn request_shutdown(&self) {
-        self.shutdown.send_replace(true);
+    pub fn request_shutdown(&self, how: Shutdown) {
+        self.shutdown.send_replace(Some(how));
     }
 
-    pub fn shutdown_requested(&self) -> watch::Receiver<bool> {
+    pub fn shutdown_requested(&self) -> watch::Receiver<Option<Shutdown>> {
         self.shutdown.subscribe()
     }
 }

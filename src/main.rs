@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tidepool::control::Shutdown;
 use tidepool::{Config, Tidepool};
 
 #[derive(Parser, Debug)]
@@ -93,8 +94,9 @@ async fn run(config: Config) -> ExitCode {
             tracing::error!("cannot write pidfile {pidfile}: {e}");
         }
     }
-    wait_for_signal(&app).await;
-    tracing::info!("shutting down");
+    let how = wait_for_signal(&app).await;
+    tracing::info!("shutting down ({how:?})");
+    drain(&app, how).await;
     app.shutdown().await;
     if !pidfile.is_empty() {
         let _ = std::fs::remove_file(&pidfile);
@@ -105,7 +107,7 @@ async fn run(config: Config) -> ExitCode {
 /// Run until SIGTERM, SIGINT, SIGQUIT or the console's SHUTDOWN; SIGHUP
 /// reloads the config (as RELOAD does), keeping the old one if the new one
 /// is invalid; SIGUSR1 / SIGUSR2 pause and resume.
-async fn wait_for_signal(app: &Tidepool) {
+async fn wait_for_signal(app: &Tidepool) -> Shutdown {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
@@ -117,7 +119,7 @@ async fn wait_for_signal(app: &Tidepool) {
     ) else {
         // Without signal handlers, run until killed.
         std::future::pending::<()>().await;
-        return;
+        return Shutdown::Now;
     };
     let control = &app.shared().control;
     let mut shutdown = control.shutdown_requested();
@@ -126,14 +128,56 @@ async fn wait_for_signal(app: &Tidepool) {
             // SIGUSR1 = PAUSE (everything), SIGUSR2 = RESUME.
             _ = usr1.recv() => control.pause(None),
             _ = usr2.recv() => control.resume(None),
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => {
+                if let Some(how) = *shutdown.borrow() {
+                    return how;
+                }
+            }
             _ = hup.recv() => {
                 if let Err(e) = tidepool::admin::reload(app.shared()) {
                     tracing::error!("SIGHUP: {e}");
                 }
             }
+            _ = term.recv() => return Shutdown::WaitForClients,
+            _ = int.recv() => return Shutdown::WaitForServers,
+            _ = quit.recv() => return Shutdown::Now,
+        }
+    }
+}
+
+/// Stop taking clients, then wait as asked: for clients to leave, or for
+/// servers to be released. A second SIGTERM, or SIGQUIT, ends the wait.
+async fn drain(app: &Tidepool, how: Shutdown) {
+    use tokio::signal::unix::{signal, SignalKind};
+    if how == Shutdown::Now {
+        return;
+    }
+    app.stop_accepting();
+    let shared = app.shared();
+    if how == Shutdown::WaitForServers {
+        // New queries wait (as with PAUSE) while linked servers finish.
+        shared.control.pause(None);
+    }
+    let (Ok(mut term), Ok(mut quit)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::quit()))
+    else {
+        return;
+    };
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    loop {
+        let done = match how {
+            Shutdown::WaitForClients => shared.client_count() == 0,
+            _ => shared.pools.all().iter().all(|p| {
+                let r = p.report();
+                r.servers == r.idle
+            }),
+        };
+        if done {
+            return;
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
             _ = term.recv() => return,
-            _ = int.recv() => return,
             _ = quit.recv() => return,
         }
     }

@@ -403,3 +403,85 @@ async fn show_clients_and_servers_list_connections_and_kill_ends_them() {
         .iter()
         .all(|r| r[col("database")].as_deref() != Some(DB)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_changes_run_time_settings_only() {
+    let (_p, admin) = console().await;
+    admin
+        .simple_query("SET default_pool_size = 3")
+        .await
+        .unwrap();
+    let (_, rows) = show(&admin, "CONFIG").await;
+    let row = rows
+        .iter()
+        .find(|r| r[0].as_deref() == Some("default_pool_size"))
+        .unwrap();
+    assert_eq!(row[1].as_deref(), Some("3"));
+    let e = admin
+        .simple_query("SET listen_port = 7777")
+        .await
+        .expect_err("restart only");
+    assert_eq!(sqlstate(&e), "0A000");
+    let e = admin
+        .simple_query("SET pool_mode = 'sometimes'")
+        .await
+        .expect_err("bad value");
+    assert!(e.code().is_some());
+    let e = admin
+        .simple_query("SET no_such_key = 1")
+        .await
+        .expect_err("unknown");
+    assert!(e.code().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg2_reads_every_show_command() {
+    let has = std::process::Command::new("python3")
+        .args(["-c", "import psycopg2"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        assert!(
+            std::env::var_os("TIDEPOOL_REQUIRE_PSYCOPG2").is_none(),
+            "psycopg2 missing (scripts/test.sh installs it)"
+        );
+        eprintln!("psycopg2 not installed: skipped (scripts/test.sh installs it)");
+        return;
+    }
+    let (p, _admin) = console().await;
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let script = format!(
+        r#"
+import psycopg2
+conn = psycopg2.connect(host="127.0.0.1", port={port}, user="{MD5_USER}", password="{MD5_PASS}", dbname="pgbouncer")
+conn.autocommit = True
+cur = conn.cursor()
+for what in ["CONFIG", "DATABASES", "POOLS", "CLIENTS", "SERVERS", "USERS", "VERSION", "STATS",
+             "STATS_TOTALS", "STATS_AVERAGES", "TOTALS", "LISTS", "STATE", "MEM", "FDS"]:
+    cur.execute("SHOW " + what)
+    rows = cur.fetchall()
+    names = [d[0] for d in cur.description]
+    print(what, len(names), len(rows))
+cur.execute("SHOW STATS_TOTALS")
+cols = [d[0] for d in cur.description]
+row = [r for r in cur.fetchall() if r[0] == "{DB}"][0]
+assert int(row[cols.index("query_count")]) >= 1, row
+print("ok")
+"#,
+        port = p.port
+    );
+    let o = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        out,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.trim_end().ends_with("ok"), "{out}");
+    assert!(out.contains("POOLS 17"), "{out}");
+}

@@ -349,3 +349,59 @@ async fn sighup_reloads_the_config() {
         "SIGHUP reloaded"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_waits_for_clients_to_leave() {
+    let pg = pg();
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        d.path().join("users.txt"),
+        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
+    )
+    .unwrap();
+    let path = d.path().join("t.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nunix_socket_dir = \"\"\n\
+             auth_file = \"users.txt\"\n[databases]\n{DB} = \"host=127.0.0.1 port={} dbname={DB}\"\n",
+            pg.port
+        ),
+    )
+    .unwrap();
+    let mut child = Running(
+        Command::new(BIN)
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(accepts(port).await);
+    let info =
+        format!("host=127.0.0.1 port={port} user={MD5_USER} password={MD5_PASS} dbname={DB}");
+    let c = connect(&info).await.unwrap();
+    assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // New clients are refused, the connected one goes on.
+    assert!(wait_until(10, || async { connect(&info).await.is_err() }).await);
+    assert_eq!(simple_row(&c, "SELECT 2").await, vec![s("2")]);
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "still running for its client"
+    );
+    drop(c);
+    let child = std::sync::Mutex::new(child);
+    let exited = wait_until(10, || {
+        let done = child.lock().unwrap().0.try_wait().unwrap().is_some();
+        async move { done }
+    })
+    .await;
+    assert!(exited, "exits once the last client has left");
+}
