@@ -291,6 +291,8 @@ impl Session {
 
     /// Link a server and bring its settings in line with the client's.
     pub async fn link(&mut self) -> Result<(), Error> {
+        // A reload applies from the next link: limits, timeouts, reset query.
+        self.cfg = self.shared.config();
         let waited = Instant::now();
         self.listed.entry.set(State::Waiting, 0);
         // PAUSE: new queries wait here until RESUME.

@@ -219,15 +219,42 @@ async fn reload_applies_a_good_config_and_keeps_the_old_one_on_errors() {
     let setting = |rows: &Vec<Vec<Option<String>>>, key: &str| {
         rows.iter().find(|r| r[0].as_deref() == Some(key)).unwrap()[1].clone()
     };
+    // A session open across the reload.
+    let open = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    assert_eq!(simple_row(&open, "SELECT 1").await, vec![s("1")]);
     std::fs::write(
         &path,
-        original.replace("[pooler]\n", "[pooler]\ndefault_pool_size = 7\n"),
+        original.replace("[pooler]\n", "[pooler]\ndefault_pool_size = 1\n"),
     )
     .unwrap();
     admin.simple_query("RELOAD").await.unwrap();
     let (_, rows) = show(&admin, "CONFIG").await;
-    assert_eq!(setting(&rows, "default_pool_size").as_deref(), Some("7"));
-    // A broken file is refused with its problems listed; 7 stays.
+    assert_eq!(setting(&rows, "default_pool_size").as_deref(), Some("1"));
+    assert_eq!(
+        simple_row(&open, "SELECT 2").await,
+        vec![s("2")],
+        "kept working"
+    );
+    // The pool obeys the new size: the open session holds the one server,
+    // so a second client waits (cl_waiting = 1) until it leaves.
+    let second = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    let q = tokio::spawn(async move { simple_row(&second, "SELECT 'second'").await });
+    let waiting = wait_until(10, || async {
+        let (cols, pools) = show(&admin, "POOLS").await;
+        let i = cols.iter().position(|c| c == "cl_waiting").unwrap();
+        pools
+            .iter()
+            .any(|r| r[0].as_deref() == Some(DB) && r[i].as_deref() == Some("1"))
+    })
+    .await;
+    assert!(waiting, "a second client waits for the only server");
+    drop(open);
+    let row = tokio::time::timeout(std::time::Duration::from_secs(10), q)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row, vec![s("second")]);
+    // A broken file is refused with its problems listed; 1 stays.
     std::fs::write(
         &path,
         original.replace("[pooler]\n", "[pooler]\nbogus = 1\n"),
@@ -239,11 +266,18 @@ async fn reload_applies_a_good_config_and_keeps_the_old_one_on_errors() {
         .map(|d| d.message().to_string())
         .unwrap_or_default();
     assert!(msg.contains("bogus: unknown key"), "{msg}");
+    std::fs::write(
+        &path,
+        original.replace("[pooler]\n", "[pooler]\ndefault_pool_size = x\n"),
+    )
+    .unwrap();
+    let e = admin.simple_query("RELOAD").await.expect_err("refused");
+    assert!(e.code().is_some());
     let (_, rows) = show(&admin, "CONFIG").await;
-    assert_eq!(setting(&rows, "default_pool_size").as_deref(), Some("7"));
-    // Clients keep working across reloads.
+    assert_eq!(setting(&rows, "default_pool_size").as_deref(), Some("1"));
+    // And it keeps serving.
     let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
-    assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
+    assert_eq!(simple_row(&c, "SELECT 3").await, vec![s("3")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

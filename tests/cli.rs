@@ -405,3 +405,63 @@ async fn sigterm_waits_for_clients_to_leave() {
     .await;
     assert!(exited, "exits once the last client has left");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_wait_for_clients_lets_a_transaction_finish() {
+    let pg = pg();
+    let d = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        d.path().join("users.txt"),
+        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
+    )
+    .unwrap();
+    let path = d.path().join("t.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nunix_socket_dir = \"\"\n\
+             auth_file = \"users.txt\"\nadmin_users = \"{MD5_USER}\"\npool_mode = \"transaction\"\n\
+             [databases]\n{DB} = \"host=127.0.0.1 port={} dbname={DB}\"\n",
+            pg.port
+        ),
+    )
+    .unwrap();
+    let child = Running(
+        Command::new(BIN)
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(accepts(port).await);
+    let info =
+        format!("host=127.0.0.1 port={port} user={MD5_USER} password={MD5_PASS} dbname={DB}");
+    let c = connect(&info).await.unwrap();
+    c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let admin = connect(&format!(
+        "host=127.0.0.1 port={port} user={MD5_USER} password={MD5_PASS} dbname=pgbouncer"
+    ))
+    .await
+    .unwrap();
+    admin
+        .simple_query("SHUTDOWN WAIT_FOR_CLIENTS")
+        .await
+        .unwrap();
+    drop(admin);
+    assert!(
+        wait_until(10, || async { connect(&info).await.is_err() }).await,
+        "new clients refused"
+    );
+    assert_eq!(simple_row(&c, "SELECT 'in txn'").await, vec![s("in txn")]);
+    c.batch_execute("COMMIT").await.unwrap();
+    drop(c);
+    let child = std::sync::Mutex::new(child);
+    let exited = wait_until(10, || {
+        let done = child.lock().unwrap().0.try_wait().unwrap().is_some();
+        async move { done }
+    })
+    .await;
+    assert!(exited, "exits once the last client has left");
+}
