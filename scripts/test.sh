@@ -8,7 +8,13 @@ cd "$(dirname "$0")/.."
 TIDEPOOL_PG_BIN=$(pg_bindir)
 export TIDEPOOL_PG_BIN
 ensure_pgbouncer
+# promtool and a real Prometheus check /metrics.
+if [ ! -x /usr/bin/promtool ]; then
+  echo "prometheus not found: installing it (apt-get install prometheus)" >&2
+  as_root apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq prometheus >&2
+fi
 # psycopg2 reads the admin console in tests (exporters use it).
 python3 -c "import psycopg2" 2>/dev/null || python3 -m pip install -q psycopg2-binary
-export TIDEPOOL_REQUIRE_PSYCOPG2=1
+export TIDEPOOL_REQUIRE_TOOLS=1
 cargo test --all-targets "$@"

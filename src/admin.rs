@@ -436,6 +436,7 @@ pub fn reload(shared: &Shared) -> Result<(), Error> {
     }
     shared.swap_tls(tls);
     shared.swap_config(new);
+    shared.metrics.reloads.inc();
     tracing::info!("configuration reloaded from {}", old.path.display());
     Ok(())
 }

@@ -21,6 +21,7 @@ use crate::{Config, Shared};
 /// A running pooler.
 pub struct Tidepool {
     shared: Arc<Shared>,
+    metrics_addr: Option<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
     unix_path: Option<PathBuf>,
     stop: watch::Sender<bool>,
@@ -85,6 +86,22 @@ impl Tidepool {
             )));
             unix_path = Some(path);
         }
+        let mut metrics_addr = None;
+        match crate::metrics::bind(&s.metrics_addr).await {
+            Ok(Some((l, addr))) => {
+                info!("metrics on http://{addr}/metrics and /health");
+                metrics_addr = Some(addr);
+                tasks.push(tokio::spawn(crate::metrics::serve(
+                    l,
+                    shared.clone(),
+                    stop_rx.clone(),
+                )));
+            }
+            Ok(None) => {}
+            // A second instance on one host must still pool: say so loudly
+            // and go on without the endpoint.
+            Err(e) => tracing::error!("metrics_addr {}: {e}; metrics disabled", s.metrics_addr),
+        }
         tasks.push(tokio::spawn(maintenance(shared.clone(), stop_rx)));
         for a in &tcp_addrs {
             info!("listening on {a}");
@@ -94,6 +111,7 @@ impl Tidepool {
         }
         Ok(Tidepool {
             shared,
+            metrics_addr,
             tcp_addrs,
             unix_path,
             stop,
@@ -104,6 +122,11 @@ impl Tidepool {
 
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Where /metrics and /health are served, when enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The first TCP address bound.
@@ -230,9 +253,43 @@ async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             pool.maintain(cfg.settings.server_idle_timeout.get(), lifetime);
             if let Some(db) = db {
                 warm(&shared, &cfg, &db, &pool);
+                probe(&shared, &cfg, &db, &pool);
             }
         }
     }
+}
+
+/// A pool in use that has no server left (PostgreSQL went away, or idle
+/// servers timed out): try one login in the background, at most every few
+/// seconds, so /health knows whether the database is reachable without a
+/// connection per probe. A success becomes an idle server.
+fn probe(shared: &Arc<Shared>, cfg: &Config, db: &ResolvedDb, pool: &Arc<Pool>) {
+    if pool.counts().0 > 0 || shared.control.is_paused(&db.name) {
+        return;
+    }
+    let limits = Limits::from_config(cfg, db, &pool.key.user, &pool.key.user);
+    if pool.recent_failure(limits.login_retry).is_some() || !pool.probe_due(Duration::from_secs(3))
+    {
+        return;
+    }
+    let Some(info) = pool.template() else {
+        return;
+    };
+    let Some(slot) = pool.try_slot(&limits) else {
+        return;
+    };
+    let (pool, id) = (pool.clone(), shared.next_id());
+    let generation = shared.control.generation(&db.name);
+    tokio::spawn(async move {
+        match ServerConn::connect(&info, id, slot).await {
+            Ok(mut s) => {
+                s.generation = generation;
+                pool.login_succeeded(&s.params);
+                pool.checkin(s);
+            }
+            Err(e) => pool.login_failed(&e),
+        }
+    });
 }
 
 /// Open servers up to `min_pool_size`, in the background.

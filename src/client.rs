@@ -54,6 +54,9 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer) {
         Ok(Some(s)) => s,
         Ok(None) => return, // cancel request, or probe
         Err(e) => {
+            if !matches!(e, Error::ClientGone) {
+                shared.metrics.error(&e);
+            }
             if !e.client_unreachable() {
                 conn.send_error(&e, Severity::Fatal).await;
                 if cfg.settings.log_pooler_errors {
@@ -78,6 +81,11 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer) {
         }
     };
     let reason = session.run(&mut conn).await;
+    if let Err(e) = &reason {
+        if !matches!(e, Error::ClientGone) {
+            shared.metrics.error(e);
+        }
+    }
     session.finish(&mut conn, &reason).await;
     if cfg.settings.log_disconnections {
         let why = match &reason {
@@ -114,6 +122,11 @@ async fn login(
                 Error::Protocol("direct TLS connection, but TLS is not configured".into())
             })?;
             conn.upgrade(&side.acceptor).await?;
+            shared
+                .metrics
+                .tls_handshakes
+                .with_label_values(&["client"])
+                .inc();
             let alpn_ok = match &conn.stream {
                 Stream::ClientTls(t) => t.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN),
                 _ => false,
@@ -146,6 +159,11 @@ async fn login(
                             ));
                         }
                         conn.upgrade(&side.acceptor).await?;
+                        shared
+                            .metrics
+                            .tls_handshakes
+                            .with_label_values(&["client"])
+                            .inc();
                     }
                     None => conn.send(b"N").await?,
                 }
@@ -332,6 +350,7 @@ async fn login(
         query_start: now,
         xact_start: None,
         stats: shared.stats.db(&dbname),
+        metrics: shared.metrics.db(&dbname),
         listed,
         _guards: [guard, db_guard, user_guard],
     };

@@ -15,6 +15,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod protocol;
@@ -43,6 +44,7 @@ pub struct Shared {
     pub stats: stats::Stats,
     pub control: control::Control,
     pub registry: Arc<registry::Registry>,
+    pub metrics: metrics::Metrics,
     /// When this pooler started (SHOW STATE, uptime).
     pub started: std::time::SystemTime,
     clients: Arc<AtomicU64>,
@@ -63,6 +65,7 @@ impl Shared {
             stats: stats::Stats::default(),
             control: control::Control::default(),
             registry: Arc::default(),
+            metrics: metrics::Metrics::default(),
             started: std::time::SystemTime::now(),
             clients: Arc::default(),
             db_clients: Mutex::default(),

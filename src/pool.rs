@@ -137,6 +137,8 @@ pub struct Pool {
     template: Mutex<Option<LoginInfo>>,
     /// Logged-in clients of this pool.
     clients: AtomicU32,
+    /// When the maintenance task last probed this pool (health).
+    last_probe: Mutex<Option<Instant>>,
     me: Weak<Pool>,
 }
 
@@ -200,6 +202,7 @@ impl Pool {
             scram_keys: Mutex::new(None),
             template: Mutex::new(None),
             clients: AtomicU32::new(0),
+            last_probe: Mutex::new(None),
             me: me.clone(),
         })
     }
@@ -320,6 +323,16 @@ impl Pool {
         }
         inner.total += 1;
         Some(self.slot())
+    }
+
+    /// True (and noted) when the last health probe is older than `every`.
+    pub fn probe_due(&self, every: Duration) -> bool {
+        let mut last = self.last_probe.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < every) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     pub fn set_template(&self, info: &LoginInfo) {
@@ -448,7 +461,8 @@ impl Pool {
             while let Some(s) = inner.idle.pop_front() {
                 let idle_expired = idle_timeout.is_some_and(|t| s.last_used.elapsed() >= t);
                 let life_expired = lifetime.is_some_and(|t| s.created.elapsed() >= t);
-                if idle_expired || life_expired {
+                // A server that sent something while idle, or closed, is dead.
+                if idle_expired || life_expired || !s.usable() {
                     closing.push(s);
                 } else {
                     keep.push_back(s);

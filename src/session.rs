@@ -207,6 +207,8 @@ pub(crate) struct Session {
     pub _pool_client: crate::pool::PoolClient,
     /// Listed in SHOW CLIENTS; KILL reaches the session through it.
     pub listed: crate::registry::Registered,
+    /// This database's histograms (tidepool_* metrics).
+    pub metrics: crate::metrics::DbMetrics,
     /// Counted in max_client_conn, and per database and user; held, not read.
     pub _guards: [crate::ClientGuard; 3],
 }
@@ -268,8 +270,21 @@ impl Session {
                     }
                     let info = self.login_info();
                     let id = self.shared.next_id();
+                    let started = Instant::now();
                     return match ServerConn::connect(&info, id, slot).await {
                         Ok(mut s) => {
+                            self.shared
+                                .metrics
+                                .server_connect
+                                .with_label_values(&[self.db.name.as_str()])
+                                .observe(started.elapsed().as_secs_f64());
+                            if s.stream.is_tls() {
+                                self.shared
+                                    .metrics
+                                    .tls_handshakes
+                                    .with_label_values(&["server"])
+                                    .inc();
+                            }
                             s.generation = self.shared.control.generation(&self.db.name);
                             self.pool.login_succeeded(&s.params);
                             self.pool.set_template(&info);
@@ -298,6 +313,10 @@ impl Session {
         // PAUSE: new queries wait here until RESUME.
         self.shared.control.wait_unpaused(&self.db.name).await;
         let mut server = self.acquire().await?;
+        self.metrics
+            .client_wait
+            .observe(waited.elapsed().as_secs_f64());
+        self.metrics.checkouts.inc();
         self.listed.entry.set(State::Active, server.id);
         server
             .registered
@@ -579,13 +598,16 @@ impl Session {
                     }
                     let status = server.rbuf[pos + 5];
                     self.state.ready(status);
+                    let took = self.query_start.elapsed();
                     self.stats.add(C::Queries, 1);
-                    self.stats
-                        .add(C::QueryTime, self.query_start.elapsed().as_micros() as u64);
+                    self.stats.add(C::QueryTime, took.as_micros() as u64);
+                    self.metrics.query_duration.observe(took.as_secs_f64());
                     if status == b'I' {
                         if let Some(t) = self.xact_start.take() {
+                            let took = t.elapsed();
                             self.stats.add(C::Xacts, 1);
-                            self.stats.add(C::XactTime, t.elapsed().as_micros() as u64);
+                            self.stats.add(C::XactTime, took.as_micros() as u64);
+                            self.metrics.xact_duration.observe(took.as_secs_f64());
                         }
                     }
                     if self.mode == PoolMode::Statement && status != b'I' {

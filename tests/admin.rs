@@ -476,7 +476,7 @@ async fn psycopg2_reads_every_show_command() {
         .is_ok_and(|s| s.success());
     if !has {
         assert!(
-            std::env::var_os("TIDEPOOL_REQUIRE_PSYCOPG2").is_none(),
+            std::env::var_os("TIDEPOOL_REQUIRE_TOOLS").is_none(),
             "psycopg2 missing (scripts/test.sh installs it)"
         );
         eprintln!("psycopg2 not installed: skipped (scripts/test.sh installs it)");

@@ -301,7 +301,7 @@ async fn sighup_reloads_the_config() {
     .unwrap();
     let conf = |pool: u32| {
         format!(
-            "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nunix_socket_dir = \"\"\n\
+            "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nunix_socket_dir = \"\"\nmetrics_addr = \"\"\n\
              auth_file = \"users.txt\"\nadmin_users = \"{MD5_USER}\"\ndefault_pool_size = {pool}\n\
              [databases]\n{DB} = \"host=127.0.0.1 port={} dbname={DB}\"\n",
             pg.port
@@ -364,7 +364,7 @@ async fn sigterm_waits_for_clients_to_leave() {
     std::fs::write(
         &path,
         format!(
-            "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nunix_socket_dir = \"\"\n\
+            "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nunix_socket_dir = \"\"\nmetrics_addr = \"\"\n\
              auth_file = \"users.txt\"\n[databases]\n{DB} = \"host=127.0.0.1 port={} dbname={DB}\"\n",
             pg.port
         ),
@@ -420,7 +420,7 @@ async fn shutdown_wait_for_clients_lets_a_transaction_finish() {
     std::fs::write(
         &path,
         format!(
-            "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nunix_socket_dir = \"\"\n\
+            "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nunix_socket_dir = \"\"\nmetrics_addr = \"\"\n\
              auth_file = \"users.txt\"\nadmin_users = \"{MD5_USER}\"\npool_mode = \"transaction\"\n\
              [databases]\n{DB} = \"host=127.0.0.1 port={} dbname={DB}\"\n",
             pg.port

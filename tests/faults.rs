@@ -17,8 +17,19 @@ async fn pool_serves_again_after_postgres_restarts() {
     .await;
     let c = p.connect(MD5_USER, MD5_PASS, DB).await;
     assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
+    let metrics = p.app.metrics_addr().unwrap();
+    assert_eq!(http_get(metrics, "/health").await.0, 200);
 
     pg.pg_ctl(&["-m", "fast", "-w", "stop"]);
+    // /health notices within a few seconds, without any client traffic,
+    // and says which database; /metrics keeps answering.
+    let unhealthy = wait_until(15, || async {
+        let (status, body) = http_get(metrics, "/health").await;
+        status == 503 && body.contains(DB)
+    })
+    .await;
+    assert!(unhealthy, "/health turned 503 naming the database");
+    assert_eq!(http_get(metrics, "/metrics").await.0, 200);
     // While it is down: a clear error, promptly, never a hang.
     let start = Instant::now();
     let r = tokio::time::timeout(Duration::from_secs(20), c.simple_query("SELECT 1"))
@@ -57,5 +68,7 @@ async fn pool_serves_again_after_postgres_restarts() {
     })
     .await;
     assert!(ok, "the pool did not serve again");
+    let healthy = wait_until(15, || async { http_get(metrics, "/health").await.0 == 200 }).await;
+    assert!(healthy, "/health back to 200");
     assert!(back.elapsed() < Duration::from_secs(15));
 }

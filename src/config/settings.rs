@@ -166,7 +166,7 @@ settings!(
         tcp_keepcnt: u32 = "0", 0;
         tcp_user_timeout: u32 = "0", TODO;
         /// tidepool: host:port of the HTTP metrics and health endpoint; empty disables it.
-        metrics_addr: String = "127.0.0.1:9127", RESTART | TODO;
+        metrics_addr: String = "127.0.0.1:9127", RESTART;
     }
 );
 

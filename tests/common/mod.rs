@@ -424,7 +424,7 @@ impl Pooler {
         std::fs::write(dir.path().join("userlist.txt"), userlist).unwrap();
         let text = format!(
             "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = 0\nunix_socket_dir = \"{}\"\n\
-             auth_file = \"userlist.txt\"\nlog_connections = 0\nlog_disconnections = 0\n{pooler_extra}\n\
+             auth_file = \"userlist.txt\"\nmetrics_addr = \"127.0.0.1:0\"\nlog_connections = 0\nlog_disconnections = 0\n{pooler_extra}\n\
              [databases]\n{DB} = \"host=127.0.0.1 port={port} dbname={DB}\"\n\
              via_unix = \"host={sock} port={port} dbname={DB}\"\n{databases_extra}\n",
             dir.path().display(),
@@ -621,4 +621,26 @@ pub async fn simple_row(c: &tokio_postgres::Client, sql: &str) -> Vec<Option<Str
 
 pub fn s(v: &str) -> Option<String> {
     Some(v.to_string())
+}
+
+/// A plain HTTP/1.0 GET: (status, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
