@@ -319,6 +319,10 @@ pub fn render(shared: &Shared) -> String {
         }
     }
     dbs.sort();
+    let mut servers_by_db: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    for (p, r) in &reports {
+        *servers_by_db.entry(p.key.db.as_str()).or_default() += r.servers;
+    }
     let mut pool_size = Family::new(
         "pgbouncer_databases_pool_size",
         "Configured pool size.",
@@ -345,11 +349,7 @@ pub fn render(shared: &Shared) -> String {
             &l,
             db.cfg.pool_size.unwrap_or(cfg.settings.default_pool_size) as f64,
         );
-        let servers: u32 = reports
-            .iter()
-            .filter(|(p, _)| p.key.db == *name)
-            .map(|(_, r)| r.servers)
-            .sum();
+        let servers = servers_by_db.get(name.as_str()).copied().unwrap_or(0);
         current.add(&l, servers as f64);
         max.add(&l, cfg.max_db_connections(&db) as f64);
         paused.add(&l, shared.control.is_paused(name) as u8 as f64);
