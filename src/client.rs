@@ -332,10 +332,11 @@ async fn login(
         ))
     };
     let now = std::time::Instant::now();
+    let mode = cfg.pool_mode(&db, &server_user);
     let mut session = Session {
         shared: shared.clone(),
         cfg: cfg.clone(),
-        mode: cfg.pool_mode(&db, &server_user),
+        mode,
         _pool_client: pool.client(),
         user,
         db,
@@ -351,6 +352,9 @@ async fn login(
         xact_start: None,
         stats: shared.stats.db(&dbname),
         metrics: shared.metrics.db(&dbname),
+        track: mode != crate::config::PoolMode::Session && s.max_prepared_statements > 0,
+        stmts: Default::default(),
+        responses: Default::default(),
         listed,
         _guards: [guard, db_guard, user_guard],
     };

@@ -18,6 +18,7 @@ pub mod error;
 pub mod metrics;
 pub mod net;
 pub mod pool;
+pub mod prepared;
 pub mod protocol;
 pub mod registry;
 pub mod server;
@@ -45,6 +46,8 @@ pub struct Shared {
     pub control: control::Control,
     pub registry: Arc<registry::Registry>,
     pub metrics: metrics::Metrics,
+    /// Named prepared statements of every client (transaction mode).
+    pub prepared: prepared::Cache,
     /// When this pooler started (SHOW STATE, uptime).
     pub started: std::time::SystemTime,
     clients: Arc<AtomicU64>,
@@ -66,6 +69,7 @@ impl Shared {
             control: control::Control::default(),
             registry: Arc::default(),
             metrics: metrics::Metrics::default(),
+            prepared: prepared::Cache::default(),
             started: std::time::SystemTime::now(),
             clients: Arc::default(),
             db_clients: Mutex::default(),

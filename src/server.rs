@@ -108,6 +108,8 @@ pub struct ServerConn {
     pub generation: u64,
     /// Listed in SHOW SERVERS until dropped.
     pub registered: crate::registry::Registered,
+    /// Named statements prepared on this server (transaction mode).
+    pub prepared: crate::prepared::ServerStmts,
 }
 
 impl Drop for ServerConn {
@@ -310,6 +312,7 @@ impl ServerConn {
             close_needed: false,
             generation: 0,
             registered,
+            prepared: crate::prepared::ServerStmts::default(),
         })
     }
 
@@ -421,6 +424,8 @@ impl ServerConn {
     pub async fn reset(&mut self, query: &str, max_len: usize) -> Result<(), Error> {
         if !query.trim().is_empty() {
             self.run_quiet(query.as_bytes(), max_len).await?;
+            // DISCARD ALL / DEALLOCATE ALL drop prepared statements.
+            self.prepared.clear();
         }
         self.applied = Params::default();
         Ok(())

@@ -9,7 +9,7 @@
 //! to the end. In transaction and statement mode it is released by the rule
 //! in [`LinkState`], and a new one linked on the next message.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +20,7 @@ use tracing::debug;
 use crate::config::{Config, PoolMode, ResolvedDb};
 use crate::net::{fill, read_message, ReadError, Stream};
 use crate::pool::{Grant, Limits, Pool};
+use crate::prepared::{self, Kind};
 use crate::protocol::{self, Params, Scanner, Severity, Step};
 use crate::registry::State;
 use crate::server::{LoginInfo, ServerAddr, ServerConn, ServerCreds};
@@ -152,6 +153,10 @@ impl LinkState {
         self.status
     }
 
+    pub fn in_copy_in(&self) -> bool {
+        self.in_copy_in
+    }
+
     /// Nothing outstanding: every sync point answered, nothing forwarded
     /// since, no COPY IN.
     pub fn quiet(&self) -> bool {
@@ -209,6 +214,13 @@ pub(crate) struct Session {
     pub listed: crate::registry::Registered,
     /// This database's histograms (tidepool_* metrics).
     pub metrics: crate::metrics::DbMetrics,
+    /// Rewrite named prepared statements (transaction / statement mode with
+    /// max_prepared_statements > 0).
+    pub track: bool,
+    /// This client's statement names.
+    pub stmts: HashMap<Vec<u8>, Arc<prepared::Stmt>>,
+    /// Replies expected from the linked server (tracking only).
+    pub responses: prepared::Responses,
     /// Counted in max_client_conn, and per database and user; held, not read.
     pub _guards: [crate::ClientGuard; 3],
 }
@@ -337,6 +349,7 @@ impl Session {
         }
         self.reg.set(Some(crate::cancel::Target::of(&server)));
         self.state = LinkState::default();
+        self.responses.clear();
         self.server = Some(server);
         Ok(())
     }
@@ -396,6 +409,9 @@ impl Session {
                 if let ClientEnd::Terminate = self.peek_terminate(conn) {
                     return Ok(());
                 }
+                if self.track && self.answer_locally(conn).await? {
+                    continue;
+                }
                 let entry = self.listed.entry.clone();
                 tokio::select! {
                     r = self.link() => r?,
@@ -442,9 +458,10 @@ impl Session {
         }
     }
 
-    /// No half-forwarded message on either side.
+    /// No half-forwarded message on either side, no reply owed.
     fn at_rest(&self) -> bool {
-        self.sscan.at_boundary()
+        self.responses.is_empty()
+            && self.sscan.at_boundary()
             && self.cscan.at_boundary()
             && self.server.as_ref().is_some_and(|s| s.rbuf.is_empty())
     }
@@ -509,6 +526,67 @@ impl Session {
         }
     }
 
+    /// An unlinked client that only prepares or closes named statements and
+    /// syncs (libpq's PQprepare: Parse + Sync) needs no server: record the
+    /// names and answer ParseComplete / CloseComplete and ReadyForQuery here.
+    /// The Parse reaches a server, injected, when a Bind or Describe needs
+    /// it (so a syntax error shows there). Besides saving a round trip, this
+    /// keeps a client that prepares synchronously (pgbench -M prepared) from
+    /// waiting for a server held by a transaction its own thread must finish.
+    async fn answer_locally(&mut self, conn: &mut Conn) -> Result<bool, Error> {
+        let buf = &conn.rbuf[..];
+        let mut pos = 0;
+        let mut plan: Vec<(u8, usize, usize)> = Vec::new();
+        while buf.len() - pos >= 5 {
+            let tag = buf[pos];
+            let len = protocol::be_u32(&buf[pos + 1..pos + 5]) as usize;
+            if len < 4 || buf.len() - pos < len + 1 {
+                return Ok(false);
+            }
+            let body = (pos + 5, pos + 1 + len);
+            match tag {
+                b'P' if prepared::split_parse(&buf[body.0..body.1])
+                    .is_some_and(|(n, _)| !n.is_empty()) => {}
+                b'C' if matches!(
+                    prepared::split_target(&buf[body.0..body.1]),
+                    Some((b'S', n)) if !n.is_empty()
+                ) => {}
+                b'S' | b'H' => {}
+                _ => return Ok(false),
+            }
+            plan.push((tag, body.0, body.1));
+            pos = body.1;
+        }
+        if pos != buf.len() || !matches!(plan.last(), Some((b'S', _, _))) {
+            return Ok(false);
+        }
+        let mut out = BytesMut::new();
+        for &(tag, a, b) in &plan {
+            let body = &conn.rbuf[a..b];
+            match tag {
+                b'P' => {
+                    if let Some((name, rest)) = prepared::split_parse(body) {
+                        let stmt = self.shared.prepared.intern(rest);
+                        self.stmts.insert(name.to_vec(), stmt);
+                        self.stats.add(C::ClientParses, 1);
+                        out.extend_from_slice(&prepared::parse_complete());
+                    }
+                }
+                b'C' => {
+                    if let Some((_, name)) = prepared::split_target(body) {
+                        self.stmts.remove(name);
+                        out.extend_from_slice(&prepared::close_complete());
+                    }
+                }
+                b'S' => protocol::ready_for_query(&mut out, b'I'),
+                _ => {}
+            }
+        }
+        conn.rbuf.advance(pos);
+        conn.send(&out).await?;
+        Ok(true)
+    }
+
     /// A lone Terminate from an unlinked client needs no server.
     fn peek_terminate(&self, conn: &Conn) -> ClientEnd {
         if conn.rbuf.first() == Some(&b'X') && self.cscan.at_boundary() {
@@ -520,6 +598,9 @@ impl Session {
 
     /// Forward every complete piece of client input to the server.
     async fn forward_client(&mut self, conn: &mut Conn) -> Result<ClientEnd, Error> {
+        if self.track {
+            return self.forward_client_tracked(conn).await;
+        }
         let Some(server) = self.server.as_mut() else {
             return Ok(ClientEnd::Open);
         };
@@ -570,10 +651,197 @@ impl Session {
         Ok(end)
     }
 
+    /// `forward_client` with named prepared statements rewritten: Parse,
+    /// Bind, Describe and Close are held whole and may be rewritten,
+    /// skipped or preceded by an injected Parse; everything else is
+    /// forwarded as slices of the read buffer, as on the plain path.
+    async fn forward_client_tracked(&mut self, conn: &mut Conn) -> Result<ClientEnd, Error> {
+        enum Seg {
+            Range(usize, usize),
+            Own(Bytes),
+        }
+        let cap = self.cfg.settings.max_prepared_statements as usize;
+        let Some(server) = self.server.as_mut() else {
+            return Ok(ClientEnd::Open);
+        };
+        let mut segs: Vec<Seg> = Vec::new();
+        let mut run_start = 0;
+        let mut pos = 0;
+        let mut end = ClientEnd::Open;
+        loop {
+            let step = self
+                .cscan
+                .step(&conn.rbuf[pos..], |t| {
+                    matches!(t, b'X' | b'P' | b'B' | b'D' | b'C')
+                })
+                .map_err(|e| Error::Protocol(e.to_string()))?;
+            match step {
+                Step::Pass { n, tag } => {
+                    if let Some(t) = tag {
+                        if !self.state.busy() {
+                            self.query_start = Instant::now();
+                            self.xact_start.get_or_insert(self.query_start);
+                        }
+                        match t {
+                            b'E' => self.responses.forward(Kind::Execute),
+                            b'Q' | b'F' => self.responses.forward(Kind::Sync),
+                            b'S' if !self.state.in_copy_in() => self.responses.forward(Kind::Sync),
+                            _ => {}
+                        }
+                        self.state.client_message(t);
+                    }
+                    pos += n;
+                }
+                Step::Whole { tag: b'X', .. } => {
+                    end = ClientEnd::Terminate;
+                    break;
+                }
+                Step::Whole { tag, len } => {
+                    if !self.state.busy() {
+                        self.query_start = Instant::now();
+                        self.xact_start.get_or_insert(self.query_start);
+                    }
+                    let body = &conn.rbuf[pos + 5..pos + len];
+                    let mut own: Vec<Bytes> = Vec::new();
+                    let mut keep = false;
+                    let ensure = |stmt: &Arc<prepared::Stmt>,
+                                  own: &mut Vec<Bytes>,
+                                  responses: &mut prepared::Responses,
+                                  server: &mut ServerConn| {
+                        if !server.prepared.has(stmt.id) {
+                            if let Some(old) = server.prepared.add(stmt, cap) {
+                                own.push(prepared::build_target(b'C', b'S', &old));
+                                responses.swallow(Kind::Close);
+                            }
+                            own.push(stmt.parse.clone());
+                            responses.swallow(Kind::Parse(Some(stmt.id)));
+                            self.stats.add(C::ServerParses, 1);
+                        }
+                    };
+                    match tag {
+                        b'P' => match prepared::split_parse(body) {
+                            Some((name, rest)) if !name.is_empty() => {
+                                let stmt = self.shared.prepared.intern(rest);
+                                self.stats.add(C::ClientParses, 1);
+                                self.stmts.insert(name.to_vec(), stmt.clone());
+                                if server.prepared.has(stmt.id) {
+                                    self.responses.synthetic(b'1');
+                                } else {
+                                    if let Some(old) = server.prepared.add(&stmt, cap) {
+                                        own.push(prepared::build_target(b'C', b'S', &old));
+                                        self.responses.swallow(Kind::Close);
+                                    }
+                                    own.push(stmt.parse.clone());
+                                    self.responses.forward(Kind::Parse(Some(stmt.id)));
+                                    self.stats.add(C::ServerParses, 1);
+                                }
+                            }
+                            _ => {
+                                keep = true;
+                                self.responses.forward(Kind::Parse(None));
+                            }
+                        },
+                        b'B' => {
+                            self.stats.add(C::Binds, 1);
+                            let known =
+                                prepared::split_bind(body).and_then(|(portal, name, rest)| {
+                                    let stmt = self.stmts.get(name)?.clone();
+                                    Some((portal.to_vec(), stmt, rest.to_vec()))
+                                });
+                            match known {
+                                Some((portal, stmt, rest)) => {
+                                    ensure(&stmt, &mut own, &mut self.responses, server);
+                                    own.push(prepared::build_bind(&portal, &stmt.name, &rest));
+                                }
+                                None => keep = true,
+                            }
+                            self.responses.forward(Kind::Bind);
+                        }
+                        b'D' => match prepared::split_target(body) {
+                            Some((b'S', name)) => {
+                                match self.stmts.get(name).cloned() {
+                                    Some(stmt) => {
+                                        ensure(&stmt, &mut own, &mut self.responses, server);
+                                        own.push(prepared::build_target(b'D', b'S', &stmt.name));
+                                    }
+                                    None => keep = true,
+                                }
+                                self.responses.forward(Kind::DescribeStmt);
+                            }
+                            _ => {
+                                keep = true;
+                                self.responses.forward(Kind::DescribePortal);
+                            }
+                        },
+                        _ => match prepared::split_target(body) {
+                            // Close of a named statement: only this
+                            // client's name goes; the server keeps it.
+                            Some((b'S', name)) if !name.is_empty() => {
+                                self.stmts.remove(name);
+                                self.responses.synthetic(b'3');
+                            }
+                            _ => {
+                                keep = true;
+                                self.responses.forward(Kind::Close);
+                            }
+                        },
+                    }
+                    if keep {
+                        self.state.client_message(tag);
+                    } else {
+                        if pos > run_start {
+                            segs.push(Seg::Range(run_start, pos));
+                        }
+                        for b in own {
+                            self.state.client_message(b[0]);
+                            segs.push(Seg::Own(b));
+                        }
+                        run_start = pos + len;
+                    }
+                    pos += len;
+                }
+                Step::More { want } => {
+                    let have = conn.rbuf.len() - pos;
+                    if want > have {
+                        conn.rbuf.reserve(want - have);
+                    }
+                    break;
+                }
+            }
+        }
+        if pos > run_start {
+            segs.push(Seg::Range(run_start, pos));
+        }
+        if pos > 0 {
+            self.stats.add(C::Received, pos as u64);
+            let all = conn.rbuf.split_to(pos).freeze();
+            for seg in segs {
+                let bytes = match seg {
+                    Seg::Range(a, b) => all.slice(a..b),
+                    Seg::Own(b) => b,
+                };
+                server
+                    .stream
+                    .write_all(&bytes)
+                    .await
+                    .map_err(|e| Error::ServerGone(e.to_string()))?;
+            }
+        }
+        if let ClientEnd::Terminate = end {
+            conn.rbuf.clear();
+        }
+        // Replies made here that are already due (nothing before them).
+        for b in self.responses.take_synthetic() {
+            conn.send(&b).await?;
+        }
+        Ok(end)
+    }
+
     /// Forward every complete piece of server output to the client, noting
     /// ReadyForQuery, COPY, parameter changes and LISTEN.
     async fn forward_server(&mut self, conn: &mut Conn) -> Result<(), Error> {
         let transactional = self.mode != PoolMode::Session;
+        let track = self.track;
         let Some(server) = self.server.as_mut() else {
             return Ok(());
         };
@@ -582,13 +850,43 @@ impl Session {
             let step = self
                 .sscan
                 .step(&server.rbuf[pos..], |t| {
-                    t == b'Z' || t == b'S' || (transactional && t == b'C')
+                    t == b'Z'
+                        || t == b'S'
+                        || (transactional && t == b'C')
+                        || (track
+                            && matches!(t, b'1' | b'2' | b'3' | b'I' | b's' | b'n' | b'T' | b'E'))
                 })
                 .map_err(|e| Error::ServerProtocol(e.to_string()))?;
+            if track {
+                if let Step::Whole { tag, len } = step {
+                    if tag == b'E' {
+                        let f = protocol::ErrorFields::parse(&server.rbuf[pos + 5..pos + len]);
+                        if f.message
+                            .contains("cached plan must not change result type")
+                        {
+                            server.close_needed = true;
+                        }
+                    }
+                    let action = self.responses.server(tag);
+                    for id in self.responses.failed.drain(..) {
+                        server.prepared.remove(id);
+                    }
+                    if action == prepared::Action::Drop {
+                        // Our own request's reply: not the client's.
+                        conn.send(&server.rbuf.split_to(pos)).await?;
+                        server.rbuf.advance(len);
+                        pos = 0;
+                        continue;
+                    }
+                }
+            }
             match step {
                 Step::Pass { n, tag } => {
                     if let Some(t) = tag {
                         self.state.server_message(t);
+                        if track {
+                            self.responses.server(t);
+                        }
                     }
                     pos += n;
                 }
@@ -634,7 +932,12 @@ impl Session {
                     server.record_parameter(&body);
                     pos += len;
                 }
-                Step::Whole { len, .. } => {
+                Step::Whole { tag: b'C', len } => {
+                    let tag_text = &server.rbuf[pos + 5..pos + len];
+                    if tag_text == b"DISCARD ALL\0" || tag_text == b"DEALLOCATE ALL\0" {
+                        server.prepared.clear();
+                        self.stmts.clear();
+                    }
                     // CommandComplete in transaction / statement mode:
                     // LISTEN cannot work across servers. Say so instead of
                     // losing notifications, and do not reuse the server.
@@ -658,12 +961,23 @@ impl Session {
                     }
                     pos += len;
                 }
+                Step::Whole { len, .. } => pos += len,
                 Step::More { want } => {
                     let have = server.rbuf.len() - pos;
                     if want > have {
                         server.rbuf.reserve(want - have);
                     }
                     break;
+                }
+            }
+            if track {
+                let due = self.responses.take_synthetic();
+                if !due.is_empty() {
+                    conn.send(&server.rbuf.split_to(pos)).await?;
+                    pos = 0;
+                    for b in due {
+                        conn.send(&b).await?;
+                    }
                 }
             }
         }
@@ -726,7 +1040,10 @@ impl Session {
     }
 
     fn at_rest_with(&self, server: &ServerConn) -> bool {
-        self.sscan.at_boundary() && self.cscan.at_boundary() && server.rbuf.is_empty()
+        self.responses.is_empty()
+            && self.sscan.at_boundary()
+            && self.cscan.at_boundary()
+            && server.rbuf.is_empty()
     }
 }
 

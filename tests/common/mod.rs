@@ -415,7 +415,9 @@ impl Pooler {
     ) -> Pooler {
         if std::env::var_os("TIDEPOOL_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+                .with_env_filter(tracing_subscriber::EnvFilter::new(
+                    std::env::var("TIDEPOOL_TEST_LOG").unwrap_or_else(|_| "debug".into()),
+                ))
                 .with_test_writer()
                 .try_init();
         }

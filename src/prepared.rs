@@ -1,0 +1,423 @@
+//! Protocol-level named prepared statements in transaction and statement
+//! mode (see `shared/reference/protocol-notes.md`).
+//!
+//! A global [`Cache`] keyed by the raw bytes of (query, parameter types)
+//! gives each distinct statement one server-side name. Each client maps its
+//! own names to cache entries; each server remembers which entries it has
+//! prepared ([`ServerStmts`], LRU-capped at `max_prepared_statements`). Parse,
+//! Bind, Describe and Close are rewritten; a Parse is injected when the linked
+//! server lacks a statement; ParseComplete / CloseComplete are synthesised or
+//! swallowed in order, by the [`Responses`] queue.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::protocol::cstr;
+
+/// One distinct statement, as prepared on servers.
+#[derive(Debug)]
+pub struct Stmt {
+    pub id: u64,
+    /// Server-side name: `tidepool_<id>`.
+    pub name: Bytes,
+    /// The whole Parse message under that name, for injecting.
+    pub parse: Bytes,
+}
+
+/// Every statement any client prepared, by (query, types).
+#[derive(Default)]
+pub struct Cache {
+    map: Mutex<HashMap<Bytes, Arc<Stmt>>>,
+    next: AtomicU64,
+}
+
+impl Cache {
+    /// The entry for a Parse body's query-and-types part (`rest`).
+    pub fn intern(&self, rest: &[u8]) -> Arc<Stmt> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(rest) {
+            return s.clone();
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let name = Bytes::from(format!("tidepool_{id}"));
+        let stmt = Arc::new(Stmt {
+            id,
+            parse: build_parse(&name, rest),
+            name,
+        });
+        map.insert(Bytes::copy_from_slice(rest), stmt.clone());
+        stmt
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Statements prepared on one server, least recently used first.
+#[derive(Debug, Default)]
+pub struct ServerStmts {
+    order: VecDeque<u64>,
+    names: HashMap<u64, Bytes>,
+}
+
+impl ServerStmts {
+    pub fn has(&mut self, id: u64) -> bool {
+        if !self.names.contains_key(&id) {
+            return false;
+        }
+        if let Some(i) = self.order.iter().position(|&x| x == id) {
+            self.order.remove(i);
+        }
+        self.order.push_back(id);
+        true
+    }
+
+    /// Record a statement; returns the name of one to close when over `cap`.
+    pub fn add(&mut self, s: &Stmt, cap: usize) -> Option<Bytes> {
+        if self.names.insert(s.id, s.name.clone()).is_none() {
+            self.order.push_back(s.id);
+        }
+        if self.order.len() > cap.max(1) {
+            let old = self.order.pop_front()?;
+            return self.names.remove(&old);
+        }
+        None
+    }
+
+    pub fn remove(&mut self, id: u64) {
+        self.names.remove(&id);
+        self.order.retain(|&x| x != id);
+    }
+
+    pub fn clear(&mut self) {
+        self.order.clear();
+        self.names.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+// ------------------------------------------------------------ messages
+
+fn msg(tag: u8, parts: &[&[u8]]) -> Bytes {
+    let len: usize = parts.iter().map(|p| p.len()).sum::<usize>() + 4;
+    let mut b = BytesMut::with_capacity(len + 1);
+    b.put_u8(tag);
+    b.put_u32(len as u32);
+    for p in parts {
+        b.put_slice(p);
+    }
+    b.freeze()
+}
+
+/// Parse body: name, then `rest` = query + parameter types.
+pub fn split_parse(body: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (name, rest) = cstr(body)?;
+    Some((name, rest))
+}
+
+pub fn build_parse(name: &[u8], rest: &[u8]) -> Bytes {
+    msg(b'P', &[name, b"\0", rest])
+}
+
+/// Bind body: portal, statement, then the rest.
+pub fn split_bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (portal, after) = cstr(body)?;
+    let (stmt, rest) = cstr(after)?;
+    Some((portal, stmt, rest))
+}
+
+pub fn build_bind(portal: &[u8], stmt: &[u8], rest: &[u8]) -> Bytes {
+    msg(b'B', &[portal, b"\0", stmt, b"\0", rest])
+}
+
+/// Describe / Close body: kind (`S` or `P`) and a name.
+pub fn split_target(body: &[u8]) -> Option<(u8, &[u8])> {
+    let (&kind, rest) = body.split_first()?;
+    let (name, _) = cstr(rest)?;
+    Some((kind, name))
+}
+
+pub fn build_target(tag: u8, kind: u8, name: &[u8]) -> Bytes {
+    msg(tag, &[&[kind], name, b"\0"])
+}
+
+pub fn parse_complete() -> Bytes {
+    msg(b'1', &[])
+}
+
+pub fn close_complete() -> Bytes {
+    msg(b'3', &[])
+}
+
+// ------------------------------------------------------------ responses
+
+/// What a forwarded client message will be answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// ParseComplete; the statement id registered on the server, if any.
+    Parse(Option<u64>),
+    Bind,
+    DescribeStmt,
+    DescribePortal,
+    Execute,
+    Close,
+    /// Sync, Query, FunctionCall: answered up to ReadyForQuery.
+    Sync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Forward(Kind),
+    /// Ours (an injected Parse, an eviction Close): the reply is dropped.
+    Swallow(Kind),
+    /// The client's reply is made here: `1` or `3`.
+    Synthetic(u8),
+}
+
+/// What to do with one server message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    Forward,
+    Drop,
+}
+
+/// The ordered queue of expected responses on a linked server.
+#[derive(Debug, Default)]
+pub struct Responses {
+    q: VecDeque<Expect>,
+    /// Statements whose Parse failed (the caller unregisters them).
+    pub failed: Vec<u64>,
+}
+
+impl Responses {
+    pub fn forward(&mut self, k: Kind) {
+        self.q.push_back(Expect::Forward(k));
+    }
+    pub fn swallow(&mut self, k: Kind) {
+        self.q.push_back(Expect::Swallow(k));
+    }
+    pub fn synthetic(&mut self, tag: u8) {
+        self.q.push_back(Expect::Synthetic(tag));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+    pub fn clear(&mut self) {
+        self.q.clear();
+    }
+
+    /// Synthetic replies now at the head, to send the client in order.
+    pub fn take_synthetic(&mut self) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        while let Some(Expect::Synthetic(tag)) = self.q.front() {
+            out.push(if *tag == b'1' {
+                parse_complete()
+            } else {
+                close_complete()
+            });
+            self.q.pop_front();
+        }
+        out
+    }
+
+    /// A server message with this tag arrived.
+    pub fn server(&mut self, tag: u8) -> Action {
+        // Asynchronous messages belong to no request.
+        if matches!(tag, b'N' | b'A' | b'S') {
+            return Action::Forward;
+        }
+        let Some(&head) = self.q.front() else {
+            return Action::Forward;
+        };
+        if tag == b'G' {
+            // Extended-protocol COPY IN: the Sync sent after Execute reaches
+            // the server during COPY and is ignored; another follows CopyDone.
+            if matches!(head, Expect::Forward(Kind::Execute)) {
+                if let Some(i) = self
+                    .q
+                    .iter()
+                    .position(|e| matches!(e, Expect::Forward(Kind::Sync)))
+                {
+                    self.q.remove(i);
+                }
+            }
+            return Action::Forward;
+        }
+        let (kind, swallow) = match head {
+            Expect::Forward(k) => (k, false),
+            Expect::Swallow(k) => (k, true),
+            // Synthetics are taken before each server message.
+            Expect::Synthetic(_) => return Action::Forward,
+        };
+        if tag == b'E' {
+            if kind == Kind::Sync {
+                // A failing Query (or FunctionCall): its ReadyForQuery
+                // still follows.
+                return if swallow {
+                    Action::Drop
+                } else {
+                    Action::Forward
+                };
+            }
+            // The request failed; the server skips to the next Sync.
+            self.q.pop_front();
+            if let Kind::Parse(Some(id)) = kind {
+                self.failed.push(id);
+            }
+            while let Some(e) = self.q.front() {
+                match e {
+                    Expect::Forward(Kind::Sync) | Expect::Swallow(Kind::Sync) => break,
+                    Expect::Swallow(Kind::Parse(Some(id)))
+                    | Expect::Forward(Kind::Parse(Some(id))) => {
+                        self.failed.push(*id);
+                        self.q.pop_front();
+                    }
+                    _ => {
+                        self.q.pop_front();
+                    }
+                }
+            }
+            return if swallow {
+                Action::Drop
+            } else {
+                Action::Forward
+            };
+        }
+        let done = match kind {
+            Kind::Parse(_) => tag == b'1',
+            Kind::Bind => tag == b'2',
+            Kind::Close => tag == b'3',
+            Kind::DescribeStmt | Kind::DescribePortal => matches!(tag, b'T' | b'n'),
+            Kind::Execute => matches!(tag, b'C' | b'I' | b's'),
+            Kind::Sync => tag == b'Z',
+        };
+        if done {
+            self.q.pop_front();
+        }
+        if swallow {
+            Action::Drop
+        } else {
+            Action::Forward
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_query_keeps_its_ready_for_query() {
+        let mut r = Responses::default();
+        r.forward(Kind::Sync);
+        r.forward(Kind::Sync);
+        assert_eq!(r.server(b'E'), Action::Forward);
+        assert_eq!(r.server(b'Z'), Action::Forward);
+        assert!(!r.is_empty(), "the second Query is still owed its reply");
+        assert_eq!(r.server(b'Z'), Action::Forward);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn cache_and_lru() {
+        let c = Cache::default();
+        let a = c.intern(b"SELECT 1\0\0\0");
+        let b = c.intern(b"SELECT 1\0\0\0");
+        let d = c.intern(b"SELECT 2\0\0\0");
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, d.id);
+        assert_eq!(&a.parse[5..5 + a.name.len()], &a.name[..]);
+        let mut s = ServerStmts::default();
+        assert_eq!(s.add(&a, 2), None);
+        assert_eq!(s.add(&d, 2), None);
+        assert!(s.has(a.id), "touch a: d is now the oldest");
+        let e = c.intern(b"SELECT 3\0\0\0");
+        assert_eq!(s.add(&e, 2), Some(d.name.clone()));
+        assert!(!s.has(d.id) && s.has(a.id) && s.has(e.id));
+    }
+
+    #[test]
+    fn rewriting_round_trips() {
+        let p = build_parse(b"tp_1", b"SELECT $1\0\0\x01\0\0\0\x17");
+        let (name, rest) = split_parse(&p[5..]).unwrap();
+        assert_eq!(name, b"tp_1");
+        assert_eq!(rest, b"SELECT $1\0\0\x01\0\0\0\x17");
+        let b = build_bind(b"", b"s1", b"\0\0\0\0\0\0");
+        assert_eq!(
+            split_bind(&b[5..]).unwrap(),
+            (&b""[..], &b"s1"[..], &b"\0\0\0\0\0\0"[..])
+        );
+        let d = build_target(b'D', b'S', b"x");
+        assert_eq!(split_target(&d[5..]), Some((b'S', &b"x"[..])));
+        assert!(split_bind(b"no nul").is_none());
+        assert!(split_target(b"").is_none());
+    }
+
+    #[test]
+    fn synthetic_replies_keep_their_place() {
+        // Pipeline: P(a) forwarded, B, E, then P(b) already prepared
+        // (synthetic), B, E, S.
+        let mut r = Responses::default();
+        r.forward(Kind::Parse(Some(1)));
+        r.forward(Kind::Bind);
+        r.forward(Kind::Execute);
+        r.synthetic(b'1');
+        r.forward(Kind::Bind);
+        r.forward(Kind::Execute);
+        r.forward(Kind::Sync);
+        assert!(r.take_synthetic().is_empty());
+        for t in [b'1', b'2', b'D', b'D'] {
+            assert_eq!(r.server(t), Action::Forward);
+            assert!(r.take_synthetic().is_empty());
+        }
+        assert_eq!(r.server(b'C'), Action::Forward);
+        assert_eq!(
+            r.take_synthetic().len(),
+            1,
+            "ParseComplete right after the first Execute"
+        );
+        for t in [b'2', b'C', b'Z'] {
+            assert_eq!(r.server(t), Action::Forward);
+        }
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn injected_parse_is_swallowed_and_errors_skip_to_sync() {
+        let mut r = Responses::default();
+        r.swallow(Kind::Parse(Some(7)));
+        r.forward(Kind::Bind);
+        r.forward(Kind::Execute);
+        r.synthetic(b'1');
+        r.forward(Kind::Sync);
+        assert_eq!(r.server(b'1'), Action::Drop);
+        assert_eq!(r.server(b'2'), Action::Forward);
+        // Execute fails: the synthetic ParseComplete after it must not be
+        // sent (the server would have skipped that Parse too).
+        assert_eq!(r.server(b'E'), Action::Forward);
+        assert!(r.take_synthetic().is_empty());
+        assert_eq!(r.server(b'Z'), Action::Forward);
+        assert!(r.is_empty());
+        // A failing injected Parse reports its statement.
+        let mut r = Responses::default();
+        r.forward(Kind::Parse(Some(9)));
+        r.forward(Kind::Sync);
+        r.server(b'E');
+        assert_eq!(r.failed, vec![9]);
+    }
+}

@@ -1,0 +1,166 @@
+//! Named prepared statements in transaction mode: statements move between
+//! servers, rewritten by tidepool.
+
+mod common;
+
+use common::*;
+
+async fn pooler() -> Pooler {
+    Pooler::start(
+        &format!("pool_mode = \"transaction\"\nadmin_users = \"{MD5_USER}\"\n"),
+        &format!(
+            "three = \"host=127.0.0.1 port={} dbname={DB} pool_size=3\"\n",
+            pg().port
+        ),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_postgres_prepared_statements_move_between_servers() {
+    let p = pooler().await;
+    let mut tasks = Vec::new();
+    for id in 0..24i32 {
+        let info = p.conninfo(SCRAM_USER, SCRAM_PASS, "three");
+        tasks.push(tokio::spawn(async move {
+            let c = connect(&info).await.unwrap();
+            // Named statements, prepared once, used across transactions.
+            let add = c.prepare("SELECT $1::int + $2::int").await.unwrap();
+            let echo = c
+                .prepare("SELECT $1::text || '-' || $2::int")
+                .await
+                .unwrap();
+            let mut pids = std::collections::HashSet::new();
+            for seq in 0..40i32 {
+                let r = c.query_one(&add, &[&id, &seq]).await.unwrap();
+                assert_eq!(r.get::<_, i32>(0), id + seq);
+                let r = c
+                    .query_one(&echo, &[&format!("c{id}"), &seq])
+                    .await
+                    .unwrap();
+                assert_eq!(r.get::<_, String>(0), format!("c{id}-{seq}"));
+                // query_one with a string prepares (and closes) anew each time.
+                let r = c
+                    .query_one("SELECT $1::int * 2, pg_backend_pid()", &[&seq])
+                    .await
+                    .unwrap();
+                assert_eq!(r.get::<_, i32>(0), seq * 2);
+                pids.insert(r.get::<_, i32>(1));
+            }
+            // In a transaction too.
+            let mut c = c;
+            let tx = c.transaction().await.unwrap();
+            let r = tx.query_one(&add, &[&1i32, &2i32]).await.unwrap();
+            assert_eq!(r.get::<_, i32>(0), 3);
+            tx.commit().await.unwrap();
+            pids.len()
+        }));
+    }
+    let mut moved = 0;
+    for t in tasks {
+        if t.await.expect("a client failed") > 1 {
+            moved += 1;
+        }
+    }
+    assert!(
+        moved > 0,
+        "no client ever changed server: the test proved nothing"
+    );
+    // Counters: client parses, server parses and binds were counted.
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    let msgs = admin.simple_query("SHOW STATS_TOTALS").await.unwrap();
+    let row = msgs
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("three") => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    let get = |k: &str| row.get(k).unwrap().parse::<u64>().unwrap();
+    assert!(get("client_parse_count") > 0);
+    assert!(get("server_parse_count") > 0);
+    assert!(get("bind_count") >= 24 * 40 * 3);
+    assert!(
+        get("server_parse_count") < get("client_parse_count"),
+        "statements were reused on servers: {} server vs {} client parses",
+        get("server_parse_count"),
+        get("client_parse_count")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_prepared_in_transaction_mode() {
+    let p = pooler().await;
+    let bench = |args: &[&str]| {
+        pg().tool("pgbench")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &p.port.to_string(),
+                "-U",
+                SCRAM_USER,
+            ])
+            .args(args)
+            .arg("three")
+            .env("PGPASSWORD", SCRAM_PASS)
+            .output()
+            .unwrap()
+    };
+    let o = bench(&["-i", "-q", "-s", "1", "--no-vacuum"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = bench(&["-c", "20", "-j", "2", "-t", "50", "-M", "prepared", "-n"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        out,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("number of transactions actually processed: 1000/1000"),
+        "{out}"
+    );
+    assert!(out.contains("number of failed transactions: 0"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_in_a_pipeline_and_close_and_discard() {
+    let p = pooler().await;
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, "three").await;
+    let good = c.prepare("SELECT $1::int").await.unwrap();
+    // A statement whose Parse fails on the server: a clean error, and the
+    // session goes on.
+    let e = c
+        .prepare("SELECT nonsense FROM")
+        .await
+        .expect_err("syntax error");
+    assert_eq!(sqlstate(&e), "42601");
+    let r = c.query_one(&good, &[&5i32]).await.unwrap();
+    assert_eq!(r.get::<_, i32>(0), 5);
+    // An execution error between uses.
+    let div = c.prepare("SELECT 10 / $1::int").await.unwrap();
+    let e = c
+        .query_one(&div, &[&0i32])
+        .await
+        .expect_err("division by zero");
+    assert_eq!(sqlstate(&e), "22012");
+    let r = c.query_one(&div, &[&2i32]).await.unwrap();
+    assert_eq!(r.get::<_, i32>(0), 5);
+    // DISCARD ALL clears this client's names.
+    c.batch_execute("DISCARD ALL").await.unwrap();
+    let e = c
+        .query_one(&good, &[&1i32])
+        .await
+        .expect_err("statement gone");
+    assert_eq!(sqlstate(&e), "26000");
+    // Unnamed statements pass through untouched.
+    let r = c
+        .query_typed(
+            "SELECT $1::int + 1",
+            &[(&41i32, tokio_postgres::types::Type::INT4)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r[0].get::<_, i32>(0), 42);
+}
