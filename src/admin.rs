@@ -258,6 +258,12 @@ async fn command(shared: &Arc<Shared>, text: &str, role: Role) -> Result<BytesMu
             shared.control.request_shutdown(how);
             let _ = CommandComplete::new("SHUTDOWN".into()).encode(&mut b);
         }
+        "SUSPEND" => {
+            // tidepool has no online restart to hand sockets to: SUSPEND
+            // holds every new query, as PAUSE does, until RESUME.
+            shared.control.suspend();
+            let _ = CommandComplete::new("SUSPEND".into()).encode(&mut b);
+        }
         "WAIT_CLOSE" => {
             let db = arg(text, 1);
             wait_close(shared, db.as_deref()).await;
@@ -445,7 +451,7 @@ fn help(b: &mut BytesMut) {
     let text = "Console usage\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
                 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|STATE\n\
                 \tSHOW SOCKETS|ACTIVE_SOCKETS|MEM|FDS|DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS\n\
-                \tPAUSE [<db>]\n\tKILL [<db>]\n\tKILL_CLIENT <id>\n\tRESUME [<db>]\n\tDISABLE <db>\n\tENABLE <db>\n\tRECONNECT [<db>]\n\tRELOAD\n\tSET key = value\n\tWAIT_CLOSE [<db>]\n\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]";
+                \tPAUSE [<db>]\n\tKILL [<db>]\n\tKILL_CLIENT <id>\n\tRESUME [<db>]\n\tDISABLE <db>\n\tENABLE <db>\n\tRECONNECT [<db>]\n\tSUSPEND\n\tRELOAD\n\tSET key = value\n\tWAIT_CLOSE [<db>]\n\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]";
     let _ = NoticeResponse::new(vec![
         (b'S', "NOTICE".into()),
         (b'V', "NOTICE".into()),
@@ -821,15 +827,21 @@ fn show(shared: &Arc<Shared>, what: &str) -> Result<Table, Error> {
         }
         "STATE" => {
             let mut t = Table::new(&[("key", Text), ("value", Text)]);
-            let paused = if shared.control.all_paused() {
-                "yes"
-            } else {
-                "no"
-            };
-            let active = if paused == "yes" { "no" } else { "yes" };
-            for (k, v) in [("active", active), ("paused", paused), ("suspended", "no")] {
+            let c = &shared.control;
+            let yes = |b: bool| if b { "yes" } else { "no" };
+            let paused = c.all_paused();
+            for (k, v) in [
+                ("active", yes(!paused)),
+                ("paused", yes(paused)),
+                ("suspended", yes(c.is_suspended())),
+            ] {
                 t.rows.push(vec![n(k), n(v)]);
             }
+            // tidepool: which databases are paused (PAUSE db).
+            t.rows.push(vec![
+                n("paused_databases"),
+                n(c.paused_databases().join(",")),
+            ]);
             t
         }
         "VERSION" => {

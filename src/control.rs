@@ -24,6 +24,8 @@ struct Sets {
 }
 
 pub struct Control {
+    /// SUSPEND in force (RESUME ends it).
+    suspended: AtomicBool,
     /// Fast path: nothing is paused (one relaxed load per link).
     any_paused: AtomicBool,
     sets: Mutex<Sets>,
@@ -47,6 +49,7 @@ pub enum Shutdown {
 impl Default for Control {
     fn default() -> Self {
         Control {
+            suspended: AtomicBool::new(false),
             any_paused: AtomicBool::new(false),
             sets: Mutex::default(),
             changed: watch::channel(0).0,
@@ -80,11 +83,29 @@ impl Control {
         self.bump();
     }
 
+    /// SUSPEND: everything waits, as with PAUSE, until RESUME.
+    pub fn suspend(&self) {
+        self.suspended.store(true, Ordering::Release);
+        self.pause(None);
+    }
+
+    pub fn is_suspended(&self) -> bool {
+        self.suspended.load(Ordering::Acquire)
+    }
+
+    /// Paused databases by name (PAUSE db), sorted.
+    pub fn paused_databases(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.sets().paused.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
     pub fn resume(&self, db: Option<&str>) {
         {
             let mut s = self.sets();
             match db {
                 None => {
+                    self.suspended.store(false, Ordering::Release);
                     s.all_paused = false;
                     s.paused.clear();
                 }

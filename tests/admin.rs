@@ -193,7 +193,7 @@ async fn permissions() {
         .expect_err("RELOAD refused");
     assert_eq!(sqlstate(&e), "42501");
     // The console is still usable after an error.
-    assert_eq!(show(&stats, "STATE").await.1.len(), 3);
+    assert_eq!(show(&stats, "STATE").await.1.len(), 4);
     // Anyone else: 28000.
     let e = connect(&p.conninfo(SCRAM_USER, SCRAM_PASS, "pgbouncer"))
         .await
@@ -312,6 +312,7 @@ async fn pause_waits_for_the_open_transaction_and_queries_wait_for_resume() {
         .unwrap();
     let (_, state) = show(&admin, "STATE").await;
     assert_eq!(state[1], vec![s("paused"), s("yes")]);
+    assert_eq!(state[0], vec![s("active"), s("no")]);
 
     // A query sent during the pause waits, and completes after RESUME.
     let b = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
@@ -366,6 +367,16 @@ async fn disable_enable_and_reconnect() {
     let row = rows.iter().find(|r| r[0].as_deref() == Some(DB)).unwrap();
     assert_eq!(row[i].as_deref(), Some("1"));
     admin.simple_query(&format!("ENABLE {DB}")).await.unwrap();
+    // PAUSE by name shows in SHOW STATE; SUSPEND too; RESUME ends both.
+    admin.simple_query("PAUSE otherdb").await.unwrap();
+    admin.simple_query("SUSPEND").await.unwrap();
+    let (_, state) = show(&admin, "STATE").await;
+    assert_eq!(state[2], vec![s("suspended"), s("yes")]);
+    assert_eq!(state[3], vec![s("paused_databases"), s("otherdb")]);
+    admin.simple_query("RESUME").await.unwrap();
+    let (_, state) = show(&admin, "STATE").await;
+    assert_eq!(state[2], vec![s("suspended"), s("no")]);
+    assert_eq!(state[3], vec![s("paused_databases"), s("")]);
     let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
     let pid_before = simple_row(&c, "SELECT pg_backend_pid()").await;
     drop(c);
