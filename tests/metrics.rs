@@ -20,22 +20,7 @@ async fn metrics_after_pgbench_have_exporter_names_and_histograms() {
     )
     .await;
     let addr = p.app.metrics_addr().expect("metrics enabled");
-    let bench = |args: &[&str]| {
-        pg().tool("pgbench")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &p.port.to_string(),
-                "-U",
-                SCRAM_USER,
-            ])
-            .args(args)
-            .arg("mdb")
-            .env("PGPASSWORD", SCRAM_PASS)
-            .output()
-            .unwrap()
-    };
+    let bench = |args: &[&str]| p.pgbench("mdb", args);
     let o = bench(&["-i", "-q", "-s", "1", "--no-vacuum"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = bench(&["-c", "4", "-j", "2", "-t", "50", "-n"]);

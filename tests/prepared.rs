@@ -91,22 +91,7 @@ async fn tokio_postgres_prepared_statements_move_between_servers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_prepared_in_transaction_mode() {
     let p = pooler().await;
-    let bench = |args: &[&str]| {
-        pg().tool("pgbench")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &p.port.to_string(),
-                "-U",
-                SCRAM_USER,
-            ])
-            .args(args)
-            .arg("three")
-            .env("PGPASSWORD", SCRAM_PASS)
-            .output()
-            .unwrap()
-    };
+    let bench = |args: &[&str]| p.pgbench("three", args);
     let o = bench(&["-i", "-q", "-s", "1", "--no-vacuum"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = bench(&["-c", "20", "-j", "2", "-t", "50", "-M", "prepared", "-n"]);

@@ -140,17 +140,7 @@ async fn forced_user_and_auth_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_runs_through_session_mode() {
     let p = Pooler::start("", "").await;
-    let bench = |args: &[&str]| {
-        pg().tool("pgbench")
-            .args(["-h", "127.0.0.1", "-p"])
-            .arg(p.port.to_string())
-            .args(["-U", SCRAM_USER])
-            .args(args)
-            .arg(DB)
-            .env("PGPASSWORD", SCRAM_PASS)
-            .output()
-            .unwrap()
-    };
+    let bench = |args: &[&str]| p.pgbench(DB, args);
     let o = bench(&["-i", "-q", "-s", "1", "--no-vacuum"]);
     assert!(o.status.success(), "pgbench -i: {}", stderr(&o));
     for mode in ["simple", "extended", "prepared"] {

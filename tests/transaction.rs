@@ -124,22 +124,7 @@ async fn many_clients_on_few_servers_never_cross_replies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_in_transaction_mode_has_no_failures() {
     let p = tx_pooler(&db_entry("bench", "pool_size=8")).await;
-    let bench = |args: &[&str]| {
-        pg().tool("pgbench")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &p.port.to_string(),
-                "-U",
-                SCRAM_USER,
-            ])
-            .args(args)
-            .arg("bench")
-            .env("PGPASSWORD", SCRAM_PASS)
-            .output()
-            .unwrap()
-    };
+    let bench = |args: &[&str]| p.pgbench("bench", args);
     let o = bench(&["-i", "-q", "-s", "1", "--no-vacuum"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let secs = (3 * load()).to_string();

@@ -646,3 +646,23 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+impl Pooler {
+    /// Run pgbench through this pooler as SCRAM_USER against `db`.
+    pub fn pgbench(&self, db: &str, args: &[&str]) -> std::process::Output {
+        pg().tool("pgbench")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                SCRAM_USER,
+            ])
+            .args(args)
+            .arg(db)
+            .env("PGPASSWORD", SCRAM_PASS)
+            .output()
+            .unwrap()
+    }
+}
