@@ -592,7 +592,7 @@ fn show(shared: &Arc<Shared>, what: &str) -> Result<Table, Error> {
                     n(e.remote_pid),
                     if e.tls.is_empty() { None } else { n(&e.tls) },
                     n(&e.application_name),
-                    n(0),
+                    n(e.prepared()),
                     n(e.id),
                 ]);
             }

@@ -57,6 +57,8 @@ pub struct Entry {
     request_time: AtomicU64,
     /// The id of the linked peer, 0 when none.
     link: AtomicU64,
+    /// Named prepared statements: a client's names, a server's prepared set.
+    prepared: AtomicU64,
     /// KILL: the client's session ends at its next await point.
     pub kill: Notify,
 }
@@ -99,6 +101,7 @@ impl Entry {
             state: AtomicU8::new(State::Idle as u8),
             request_time: AtomicU64::new(now_us()),
             link: AtomicU64::new(0),
+            prepared: AtomicU64::new(0),
             kill: Notify::new(),
         }
     }
@@ -107,6 +110,14 @@ impl Entry {
         self.state.store(state as u8, Ordering::Relaxed);
         self.link.store(link, Ordering::Relaxed);
         self.request_time.store(now_us(), Ordering::Relaxed);
+    }
+
+    pub fn set_prepared(&self, n: usize) {
+        self.prepared.store(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn prepared(&self) -> u64 {
+        self.prepared.load(Ordering::Relaxed)
     }
 
     pub fn state(&self) -> State {

@@ -583,6 +583,7 @@ impl Session {
             }
         }
         conn.rbuf.advance(pos);
+        self.listed.entry.set_prepared(self.stmts.len());
         conn.send(&out).await?;
         Ok(true)
     }
@@ -704,18 +705,14 @@ impl Session {
                     let body = &conn.rbuf[pos + 5..pos + len];
                     let mut own: Vec<Bytes> = Vec::new();
                     let mut keep = false;
+                    let stats = &self.stats;
                     let ensure = |stmt: &Arc<prepared::Stmt>,
                                   own: &mut Vec<Bytes>,
                                   responses: &mut prepared::Responses,
                                   server: &mut ServerConn| {
-                        if !server.prepared.has(stmt.id) {
-                            if let Some(old) = server.prepared.add(stmt, cap) {
-                                own.push(prepared::build_target(b'C', b'S', &old));
-                                responses.swallow(Kind::Close);
-                            }
-                            own.push(stmt.parse.clone());
+                        if prepare_on(server, stmt, cap, own, responses) {
                             responses.swallow(Kind::Parse(Some(stmt.id)));
-                            self.stats.add(C::ServerParses, 1);
+                            stats.add(C::ServerParses, 1);
                         }
                     };
                     match tag {
@@ -724,16 +721,11 @@ impl Session {
                                 let stmt = self.shared.prepared.intern(rest);
                                 self.stats.add(C::ClientParses, 1);
                                 self.stmts.insert(name.to_vec(), stmt.clone());
-                                if server.prepared.has(stmt.id) {
-                                    self.responses.synthetic(b'1');
-                                } else {
-                                    if let Some(old) = server.prepared.add(&stmt, cap) {
-                                        own.push(prepared::build_target(b'C', b'S', &old));
-                                        self.responses.swallow(Kind::Close);
-                                    }
-                                    own.push(stmt.parse.clone());
+                                if prepare_on(server, &stmt, cap, &mut own, &mut self.responses) {
                                     self.responses.forward(Kind::Parse(Some(stmt.id)));
                                     self.stats.add(C::ServerParses, 1);
+                                } else {
+                                    self.responses.synthetic(b'1');
                                 }
                             }
                             _ => {
@@ -830,6 +822,8 @@ impl Session {
         if let ClientEnd::Terminate = end {
             conn.rbuf.clear();
         }
+        self.listed.entry.set_prepared(self.stmts.len());
+        server.registered.entry.set_prepared(server.prepared.len());
         // Replies made here that are already due (nothing before them).
         for b in self.responses.take_synthetic() {
             conn.send(&b).await?;
@@ -1045,6 +1039,27 @@ impl Session {
             && self.cscan.at_boundary()
             && server.rbuf.is_empty()
     }
+}
+
+/// Put `stmt` on `server` with a Parse in `own`, closing the least recently
+/// used statement first when over `cap` (its reply swallowed). False when
+/// the server has it already.
+fn prepare_on(
+    server: &mut ServerConn,
+    stmt: &prepared::Stmt,
+    cap: usize,
+    own: &mut Vec<Bytes>,
+    responses: &mut prepared::Responses,
+) -> bool {
+    if server.prepared.has(stmt.id) {
+        return false;
+    }
+    if let Some(old) = server.prepared.add(stmt, cap) {
+        own.push(prepared::build_target(b'C', b'S', &old));
+        responses.swallow(Kind::Close);
+    }
+    own.push(stmt.parse.clone());
+    true
 }
 
 fn killed() -> Error {

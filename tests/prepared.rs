@@ -139,6 +139,23 @@ async fn errors_in_a_pipeline_and_close_and_discard() {
         .await
         .expect_err("statement gone");
     assert_eq!(sqlstate(&e), "26000");
+    // SHOW CLIENTS counts this client's named statements.
+    let _keep = c.prepare("SELECT 'kept'").await.unwrap();
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    let msgs = admin.simple_query("SHOW CLIENTS").await.unwrap();
+    let counts: Vec<u64> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("three") => {
+                r.get("prepared_statements").and_then(|v| v.parse().ok())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(
+        counts.contains(&1),
+        "one named statement after DISCARD ALL: {counts:?}"
+    );
     // Unnamed statements pass through untouched.
     let r = c
         .query_typed(
