@@ -618,18 +618,7 @@ fn show(shared: &Arc<Shared>, what: &str) -> Result<Table, Error> {
                 ("paused", Int),
                 ("disabled", Int),
             ]);
-            let mut names: Vec<String> = cfg
-                .databases
-                .keys()
-                .filter(|k| *k != "*")
-                .cloned()
-                .collect();
-            for p in &pools {
-                if !names.contains(&p.key.db) {
-                    names.push(p.key.db.clone());
-                }
-            }
-            names.sort();
+            let names = database_names(&cfg, &pools);
             let s = &cfg.settings;
             for name in names {
                 let Some(db) = cfg.database(&name) else {
@@ -715,10 +704,10 @@ fn show(shared: &Arc<Shared>, what: &str) -> Result<Table, Error> {
         }
         "STATS" => {
             let mut cols: Vec<(String, Kind)> = vec![("database".into(), Text)];
-            for name in STATS_NAMES {
+            for name in NAMES.map(stats_name) {
                 cols.push((format!("total_{name}"), Numeric));
             }
-            for name in AVG_NAMES {
+            for name in NAMES.map(avg_name) {
                 cols.push((format!("avg_{name}"), Numeric));
             }
             let mut t = Table {
@@ -772,10 +761,10 @@ fn show(shared: &Arc<Shared>, what: &str) -> Result<Table, Error> {
                     avg[i] += x;
                 }
             }
-            for (i, name) in STATS_NAMES.iter().enumerate() {
+            for (i, name) in NAMES.map(stats_name).iter().enumerate() {
                 t.rows.push(vec![n(format!("total_{name}")), n(sum[i])]);
             }
-            for (i, name) in AVG_NAMES.iter().enumerate() {
+            for (i, name) in NAMES.map(avg_name).iter().enumerate() {
                 t.rows.push(vec![n(format!("avg_{name}")), n(avg[i])]);
             }
             t
@@ -905,37 +894,36 @@ fn show(shared: &Arc<Shared>, what: &str) -> Result<Table, Error> {
     Ok(t)
 }
 
-/// SHOW STATS names (the counters, PgBouncer's spelling there).
-const STATS_NAMES: [&str; 12] = [
-    "server_assignment_count",
-    "xact_count",
-    "query_count",
-    "received",
-    "sent",
-    "xact_time",
-    "query_time",
-    "wait_time",
-    "client_parse_count",
-    "server_parse_count",
-    "bind_count",
-    "client_login_count",
-];
+/// Databases to report: configured ones (not `*`) and those reached
+/// through `*` that have pools, sorted. SHOW DATABASES and /metrics agree.
+pub fn database_names(cfg: &Config, pools: &[Arc<crate::pool::Pool>]) -> Vec<String> {
+    let mut names: Vec<String> = cfg
+        .databases
+        .keys()
+        .filter(|k| *k != "*")
+        .cloned()
+        .collect();
+    for p in pools {
+        if !names.contains(&p.key.db) {
+            names.push(p.key.db.clone());
+        }
+    }
+    names.sort();
+    names
+}
 
-/// SHOW STATS average names (PgBouncer abbreviates two of them).
-const AVG_NAMES: [&str; 12] = [
-    "server_assignment_count",
-    "xact_count",
-    "query_count",
-    "recv",
-    "sent",
-    "xact_time",
-    "query_time",
-    "wait_time",
-    "client_parse_count",
-    "server_parse_count",
-    "bind_count",
-    "client_login_count",
-];
+/// SHOW STATS name of a counter: `bytes_received` is `received` there.
+fn stats_name(n: &str) -> &str {
+    n.strip_prefix("bytes_").unwrap_or(n)
+}
+
+/// SHOW STATS average name: PgBouncer abbreviates `received` to `recv`.
+fn avg_name(n: &str) -> &str {
+    match stats_name(n) {
+        "received" => "recv",
+        other => other,
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -307,18 +307,7 @@ pub fn render(shared: &Shared) -> String {
         fams.push(fam);
     }
 
-    let mut dbs: Vec<String> = cfg
-        .databases
-        .keys()
-        .filter(|k| *k != "*")
-        .cloned()
-        .collect();
-    for (p, _) in &reports {
-        if !dbs.contains(&p.key.db) {
-            dbs.push(p.key.db.clone());
-        }
-    }
-    dbs.sort();
+    let dbs = crate::admin::database_names(&cfg, &pools);
     let mut servers_by_db: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
     for (p, r) in &reports {
         *servers_by_db.entry(p.key.db.as_str()).or_default() += r.servers;
