@@ -91,6 +91,41 @@ fn version_and_shipped_configs() {
     }
 }
 
+/// A TOML config for the binary on `port` in front of the test PostgreSQL,
+/// with `extra` in `[pooler]`.
+fn binary_config(port: u16, extra: &str) -> String {
+    format!(
+        "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nunix_socket_dir = \"\"\nmetrics_addr = \"\"\n\
+         auth_file = \"users.txt\"\nadmin_users = \"{MD5_USER}\"\n{extra}\n\
+         [databases]\n{DB} = \"host=127.0.0.1 port={} dbname={DB}\"\n",
+        pg().port
+    )
+}
+
+/// Start the tidepool binary with `binary_config(port, extra)` on a free
+/// port and wait until it accepts: (process, port, folder, config path).
+async fn start_binary(extra: &str) -> (Running, u16, tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("users.txt"),
+        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
+    )
+    .unwrap();
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, binary_config(port, extra)).unwrap();
+    let child = Running(
+        Command::new(BIN)
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(accepts(port).await, "tidepool did not start");
+    (child, port, dir, path)
+}
+
 /// Kills the child when the test ends, pass or fail.
 struct Running(Child);
 
@@ -291,33 +326,7 @@ fn every_key_is_documented() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_config() {
-    let pg = pg();
-    let d = tempfile::tempdir().unwrap();
-    let port = free_port();
-    std::fs::write(
-        d.path().join("users.txt"),
-        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
-    )
-    .unwrap();
-    let conf = |pool: u32| {
-        format!(
-            "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nunix_socket_dir = \"\"\nmetrics_addr = \"\"\n\
-             auth_file = \"users.txt\"\nadmin_users = \"{MD5_USER}\"\ndefault_pool_size = {pool}\n\
-             [databases]\n{DB} = \"host=127.0.0.1 port={} dbname={DB}\"\n",
-            pg.port
-        )
-    };
-    let path = d.path().join("t.toml");
-    std::fs::write(&path, conf(5)).unwrap();
-    let child = Running(
-        Command::new(BIN)
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(accepts(port).await);
+    let (child, port, _dir, path) = start_binary("default_pool_size = 5").await;
     let admin = connect(&format!(
         "host=127.0.0.1 port={port} user={MD5_USER} password={MD5_PASS} dbname=pgbouncer"
     ))
@@ -337,7 +346,7 @@ async fn sighup_reloads_the_config() {
             .unwrap()
     };
     assert_eq!(pool_size().await, "5");
-    std::fs::write(&path, conf(9)).unwrap();
+    std::fs::write(&path, binary_config(port, "default_pool_size = 9")).unwrap();
     let pid = child.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-HUP", &pid])
@@ -352,33 +361,7 @@ async fn sighup_reloads_the_config() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_waits_for_clients_to_leave() {
-    let pg = pg();
-    let d = tempfile::tempdir().unwrap();
-    let port = free_port();
-    std::fs::write(
-        d.path().join("users.txt"),
-        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
-    )
-    .unwrap();
-    let path = d.path().join("t.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nunix_socket_dir = \"\"\nmetrics_addr = \"\"\n\
-             auth_file = \"users.txt\"\n[databases]\n{DB} = \"host=127.0.0.1 port={} dbname={DB}\"\n",
-            pg.port
-        ),
-    )
-    .unwrap();
-    let mut child = Running(
-        Command::new(BIN)
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(accepts(port).await);
+    let (mut child, port, _dir, _path) = start_binary("").await;
     let info =
         format!("host=127.0.0.1 port={port} user={MD5_USER} password={MD5_PASS} dbname={DB}");
     let c = connect(&info).await.unwrap();
@@ -408,34 +391,7 @@ async fn sigterm_waits_for_clients_to_leave() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_wait_for_clients_lets_a_transaction_finish() {
-    let pg = pg();
-    let d = tempfile::tempdir().unwrap();
-    let port = free_port();
-    std::fs::write(
-        d.path().join("users.txt"),
-        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
-    )
-    .unwrap();
-    let path = d.path().join("t.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nunix_socket_dir = \"\"\nmetrics_addr = \"\"\n\
-             auth_file = \"users.txt\"\nadmin_users = \"{MD5_USER}\"\npool_mode = \"transaction\"\n\
-             [databases]\n{DB} = \"host=127.0.0.1 port={} dbname={DB}\"\n",
-            pg.port
-        ),
-    )
-    .unwrap();
-    let child = Running(
-        Command::new(BIN)
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(accepts(port).await);
+    let (child, port, _dir, _path) = start_binary("pool_mode = \"transaction\"").await;
     let info =
         format!("host=127.0.0.1 port={port} user={MD5_USER} password={MD5_PASS} dbname={DB}");
     let c = connect(&info).await.unwrap();
