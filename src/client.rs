@@ -355,6 +355,7 @@ async fn login(
         track: mode != crate::config::PoolMode::Session && s.max_prepared_statements > 0,
         stmts: Default::default(),
         responses: Default::default(),
+        skip_to_sync: false,
         listed,
         _guards: [guard, db_guard, user_guard],
     };

@@ -10,7 +10,7 @@
 //! swallowed in order, by the [`Responses`] queue.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -25,7 +25,26 @@ pub struct Stmt {
     pub name: Bytes,
     /// The whole Parse message under that name, for injecting.
     pub parse: Bytes,
+    /// A server said its plan changed result type ([`Cache::retire`]).
+    retired: AtomicBool,
 }
+
+impl Stmt {
+    /// The query-and-types part of the Parse body: the cache key.
+    pub fn key(&self) -> &[u8] {
+        &self.parse[5 + self.name.len() + 1..]
+    }
+
+    /// Retired: a client still using it on a server that lacks it gets the
+    /// error a direct connection would give (the plan it described is
+    /// gone), not rows of a different shape.
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+}
+
+/// The error for a retired statement, as PostgreSQL words it.
+pub const STALE_PLAN: &str = "cached plan must not change result type";
 
 /// Every statement any client prepared, by (query, types).
 #[derive(Default)]
@@ -47,9 +66,24 @@ impl Cache {
             id,
             parse: build_parse(&name, rest),
             name,
+            retired: AtomicBool::new(false),
         });
         map.insert(Bytes::copy_from_slice(rest), stmt.clone());
         stmt
+    }
+
+    /// Forget `stmt` so that the next Parse of the same text gets a new
+    /// server-side name. Used when a server says the statement's cached
+    /// plan changed result type: every server holding the old one would
+    /// answer the same, while a fresh Parse succeeds (as it does without a
+    /// pooler). Clients still holding the old entry keep it, as their own
+    /// statement would keep failing on a direct connection.
+    pub fn retire(&self, stmt: &Stmt) {
+        stmt.retired.store(true, Ordering::Relaxed);
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(stmt.key()).is_some_and(|s| s.id == stmt.id) {
+            map.remove(stmt.key());
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -61,53 +95,57 @@ impl Cache {
     }
 }
 
-/// Statements prepared on one server, least recently used first.
+/// Statements prepared on one server. Each use stamps a tick, so a lookup
+/// is O(1); finding the least recently used one to evict scans, but only
+/// when the server is over its cap.
 #[derive(Debug, Default)]
 pub struct ServerStmts {
-    order: VecDeque<u64>,
-    names: HashMap<u64, Bytes>,
+    stmts: HashMap<u64, (Arc<Stmt>, u64)>,
+    tick: u64,
 }
 
 impl ServerStmts {
+    /// Whether the server has statement `id`; marks it used.
     pub fn has(&mut self, id: u64) -> bool {
-        if !self.names.contains_key(&id) {
-            return false;
+        self.tick += 1;
+        match self.stmts.get_mut(&id) {
+            Some((_, used)) => {
+                *used = self.tick;
+                true
+            }
+            None => false,
         }
-        if let Some(i) = self.order.iter().position(|&x| x == id) {
-            self.order.remove(i);
-        }
-        self.order.push_back(id);
-        true
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Stmt>> {
+        self.stmts.get(&id).map(|(s, _)| s.clone())
     }
 
     /// Record a statement; returns the name of one to close when over `cap`.
-    pub fn add(&mut self, s: &Stmt, cap: usize) -> Option<Bytes> {
-        if self.names.insert(s.id, s.name.clone()).is_none() {
-            self.order.push_back(s.id);
+    pub fn add(&mut self, s: &Arc<Stmt>, cap: usize) -> Option<Bytes> {
+        self.tick += 1;
+        self.stmts.insert(s.id, (s.clone(), self.tick));
+        if self.stmts.len() <= cap.max(1) {
+            return None;
         }
-        if self.order.len() > cap.max(1) {
-            let old = self.order.pop_front()?;
-            return self.names.remove(&old);
-        }
-        None
+        let (&old, _) = self.stmts.iter().min_by_key(|(_, (_, used))| *used)?;
+        self.stmts.remove(&old).map(|(s, _)| s.name.clone())
     }
 
     pub fn remove(&mut self, id: u64) {
-        self.names.remove(&id);
-        self.order.retain(|&x| x != id);
+        self.stmts.remove(&id);
     }
 
     pub fn clear(&mut self) {
-        self.order.clear();
-        self.names.clear();
+        self.stmts.clear();
     }
 
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.stmts.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.stmts.is_empty()
     }
 }
 
@@ -171,8 +209,10 @@ pub fn close_complete() -> Bytes {
 pub enum Kind {
     /// ParseComplete; the statement id registered on the server, if any.
     Parse(Option<u64>),
-    Bind,
-    DescribeStmt,
+    /// Bind, Describe of a statement: which cached statement, if any (a
+    /// server error names it through [`Responses::errored`]).
+    Bind(Option<u64>),
+    DescribeStmt(Option<u64>),
     DescribePortal,
     Execute,
     Close,
@@ -185,7 +225,8 @@ enum Expect {
     Forward(Kind),
     /// Ours (an injected Parse, an eviction Close): the reply is dropped.
     Swallow(Kind),
-    /// The client's reply is made here: `1` or `3`.
+    /// The client's reply is made here: `1` (ParseComplete), `3`
+    /// (CloseComplete) or `E` (the [`STALE_PLAN`] error).
     Synthetic(u8),
 }
 
@@ -202,6 +243,8 @@ pub struct Responses {
     q: VecDeque<Expect>,
     /// Statements whose Parse failed (the caller unregisters them).
     pub failed: Vec<u64>,
+    /// The cached statement whose Bind or Describe the last error answered.
+    pub errored: Option<u64>,
 }
 
 impl Responses {
@@ -225,10 +268,19 @@ impl Responses {
     pub fn take_synthetic(&mut self) -> Vec<Bytes> {
         let mut out = Vec::new();
         while let Some(Expect::Synthetic(tag)) = self.q.front() {
-            out.push(if *tag == b'1' {
-                parse_complete()
-            } else {
-                close_complete()
+            out.push(match *tag {
+                b'1' => parse_complete(),
+                b'3' => close_complete(),
+                _ => {
+                    let mut b = BytesMut::new();
+                    crate::protocol::error_response(
+                        &mut b,
+                        crate::protocol::Severity::Error,
+                        "0A000",
+                        STALE_PLAN,
+                    );
+                    b.freeze()
+                }
             });
             self.q.pop_front();
         }
@@ -276,8 +328,10 @@ impl Responses {
             }
             // The request failed; the server skips to the next Sync.
             self.q.pop_front();
-            if let Kind::Parse(Some(id)) = kind {
-                self.failed.push(id);
+            match kind {
+                Kind::Parse(Some(id)) => self.failed.push(id),
+                Kind::Bind(id) | Kind::DescribeStmt(id) => self.errored = id,
+                _ => {}
             }
             while let Some(e) = self.q.front() {
                 match e {
@@ -300,9 +354,9 @@ impl Responses {
         }
         let done = match kind {
             Kind::Parse(_) => tag == b'1',
-            Kind::Bind => tag == b'2',
+            Kind::Bind(_) => tag == b'2',
             Kind::Close => tag == b'3',
-            Kind::DescribeStmt | Kind::DescribePortal => matches!(tag, b'T' | b'n'),
+            Kind::DescribeStmt(_) | Kind::DescribePortal => matches!(tag, b'T' | b'n'),
             Kind::Execute => matches!(tag, b'C' | b'I' | b's'),
             Kind::Sync => tag == b'Z',
         };
@@ -374,10 +428,10 @@ mod tests {
         // (synthetic), B, E, S.
         let mut r = Responses::default();
         r.forward(Kind::Parse(Some(1)));
-        r.forward(Kind::Bind);
+        r.forward(Kind::Bind(None));
         r.forward(Kind::Execute);
         r.synthetic(b'1');
-        r.forward(Kind::Bind);
+        r.forward(Kind::Bind(None));
         r.forward(Kind::Execute);
         r.forward(Kind::Sync);
         assert!(r.take_synthetic().is_empty());
@@ -401,7 +455,7 @@ mod tests {
     fn injected_parse_is_swallowed_and_errors_skip_to_sync() {
         let mut r = Responses::default();
         r.swallow(Kind::Parse(Some(7)));
-        r.forward(Kind::Bind);
+        r.forward(Kind::Bind(None));
         r.forward(Kind::Execute);
         r.synthetic(b'1');
         r.forward(Kind::Sync);

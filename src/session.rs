@@ -221,6 +221,9 @@ pub(crate) struct Session {
     pub stmts: HashMap<Vec<u8>, Arc<prepared::Stmt>>,
     /// Replies expected from the linked server (tracking only).
     pub responses: prepared::Responses,
+    /// We answered a message with an error ourselves: like the server after
+    /// an error, drop what the client sends until its Sync.
+    pub skip_to_sync: bool,
     /// Counted in max_client_conn, and per database and user; held, not read.
     pub _guards: [crate::ClientGuard; 3],
 }
@@ -676,6 +679,27 @@ impl Session {
                     matches!(t, b'X' | b'P' | b'B' | b'D' | b'C')
                 })
                 .map_err(|e| Error::Protocol(e.to_string()))?;
+            if self.skip_to_sync {
+                let drop_len = match step {
+                    Step::Pass {
+                        tag: Some(b'S'), ..
+                    } => None,
+                    Step::Pass { n, .. } => Some(n),
+                    Step::Whole { tag, len } if tag != b'X' => Some(len),
+                    _ => None,
+                };
+                if let Some(n) = drop_len {
+                    if pos > run_start {
+                        segs.push(Seg::Range(run_start, pos));
+                    }
+                    pos += n;
+                    run_start = pos;
+                    continue;
+                }
+                if matches!(step, Step::Pass { .. }) {
+                    self.skip_to_sync = false;
+                }
+            }
             match step {
                 Step::Pass { n, tag } => {
                     if let Some(t) = tag {
@@ -740,25 +764,41 @@ impl Session {
                                     let stmt = self.stmts.get(name)?.clone();
                                     Some((portal.to_vec(), stmt, rest.to_vec()))
                                 });
+                            let mut bound = None;
                             match known {
+                                Some((_, stmt, _)) if stale(&stmt, server) => {
+                                    self.responses.synthetic(b'E');
+                                    self.skip_to_sync = true;
+                                }
                                 Some((portal, stmt, rest)) => {
+                                    bound = Some(stmt.id);
                                     ensure(&stmt, &mut own, &mut self.responses, server);
                                     own.push(prepared::build_bind(&portal, &stmt.name, &rest));
                                 }
                                 None => keep = true,
                             }
-                            self.responses.forward(Kind::Bind);
+                            if !self.skip_to_sync {
+                                self.responses.forward(Kind::Bind(bound));
+                            }
                         }
                         b'D' => match prepared::split_target(body) {
                             Some((b'S', name)) => {
+                                let mut described = None;
                                 match self.stmts.get(name).cloned() {
+                                    Some(stmt) if stale(&stmt, server) => {
+                                        self.responses.synthetic(b'E');
+                                        self.skip_to_sync = true;
+                                    }
                                     Some(stmt) => {
+                                        described = Some(stmt.id);
                                         ensure(&stmt, &mut own, &mut self.responses, server);
                                         own.push(prepared::build_target(b'D', b'S', &stmt.name));
                                     }
                                     None => keep = true,
                                 }
-                                self.responses.forward(Kind::DescribeStmt);
+                                if !self.skip_to_sync {
+                                    self.responses.forward(Kind::DescribeStmt(described));
+                                }
                             }
                             _ => {
                                 keep = true;
@@ -853,15 +893,25 @@ impl Session {
                 .map_err(|e| Error::ServerProtocol(e.to_string()))?;
             if track {
                 if let Step::Whole { tag, len } = step {
+                    let action = self.responses.server(tag);
                     if tag == b'E' {
                         let f = protocol::ErrorFields::parse(&server.rbuf[pos + 5..pos + len]);
-                        if f.message
-                            .contains("cached plan must not change result type")
-                        {
+                        if f.message.contains(prepared::STALE_PLAN) {
+                            // This server's plans are stale: close it once
+                            // released, and give the statement a new
+                            // server-side name, so that a client preparing
+                            // it again gets a fresh plan on every server.
                             server.close_needed = true;
+                            if let Some(stmt) = self
+                                .responses
+                                .errored
+                                .and_then(|id| server.prepared.get(id))
+                            {
+                                self.shared.prepared.retire(&stmt);
+                            }
                         }
                     }
-                    let action = self.responses.server(tag);
+                    self.responses.errored = None;
                     for id in self.responses.failed.drain(..) {
                         server.prepared.remove(id);
                     }
@@ -1046,7 +1096,7 @@ impl Session {
 /// the server has it already.
 fn prepare_on(
     server: &mut ServerConn,
-    stmt: &prepared::Stmt,
+    stmt: &Arc<prepared::Stmt>,
     cap: usize,
     own: &mut Vec<Bytes>,
     responses: &mut prepared::Responses,
@@ -1060,6 +1110,12 @@ fn prepare_on(
     }
     own.push(stmt.parse.clone());
     true
+}
+
+/// A retired statement the linked server does not hold: preparing it there
+/// would describe rows of a new shape to a client expecting the old one.
+fn stale(stmt: &prepared::Stmt, server: &mut ServerConn) -> bool {
+    stmt.retired() && !server.prepared.has(stmt.id)
 }
 
 fn killed() -> Error {

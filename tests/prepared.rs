@@ -166,3 +166,155 @@ async fn errors_in_a_pipeline_and_close_and_discard() {
         .unwrap();
     assert_eq!(r[0].get::<_, i32>(0), 42);
 }
+
+/// After ALTER TABLE changes a prepared query's result type, a client that
+/// prepares its query again (as drivers do on "cached plan must not change
+/// result type") gets a fresh plan on every server, with no RECONNECT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alter_table_changing_a_result_type_recovers() {
+    let p = pooler().await;
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, "three").await;
+    c.batch_execute(
+        "DROP TABLE IF EXISTS alter_t; CREATE TABLE alter_t (id int, v int);
+         INSERT INTO alter_t SELECT g, g * 10 FROM generate_series(0, 11) g",
+    )
+    .await
+    .unwrap();
+    const SQL: &str = "SELECT * FROM alter_t WHERE id = $1";
+    let mut clients = Vec::new();
+    for id in 0..12i32 {
+        let c = p.connect(SCRAM_USER, SCRAM_PASS, "three").await;
+        let st = c.prepare(SQL).await.unwrap();
+        for _ in 0..5 {
+            let r = c.query_one(&st, &[&id]).await.unwrap();
+            assert_eq!(r.get::<_, i32>(1), id * 10);
+        }
+        clients.push((id, c, st));
+    }
+    c.batch_execute("ALTER TABLE alter_t ADD COLUMN w int DEFAULT 7")
+        .await
+        .unwrap();
+    let mut stale = 0;
+    let mut answered_here = 0;
+    let mut tasks = Vec::new();
+    for (id, c, st) in clients {
+        // The old statement fails as it would on a direct connection,
+        // whether or not its server held it (tidepool answers for those
+        // that do not)...
+        let e = c.query(&st, &[&id]).await.expect_err("stale plan");
+        assert_eq!(sqlstate(&e), "0A000", "{e:?}");
+        stale += 1;
+        // PostgreSQL's own errors name their source routine; ours do not.
+        if e.as_db_error().is_some_and(|d| d.routine().is_none()) {
+            answered_here += 1;
+        }
+        tasks.push(tokio::spawn(async move {
+            // ...and preparing it again works, on whichever server.
+            let st = c.prepare(SQL).await.unwrap();
+            assert_eq!(st.columns().len(), 3);
+            for _ in 0..20 {
+                let r = c.query_one(&st, &[&id]).await.unwrap();
+                assert_eq!((r.get::<_, i32>(1), r.get::<_, i32>(2)), (id * 10, 7));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a client did not recover");
+    }
+    assert_eq!(stale, 12);
+    assert!(
+        answered_here > 0,
+        "every stale use reached a server holding the plan: the synthetic path went untested"
+    );
+}
+
+fn tags(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i + 5 <= bytes.len() {
+        out.push(bytes[i] as char);
+        i += 1 + u32::from_be_bytes([bytes[i + 1], bytes[i + 2], bytes[i + 3], bytes[i + 4]])
+            as usize;
+    }
+    out
+}
+
+/// One pipeline, one Sync: statement A runs, statement B fails, then A is
+/// used again. Also with the failure before A's Parse, so the server skips
+/// that Parse and tidepool must not believe A is prepared there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_error_between_uses_of_a_statement() {
+    let p = pooler().await;
+    let mut c = Raw::login(p.port, MD5_USER, MD5_PASS, "three").await;
+    let mut m = Vec::new();
+    for part in [
+        fe::parse("a", "SELECT 40 + 2"),
+        fe::bind("", "a"),
+        fe::execute(""),
+        fe::parse("b", "SELECT 1 / (random() * 0)::int"),
+        fe::bind("", "b"),
+        fe::execute(""),
+        fe::bind("", "a"),
+        fe::execute(""),
+        fe::sync(),
+    ] {
+        m.extend(part);
+    }
+    c.send(&m).await;
+    let got = c.read_until_ready(1).await;
+    assert_eq!(
+        tags(&got),
+        "12DC12EZ",
+        "A runs, B fails, the rest is skipped"
+    );
+    assert!(String::from_utf8_lossy(&got).contains("22012"));
+    // A again, and B (its Parse succeeded before its Execute failed).
+    let mut m = Vec::new();
+    for part in [
+        fe::bind("", "a"),
+        fe::execute(""),
+        fe::bind("", "b"),
+        fe::describe_portal(""),
+        fe::sync(),
+    ] {
+        m.extend(part);
+    }
+    c.send(&m).await;
+    let got = c.read_until_ready(1).await;
+    assert_eq!(tags(&got), "2DC2TZ", "{}", String::from_utf8_lossy(&got));
+    assert!(String::from_utf8_lossy(&got).contains("42"));
+
+    // The failure first: the server skips the Parse of "late", so tidepool
+    // must inject it when "late" is next used.
+    let mut m = Vec::new();
+    for part in [
+        fe::parse("bad", "SELECT nonsense FROM"),
+        fe::parse("late", "SELECT 'late ' || 7"),
+        fe::bind("", "late"),
+        fe::execute(""),
+        fe::sync(),
+    ] {
+        m.extend(part);
+    }
+    c.send(&m).await;
+    let got = c.read_until_ready(1).await;
+    assert_eq!(tags(&got), "EZ", "{}", String::from_utf8_lossy(&got));
+    assert!(String::from_utf8_lossy(&got).contains("42601"));
+    let mut m = Vec::new();
+    for part in [
+        fe::parse("late", "SELECT 'late ' || 7"),
+        fe::bind("", "late"),
+        fe::execute(""),
+        fe::bind("", "a"),
+        fe::execute(""),
+        fe::sync(),
+    ] {
+        m.extend(part);
+    }
+    c.send(&m).await;
+    let got = c.read_until_ready(1).await;
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(tags(&got), "12DC2DCZ", "{text}");
+    assert!(text.contains("late 7") && text.contains("42"), "{text}");
+    assert!(!text.contains("does not exist") && !text.contains("already exists"));
+}
