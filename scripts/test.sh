@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, and end-to-end tests against a real PostgreSQL
 # that the test harness starts itself. Installs PostgreSQL (and PgBouncer, for
-# the compatibility test) when missing.
+# the compatibility test) when missing, and the drivers of tests/compat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -16,5 +16,7 @@ if [ ! -x /usr/bin/promtool ]; then
 fi
 # psycopg2 reads the admin console in tests (exporters use it).
 python3 -c "import psycopg2" 2>/dev/null || python3 -m pip install -q psycopg2-binary
+# The driver compatibility suite (tests/compat): a venv, npm ci, pgjdbc.
+bash tests/compat/setup.sh
 export TIDEPOOL_REQUIRE_TOOLS=1
 cargo test --all-targets "$@"

@@ -194,6 +194,25 @@ pub fn build_target(tag: u8, kind: u8, name: &[u8]) -> Bytes {
     msg(tag, &[&[kind], name, b"\0"])
 }
 
+/// PostgreSQL's error for a stale plan, with the source file and routine
+/// it names: drivers recognise it by the routine (asyncpg's
+/// InvalidCachedStatementError, pgjdbc's re-prepare) and then prepare the
+/// statement again. No line number: that is how a test tells ours apart.
+pub fn stale_plan_error() -> Bytes {
+    let msg = pgwire::messages::response::ErrorResponse::new(vec![
+        (b'S', "ERROR".into()),
+        (b'V', "ERROR".into()),
+        (b'C', "0A000".into()),
+        (b'M', STALE_PLAN.into()),
+        (b'F', "plancache.c".into()),
+        (b'R', "RevalidateCachedQuery".into()),
+    ]);
+    let mut b = BytesMut::new();
+    // Cannot exceed pgwire's limit for ErrorResponse (i32::MAX).
+    let _ = pgwire::messages::Message::encode(&msg, &mut b);
+    b.freeze()
+}
+
 pub fn parse_complete() -> Bytes {
     msg(b'1', &[])
 }
@@ -271,16 +290,7 @@ impl Responses {
             out.push(match *tag {
                 b'1' => parse_complete(),
                 b'3' => close_complete(),
-                _ => {
-                    let mut b = BytesMut::new();
-                    crate::protocol::error_response(
-                        &mut b,
-                        crate::protocol::Severity::Error,
-                        "0A000",
-                        STALE_PLAN,
-                    );
-                    b.freeze()
-                }
+                _ => stale_plan_error(),
             });
             self.q.pop_front();
         }
