@@ -424,7 +424,7 @@ async fn pgbench(p: &Pooler, db: &str, args: &[&str]) -> String {
 /// The acceptance run: `pgbench -M prepared -c 30 -j 2 -T 10` on a pool of
 /// 3, beside `-M simple` in the same run. Both must finish with no failed
 /// transaction and never more than 3 servers. The tps of each is printed
-/// (speed is the benchmarks' business, benches/pgbench/compare.sh).
+/// (speed is the benchmarks' business, benches/pgbench/macro.py).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench_prepared_thirty_clients_on_three_servers() {
     let db = "c_pgbench";

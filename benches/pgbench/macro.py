@@ -1,0 +1,366 @@
+#!/usr/bin/env python3
+"""The macro benchmark: pgbench against PostgreSQL direct, tidepool and
+PgBouncer on this machine, in one run, same pool size and mode.
+
+    benches/pgbench/macro.py                  # the full matrix (about 20 min)
+    benches/pgbench/macro.py --quick          # select-only, 1/10/50 clients, simple
+    benches/pgbench/macro.py --clients 10 --protos prepared --scripts select --secs 5
+
+It starts its own PostgreSQL (initdb in a temp dir, a free port), tidepool
+(release build) and PgBouncer (Debian's package, installed if missing), each
+on a free loopback port. For each script (select-only `-S`, TPC-B-like),
+client count, protocol (`-M simple/extended/prepared`) and target it runs
+pgbench and records tps, average and p99 latency (from pgbench's
+per-transaction log), failed transactions, the pooler's CPU time per
+transaction (from /proc) and its peak RSS during the run (VmHWM, reset
+before each run). With --connect it also runs `-C` (a new connection per
+transaction). Prints a table with the ratios tidepool/direct and
+tidepool/PgBouncer, writes CSV to bench-results/, and draws a PNG chart with
+the `chart` bench (plotters).
+
+Only the standard library: it runs wherever python3 and the Debian
+packages do.
+"""
+
+import argparse
+import csv
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def as_root(cmd):
+    return cmd if os.geteuid() == 0 else ["sudo"] + cmd
+
+
+def pg_bindir():
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    if not found:
+        print("PostgreSQL not found: installing it", file=sys.stderr)
+        sh(as_root(["apt-get", "update", "-qq"]))
+        sh(as_root(["apt-get", "install", "-y", "-qq", "postgresql"]),
+           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    return os.path.dirname(found[-1])
+
+
+def ensure_pgbouncer():
+    if not os.path.exists("/usr/sbin/pgbouncer"):
+        print("pgbouncer not found: installing it", file=sys.stderr)
+        sh(as_root(["apt-get", "update", "-qq"]))
+        sh(as_root(["apt-get", "install", "-y", "-qq", "pgbouncer"]),
+           env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def as_postgres(cmd):
+    """Run as the postgres OS user when root (initdb refuses root)."""
+    if os.geteuid() == 0:
+        return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"] + cmd
+    return cmd
+
+
+def wait_port(port, proc=None, secs=20):
+    deadline = time.time() + secs
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"process on port {port} exited: {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port}")
+
+
+def ticks(pid):
+    """CPU time (user + system) of a process, in clock ticks."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def status_kb(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def reset_peak(pid):
+    """Reset VmHWM (peak RSS) so it measures the next run only."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.bin = pg_bindir()
+        ensure_pgbouncer()
+        self.work = tempfile.mkdtemp(prefix="tidepool-bench.")
+        os.chmod(self.work, 0o755)
+        self.procs = []
+        self.env = dict(os.environ, PGPASSWORD="bench")
+
+    def start(self):
+        a, w = self.args, self.work
+        if os.geteuid() == 0:
+            shutil.chown(w, "postgres")
+        pw = os.path.join(w, "pw")
+        with open(pw, "w") as f:
+            f.write("bench\n")
+        if os.geteuid() == 0:
+            shutil.chown(pw, "postgres")
+        data = os.path.join(w, "data")
+        sh(as_postgres([f"{self.bin}/initdb", "-D", data, "-U", "postgres",
+                        "--auth=scram-sha-256", f"--pwfile={pw}"]), stdout=subprocess.DEVNULL)
+        self.pg_port, self.tp_port, self.pb_port = free_port(), free_port(), free_port()
+        with open(os.path.join(data, "postgresql.conf"), "a") as f:
+            f.write(f"""
+listen_addresses = '127.0.0.1'
+port = {self.pg_port}
+unix_socket_directories = '{w}'
+max_connections = {max(a.clients) + 100}
+fsync = off
+synchronous_commit = off
+shared_buffers = 256MB
+""")
+        sh(as_postgres([f"{self.bin}/pg_ctl", "-D", data, "-l", os.path.join(w, "pg.log"),
+                        "-w", "start"]), stdout=subprocess.DEVNULL)
+        self.data = data
+        psql = [f"{self.bin}/psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(self.pg_port),
+                "-U", "postgres", "-d", "postgres"]
+        sh(psql + ["-c", "CREATE ROLE bench LOGIN PASSWORD 'bench'",
+                   "-c", "CREATE DATABASE bench OWNER bench"], env=self.env)
+        sh([f"{self.bin}/pgbench", "-i", "-q", "-s", str(a.scale), "-h", "127.0.0.1",
+            "-p", str(self.pg_port), "-U", "bench", "bench"], env=self.env,
+           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        with open(os.path.join(w, "userlist.txt"), "w") as f:
+            f.write('"bench" "bench"\n')
+        max_clients = max(a.clients) + 100
+        with open(os.path.join(w, "tidepool.toml"), "w") as f:
+            f.write(f"""[pooler]
+listen_addr = "127.0.0.1"
+listen_port = {self.tp_port}
+unix_socket_dir = ""
+pool_mode = "{a.pool_mode}"
+default_pool_size = {a.pool_size}
+max_client_conn = {max_clients}
+auth_type = "md5"
+auth_file = "userlist.txt"
+log_connections = false
+log_disconnections = false
+{a.tidepool_extra}
+[databases]
+bench = "host=127.0.0.1 port={self.pg_port} dbname=bench"
+""")
+        with open(os.path.join(w, "pgbouncer.ini"), "w") as f:
+            f.write(f"""[databases]
+bench = host=127.0.0.1 port={self.pg_port} dbname=bench
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.pb_port}
+unix_socket_dir =
+pool_mode = {a.pool_mode}
+default_pool_size = {a.pool_size}
+max_client_conn = {max_clients}
+auth_type = md5
+auth_file = {w}/userlist.txt
+logfile = {w}/pgbouncer.log
+log_connections = 0
+log_disconnections = 0
+""")
+        if os.geteuid() == 0:
+            for p in glob.glob(os.path.join(w, "*")):
+                shutil.chown(p, "postgres")
+        sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+        tp = subprocess.Popen([os.path.join(ROOT, "target/release/tidepool"), "-q",
+                               os.path.join(w, "tidepool.toml")])
+        pb = subprocess.Popen(as_postgres(["/usr/sbin/pgbouncer", "-q",
+                                           os.path.join(w, "pgbouncer.ini")]))
+        self.procs += [tp, pb]
+        wait_port(self.tp_port, tp)
+        wait_port(self.pb_port, pb)
+        # setpriv execs pgbouncer in place: the same pid.
+        self.targets = {
+            "direct": (self.pg_port, None),
+            "tidepool": (self.tp_port, tp.pid),
+            "pgbouncer": (self.pb_port, pb.pid),
+        }
+
+    def stop(self):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        subprocess.run(as_postgres([f"{self.bin}/pg_ctl", "-D", self.data, "-m", "immediate",
+                                    "stop"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def pgbench(self, target, clients, proto, script, connect):
+        port, pid = self.targets[target]
+        logdir = tempfile.mkdtemp(prefix="log.", dir=self.work)
+        os.chmod(logdir, 0o777)
+        cmd = [f"{self.bin}/pgbench", "-n", "-h", "127.0.0.1", "-p", str(port), "-U", "bench",
+               "-c", str(clients), "-j", str(min(2, clients)), "-T", str(self.args.secs),
+               "-M", proto, "-l", f"--log-prefix={logdir}/tx"]
+        if script == "select":
+            cmd.append("-S")
+        if connect:
+            cmd.append("-C")
+        cmd.append("bench")
+        perf = None
+        if pid:
+            reset_peak(pid)
+            t0 = ticks(pid)
+            if self.args.profile and target == "tidepool":
+                perf = subprocess.Popen(
+                    ["perf", "record", "-F", "2000", "-g", "--call-graph", "dwarf", "-o",
+                     self.args.profile, "-p", str(pid), "--", "sleep", str(self.args.secs)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True)
+        if perf:
+            perf.wait()
+        text = out.stdout + out.stderr
+        row = {"target": target, "script": script, "proto": proto, "clients": clients,
+               "connect": int(connect), "tps": 0.0, "lat_avg_ms": "", "lat_p99_ms": "",
+               "failed": "", "xacts": 0, "cpu_us_per_xact": "", "peak_rss_kb": ""}
+        for line in text.splitlines():
+            if line.startswith("tps = "):
+                row["tps"] = float(line.split()[2])
+            elif line.startswith("number of transactions actually processed:"):
+                row["xacts"] = int(line.split(":")[1].split("/")[0])
+            elif line.startswith("number of failed transactions:"):
+                row["failed"] = int(line.split(":")[1].split()[0])
+        if out.returncode != 0 and row["failed"] == "":
+            # pgbench gave up (an error it does not retry): count it failed.
+            row["failed"] = "error"
+            row["error"] = next((l for l in text.splitlines() if "error" in l.lower()), "")[:200]
+        lats = []
+        for path in glob.glob(os.path.join(logdir, "tx*")):
+            with open(path) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 3 and parts[2].isdigit():
+                        lats.append(int(parts[2]))
+        shutil.rmtree(logdir, ignore_errors=True)
+        if lats:
+            lats.sort()
+            row["lat_avg_ms"] = round(sum(lats) / len(lats) / 1000, 3)
+            row["lat_p99_ms"] = round(lats[min(len(lats) - 1, int(len(lats) * 0.99))] / 1000, 3)
+        if pid:
+            used = ticks(pid) - t0
+            if row["xacts"]:
+                row["cpu_us_per_xact"] = round(used * 1e6 / CLK / row["xacts"], 1)
+            row["peak_rss_kb"] = status_kb(pid, "VmHWM")
+        return row
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if a and b else "-"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--secs", type=int, default=10, help="seconds per pgbench run (10)")
+    p.add_argument("--clients", default="1,10,50,200,1000")
+    p.add_argument("--protos", default="simple,extended,prepared")
+    p.add_argument("--scripts", default="select,tpcb")
+    p.add_argument("--targets", default="direct,tidepool,pgbouncer")
+    p.add_argument("--connect", action="store_true", help="also run -C (select-only, simple)")
+    p.add_argument("--pool-size", type=int, default=20)
+    p.add_argument("--pool-mode", default="transaction")
+    p.add_argument("--scale", type=int, default=10)
+    p.add_argument("--quick", action="store_true", help="select-only, 1/10/50 clients, simple")
+    p.add_argument("--direct-max", type=int, default=1000,
+                   help="skip direct runs above this many clients (one backend each)")
+    p.add_argument("--tidepool-extra", default="", help="extra [pooler] TOML lines")
+    p.add_argument("--out", default=None, help="CSV path (default bench-results/macro-DATE.csv)")
+    p.add_argument("--no-chart", action="store_true")
+    p.add_argument("--profile", metavar="PERF_DATA",
+                   help="perf record tidepool during its runs (linux-perf) into this file")
+    a = p.parse_args()
+    if a.quick:
+        a.clients, a.protos, a.scripts = "1,10,50", "simple", "select"
+    a.clients = [int(c) for c in a.clients.split(",")]
+    a.tidepool_extra = a.tidepool_extra.replace("\\n", "\n")
+    out = a.out or os.path.join(ROOT, "bench-results", time.strftime("macro-%Y%m%d-%H%M%S.csv"))
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+
+    b = Bench(a)
+    rows = []
+    try:
+        b.start()
+        print(f"pool_mode {a.pool_mode}, pool_size {a.pool_size}, scale {a.scale}, {a.secs} s per run, "
+              f"{os.cpu_count()} CPUs", flush=True)
+        plan = [(s, pr, c, False) for s in a.scripts.split(",") for pr in a.protos.split(",")
+                for c in a.clients]
+        if a.connect:
+            plan += [("select", "simple", c, True) for c in a.clients if c <= 50]
+        cur = None
+        for script, proto, clients, connect in plan:
+            if (script, proto, connect) != cur:
+                cur = (script, proto, connect)
+                print(f"\n{script}, -M {proto}{', -C' if connect else ''}")
+                print(f"{'clients':>7} | {'target':<9} | {'tps':>9} | {'avg ms':>7} | {'p99 ms':>7} | "
+                      f"{'failed':>6} | {'CPU us/x':>8} | {'peak RSS':>9} | vs direct | vs pgbouncer")
+            got = {}
+            for target in a.targets.split(","):
+                if target == "direct" and clients > a.direct_max:
+                    continue
+                r = b.pgbench(target, clients, proto, script, connect)
+                rows.append(r)
+                got[target] = r
+                tp = got.get("tidepool", {}).get("tps", 0)
+                vs_d = ratio(tp, got.get("direct", {}).get("tps")) if target == "tidepool" else ""
+                vs_b = ratio(tp, r["tps"]) if target == "pgbouncer" else ""
+                rss = f"{r['peak_rss_kb'] / 1024:.1f} MB" if r["peak_rss_kb"] != "" else ""
+                print(f"{clients:>7} | {target:<9} | {r['tps']:>9.0f} | {r['lat_avg_ms']!s:>7} | "
+                      f"{r['lat_p99_ms']!s:>7} | {r['failed']!s:>6} | {r['cpu_us_per_xact']!s:>8} | "
+                      f"{rss:>9} | {vs_d:>9} | {vs_b}", flush=True)
+    finally:
+        b.stop()
+        if rows:
+            keys = list(rows[0].keys()) + ["error"]
+            with open(out, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(rows)
+            print(f"\nCSV: {out}")
+    if rows and not a.no_chart:
+        if not os.path.exists("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"):
+            sh(as_root(["apt-get", "install", "-y", "-qq", "fonts-dejavu-core"]),
+               env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+        png = out[:-4] + ".png"
+        sh(["cargo", "bench", "-q", "--bench", "chart", "--", out, png], cwd=ROOT)
+        print(f"chart: {png}")
+
+
+if __name__ == "__main__":
+    main()
