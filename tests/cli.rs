@@ -326,7 +326,9 @@ fn every_key_is_documented() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_config() {
-    let (child, port, _dir, path) = start_binary("default_pool_size = 5").await;
+    // On the single-threaded runtime (worker_threads = 1), which serves
+    // signals, the console and clients from one thread.
+    let (child, port, _dir, path) = start_binary("default_pool_size = 5\nworker_threads = 1").await;
     let admin = connect(&format!(
         "host=127.0.0.1 port={port} user={MD5_USER} password={MD5_PASS} dbname=pgbouncer"
     ))
@@ -346,7 +348,11 @@ async fn sighup_reloads_the_config() {
             .unwrap()
     };
     assert_eq!(pool_size().await, "5");
-    std::fs::write(&path, binary_config(port, "default_pool_size = 9")).unwrap();
+    std::fs::write(
+        &path,
+        binary_config(port, "default_pool_size = 9\nworker_threads = 1"),
+    )
+    .unwrap();
     let pid = child.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-HUP", &pid])
@@ -357,6 +363,13 @@ async fn sighup_reloads_the_config() {
         wait_until(10, || async { pool_size().await == "9" }).await,
         "SIGHUP reloaded"
     );
+    let c = connect(&format!(
+        "host=127.0.0.1 port={port} user={MD5_USER} password={MD5_PASS} dbname={DB}"
+    ))
+    .await
+    .unwrap();
+    let r = c.query_one("SELECT 6 * 7", &[]).await.unwrap();
+    assert_eq!(r.get::<_, i32>(0), 42);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
