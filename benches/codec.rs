@@ -1,6 +1,6 @@
 //! Framing throughput: how fast the hot-path scanner walks a stream of
 //! server messages (DataRows with a ReadyForQuery at the end), inspecting
-//! only what the session loop inspects.
+//! only what the session loop inspects; in bytes and in messages per second.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tidepool::protocol::{Scanner, Step};
@@ -47,6 +47,16 @@ fn bench(c: &mut Criterion) {
     for (rows, len) in [(1000usize, 16usize), (100, 1024)] {
         let s = stream(rows, len);
         g.throughput(Throughput::Bytes(s.len() as u64));
+        g.bench_function(format!("{rows}x{len}B rows"), |b| {
+            b.iter(|| scan_all(std::hint::black_box(&s)))
+        });
+    }
+    g.finish();
+    // The same walk counted in messages: what a chatty result set costs.
+    let mut g = c.benchmark_group("scanner messages");
+    for (rows, len) in [(1000usize, 16usize), (100, 1024)] {
+        let s = stream(rows, len);
+        g.throughput(Throughput::Elements(rows as u64 + 2));
         g.bench_function(format!("{rows}x{len}B rows"), |b| {
             b.iter(|| scan_all(std::hint::black_box(&s)))
         });
