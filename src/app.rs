@@ -285,7 +285,7 @@ fn probe(shared: &Arc<Shared>, cfg: &Config, db: &ResolvedDb, pool: &Arc<Pool>) 
             Ok(mut s) => {
                 s.generation = generation;
                 pool.login_succeeded(&s.params);
-                pool.checkin(s);
+                pool.checkin(Box::new(s));
             }
             Err(e) => pool.login_failed(&e),
         }
@@ -316,7 +316,7 @@ fn warm(shared: &Arc<Shared>, cfg: &Config, db: &ResolvedDb, pool: &Arc<Pool>) {
                 Ok(mut s) => {
                     s.generation = generation;
                     pool.login_succeeded(&s.params);
-                    pool.checkin(s);
+                    pool.checkin(Box::new(s));
                 }
                 Err(e) => {
                     warn!(database = %pool.key.db, user = %pool.key.user, "min_pool_size: server login failed: {e}");

@@ -41,37 +41,43 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer) {
         rbuf: BytesMut::new(),
     };
     let cfg = shared.config();
-    let login_timeout = cfg.settings.client_login_timeout.get();
-    let mut who = Who::default();
-    let login = login(&shared, &cfg, &mut conn, &peer, &mut who);
-    let login = match login_timeout {
-        Some(t) => tokio::time::timeout(t, login)
-            .await
-            .unwrap_or_else(|_| Err(Error::Timeout("client_login_timeout".into()))),
-        None => login.await,
-    };
-    let session = match login {
-        Ok(Some(s)) => s,
-        Ok(None) => return, // cancel request, or probe
-        Err(e) => {
-            if !matches!(e, Error::ClientGone) {
-                shared.metrics.error(&e);
-            }
-            if !e.client_unreachable() {
-                conn.send_error(&e, Severity::Fatal).await;
-                if cfg.settings.log_pooler_errors {
-                    warn!(client = %peer, user = %who.user, database = %who.database, "login failed: {e} (SQLSTATE {})", e.sqlstate());
+    // The login in a scope of its own, boxed: its state (TLS handshake,
+    // SCRAM, the startup packet) is several kB and is needed once. Neither
+    // it nor `who` should stay in every idle client's task. (Splitting this
+    // function in phases made the task larger: a coroutine keeps a slot
+    // for each moved-from local.)
+    let session = {
+        let mut who = Who::default();
+        let login = Box::pin(login(&shared, &cfg, &mut conn, &peer, &mut who));
+        let login = match cfg.settings.client_login_timeout.get() {
+            Some(t) => tokio::time::timeout(t, login)
+                .await
+                .unwrap_or_else(|_| Err(Error::Timeout("client_login_timeout".into()))),
+            None => login.await,
+        };
+        match login {
+            Ok(Some(s)) => s,
+            Ok(None) => return, // cancel request, or probe
+            Err(e) => {
+                if !matches!(e, Error::ClientGone) {
+                    shared.metrics.error(&e);
                 }
-            } else {
-                debug!(client = %peer, "client left during login");
+                if !e.client_unreachable() {
+                    conn.send_error(&e, Severity::Fatal).await;
+                    if cfg.settings.log_pooler_errors {
+                        warn!(client = %peer, user = %who.user, database = %who.database, "login failed: {e} (SQLSTATE {})", e.sqlstate());
+                    }
+                } else {
+                    debug!(client = %peer, "client left during login");
+                }
+                return;
             }
-            return;
         }
     };
     let mut session = match session {
         Login::Session(s) => s,
         Login::Admin(role, _guard) => {
-            let r = crate::admin::run(&shared, &mut conn, role).await;
+            let r = Box::pin(crate::admin::run(&shared, &mut conn, role)).await;
             if let Err(e) = r {
                 if !e.client_unreachable() {
                     conn.send_error(&e, Severity::Fatal).await;
@@ -86,7 +92,8 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer) {
             shared.metrics.error(e);
         }
     }
-    session.finish(&mut conn, &reason).await;
+    // Boxed, as the login: rare and large.
+    Box::pin(session.finish(&mut conn, &reason)).await;
     if cfg.settings.log_disconnections {
         let why = match &reason {
             Ok(()) => "client close request".to_string(),
@@ -380,6 +387,7 @@ async fn login(
             session.wanted.set(name, value.clone());
         }
     }
+    session.wanted.shrink_to_fit();
     let mut b = BytesMut::new();
     for (name, value) in welcome.iter() {
         let v = session.wanted.get(name).unwrap_or(value);

@@ -61,6 +61,18 @@ impl Stream {
         }
     }
 
+    /// Wait until a read would not block, holding no buffer meanwhile: an
+    /// idle client costs no read buffer. Returns at once for TLS (rustls
+    /// may hold decrypted bytes the socket no longer shows) and for a
+    /// closed stream; the read that follows then waits as usual.
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Unix(s) => s.readable().await,
+            _ => Ok(()),
+        }
+    }
+
     /// The client's certificate chain, when it sent one over TLS.
     pub fn peer_certificate(&self) -> Option<Vec<u8>> {
         match self {
@@ -148,9 +160,16 @@ impl AsyncWrite for Stream {
 /// Read buffer growth step: small, so idle connections stay cheap.
 pub const READ_CHUNK: usize = 8192;
 
+/// The first read into an empty, unallocated buffer: enough for a startup
+/// packet, a login message or a typical query, so logins and idle clients
+/// waking up do not allocate (and fragment the heap with) a full chunk.
+pub const FIRST_READ: usize = 1024;
+
 /// Read more bytes into `buf`; `Ok(false)` at end of stream.
 pub async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<bool> {
-    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+    if buf.capacity() == 0 {
+        buf.reserve(FIRST_READ);
+    } else if buf.capacity() - buf.len() < READ_CHUNK / 2 {
         buf.reserve(READ_CHUNK);
     }
     Ok(r.read_buf(buf).await? > 0)

@@ -45,7 +45,7 @@ pub struct Counter {
 #[allow(clippy::large_enum_variant)]
 pub enum Grant {
     /// An idle server, ready to use.
-    Server(ServerConn),
+    Server(Box<ServerConn>),
     /// Permission to connect a new server.
     Slot(Slot),
 }
@@ -81,7 +81,10 @@ struct Waiter {
 
 #[derive(Default)]
 struct Inner {
-    idle: VecDeque<ServerConn>,
+    /// Boxed: a ServerConn is a few hundred bytes and moves between the
+    /// pool and sessions; a session without a server then holds only a
+    /// null pointer.
+    idle: VecDeque<Box<ServerConn>>,
     /// Servers of this pool that exist or are being connected.
     total: u32,
     waiters: VecDeque<Waiter>,
@@ -187,7 +190,7 @@ impl Slot {
 /// What the pool can do for a checkout right now.
 #[allow(clippy::large_enum_variant)]
 enum Attempt {
-    Server(ServerConn),
+    Server(Box<ServerConn>),
     Connect(Slot),
     Wait(oneshot::Receiver<Grant>, bool),
 }
@@ -347,7 +350,7 @@ impl Pool {
     }
 
     /// Give a clean server back: to the first waiter, or to the idle list.
-    pub fn checkin(&self, server: ServerConn) {
+    pub fn checkin(&self, server: Box<ServerConn>) {
         self.hand_over(Grant::Server(server));
     }
 

@@ -266,6 +266,11 @@ impl Params {
     pub fn remove(&mut self, name: &str) {
         self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
     }
+    /// Give back spare capacity: a client's settings are kept for its whole
+    /// connection.
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+    }
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Bytes)> {
         self.0.iter().map(|(k, v)| (k.as_str(), v))
     }

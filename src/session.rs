@@ -193,7 +193,7 @@ pub(crate) struct Session {
     pub db: ResolvedDb,
     pub pool: Arc<Pool>,
     pub mode: PoolMode,
-    pub server: Option<ServerConn>,
+    pub server: Option<Box<ServerConn>>,
     /// The settings this client wants on its server.
     pub wanted: Params,
     pub reg: crate::cancel::Registration,
@@ -263,7 +263,7 @@ impl Session {
 
     /// Get a server for this client: idle, new, or after waiting. An idle
     /// server unused for longer than `server_check_delay` is checked first.
-    async fn acquire(&mut self) -> Result<ServerConn, Error> {
+    async fn acquire(&mut self) -> Result<Box<ServerConn>, Error> {
         let limits = self.limits();
         loop {
             match self.pool.checkout(limits).await? {
@@ -286,7 +286,9 @@ impl Session {
                     let info = self.login_info();
                     let id = self.shared.next_id();
                     let started = Instant::now();
-                    return match ServerConn::connect(&info, id, slot).await {
+                    // Boxed: connecting is rare and its state large; it
+                    // would otherwise sit in every client's task.
+                    return match Box::pin(ServerConn::connect(&info, id, slot)).await {
                         Ok(mut s) => {
                             self.shared
                                 .metrics
@@ -304,7 +306,7 @@ impl Session {
                             self.pool.login_succeeded(&s.params);
                             self.pool.set_template(&info);
                             debug!(server = %s.addr, pid = s.backend_pid, "new server connection");
-                            Ok(s)
+                            Ok(Box::new(s))
                         }
                         Err(e) => {
                             if self.cfg.settings.log_pooler_errors {
@@ -376,7 +378,7 @@ impl Session {
         self.return_server(server);
     }
 
-    fn return_server(&self, mut server: ServerConn) {
+    fn return_server(&self, mut server: Box<ServerConn>) {
         self.listed.entry.set(State::Idle, 0);
         server.registered.entry.set(State::Idle, 0);
         let lifetime = self.cfg.server_lifetime(&self.db);
@@ -403,7 +405,10 @@ impl Session {
                 && self.state.releasable()
                 && self.at_rest()
             {
-                self.release().await;
+                // Boxed, like link() below: their states are large and
+                // short-lived, and an idle client's task should not carry
+                // them (one small allocation per transaction instead).
+                Box::pin(self.release()).await;
             }
             if self.server.is_none() {
                 if conn.rbuf.is_empty() {
@@ -417,7 +422,7 @@ impl Session {
                 }
                 let entry = self.listed.entry.clone();
                 tokio::select! {
-                    r = self.link() => r?,
+                    r = Box::pin(self.link()) => r?,
                     _ = entry.kill.notified() => return Err(killed()),
                 }
             }
@@ -472,9 +477,18 @@ impl Session {
     /// Wait for the unlinked client's next bytes, up to client_idle_timeout.
     async fn wait_for_client(&mut self, conn: &mut Conn) -> Result<(), Error> {
         let entry = self.listed.entry.clone();
+        // Between transactions a client may idle for hours: give back its
+        // read buffer and wait for readiness with none (10,000 idle clients
+        // would otherwise hold 80 MB of buffers).
+        if conn.rbuf.is_empty() {
+            conn.rbuf = BytesMut::new();
+        }
         let read = async {
             tokio::select! {
-                r = fill(&mut conn.stream, &mut conn.rbuf) => r,
+                r = async {
+                    conn.stream.readable().await?;
+                    fill(&mut conn.stream, &mut conn.rbuf).await
+                } => r,
                 _ = entry.kill.notified() => Err(std::io::Error::other("KILL")),
             }
         };

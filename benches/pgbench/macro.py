@@ -142,7 +142,7 @@ class Bench:
 listen_addresses = '127.0.0.1'
 port = {self.pg_port}
 unix_socket_directories = '{w}'
-max_connections = {max(a.clients) + 100}
+max_connections = {min(max(a.clients), a.direct_max) + 100}
 fsync = off
 synchronous_commit = off
 shared_buffers = 256MB
@@ -160,7 +160,7 @@ shared_buffers = 256MB
 
         with open(os.path.join(w, "userlist.txt"), "w") as f:
             f.write('"bench" "bench"\n')
-        max_clients = max(a.clients) + 100
+        max_clients = max(max(a.clients), a.connscale) + 100
         with open(os.path.join(w, "tidepool.toml"), "w") as f:
             f.write(f"""[pooler]
 listen_addr = "127.0.0.1"
@@ -282,6 +282,50 @@ log_disconnections = 0
         return row
 
 
+def connscale(b, n, every, secs):
+    """Open n idle clients through each pooler, read its memory, then run a
+    transaction per client every `every` seconds for `secs` seconds."""
+    sh(["cargo", "bench", "-q", "--bench", "connscale", "--no-run"], cwd=ROOT,
+       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = []
+    print(f"\n{n} client connections, idle, then one transaction each every {every} s for {secs} s")
+    print(f"{'target':<9} | {'connect s':>9} | {'RSS idle':>9} | {'per client':>10} | {'tps':>6} | "
+          f"{'p50 ms':>7} | {'p99 ms':>7} | {'p99.9 ms':>8} | {'max ms':>7} | errors")
+    for target in ("tidepool", "pgbouncer"):
+        port, pid = b.targets[target]
+        base = status_kb(pid, "VmRSS")
+        gen = subprocess.Popen(
+            ["cargo", "bench", "-q", "--bench", "connscale", "--", "--port", str(port),
+             "--clients", str(n), "--every", str(every), "--secs", str(secs)],
+            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        connected, took = 0, 0.0
+        for line in gen.stdout:
+            if line.startswith("CONNECTED"):
+                _, connected, took = line.split()
+                connected, took = int(connected), float(took)
+                break
+        time.sleep(2)  # let the pooler settle (a benchmark, not a test)
+        idle = status_kb(pid, "VmRSS")
+        gen.stdin.write("go\n")
+        gen.stdin.flush()
+        result = {}
+        for line in gen.stdout:
+            if line.startswith("RESULT"):
+                result = dict(kv.split("=") for kv in line.split()[1:])
+        gen.wait()
+        per = (idle - base) * 1024 / max(connected, 1)
+        row = {"target": target, "clients": connected, "connect_s": took, "rss_base_kb": base,
+               "rss_idle_kb": idle, "bytes_per_idle_client": round(per), **result}
+        rows.append(row)
+        print(f"{target:<9} | {took:>9.1f} | {idle / 1024:>6.1f} MB | {per:>8.0f} B | "
+              f"{result.get('tps', '-'):>6} | {result.get('p50_ms', '-'):>7} | {result.get('p99_ms', '-'):>7} | "
+              f"{result.get('p999_ms', '-'):>8} | {result.get('max_ms', '-'):>7} | "
+              f"{result.get('errors', '?')} (+{result.get('connect_errors', '?')} connect)", flush=True)
+        # Let the pooler drop the connections before the next target.
+        time.sleep(2)
+    return rows
+
+
 def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "-"
 
@@ -303,6 +347,10 @@ def main():
     p.add_argument("--tidepool-extra", default="", help="extra [pooler] TOML lines")
     p.add_argument("--out", default=None, help="CSV path (default bench-results/macro-DATE.csv)")
     p.add_argument("--no-chart", action="store_true")
+    p.add_argument("--connscale", type=int, default=0, metavar="N",
+                   help="instead of pgbench: N idle clients through each pooler, their memory and latency")
+    p.add_argument("--every", type=float, default=10.0,
+                   help="--connscale: seconds between one client's transactions (10)")
     p.add_argument("--profile", metavar="PERF_DATA",
                    help="perf record tidepool during its runs (linux-perf) into this file")
     a = p.parse_args()
@@ -317,6 +365,9 @@ def main():
     rows = []
     try:
         b.start()
+        if a.connscale:
+            rows = connscale(b, a.connscale, a.every, a.secs)
+            return
         print(f"pool_mode {a.pool_mode}, pool_size {a.pool_size}, scale {a.scale}, {a.secs} s per run, "
               f"{os.cpu_count()} CPUs", flush=True)
         plan = [(s, pr, c, False) for s in a.scripts.split(",") for pr in a.protos.split(",")
@@ -347,13 +398,13 @@ def main():
     finally:
         b.stop()
         if rows:
-            keys = list(rows[0].keys()) + ["error"]
+            keys = list(rows[0].keys()) + ([] if a.connscale else ["error"])
             with open(out, "w", newline="") as f:
                 w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
                 w.writeheader()
                 w.writerows(rows)
             print(f"\nCSV: {out}")
-    if rows and not a.no_chart:
+    if rows and not a.no_chart and not a.connscale:
         if not os.path.exists("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"):
             sh(as_root(["apt-get", "install", "-y", "-qq", "fonts-dejavu-core"]),
                env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))

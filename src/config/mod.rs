@@ -13,6 +13,7 @@ pub mod values;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use settings::{DatabaseConfig, KeyInfo, SetError, Settings, UserConfig};
@@ -64,7 +65,9 @@ impl std::error::Error for ConfigErrors {}
 pub struct Config {
     pub path: PathBuf,
     pub settings: Settings,
-    pub databases: BTreeMap<String, DatabaseConfig>,
+    /// Shared (Arc) so that each client's resolved database is a pointer,
+    /// not a copy of every key.
+    pub databases: BTreeMap<String, Arc<DatabaseConfig>>,
     pub users: BTreeMap<String, UserConfig>,
     pub userlist: Userlist,
     /// Things that load but deserve a word at startup (unimplemented keys).
@@ -76,7 +79,7 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct ResolvedDb {
     pub name: String,
-    pub cfg: DatabaseConfig,
+    pub cfg: Arc<DatabaseConfig>,
 }
 
 impl ResolvedDb {
@@ -186,7 +189,7 @@ impl Config {
                     reason: "this database name is reserved for the admin console".into(),
                 });
             }
-            databases.insert(name.clone(), db);
+            databases.insert(name.clone(), Arc::new(db));
         }
         let mut users = BTreeMap::new();
         for (name, entries) in &raw.users {
