@@ -74,7 +74,7 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer) {
             }
         }
     };
-    let mut session = match session {
+    let session = match session {
         Login::Session(s) => s,
         Login::Admin(role, _guard) => {
             let r = Box::pin(crate::admin::run(&shared, &mut conn, role)).await;
@@ -86,15 +86,45 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer) {
             return;
         }
     };
-    let reason = session.run(&mut conn).await;
+    // The session gets a task of its own: this one's state (the login's
+    // locals, its error paths) would otherwise sit under every idle
+    // client's session for its whole life. One allocation holds what the
+    // session task needs, so its future holds a pointer, not copies.
+    tokio::spawn(session_phase(Box::new(Live {
+        session: *session,
+        conn,
+        peer,
+    })));
+}
+
+/// A logged-in client: what its task owns.
+struct Live {
+    session: Session,
+    conn: Conn,
+    peer: Peer,
+}
+
+/// The session loop, then its end, as the client's long-lived task.
+async fn session_phase(mut live: Box<Live>) {
+    let Live { session, conn, .. } = &mut *live;
+    let reason = session.run(conn).await;
+    // Boxed, as the login: rare and large.
+    Box::pin(end_session(live, reason)).await;
+}
+
+async fn end_session(mut live: Box<Live>, reason: Result<(), Error>) {
+    let Live {
+        session,
+        conn,
+        peer,
+    } = &mut *live;
     if let Err(e) = &reason {
         if !matches!(e, Error::ClientGone) {
-            shared.metrics.error(e);
+            session.shared.metrics.error(e);
         }
     }
-    // Boxed, as the login: rare and large.
-    Box::pin(session.finish(&mut conn, &reason)).await;
-    if cfg.settings.log_disconnections {
+    session.finish(conn, &reason).await;
+    if session.cfg.settings.log_disconnections {
         let why = match &reason {
             Ok(()) => "client close request".to_string(),
             Err(e) => e.to_string(),

@@ -61,15 +61,16 @@ impl Stream {
         }
     }
 
-    /// Wait until a read would not block, holding no buffer meanwhile: an
-    /// idle client costs no read buffer. Returns at once for TLS (rustls
-    /// may hold decrypted bytes the socket no longer shows) and for a
-    /// closed stream; the read that follows then waits as usual.
-    pub async fn readable(&self) -> io::Result<()> {
+    /// Ready when a read would not block, holding no buffer meanwhile: an
+    /// idle client costs no read buffer, and waiting needs no future of
+    /// its own. Ready at once for TLS (rustls may hold decrypted bytes the
+    /// socket no longer shows) and for a closed stream; the read that
+    /// follows then waits as usual.
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Stream::Tcp(s) => s.readable().await,
-            Stream::Unix(s) => s.readable().await,
-            _ => Ok(()),
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
+            _ => Poll::Ready(Ok(())),
         }
     }
 
