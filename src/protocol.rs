@@ -5,6 +5,8 @@
 //! or truncated; pgwire's decoders panic on short input and convert text
 //! lossily). Building uses pgwire's message types.
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{
@@ -244,7 +246,34 @@ pub fn parse_parameter_status(body: &[u8]) -> Option<(&[u8], &[u8])> {
 /// Parameter values reported by a server (ParameterStatus) or wanted by a
 /// client. Names compare case-insensitively; values are raw bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Params(Vec<(String, Bytes)>);
+pub struct Params(Vec<(Cow<'static, str>, Bytes)>);
+
+/// Parameter names every connection has (PostgreSQL's reported set): kept
+/// as static strings, so a client's settings cost no allocation per name.
+const KNOWN_PARAMS: &[&str] = &[
+    "application_name",
+    "client_encoding",
+    "DateStyle",
+    "default_transaction_read_only",
+    "in_hot_standby",
+    "integer_datetimes",
+    "IntervalStyle",
+    "is_superuser",
+    "server_encoding",
+    "server_version",
+    "session_authorization",
+    "standard_conforming_strings",
+    "TimeZone",
+    "extra_float_digits",
+    "search_path",
+];
+
+fn param_name(name: &str) -> Cow<'static, str> {
+    match KNOWN_PARAMS.iter().find(|k| **k == name) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(name.to_string()),
+    }
+}
 
 impl Params {
     pub fn get(&self, name: &str) -> Option<&Bytes> {
@@ -260,7 +289,7 @@ impl Params {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
         {
             Some(e) => e.1 = value,
-            None => self.0.push((name.to_string(), value)),
+            None => self.0.push((param_name(name), value)),
         }
     }
     pub fn remove(&mut self, name: &str) {
@@ -272,7 +301,7 @@ impl Params {
         self.0.shrink_to_fit();
     }
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Bytes)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v))
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
     }
     pub fn len(&self) -> usize {
         self.0.len()
