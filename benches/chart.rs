@@ -82,6 +82,12 @@ fn read(path: &str) -> Result<Runs, Box<dyn Error>> {
         if f.len() < head.len() - 1 {
             continue;
         }
+        let tps_value: f64 = f[tps].parse()?;
+        if tps_value <= 0.0 {
+            // A run that failed (PgBouncer with -M prepared) or never got
+            // going: no point, rather than a misleading zero.
+            continue;
+        }
         let proto = if f[conn] == "1" {
             format!("{} -C", f[p])
         } else {
@@ -91,7 +97,7 @@ fn read(path: &str) -> Result<Runs, Box<dyn Error>> {
             .or_default()
             .entry(f[t].clone())
             .or_default()
-            .push((f[c].parse()?, f[tps].parse()?));
+            .push((f[c].parse()?, tps_value));
     }
     Ok(runs)
 }
