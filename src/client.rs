@@ -380,6 +380,7 @@ async fn login(
         pool,
         server: None,
         wanted,
+        defaults: Arc::default(),
         reg,
         state: LinkState::default(),
         cscan: Scanner::new(s.max_packet_size),
@@ -408,15 +409,18 @@ async fn login(
     };
     // Tracked settings the client did not ask for take the pool's
     // defaults, so a server another client changed is set back on link.
+    // One copy per pool: the client keeps only its own values.
+    let mut defaults = Params::default();
     for (name, value) in welcome.iter() {
         let tracked = crate::session::TRACKED
             .iter()
             .any(|t| t.eq_ignore_ascii_case(name))
             || s.track_extra_parameters.contains_ci(name);
-        if tracked && session.wanted.get(name).is_none() {
-            session.wanted.set(name, value.clone());
+        if tracked {
+            defaults.set(name, value.clone());
         }
     }
+    session.defaults = session.pool.shared_defaults(defaults);
     session.wanted.shrink_to_fit();
     let mut b = BytesMut::new();
     for (name, value) in welcome.iter() {

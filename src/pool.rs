@@ -90,6 +90,9 @@ struct Inner {
     waiters: VecDeque<Waiter>,
     /// ParameterStatus set of a real server login, sent to new clients.
     welcome: Option<Params>,
+    /// The tracked settings of `welcome`, shared by every client of the
+    /// pool (see [`Pool::shared_defaults`]).
+    defaults: Option<Arc<Params>>,
     login_failure: Option<LoginFailure>,
 }
 
@@ -447,6 +450,20 @@ impl Pool {
 
     pub fn welcome(&self) -> Option<Params> {
         self.lock().welcome.clone()
+    }
+
+    /// One shared copy of the settings a client gets when it sets none of
+    /// its own: clients keep only what they changed, not a copy each.
+    pub fn shared_defaults(&self, p: Params) -> Arc<Params> {
+        let mut inner = self.lock();
+        match &inner.defaults {
+            Some(d) if **d == p => d.clone(),
+            _ => {
+                let d = Arc::new(p);
+                inner.defaults = Some(d.clone());
+                d
+            }
+        }
     }
 
     /// Close every idle server now (PAUSE, RECONNECT).

@@ -386,10 +386,21 @@ impl ServerConn {
     /// with one round trip of `SET`s whose replies nobody sees. Afterwards
     /// `wanted` holds the values as the server reported them (canonical
     /// spelling), so the next comparison matches.
-    pub async fn sync_params(&mut self, wanted: &mut Params, max_len: usize) -> Result<(), Error> {
+    pub async fn sync_params(
+        &mut self,
+        wanted: &mut Params,
+        defaults: &Params,
+        max_len: usize,
+    ) -> Result<(), Error> {
         let mut sql = Vec::new();
-        let mut names = Vec::new();
-        for (name, value) in wanted.iter() {
+        // (name, whether the client set it itself)
+        let mut names: Vec<(String, bool)> = Vec::new();
+        let own = wanted.iter().map(|(n, v)| (n, v, true));
+        let pool = defaults
+            .iter()
+            .filter(|(n, _)| wanted.get(n).is_none())
+            .map(|(n, v)| (n, v, false));
+        for (name, value, mine) in own.chain(pool) {
             let same = self
                 .value(name)
                 .is_some_and(|v| v.eq_ignore_ascii_case(value));
@@ -399,18 +410,25 @@ impl ServerConn {
                 sql.extend_from_slice(b" = ");
                 sql.extend_from_slice(&protocol::quote_literal(value));
                 sql.extend_from_slice(b";");
-                names.push(name.to_string());
+                names.push((name.to_string(), mine));
             }
         }
         if sql.is_empty() {
             return Ok(());
         }
         self.run_quiet(&sql, max_len).await?;
-        for name in names {
+        for (name, mine) in names {
             match self.params.get(&name) {
-                Some(v) => wanted.set(&name, v.clone()),
+                // The server's canonical spelling of the client's value.
+                Some(v) if mine => wanted.set(&name, v.clone()),
+                Some(_) => {}
                 None => {
-                    if let Some(v) = wanted.get(&name).cloned() {
+                    let v = if mine {
+                        wanted.get(&name)
+                    } else {
+                        defaults.get(&name)
+                    };
+                    if let Some(v) = v.cloned() {
                         self.applied.set(&name, v);
                     }
                 }

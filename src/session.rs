@@ -196,6 +196,9 @@ pub(crate) struct Session {
     pub server: Option<Box<ServerConn>>,
     /// The settings this client wants on its server.
     pub wanted: Params,
+    /// The pool's values of the tracked settings, for those the client did
+    /// not set (shared by the pool's clients).
+    pub defaults: Arc<Params>,
     pub reg: crate::cancel::Registration,
     pub state: LinkState,
     pub cscan: Scanner,
@@ -349,7 +352,10 @@ impl Session {
             .add(C::WaitTime, waited.elapsed().as_micros() as u64);
         self.stats.add(C::ServerAssignments, 1);
         let max = self.max_len();
-        if let Err(e) = server.sync_params(&mut self.wanted, max).await {
+        if let Err(e) = server
+            .sync_params(&mut self.wanted, &self.defaults, max)
+            .await
+        {
             // A bad value of the client's own (an unknown TimeZone, say):
             // the server is fine, the client is told.
             if matches!(e, Error::ServerError(_)) {
