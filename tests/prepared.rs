@@ -149,6 +149,14 @@ fn tags(bytes: &[u8]) -> String {
     out
 }
 
+/// Send `parts` in one write; read up to ReadyForQuery. Returns the
+/// message tags in order and the whole reply as text.
+async fn pipeline(c: &mut Raw, parts: &[Vec<u8>]) -> (String, String) {
+    c.send(&parts.concat()).await;
+    let got = c.read_until_ready(1).await;
+    (tags(&got), String::from_utf8_lossy(&got).into_owned())
+}
+
 /// One pipeline, one Sync: statement A runs, statement B fails, then A is
 /// used again. Also with the failure before A's Parse, so the server skips
 /// that Parse and tidepool must not believe A is prepared there.
@@ -156,75 +164,66 @@ fn tags(bytes: &[u8]) -> String {
 async fn pipelined_error_between_uses_of_a_statement() {
     let p = pooler().await;
     let mut c = Raw::login(p.port, MD5_USER, MD5_PASS, "three").await;
-    let mut m = Vec::new();
-    for part in [
-        fe::parse("a", "SELECT 40 + 2"),
-        fe::bind("", "a"),
-        fe::execute(""),
-        fe::parse("b", "SELECT 1 / (random() * 0)::int"),
-        fe::bind("", "b"),
-        fe::execute(""),
-        fe::bind("", "a"),
-        fe::execute(""),
-        fe::sync(),
-    ] {
-        m.extend(part);
-    }
-    c.send(&m).await;
-    let got = c.read_until_ready(1).await;
-    assert_eq!(
-        tags(&got),
-        "12DC12EZ",
-        "A runs, B fails, the rest is skipped"
-    );
-    assert!(String::from_utf8_lossy(&got).contains("22012"));
+    let (tags, text) = pipeline(
+        &mut c,
+        &[
+            fe::parse("a", "SELECT 40 + 2"),
+            fe::bind("", "a"),
+            fe::execute(""),
+            fe::parse("b", "SELECT 1 / (random() * 0)::int"),
+            fe::bind("", "b"),
+            fe::execute(""),
+            fe::bind("", "a"),
+            fe::execute(""),
+            fe::sync(),
+        ],
+    )
+    .await;
+    assert_eq!(tags, "12DC12EZ", "A runs, B fails, the rest is skipped");
+    assert!(text.contains("22012"));
     // A again, and B (its Parse succeeded before its Execute failed).
-    let mut m = Vec::new();
-    for part in [
-        fe::bind("", "a"),
-        fe::execute(""),
-        fe::bind("", "b"),
-        fe::describe_portal(""),
-        fe::sync(),
-    ] {
-        m.extend(part);
-    }
-    c.send(&m).await;
-    let got = c.read_until_ready(1).await;
-    assert_eq!(tags(&got), "2DC2TZ", "{}", String::from_utf8_lossy(&got));
-    assert!(String::from_utf8_lossy(&got).contains("42"));
+    let (tags, text) = pipeline(
+        &mut c,
+        &[
+            fe::bind("", "a"),
+            fe::execute(""),
+            fe::bind("", "b"),
+            fe::describe_portal(""),
+            fe::sync(),
+        ],
+    )
+    .await;
+    assert_eq!(tags, "2DC2TZ", "{text}");
+    assert!(text.contains("42"));
 
     // The failure first: the server skips the Parse of "late", so tidepool
     // must inject it when "late" is next used.
-    let mut m = Vec::new();
-    for part in [
-        fe::parse("bad", "SELECT nonsense FROM"),
-        fe::parse("late", "SELECT 'late ' || 7"),
-        fe::bind("", "late"),
-        fe::execute(""),
-        fe::sync(),
-    ] {
-        m.extend(part);
-    }
-    c.send(&m).await;
-    let got = c.read_until_ready(1).await;
-    assert_eq!(tags(&got), "EZ", "{}", String::from_utf8_lossy(&got));
-    assert!(String::from_utf8_lossy(&got).contains("42601"));
-    let mut m = Vec::new();
-    for part in [
-        fe::parse("late", "SELECT 'late ' || 7"),
-        fe::bind("", "late"),
-        fe::execute(""),
-        fe::bind("", "a"),
-        fe::execute(""),
-        fe::sync(),
-    ] {
-        m.extend(part);
-    }
-    c.send(&m).await;
-    let got = c.read_until_ready(1).await;
-    let text = String::from_utf8_lossy(&got);
-    assert_eq!(tags(&got), "12DC2DCZ", "{text}");
+    let (tags, text) = pipeline(
+        &mut c,
+        &[
+            fe::parse("bad", "SELECT nonsense FROM"),
+            fe::parse("late", "SELECT 'late ' || 7"),
+            fe::bind("", "late"),
+            fe::execute(""),
+            fe::sync(),
+        ],
+    )
+    .await;
+    assert_eq!(tags, "EZ", "{text}");
+    assert!(text.contains("42601"));
+    let (tags, text) = pipeline(
+        &mut c,
+        &[
+            fe::parse("late", "SELECT 'late ' || 7"),
+            fe::bind("", "late"),
+            fe::execute(""),
+            fe::bind("", "a"),
+            fe::execute(""),
+            fe::sync(),
+        ],
+    )
+    .await;
+    assert_eq!(tags, "12DC2DCZ", "{text}");
     assert!(text.contains("late 7") && text.contains("42"), "{text}");
     assert!(!text.contains("does not exist") && !text.contains("already exists"));
 }

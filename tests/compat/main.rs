@@ -254,6 +254,13 @@ async fn drive(name: &str, prepares: bool, cmd: Command) {
     );
 }
 
+fn node(dir: &Path) -> Command {
+    let mut c = Command::new("node");
+    c.arg(here().join("node/pg_compat.js"))
+        .env("NODE_PATH", dir.join("node/node_modules"));
+    c
+}
+
 fn python(dir: &Path, script: &str) -> Command {
     let mut c = Command::new(dir.join("venv/bin/python"));
     c.arg(here().join("python").join(script));
@@ -287,10 +294,7 @@ async fn psycopg2_defaults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres_named_queries() {
     let Some(dir) = deps() else { return };
-    let mut c = Command::new("node");
-    c.arg(here().join("node/pg_compat.js"))
-        .env("NODE_PATH", dir.join("node/node_modules"));
-    drive("node", true, c).await;
+    drive("node", true, node(&dir)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -309,10 +313,7 @@ async fn jdbc_prepare_threshold_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_rewriting_named_statements_break() {
     let Some(dir) = deps() else { return };
-    let mut c = Command::new("node");
-    c.arg(here().join("node/pg_compat.js"))
-        .env("NODE_PATH", dir.join("node/node_modules"));
-    let (_p, out, _) = run("node_off", "max_prepared_statements = 0\n", c).await;
+    let (_p, out, _) = run("node_off", "max_prepared_statements = 0\n", node(&dir)).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "it worked without rewriting?");
     assert!(
