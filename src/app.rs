@@ -14,8 +14,8 @@ use tracing::{info, warn};
 use crate::client::{self, Peer};
 use crate::config::ResolvedDb;
 use crate::net::Stream;
-use crate::pool::{Limits, Pool};
-use crate::server::ServerConn;
+use crate::pool::{Limits, Pool, Slot};
+use crate::server::{LoginInfo, ServerConn};
 use crate::{Config, Shared};
 
 /// A running pooler.
@@ -278,6 +278,20 @@ fn probe(shared: &Arc<Shared>, cfg: &Config, db: &ResolvedDb, pool: &Arc<Pool>) 
     let Some(slot) = pool.try_slot(&limits) else {
         return;
     };
+    spawn_connect(shared, db, pool, info, slot, None);
+}
+
+/// Connect one server in the background into `pool` (as an idle server),
+/// recording the login's outcome for the pool; `warn_as` names the reason
+/// when a failure is worth a warning.
+fn spawn_connect(
+    shared: &Arc<Shared>,
+    db: &ResolvedDb,
+    pool: &Arc<Pool>,
+    info: LoginInfo,
+    slot: Slot,
+    warn_as: Option<&'static str>,
+) {
     let (pool, id) = (pool.clone(), shared.next_id());
     let generation = shared.control.generation(&db.name);
     tokio::spawn(async move {
@@ -287,7 +301,12 @@ fn probe(shared: &Arc<Shared>, cfg: &Config, db: &ResolvedDb, pool: &Arc<Pool>) 
                 pool.login_succeeded(&s.params);
                 pool.checkin(Box::new(s));
             }
-            Err(e) => pool.login_failed(&e),
+            Err(e) => {
+                if let Some(why) = warn_as {
+                    warn!(database = %pool.key.db, user = %pool.key.user, "{why}: server login failed: {e}");
+                }
+                pool.login_failed(&e);
+            }
         }
     });
 }
@@ -305,24 +324,9 @@ fn warm(shared: &Arc<Shared>, cfg: &Config, db: &ResolvedDb, pool: &Arc<Pool>) {
     let Some(info) = pool.template() else {
         return;
     };
-    let _ = shared;
     let mut limits = limits;
     limits.pool_size = limits.pool_size.min(min);
     while let Some(slot) = pool.try_slot(&limits) {
-        let (pool, info, id) = (pool.clone(), info.clone(), shared.next_id());
-        let generation = shared.control.generation(&db.name);
-        tokio::spawn(async move {
-            match ServerConn::connect(&info, id, slot).await {
-                Ok(mut s) => {
-                    s.generation = generation;
-                    pool.login_succeeded(&s.params);
-                    pool.checkin(Box::new(s));
-                }
-                Err(e) => {
-                    warn!(database = %pool.key.db, user = %pool.key.user, "min_pool_size: server login failed: {e}");
-                    pool.login_failed(&e);
-                }
-            }
-        });
+        spawn_connect(shared, db, pool, info.clone(), slot, Some("min_pool_size"));
     }
 }

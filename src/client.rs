@@ -133,6 +133,21 @@ async fn end_session(mut live: Box<Live>, reason: Result<(), Error>) {
     }
 }
 
+/// The TLS handshake with a client (direct or after SSLRequest), counted.
+async fn accept_tls(
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+    side: &crate::tls::ClientSide,
+) -> Result<(), Error> {
+    conn.upgrade(&side.acceptor).await?;
+    shared
+        .metrics
+        .tls_handshakes
+        .with_label_values(&["client"])
+        .inc();
+    Ok(())
+}
+
 /// Who a client said it is, as far as the login got: for log lines.
 #[derive(Default)]
 struct Who {
@@ -158,12 +173,7 @@ async fn login(
             let side = tls.client.as_ref().ok_or_else(|| {
                 Error::Protocol("direct TLS connection, but TLS is not configured".into())
             })?;
-            conn.upgrade(&side.acceptor).await?;
-            shared
-                .metrics
-                .tls_handshakes
-                .with_label_values(&["client"])
-                .inc();
+            accept_tls(shared, conn, side).await?;
             let alpn_ok = match &conn.stream {
                 Stream::ClientTls(t) => t.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN),
                 _ => false,
@@ -195,12 +205,7 @@ async fn login(
                                 "bytes received after SSLRequest before the TLS handshake".into(),
                             ));
                         }
-                        conn.upgrade(&side.acceptor).await?;
-                        shared
-                            .metrics
-                            .tls_handshakes
-                            .with_label_values(&["client"])
-                            .inc();
+                        accept_tls(shared, conn, side).await?;
                     }
                     None => conn.send(b"N").await?,
                 }
