@@ -224,7 +224,7 @@ async fn command(shared: &Arc<Shared>, text: &str, role: Role) -> Result<BytesMu
             let db = arg(text, 1);
             for e in shared.registry.clients() {
                 if db.as_deref().is_none_or(|d| d == e.database) {
-                    e.kill.notify_one();
+                    e.kill.throw();
                 }
             }
             for p in shared.pools.all() {
@@ -242,7 +242,7 @@ async fn command(shared: &Arc<Shared>, text: &str, role: Role) -> Result<BytesMu
                 .registry
                 .client(id)
                 .ok_or_else(|| Error::Protocol(format!("no client with id {id}")))?;
-            e.kill.notify_one();
+            e.kill.throw();
             let _ = CommandComplete::new("KILL_CLIENT".into()).encode(&mut b);
         }
         "SHUTDOWN" => {

@@ -35,6 +35,18 @@ impl Tidepool {
     /// OS picks a port (tests); the Unix socket is named after the port
     /// actually bound.
     pub async fn start(config: Config) -> io::Result<Tidepool> {
+        Tidepool::start_with_workers(config, Vec::new()).await
+    }
+
+    /// As [`Tidepool::start`], dealing new clients out in turn to this
+    /// runtime and to `workers` (the other threads' runtimes, one event
+    /// loop each). Listeners, the console's background work and metrics
+    /// stay on this runtime.
+    pub async fn start_with_workers(
+        config: Config,
+        workers: Vec<tokio::runtime::Handle>,
+    ) -> io::Result<Tidepool> {
+        let workers: Arc<[tokio::runtime::Handle]> = workers.into();
         let s = config.settings.clone();
         let base = config
             .path
@@ -63,7 +75,7 @@ impl Tidepool {
             tcp_addrs.push(local);
             tasks.push(tokio::spawn(accept_tcp(
                 l,
-                shared.clone(),
+                Dealer::new(shared.clone(), workers.clone()),
                 accept_rx.clone(),
             )));
         }
@@ -81,7 +93,7 @@ impl Tidepool {
             }
             tasks.push(tokio::spawn(accept_unix(
                 l,
-                shared.clone(),
+                Dealer::new(shared.clone(), workers.clone()),
                 stop_rx.clone(),
             )));
             unix_path = Some(path);
@@ -189,13 +201,82 @@ fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     sock.listen(backlog.max(1))
 }
 
-async fn accept_tcp(l: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+/// Deals accepted clients out to the runtimes in turn: this one first,
+/// then each worker's. A client's task, the servers it connects and the
+/// timers it sets then live on one thread's event loop.
+struct Dealer {
+    shared: Arc<Shared>,
+    workers: Arc<[tokio::runtime::Handle]>,
+    next: usize,
+}
+
+/// An accepted connection on its way to another runtime: unregistered
+/// from this one's event loop, registered with the worker's on arrival.
+enum Accepted {
+    Tcp(std::net::TcpStream, SocketAddr),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Dealer {
+    fn new(shared: Arc<Shared>, workers: Arc<[tokio::runtime::Handle]>) -> Dealer {
+        Dealer {
+            shared,
+            workers,
+            next: 0,
+        }
+    }
+
+    /// The worker for the next client, or `None` for this runtime.
+    fn turn(&mut self) -> Option<&tokio::runtime::Handle> {
+        let i = self.next % (self.workers.len() + 1);
+        self.next = self.next.wrapping_add(1);
+        i.checked_sub(1).and_then(|i| self.workers.get(i))
+    }
+
+    fn deal(&mut self, stream: Stream, peer: Peer) {
+        let shared = self.shared.clone();
+        let Some(worker) = self.turn() else {
+            tokio::spawn(client::serve(shared, stream, peer));
+            return;
+        };
+        let accepted = match (stream, peer) {
+            (Stream::Tcp(s), Peer::Tcp(a)) => s.into_std().map(|s| Accepted::Tcp(s, a)),
+            (Stream::Unix(s), _) => s.into_std().map(Accepted::Unix),
+            _ => return,
+        };
+        let accepted = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                warn!("cannot hand a client to a worker: {e}");
+                return;
+            }
+        };
+        worker.spawn(async move {
+            let (stream, peer) = match accepted {
+                Accepted::Tcp(s, a) => (
+                    tokio::net::TcpStream::from_std(s).map(Stream::Tcp),
+                    Peer::Tcp(a),
+                ),
+                Accepted::Unix(s) => (
+                    tokio::net::UnixStream::from_std(s).map(Stream::Unix),
+                    Peer::Unix,
+                ),
+            };
+            match stream {
+                Ok(stream) => client::serve(shared, stream, peer).await,
+                Err(e) => warn!("cannot register a client with a worker: {e}"),
+            }
+        });
+    }
+}
+
+async fn accept_tcp(l: TcpListener, mut dealer: Dealer, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             r = l.accept() => match r {
                 Ok((s, peer)) => {
-                    crate::net::tune_tcp(&s, &shared.config().settings);
-                    tokio::spawn(client::serve(shared.clone(), Stream::Tcp(s), Peer::Tcp(peer)));
+                    crate::net::tune_tcp(&s, &dealer.shared.config().settings);
+                    dealer.deal(Stream::Tcp(s), Peer::Tcp(peer));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off a
@@ -209,13 +290,11 @@ async fn accept_tcp(l: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiv
     }
 }
 
-async fn accept_unix(l: UnixListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+async fn accept_unix(l: UnixListener, mut dealer: Dealer, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             r = l.accept() => match r {
-                Ok((s, _)) => {
-                    tokio::spawn(client::serve(shared.clone(), Stream::Unix(s), Peer::Unix));
-                }
+                Ok((s, _)) => dealer.deal(Stream::Unix(s), Peer::Unix),
                 Err(e) => {
                     warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;

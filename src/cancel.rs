@@ -16,7 +16,7 @@ use crate::server::{ServerAddr, ServerConn};
 /// Where a cancel for a client must go right now.
 #[derive(Clone)]
 pub struct Target {
-    pub addr: ServerAddr,
+    pub addr: Arc<ServerAddr>,
     pub pid: i32,
     pub key: i32,
     pub in_flight: Arc<AtomicUsize>,
@@ -146,10 +146,10 @@ mod tests {
         let r = Arc::new(Registry::default());
         let reg = r.register();
         reg.set(Some(Target {
-            addr: ServerAddr {
+            addr: Arc::new(ServerAddr {
                 host: "h".into(),
                 port: 1,
-            },
+            }),
             pid: 42,
             key: 7,
             in_flight: Arc::default(),

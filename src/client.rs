@@ -384,7 +384,7 @@ async fn login(
         db,
         pool,
         server: None,
-        wanted,
+        wanted: Arc::new(wanted),
         defaults: Arc::default(),
         reg,
         state: LinkState::default(),
@@ -426,7 +426,9 @@ async fn login(
         }
     }
     session.defaults = session.pool.shared_defaults(defaults);
-    session.wanted.shrink_to_fit();
+    let mut wanted = Params::clone(&session.wanted);
+    wanted.shrink_to_fit();
+    session.wanted = session.pool.shared_settings(wanted);
     let mut b = BytesMut::new();
     for (name, value) in welcome.iter() {
         let v = session.wanted.get(name).unwrap_or(value);

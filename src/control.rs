@@ -28,6 +28,9 @@ pub struct Control {
     suspended: AtomicBool,
     /// Fast path: nothing is paused (one relaxed load per link).
     any_paused: AtomicBool,
+    /// Fast path: no RECONNECT yet, every generation is 0 (read at every
+    /// server release).
+    any_reconnect: AtomicBool,
     sets: Mutex<Sets>,
     changed: watch::Sender<u64>,
     version: AtomicU64,
@@ -51,6 +54,7 @@ impl Default for Control {
         Control {
             suspended: AtomicBool::new(false),
             any_paused: AtomicBool::new(false),
+            any_reconnect: AtomicBool::new(false),
             sets: Mutex::default(),
             changed: watch::channel(0).0,
             version: AtomicU64::new(0),
@@ -133,6 +137,10 @@ impl Control {
 
     /// Wait while `db` is paused.
     pub async fn wait_unpaused(&self, db: &str) {
+        // Nearly always: nothing paused, no need to subscribe.
+        if !self.is_paused(db) {
+            return;
+        }
         loop {
             let mut rx = self.changed.subscribe();
             if !self.is_paused(db) {
@@ -164,9 +172,13 @@ impl Control {
 
     pub fn reconnect(&self, db: &str) {
         *self.sets().generation.entry(db.to_string()).or_default() += 1;
+        self.any_reconnect.store(true, Ordering::Release);
     }
 
     pub fn generation(&self, db: &str) -> u64 {
+        if !self.any_reconnect.load(Ordering::Acquire) {
+            return 0;
+        }
         self.sets().generation.get(db).copied().unwrap_or(0)
     }
 

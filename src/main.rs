@@ -67,28 +67,52 @@ fn main() -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let mut builder = match config.settings.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        0 => tokio::runtime::Builder::new_multi_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(n as usize);
-            b
-        }
+    // Thread per core: each worker thread runs a single-threaded runtime
+    // of its own, and the acceptor deals new clients out to them in turn.
+    // A client's session, and the servers it uses, then stay on one
+    // thread, woken by one event loop; tokio's work-stealing runtime cost a
+    // third more CPU per transaction (docs/performance.md). By default half
+    // the CPUs: a pooler usually shares its machine, and fewer loops wake
+    // less often per transaction.
+    let threads = match config.settings.worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+        n => n as usize,
     };
-    let rt = match builder.enable_all().build() {
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tidepool: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
-    rt.block_on(run(config))
+    let mut workers = Vec::new();
+    for i in 1..threads {
+        let started = runtime().and_then(|wrt| {
+            let handle = wrt.handle().clone();
+            std::thread::Builder::new()
+                .name(format!("tidepool-worker-{i}"))
+                .spawn(move || wrt.block_on(std::future::pending::<()>()))
+                .map(|_| handle)
+        });
+        match started {
+            Ok(h) => workers.push(h),
+            Err(e) => {
+                eprintln!("tidepool: cannot start worker thread {i}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    rt.block_on(run(config, workers))
 }
 
-async fn run(config: Config) -> ExitCode {
+async fn run(config: Config, workers: Vec<tokio::runtime::Handle>) -> ExitCode {
     let pidfile = config.settings.pidfile.clone();
-    let app = match Tidepool::start(config).await {
+    let app = match Tidepool::start_with_workers(config, workers).await {
         Ok(a) => a,
         Err(e) => {
             tracing::error!("cannot start: {e}");

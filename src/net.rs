@@ -74,6 +74,35 @@ impl Stream {
         }
     }
 
+    /// Have the current thread's event loop watch this socket from now on.
+    /// tokio delivers a socket's readiness through the runtime that
+    /// registered it; a server used from another worker thread would wake
+    /// two threads per message. A plain socket is unregistered and
+    /// registered again; under TLS (whose stream cannot be taken apart
+    /// and rebuilt) a duplicate descriptor is registered and replaces the
+    /// old one. On error the stream is left closed.
+    pub fn rehome(&mut self) -> io::Result<()> {
+        fn dup(s: &TcpStream) -> io::Result<TcpStream> {
+            use std::os::fd::AsFd;
+            let fd = s.as_fd().try_clone_to_owned()?;
+            TcpStream::from_std(std::net::TcpStream::from(fd))
+        }
+        match std::mem::replace(self, Stream::Closed) {
+            Stream::Tcp(s) => *self = Stream::Tcp(TcpStream::from_std(s.into_std()?)?),
+            Stream::Unix(s) => *self = Stream::Unix(UnixStream::from_std(s.into_std()?)?),
+            Stream::ServerTls(mut s) => {
+                *s.get_mut().0 = dup(s.get_ref().0)?;
+                *self = Stream::ServerTls(s);
+            }
+            Stream::ClientTls(mut s) => {
+                *s.get_mut().0 = dup(s.get_ref().0)?;
+                *self = Stream::ClientTls(s);
+            }
+            Stream::Closed => {}
+        }
+        Ok(())
+    }
+
     /// The client's certificate chain, when it sent one over TLS.
     pub fn peer_certificate(&self) -> Option<Vec<u8>> {
         match self {
@@ -166,14 +195,27 @@ pub const READ_CHUNK: usize = 8192;
 /// waking up do not allocate (and fragment the heap with) a full chunk.
 pub const FIRST_READ: usize = 1024;
 
+/// Grow a read buffer only when less than this is free: a transaction's
+/// query and reply fit in the first kilobyte, and growing it each time
+/// would be a reallocation per transaction.
+pub const MIN_SPARE: usize = 512;
+
 /// Read more bytes into `buf`; `Ok(false)` at end of stream.
 pub async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<bool> {
     if buf.capacity() == 0 {
         buf.reserve(FIRST_READ);
-    } else if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+    } else if buf.capacity() - buf.len() < MIN_SPARE {
+        // Takes back the consumed front of the buffer when it can.
         buf.reserve(READ_CHUNK);
     }
-    Ok(r.read_buf(buf).await? > 0)
+    let spare = buf.capacity() - buf.len();
+    let n = r.read_buf(buf).await?;
+    if n == spare && spare < READ_CHUNK {
+        // Filled it: more is probably on its way (a large result), so
+        // read it in bigger pieces.
+        buf.reserve(READ_CHUNK);
+    }
+    Ok(n > 0)
 }
 
 /// Why reading a whole message failed.

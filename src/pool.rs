@@ -94,7 +94,15 @@ struct Inner {
     /// pool (see [`Pool::shared_defaults`]).
     defaults: Option<Arc<Params>>,
     login_failure: Option<LoginFailure>,
+    /// Distinct sets of client settings seen, shared by the clients that
+    /// want the same (see [`Pool::shared_settings`]).
+    settings: Vec<Arc<Params>>,
 }
+
+/// At most this many distinct client setting sets are shared per pool;
+/// clients beyond keep a copy of their own (still correct, only the
+/// per-link shortcut is lost for them).
+const SHARED_SETTINGS: usize = 64;
 
 /// The limits a checkout obeys; read from the config at each checkout so a
 /// reload applies to the next one.
@@ -230,21 +238,34 @@ impl Pool {
     /// Take a server: an idle one, or a slot to connect a new one, waiting in
     /// FIFO order up to `wait_timeout`.
     pub async fn checkout(&self, limits: Limits) -> Result<Grant, Error> {
-        let now = tokio::time::Instant::now();
-        let deadline = limits.wait_timeout.map(|t| now + t);
-        let reserve_at = now + limits.reserve_timeout;
+        // Read the clock only once we have to wait (a checkout usually
+        // does not).
+        let mut times: Option<(Option<tokio::time::Instant>, tokio::time::Instant)> = None;
         let mut use_reserve = false;
         loop {
             let db_freed = self.db_count.freed.notified();
             let user_freed = self.user_count.freed.notified();
             tokio::pin!(db_freed, user_freed);
-            db_freed.as_mut().enable();
-            user_freed.as_mut().enable();
+            // Only a database or user limit can make us wait for a count
+            // to drop; registering costs a lock each, so only then.
+            if limits.max_db > 0 {
+                db_freed.as_mut().enable();
+            }
+            if limits.max_user > 0 {
+                user_freed.as_mut().enable();
+            }
             let (rx, limited) = match self.attempt(&limits, use_reserve)? {
                 Attempt::Server(s) => return Ok(Grant::Server(s)),
                 Attempt::Connect(slot) => return Ok(Grant::Slot(slot)),
                 Attempt::Wait(rx, limited) => (rx, limited),
             };
+            let (deadline, reserve_at) = *times.get_or_insert_with(|| {
+                let now = tokio::time::Instant::now();
+                (
+                    limits.wait_timeout.map(|t| now + t),
+                    now + limits.reserve_timeout,
+                )
+            });
             let timeout = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -275,7 +296,13 @@ impl Pool {
 
     fn attempt(&self, limits: &Limits, use_reserve: bool) -> Result<Attempt, Error> {
         let mut inner = self.lock();
-        while let Some(s) = inner.idle.pop_back() {
+        let here = std::thread::current().id();
+        // The most recently used server whose socket this thread's event
+        // loop watches, else the most recently used one.
+        while let Some(s) = match inner.idle.iter().rposition(|s| s.home == here) {
+            Some(i) => inner.idle.remove(i),
+            None => inner.idle.pop_back(),
+        } {
             if s.usable() {
                 return Ok(Attempt::Server(s));
             }
@@ -464,6 +491,21 @@ impl Pool {
                 d
             }
         }
+    }
+
+    /// One shared copy of a client's own settings: clients that want the
+    /// same settings hold the same `Arc`, so a server brought in line with
+    /// one of them is known to suit the others without comparing values.
+    pub fn shared_settings(&self, p: Params) -> Arc<Params> {
+        let mut inner = self.lock();
+        if let Some(a) = inner.settings.iter().find(|a| ***a == p) {
+            return a.clone();
+        }
+        let a = Arc::new(p);
+        if inner.settings.len() < SHARED_SETTINGS {
+            inner.settings.push(a.clone());
+        }
+        a
     }
 
     /// Close every idle server now (PAUSE, RECONNECT).

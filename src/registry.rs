@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::sync::Notify;
-
 /// Connection states, PgBouncer's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -60,7 +58,44 @@ pub struct Entry {
     /// Named prepared statements: a client's names, a server's prepared set.
     prepared: AtomicU64,
     /// KILL: the client's session ends at its next await point.
-    pub kill: Notify,
+    pub kill: Kill,
+}
+
+/// A client's kill switch. Sticky: once thrown it stays thrown, so a KILL
+/// that lands between two waits is seen at the next. Waiting costs two
+/// atomic operations, not a lock: the session checks it at every await of
+/// every transaction.
+#[derive(Default)]
+pub struct Kill {
+    thrown: std::sync::atomic::AtomicBool,
+    waker: atomic_waker::AtomicWaker,
+}
+
+impl Kill {
+    /// End the session (KILL, KILL_CLIENT).
+    pub fn throw(&self) {
+        self.thrown.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once thrown.
+    pub fn poll(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.thrown.load(Ordering::Acquire) {
+            return std::task::Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // Thrown between the check and the registration: not missed.
+        if self.thrown.load(Ordering::Acquire) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+
+    /// Wait until thrown.
+    pub async fn thrown(&self) {
+        std::future::poll_fn(|cx| self.poll(cx)).await
+    }
 }
 
 /// Now, in Unix microseconds.
@@ -102,14 +137,20 @@ impl Entry {
             request_time: AtomicU64::new(now_us()),
             link: AtomicU64::new(0),
             prepared: AtomicU64::new(0),
-            kill: Notify::new(),
+            kill: Kill::default(),
         }
     }
 
     pub fn set(&self, state: State, link: u64) {
+        self.set_at(state, link, now_us());
+    }
+
+    /// As [`Entry::set`], with the time (`now_us`) already read: a link
+    /// updates both sides' entries at once.
+    pub fn set_at(&self, state: State, link: u64, now_us: u64) {
         self.state.store(state as u8, Ordering::Relaxed);
         self.link.store(link, Ordering::Relaxed);
-        self.request_time.store(now_us(), Ordering::Relaxed);
+        self.request_time.store(now_us, Ordering::Relaxed);
     }
 
     pub fn set_prepared(&self, n: usize) {

@@ -69,7 +69,9 @@ pub enum ServerCreds {
 /// Everything needed to open one server connection.
 #[derive(Clone)]
 pub struct LoginInfo {
-    pub addr: ServerAddr,
+    /// Shared: every server of the pool, and each link's cancel target,
+    /// points at it rather than copying the host name.
+    pub addr: Arc<ServerAddr>,
     pub user: String,
     pub database: String,
     pub creds: ServerCreds,
@@ -94,7 +96,7 @@ pub struct ServerConn {
     pub applied: Params,
     pub backend_pid: i32,
     pub backend_key: i32,
-    pub addr: ServerAddr,
+    pub addr: Arc<ServerAddr>,
     pub created: Instant,
     pub last_used: Instant,
     /// Cancel requests still being delivered to this server: it must not go
@@ -110,6 +112,15 @@ pub struct ServerConn {
     pub registered: crate::registry::Registered,
     /// Named statements prepared on this server (transaction mode).
     pub prepared: crate::prepared::ServerStmts,
+    /// The thread whose event loop watches this socket (the one that
+    /// connected it): a client on that thread is handed it first, so its
+    /// wake-ups need no second thread.
+    pub home: std::thread::ThreadId,
+    /// The client settings and pool defaults (the pool's shared copies)
+    /// this server was last brought in line with; cleared by anything that
+    /// changes its settings. A link with the same pair skips the
+    /// comparison.
+    pub synced: Option<(Arc<Params>, Arc<Params>)>,
 }
 
 impl Drop for ServerConn {
@@ -313,7 +324,20 @@ impl ServerConn {
             generation: 0,
             registered,
             prepared: crate::prepared::ServerStmts::default(),
+            home: std::thread::current().id(),
+            synced: None,
         })
+    }
+
+    /// Move this server's socket to the current thread's event loop, if
+    /// another thread's watches it (see [`Stream::rehome`]).
+    pub fn rehome(&mut self) -> std::io::Result<()> {
+        let here = std::thread::current().id();
+        if self.home != here {
+            self.stream.rehome()?;
+            self.home = here;
+        }
+        Ok(())
     }
 
     /// Cheap check before handing an idle server out: still open, nothing
@@ -372,6 +396,7 @@ impl ServerConn {
     pub fn record_parameter(&mut self, body: &[u8]) {
         if let Some((n, v)) = parse_parameter_status(body) {
             let name = String::from_utf8_lossy(n);
+            self.synced = None;
             self.applied.remove(&name);
             self.params.set(&name, Bytes::copy_from_slice(v));
         }
@@ -385,13 +410,14 @@ impl ServerConn {
     /// Bring the server's settings in line with what the client wants,
     /// with one round trip of `SET`s whose replies nobody sees. Afterwards
     /// `wanted` holds the values as the server reported them (canonical
-    /// spelling), so the next comparison matches.
+    /// spelling), so the next comparison matches: that copy is returned
+    /// when any spelling differs.
     pub async fn sync_params(
         &mut self,
-        wanted: &mut Params,
+        wanted: &Params,
         defaults: &Params,
         max_len: usize,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Params>, Error> {
         let mut sql = Vec::new();
         // (name, whether the client set it itself)
         let mut names: Vec<(String, bool)> = Vec::new();
@@ -414,13 +440,20 @@ impl ServerConn {
             }
         }
         if sql.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         self.run_quiet(&sql, max_len).await?;
+        let mut respelled: Option<Params> = None;
         for (name, mine) in names {
             match self.params.get(&name) {
                 // The server's canonical spelling of the client's value.
-                Some(v) if mine => wanted.set(&name, v.clone()),
+                Some(v) if mine => {
+                    if wanted.get(&name) != Some(v) {
+                        respelled
+                            .get_or_insert_with(|| wanted.clone())
+                            .set(&name, v.clone());
+                    }
+                }
                 Some(_) => {}
                 None => {
                     let v = if mine {
@@ -434,7 +467,7 @@ impl ServerConn {
                 }
             }
         }
-        Ok(())
+        Ok(respelled)
     }
 
     /// Run the reset query; the server goes back to the pool only if this
@@ -446,6 +479,7 @@ impl ServerConn {
             self.prepared.clear();
         }
         self.applied = Params::default();
+        self.synced = None;
         Ok(())
     }
 

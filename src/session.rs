@@ -2,7 +2,8 @@
 //!
 //! One task per client owns the client socket and, while linked, the server
 //! connection, and moves bytes between them with `select!` on both reads.
-//! Frames are forwarded as slices of the read buffer (`split_to`, no copy);
+//! Frames are forwarded as slices of the read buffer (written from it, then
+//! consumed with `advance`: no copy, no allocation);
 //! only the few message types the pooler must see are looked at.
 //!
 //! In session mode a server is linked on the client's first message and kept
@@ -112,6 +113,15 @@ impl Default for LinkState {
 }
 
 impl LinkState {
+    /// Back to a fresh link's state, keeping the queue's allocation (one
+    /// per client, not one per transaction).
+    pub fn reset(&mut self) {
+        self.syncs.clear();
+        self.unsynced = false;
+        self.in_copy_in = false;
+        self.status = b'I';
+    }
+
     /// A client message (its type byte) is being forwarded.
     pub fn client_message(&mut self, tag: u8) {
         match tag {
@@ -195,7 +205,7 @@ pub(crate) struct Session {
     pub mode: PoolMode,
     pub server: Option<Box<ServerConn>>,
     /// The settings this client wants on its server.
-    pub wanted: Params,
+    pub wanted: Arc<Params>,
     /// The pool's values of the tracked settings, for those the client did
     /// not set (shared by the pool's clients).
     pub defaults: Arc<Params>,
@@ -205,7 +215,10 @@ pub(crate) struct Session {
     pub sscan: Scanner,
     /// When the client last sent anything (idle timeouts).
     pub last_client_read: Instant,
-    /// When the outstanding query began (query_timeout, query_time).
+    /// When the outstanding query began (query_timeout, query_time): when
+    /// its bytes were read, or when a server was linked for it if it had
+    /// to wait for one (as in PgBouncer, query time leaves out the wait);
+    /// hence `last_client_read.max(query_start)`, with no clock read.
     pub query_start: Instant,
     /// When the current transaction began (xact_time).
     pub xact_start: Option<Instant>,
@@ -277,6 +290,10 @@ impl Session {
         loop {
             match self.pool.checkout(limits).await? {
                 Grant::Server(mut s) => {
+                    if let Err(e) = s.rehome() {
+                        debug!(server = %s.addr, "cannot move a server to this thread, closing: {e}");
+                        continue;
+                    }
                     let s_cfg = &self.cfg.settings;
                     let delay = s_cfg.server_check_delay.0;
                     if s.last_used.elapsed() >= delay {
@@ -335,37 +352,52 @@ impl Session {
         // A reload applies from the next link: limits, timeouts, reset query.
         self.cfg = self.shared.config();
         let waited = Instant::now();
-        self.listed.entry.set(State::Waiting, 0);
+        // The request's time, for SHOW CLIENTS / SERVERS request_time.
+        let asked = crate::registry::now_us();
+        self.listed.entry.set_at(State::Waiting, 0, asked);
         // PAUSE: new queries wait here until RESUME.
         self.shared.control.wait_unpaused(&self.db.name).await;
         let mut server = self.acquire().await?;
-        self.metrics
-            .client_wait
-            .observe(waited.elapsed().as_secs_f64());
+        let wait = waited.elapsed();
+        // A query that waited for this server starts now, not when read.
+        self.query_start = waited + wait;
+        self.metrics.client_wait.observe(wait.as_secs_f64());
         self.metrics.checkouts.inc();
-        self.listed.entry.set(State::Active, server.id);
+        self.listed.entry.set_at(State::Active, server.id, asked);
         server
             .registered
             .entry
-            .set(State::Active, self.listed.entry.id);
-        self.stats
-            .add(C::WaitTime, waited.elapsed().as_micros() as u64);
+            .set_at(State::Active, self.listed.entry.id, asked);
+        self.stats.add(C::WaitTime, wait.as_micros() as u64);
         self.stats.add(C::ServerAssignments, 1);
         let max = self.max_len();
-        if let Err(e) = server
-            .sync_params(&mut self.wanted, &self.defaults, max)
-            .await
-        {
-            // A bad value of the client's own (an unknown TimeZone, say):
-            // the server is fine, the client is told.
-            if matches!(e, Error::ServerError(_)) {
-                server.last_used = Instant::now();
-                self.pool.checkin(server);
+        // Brought in line with these very settings (the pool shares equal
+        // sets) and not changed since: nothing to compare.
+        let in_sync = server.synced.as_ref().is_some_and(|(wanted, defaults)| {
+            Arc::ptr_eq(wanted, &self.wanted) && Arc::ptr_eq(defaults, &self.defaults)
+        });
+        if !in_sync {
+            server.synced = None;
+            match server.sync_params(&self.wanted, &self.defaults, max).await {
+                Ok(respelled) => {
+                    if let Some(w) = respelled {
+                        self.wanted = self.pool.shared_settings(w);
+                    }
+                    server.synced = Some((self.wanted.clone(), self.defaults.clone()));
+                }
+                Err(e) => {
+                    // A bad value of the client's own (an unknown TimeZone,
+                    // say): the server is fine, the client is told.
+                    if matches!(e, Error::ServerError(_)) {
+                        server.last_used = Instant::now();
+                        self.pool.checkin(server);
+                    }
+                    return Err(e);
+                }
             }
-            return Err(e);
         }
         self.reg.set(Some(crate::cancel::Target::of(&server)));
-        self.state = LinkState::default();
+        self.state.reset();
         self.responses.clear();
         self.server = Some(server);
         Ok(())
@@ -391,10 +423,12 @@ impl Session {
     }
 
     fn return_server(&self, mut server: Box<ServerConn>) {
-        self.listed.entry.set(State::Idle, 0);
-        server.registered.entry.set(State::Idle, 0);
+        let now = crate::registry::now_us();
+        self.listed.entry.set_at(State::Idle, 0, now);
+        server.registered.entry.set_at(State::Idle, 0, now);
+        let at = Instant::now();
         let lifetime = self.cfg.server_lifetime(&self.db);
-        if lifetime.is_some_and(|l| server.created.elapsed() >= l) {
+        if lifetime.is_some_and(|l| at.saturating_duration_since(server.created) >= l) {
             return;
         }
         // RECONNECT since this server was made, or the database paused:
@@ -404,7 +438,7 @@ impl Session {
         {
             return;
         }
-        server.last_used = Instant::now();
+        server.last_used = at;
         self.pool.checkin(server);
     }
 
@@ -450,8 +484,10 @@ impl Session {
                 }
                 let entry = self.listed.entry.clone();
                 tokio::select! {
+                    // In order: no random start (a draw per transaction).
+                    biased;
                     r = self.link() => r?,
-                    _ = entry.kill.notified() => return Err(killed()),
+                    _ = entry.kill.thrown() => return Err(killed()),
                 }
             }
             if let ClientEnd::Terminate = self.forward_client(conn).await? {
@@ -472,12 +508,10 @@ impl Session {
                 }
             };
             tokio::select! {
-                r = fill(&mut conn.stream, &mut conn.rbuf) => {
-                    if !r.map_err(Error::client_io)? {
-                        return Err(Error::ClientGone);
-                    }
-                    self.last_client_read = Instant::now();
-                }
+                // In order, with no random start (a draw per wait): the
+                // server first, so its replies drain before more requests
+                // are read.
+                biased;
                 r = fill(&mut server.stream, &mut server.rbuf) => {
                     match r {
                         Ok(true) => {}
@@ -485,11 +519,17 @@ impl Session {
                         Err(e) => return Err(Error::ServerGone(e.to_string())),
                     }
                 }
+                r = fill(&mut conn.stream, &mut conn.rbuf) => {
+                    if !r.map_err(Error::client_io)? {
+                        return Err(Error::ClientGone);
+                    }
+                    self.last_client_read = Instant::now();
+                }
                 _ = sleep => {
                     let kind = deadline.map(|(_, k)| k);
                     return Err(self.timeout_error(kind));
                 }
-                _ = self.listed.entry.kill.notified() => return Err(killed()),
+                _ = self.listed.entry.kill.thrown() => return Err(killed()),
             }
         }
     }
@@ -513,9 +553,7 @@ impl Session {
         if conn.rbuf.is_empty() {
             conn.rbuf = BytesMut::new();
         }
-        let entry = self.listed.entry.clone();
-        let kill = entry.kill.notified();
-        tokio::pin!(kill);
+        let kill = &self.listed.entry.kill;
         let mut idle_timer = self
             .cfg
             .settings
@@ -528,7 +566,7 @@ impl Session {
             TimedOut,
         }
         let woke = std::future::poll_fn(|cx| {
-            if std::future::Future::poll(kill.as_mut(), cx).is_ready() {
+            if kill.poll(cx).is_ready() {
                 return std::task::Poll::Ready(Ok(Woke::Killed));
             }
             if let Some(t) = idle_timer.as_mut() {
@@ -683,7 +721,7 @@ impl Session {
                 Step::Pass { n, tag } => {
                     if let Some(t) = tag {
                         if !self.state.busy() {
-                            self.query_start = Instant::now();
+                            self.query_start = self.last_client_read.max(self.query_start);
                             self.xact_start.get_or_insert(self.query_start);
                         }
                         self.state.client_message(t);
@@ -706,12 +744,14 @@ impl Session {
         }
         if pos > 0 {
             self.stats.add(C::Received, pos as u64);
-            let chunk = conn.rbuf.split_to(pos);
+            // Written from the buffer, then consumed: splitting it off
+            // would turn the buffer into a shared one (an allocation).
             server
                 .stream
-                .write_all(&chunk)
+                .write_all(&conn.rbuf[..pos])
                 .await
                 .map_err(|e| Error::ServerGone(e.to_string()))?;
+            conn.rbuf.advance(pos);
         }
         if let ClientEnd::Terminate = end {
             conn.rbuf.clear();
@@ -768,7 +808,7 @@ impl Session {
                 Step::Pass { n, tag } => {
                     if let Some(t) = tag {
                         if !self.state.busy() {
-                            self.query_start = Instant::now();
+                            self.query_start = self.last_client_read.max(self.query_start);
                             self.xact_start.get_or_insert(self.query_start);
                         }
                         match t {
@@ -787,7 +827,7 @@ impl Session {
                 }
                 Step::Whole { tag, len } => {
                     if !self.state.busy() {
-                        self.query_start = Instant::now();
+                        self.query_start = self.last_client_read.max(self.query_start);
                         self.xact_start.get_or_insert(self.query_start);
                     }
                     let body = &conn.rbuf[pos + 5..pos + len];
@@ -905,23 +945,27 @@ impl Session {
                 }
             }
         }
-        if pos > run_start {
-            segs.push(Seg::Range(run_start, pos));
-        }
         if pos > 0 {
             self.stats.add(C::Received, pos as u64);
-            let all = conn.rbuf.split_to(pos).freeze();
-            for seg in segs {
-                let bytes = match seg {
-                    Seg::Range(a, b) => all.slice(a..b),
+            // Written from the read buffer, then consumed, as on the plain
+            // path; with nothing rewritten `segs` stays empty (no
+            // allocation) and this is one write.
+            let tail = Seg::Range(run_start, pos);
+            for seg in segs.iter().chain(std::iter::once(&tail)) {
+                let bytes: &[u8] = match seg {
+                    Seg::Range(a, b) => &conn.rbuf[*a..*b],
                     Seg::Own(b) => b,
                 };
+                if bytes.is_empty() {
+                    continue;
+                }
                 server
                     .stream
-                    .write_all(&bytes)
+                    .write_all(bytes)
                     .await
                     .map_err(|e| Error::ServerGone(e.to_string()))?;
             }
+            conn.rbuf.advance(pos);
         }
         if let ClientEnd::Terminate = end {
             conn.rbuf.clear();
@@ -981,7 +1025,8 @@ impl Session {
                     }
                     if action == prepared::Action::Drop {
                         // Our own request's reply: not the client's.
-                        conn.send(&server.rbuf.split_to(pos)).await?;
+                        conn.send(&server.rbuf[..pos]).await?;
+                        server.rbuf.advance(pos);
                         server.rbuf.advance(len);
                         pos = 0;
                         continue;
@@ -1019,7 +1064,8 @@ impl Session {
                     if self.mode == PoolMode::Statement && status != b'I' {
                         // Forward what came before, then refuse: the
                         // server is closed (it is inside a transaction).
-                        conn.send(&server.rbuf.split_to(pos)).await?;
+                        conn.send(&server.rbuf[..pos]).await?;
+                        server.rbuf.advance(pos);
                         return Err(Error::NotSupported(
                             "transaction blocks not allowed in statement pooling mode".into(),
                         ));
@@ -1034,7 +1080,9 @@ impl Session {
                             || self.cfg.settings.track_extra_parameters.contains_ci(&name)
                             || self.wanted.get(&name).is_some();
                         if tracked {
-                            self.wanted.set(&name, Bytes::copy_from_slice(v));
+                            let mut w = Params::clone(&self.wanted);
+                            w.set(&name, Bytes::copy_from_slice(v));
+                            self.wanted = self.pool.shared_settings(w);
                         }
                     }
                     server.record_parameter(&body);
@@ -1050,7 +1098,8 @@ impl Session {
                     // LISTEN cannot work across servers. Say so instead of
                     // losing notifications, and do not reuse the server.
                     if &server.rbuf[pos + 5..pos + len] == b"LISTEN\0" {
-                        conn.send(&server.rbuf.split_to(pos)).await?;
+                        conn.send(&server.rbuf[..pos]).await?;
+                        server.rbuf.advance(pos);
                         server.rbuf.advance(len);
                         pos = 0;
                         server.close_needed = true;
@@ -1081,7 +1130,8 @@ impl Session {
             if track {
                 let due = self.responses.take_synthetic();
                 if !due.is_empty() {
-                    conn.send(&server.rbuf.split_to(pos)).await?;
+                    conn.send(&server.rbuf[..pos]).await?;
+                    server.rbuf.advance(pos);
                     pos = 0;
                     for b in due {
                         conn.send(&b).await?;
@@ -1091,8 +1141,8 @@ impl Session {
         }
         if pos > 0 {
             self.stats.add(C::Sent, pos as u64);
-            let chunk = server.rbuf.split_to(pos);
-            conn.send(&chunk).await?;
+            conn.send(&server.rbuf[..pos]).await?;
+            server.rbuf.advance(pos);
         }
         Ok(())
     }
@@ -1223,10 +1273,10 @@ pub(crate) fn login_info(
             }
         });
     LoginInfo {
-        addr: ServerAddr {
+        addr: Arc::new(ServerAddr {
             host,
             port: db.cfg.port,
-        },
+        }),
         user: server_user.clone(),
         database: db.dbname().to_string(),
         creds,

@@ -342,6 +342,20 @@ async fn pause_and_resume_from_two_consoles_do_not_hang() {
     let pause =
         tokio::spawn(async move { one.simple_query(&format!("PAUSE {DB}")).await.map(|_| ()) });
     a.batch_execute("SELECT 2").await.unwrap();
+    // RESUME only once the PAUSE is in force (the two consoles race).
+    assert!(
+        wait_until(10, || async {
+            let (cols, rows) = show(&two, "DATABASES").await;
+            let (name, paused) = (
+                cols.iter().position(|c| c == "name").unwrap(),
+                cols.iter().position(|c| c == "paused").unwrap(),
+            );
+            rows.iter()
+                .any(|r| r[name].as_deref() == Some(DB) && r[paused].as_deref() == Some("1"))
+        })
+        .await,
+        "PAUSE {DB} shows in SHOW DATABASES"
+    );
     two.simple_query(&format!("RESUME {DB}")).await.unwrap();
     let r = tokio::time::timeout(std::time::Duration::from_secs(10), pause)
         .await
@@ -443,10 +457,18 @@ async fn show_clients_and_servers_list_connections_and_kill_ends_them() {
     // KILL db ends every client of the database.
     admin.simple_query(&format!("KILL {DB}")).await.unwrap();
     assert!(wait_until(10, || async { other.is_closed() }).await);
-    let (_, clients) = show(&admin, "CLIENTS").await;
-    assert!(clients
-        .iter()
-        .all(|r| r[col("database")].as_deref() != Some(DB)));
+    // The client hears its FATAL before its session has finished (the
+    // server's reset): wait for the listing, not just the close.
+    assert!(
+        wait_until(10, || async {
+            let (_, clients) = show(&admin, "CLIENTS").await;
+            clients
+                .iter()
+                .all(|r| r[col("database")].as_deref() != Some(DB))
+        })
+        .await,
+        "killed clients leave SHOW CLIENTS"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,7 +42,6 @@ const ZONES: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_clients_on_few_servers_never_cross_replies() {
-    let pg = pg();
     let (clients, txns) = match load() {
         1 => (50, 40),
         n => (50 * n, 125 * n),
@@ -52,9 +51,38 @@ async fn many_clients_on_few_servers_never_cross_replies() {
         &db_entry("ten", "pool_size=10"),
     )
     .await;
+    never_cross_replies(p, clients, txns, 10, "tx_log").await;
+}
+
+/// As the binary runs, with a thread per core: clients land on three
+/// single-threaded runtimes, and every server is used by clients of each,
+/// so it is moved between event loops (`ServerConn::rehome`) over and over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_on_three_event_loops_share_two_servers() {
+    let p = Pooler::start_with_workers(
+        "pool_mode = \"transaction\"\nmax_client_conn = 2000\n",
+        &db_entry("ten", "pool_size=2"),
+        2,
+    )
+    .await;
+    never_cross_replies(p, 24, 40, 2, "tx_log_loops").await;
+}
+
+/// `clients` clients, each with its own TimeZone, run `txns` transactions
+/// each through `p`'s database "ten" (a pool of `pool_size`): every reply
+/// is the client's own, in order, with its setting, and every commit lands
+/// once (into table `log`), on at most `pool_size` servers.
+async fn never_cross_replies(p: Pooler, clients: usize, txns: usize, pool_size: i64, log: &str) {
+    // The server count is read from pg_stat_activity by user: one such
+    // test at a time.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let pg = pg();
     let setup = p.connect(ISO_USER, ISO_PASS, "ten").await;
     setup
-        .batch_execute("DROP TABLE IF EXISTS tx_log; CREATE TABLE tx_log(client int, seq int)")
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {log}; CREATE TABLE {log}(client int, seq int)"
+        ))
         .await
         .unwrap();
     drop(setup);
@@ -64,6 +92,7 @@ async fn many_clients_on_few_servers_never_cross_replies() {
     let mut tasks = Vec::new();
     for id in 0..clients as i32 {
         let zone = ZONES[id as usize % ZONES.len()];
+        let insert = format!("INSERT INTO {log} VALUES ($1, $2)");
         let info = format!(
             "{} options='-c TimeZone={zone}'",
             p.conninfo(ISO_USER, ISO_PASS, "ten")
@@ -86,9 +115,7 @@ async fn many_clients_on_few_servers_never_cross_replies() {
                     zone,
                     "client {id} lost its TimeZone"
                 );
-                tx.execute("INSERT INTO tx_log VALUES ($1, $2)", &[&id, &seq])
-                    .await
-                    .unwrap();
+                tx.execute(&insert, &[&id, &seq]).await.unwrap();
                 tx.commit().await.unwrap();
             }
         }));
@@ -104,13 +131,13 @@ async fn many_clients_on_few_servers_never_cross_replies() {
         }
     }
     assert!(
-        max_servers <= 10,
-        "{max_servers} server connections for a pool of 10"
+        max_servers <= pool_size,
+        "{max_servers} server connections for a pool of {pool_size}"
     );
     let c = p.connect(ISO_USER, ISO_PASS, "ten").await;
     let row = simple_row(
         &c,
-        "SELECT count(*), count(DISTINCT (client, seq)) FROM tx_log",
+        &format!("SELECT count(*), count(DISTINCT (client, seq)) FROM {log}"),
     )
     .await;
     let expect = (clients * txns).to_string();

@@ -97,6 +97,38 @@ def ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
+def switches(pid):
+    """Context switches of all a process's threads so far (voluntary: it
+    waited for an event; involuntary: it was preempted)."""
+    total = 0
+    for task in glob.glob(f"/proc/{pid}/task/*/status"):
+        try:
+            with open(task) as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return total
+
+
+def callgrind_instructions(pid, work, wrap):
+    """Instructions a process under callgrind ran since its counters were
+    last zeroed: dump them, read the dump's total."""
+    before = set(glob.glob(f"{work}/callgrind.{pid}*"))
+    sh(wrap(["callgrind_control", "-d", str(pid)]), stdout=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        new = set(glob.glob(f"{work}/callgrind.{pid}*")) - before
+        for path in new:
+            with open(path) as f:
+                for line in f:
+                    if line.startswith(("summary:", "totals:")):
+                        return int(line.split()[1]), path
+        time.sleep(0.1)
+    return 0, None
+
+
 def status_kb(pid, key):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -197,10 +229,17 @@ log_disconnections = 0
             for p in glob.glob(os.path.join(w, "*")):
                 shutil.chown(p, "postgres")
         sh(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
-        tp = subprocess.Popen([os.path.join(ROOT, "target/release/tidepool"), "-q",
-                               os.path.join(w, "tidepool.toml")])
-        pb = subprocess.Popen(as_postgres(["/usr/sbin/pgbouncer", "-q",
-                                           os.path.join(w, "pgbouncer.ini")]))
+        vg = []
+        if a.callgrind:
+            # Instructions, not seconds: the same count whatever else the
+            # machine does. Counting starts at zero before each pgbench
+            # run (callgrind_control -z), so logins and startup are out.
+            vg = ["valgrind", "--tool=callgrind", "--collect-atstart=yes",
+                  f"--callgrind-out-file={w}/callgrind.%p"]
+        tp = subprocess.Popen(vg + [os.path.join(ROOT, "target/release/tidepool"), "-q",
+                                    os.path.join(w, "tidepool.toml")])
+        pb = subprocess.Popen(as_postgres(vg + ["/usr/sbin/pgbouncer", "-q",
+                                                os.path.join(w, "pgbouncer.ini")]))
         self.procs += [tp, pb]
         wait_port(self.tp_port, tp)
         wait_port(self.pb_port, pb)
@@ -236,9 +275,20 @@ log_disconnections = 0
             cmd.append("-C")
         cmd.append("bench")
         perf = None
+        if pid and self.args.callgrind and not connect:
+            # Fill the pool first: server logins (SCRAM's 4,096 hashes
+            # each) would otherwise count as per-transaction work.
+            warm = [c for c in cmd if not c.startswith("--log-prefix") and c != "-l"]
+            warm[warm.index("-T") + 1] = "3"
+            subprocess.run(warm, env=self.env, capture_output=True)
         if pid:
             reset_peak(pid)
             t0 = ticks(pid)
+            cs0 = switches(pid)
+            if self.args.callgrind:
+                cg = ["callgrind_control", "-z", str(pid)]
+                # vgdb talks to a process as its own user.
+                sh(as_postgres(cg) if target == "pgbouncer" else cg, stdout=subprocess.DEVNULL)
             if self.args.profile and target == "tidepool":
                 perf = subprocess.Popen(
                     ["perf", "record", "-F", "2000", "-g", "--call-graph", "dwarf", "-o",
@@ -250,7 +300,8 @@ log_disconnections = 0
         text = out.stdout + out.stderr
         row = {"target": target, "script": script, "proto": proto, "clients": clients,
                "connect": int(connect), "tps": 0.0, "lat_avg_ms": "", "lat_p99_ms": "",
-               "failed": "", "xacts": 0, "cpu_us_per_xact": "", "peak_rss_kb": ""}
+               "failed": "", "xacts": 0, "cpu_us_per_xact": "", "switches_per_xact": "", "instr_per_xact": "",
+               "peak_rss_kb": ""}
         for line in text.splitlines():
             if line.startswith("tps = "):
                 row["tps"] = float(line.split()[2])
@@ -286,6 +337,16 @@ log_disconnections = 0
             used = ticks(pid) - t0
             if row["xacts"]:
                 row["cpu_us_per_xact"] = round(used * 1e6 / CLK / row["xacts"], 1)
+                row["switches_per_xact"] = round((switches(pid) - cs0) / row["xacts"], 2)
+            if self.args.callgrind and row["xacts"]:
+                wrap = as_postgres if target == "pgbouncer" else (lambda c: c)
+                n, dump = callgrind_instructions(pid, self.work, wrap)
+                row["instr_per_xact"] = round(n / row["xacts"])
+                if dump:
+                    # Kept for callgrind_annotate / kcachegrind.
+                    keep = os.path.join(os.path.dirname(os.path.abspath(self.args.out)),
+                                        f"callgrind.{target}.{script}.{proto}.{clients}")
+                    shutil.copy(dump, keep)
             row["peak_rss_kb"] = status_kb(pid, "VmHWM")
         return row
 
@@ -359,6 +420,10 @@ def main():
                    help="instead of pgbench: N idle clients through each pooler, their memory and latency")
     p.add_argument("--every", type=float, default=10.0,
                    help="--connscale: seconds between one client's transactions (10)")
+    p.add_argument("--callgrind", action="store_true",
+                   help="run both poolers under valgrind's callgrind and report "
+                        "user-space instructions per transaction (repeatable; "
+                        "the timings are then meaningless)")
     p.add_argument("--profile", metavar="PERF_DATA",
                    help="perf record tidepool during its runs (linux-perf) into this file")
     a = p.parse_args()
@@ -368,6 +433,7 @@ def main():
     a.tidepool_extra = a.tidepool_extra.replace("\\n", "\n")
     out = a.out or os.path.join(ROOT, "bench-results", time.strftime("macro-%Y%m%d-%H%M%S.csv"))
     os.makedirs(os.path.dirname(out), exist_ok=True)
+    a.out = out
 
     b = Bench(a)
     rows = []
@@ -388,7 +454,8 @@ def main():
                 cur = (script, proto, connect)
                 print(f"\n{script}, -M {proto}{', -C' if connect else ''}")
                 print(f"{'clients':>7} | {'target':<9} | {'tps':>9} | {'avg ms':>7} | {'p99 ms':>7} | "
-                      f"{'failed':>6} | {'CPU us/x':>8} | {'peak RSS':>9} | vs direct | vs pgbouncer")
+                      f"{'failed':>6} | {'CPU us/x':>8} | {'cs/x':>5} | {'peak RSS':>9} | vs direct | vs pgbouncer"
+                      + (" | instr/x" if a.callgrind else ""))
             got = {}
             for target in a.targets.split(","):
                 if target == "direct" and clients > a.direct_max:
@@ -402,7 +469,7 @@ def main():
                 rss = f"{r['peak_rss_kb'] / 1024:.1f} MB" if r["peak_rss_kb"] != "" else ""
                 print(f"{clients:>7} | {target:<9} | {r['tps']:>9.0f} | {r['lat_avg_ms']!s:>7} | "
                       f"{r['lat_p99_ms']!s:>7} | {r['failed']!s:>6} | {r['cpu_us_per_xact']!s:>8} | "
-                      f"{rss:>9} | {vs_d:>9} | {vs_b}", flush=True)
+                      f"{r['switches_per_xact']!s:>5} | {rss:>9} | {vs_d:>9} | {vs_b}", flush=True)
     finally:
         b.stop()
         if rows:

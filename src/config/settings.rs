@@ -167,7 +167,7 @@ settings!(
         tcp_user_timeout: u32 = "0", TODO;
         /// tidepool: host:port of the HTTP metrics and health endpoint; empty disables it.
         metrics_addr: String = "127.0.0.1:9127", RESTART;
-        /// tidepool: threads running connections; 0 = one per CPU, 1 = a single-threaded runtime (least CPU per transaction when the pooler shares a small machine).
+        /// tidepool: event loops, each a thread of its own that new clients are dealt to in turn; 0 = half the CPUs, at least 1 (one loop costs the least CPU per transaction when the pooler shares a small machine with PostgreSQL).
         worker_threads: u32 = "0", RESTART;
     }
 );

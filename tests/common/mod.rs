@@ -406,12 +406,44 @@ impl Pooler {
         Self::start_on(pg(), pooler_extra, databases_extra, userlist).await
     }
 
+    /// As the binary runs: clients dealt out to this runtime and to
+    /// `workers` more, each a single-threaded runtime on a thread of its
+    /// own (left running until the test process ends).
+    pub async fn start_with_workers(
+        pooler_extra: &str,
+        databases_extra: &str,
+        workers: usize,
+    ) -> Pooler {
+        let handles = (0..workers)
+            .map(|_| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                let h = rt.handle().clone();
+                std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
+                h
+            })
+            .collect();
+        Self::start_full(pg(), pooler_extra, databases_extra, None, handles).await
+    }
+
     /// Start in front of a given PostgreSQL (`pg()` or `pg_tls()`).
     pub async fn start_on(
         pg: &Pg,
         pooler_extra: &str,
         databases_extra: &str,
         userlist: Option<String>,
+    ) -> Pooler {
+        Self::start_full(pg, pooler_extra, databases_extra, userlist, Vec::new()).await
+    }
+
+    async fn start_full(
+        pg: &Pg,
+        pooler_extra: &str,
+        databases_extra: &str,
+        userlist: Option<String>,
+        workers: Vec<tokio::runtime::Handle>,
     ) -> Pooler {
         if std::env::var_os("TIDEPOOL_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
@@ -436,7 +468,7 @@ impl Pooler {
         let path = dir.path().join("tidepool.toml");
         std::fs::write(&path, &text).unwrap();
         let cfg = Config::load(&path).unwrap_or_else(|e| panic!("config: {e}\n{text}"));
-        let app = Tidepool::start(cfg).await.unwrap();
+        let app = Tidepool::start_with_workers(cfg, workers).await.unwrap();
         let port = app.tcp_addr().unwrap().port();
         Pooler { app, port, dir }
     }
