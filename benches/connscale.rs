@@ -8,7 +8,8 @@
 //!
 //! Protocol with the caller, one line each on stdout / stdin:
 //! `CONNECTED <n> <seconds>` once every client is logged in; it then waits
-//! for a line on stdin before the active phase; `RESULT k=v ...` at the end.
+//! for a line on stdin before the active phase; `RESULT k=v ...` at its end,
+//! then it holds the connections open until another line on stdin.
 //! Without `--port` (as plain `cargo bench` runs it) it does nothing.
 
 use std::sync::Arc;
@@ -149,12 +150,15 @@ async fn run(a: Args) -> Result<(), String> {
                     }
                     next += every;
                 }
-                drop(c);
+                // Kept open: the caller reads memory once more, with every
+                // client idle after its transactions.
+                c
             })
         })
         .collect();
+    let mut open = Vec::with_capacity(tasks.len());
     for t in tasks {
-        t.await.map_err(|e| e.to_string())?;
+        open.push(t.await.map_err(|e| e.to_string())?);
     }
     let mut l = lat.lock().unwrap_or_else(|p| p.into_inner()).clone();
     l.sort_unstable();
@@ -172,6 +176,12 @@ async fn run(a: Args) -> Result<(), String> {
         ms(percentile(&l, 0.999)),
         ms(l.last().copied().unwrap_or(0)),
     );
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)
+    })
+    .await;
+    drop(open);
     Ok(())
 }
 

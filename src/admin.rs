@@ -223,7 +223,7 @@ async fn command(shared: &Arc<Shared>, text: &str, role: Role) -> Result<BytesMu
         "KILL" => {
             let db = arg(text, 1);
             for e in shared.registry.clients() {
-                if db.as_deref().is_none_or(|d| d == e.database) {
+                if db.as_deref().is_none_or(|d| d == &*e.database) {
                     e.kill.throw();
                 }
             }
@@ -365,7 +365,7 @@ async fn wait_close(shared: &Arc<Shared>, db: Option<&str>) {
             .registry
             .servers()
             .into_iter()
-            .any(|e| db.is_none_or(|d| d == e.database));
+            .any(|e| db.is_none_or(|d| d == &*e.database));
         if !left {
             return;
         }
@@ -571,9 +571,10 @@ fn show(shared: &Arc<Shared>, what: &str) -> Result<Table, Error> {
                     n(&e.database),
                     n("none"),
                     n(state.name()),
-                    n(&e.addr),
+                    n(e.addr.to_string()),
                     n(e.port),
-                    n(&e.local_addr),
+                    n(e.local_addr
+                        .map_or_else(|| "unix".to_string(), |a| a.to_string())),
                     n(e.local_port),
                     n(timestamp(e.connect_time)),
                     n(timestamp(
@@ -590,7 +591,7 @@ fn show(shared: &Arc<Shared>, what: &str) -> Result<Table, Error> {
                         n(format!("{link:x}"))
                     },
                     n(e.remote_pid),
-                    if e.tls.is_empty() { None } else { n(&e.tls) },
+                    if e.tls { n("TLS") } else { None },
                     n(&e.application_name),
                     n(e.prepared()),
                     n(e.id),

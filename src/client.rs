@@ -354,8 +354,15 @@ async fn login(
     let reg = shared.cancels.register();
     let listed = {
         let (addr, port) = match peer {
-            Peer::Tcp(a) => (a.ip().to_string(), a.port()),
-            Peer::Unix => ("unix".to_string(), 0),
+            Peer::Tcp(a) => (crate::registry::Place::Ip(a.ip()), a.port()),
+            Peer::Unix => (crate::registry::Place::Unix, 0),
+        };
+        let shared_name = |name: &str, pooled: &Arc<str>| -> Arc<str> {
+            if name == &**pooled {
+                pooled.clone()
+            } else {
+                name.into()
+            }
         };
         let app = wanted
             .get("application_name")
@@ -363,8 +370,8 @@ async fn login(
             .unwrap_or_default();
         shared.registry.add_client(crate::registry::Entry::new(
             shared.next_id(),
-            &user,
-            &dbname,
+            shared_name(&user, &pool.user_name),
+            shared_name(&dbname, &pool.db_name),
             addr,
             port,
             conn.stream.tcp().and_then(|t| t.local_addr().ok()),
@@ -380,7 +387,7 @@ async fn login(
         cfg: cfg.clone(),
         mode,
         _pool_client: pool.client(),
-        user,
+        user: listed.entry.user.clone(),
         db,
         pool,
         server: None,

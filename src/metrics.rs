@@ -40,6 +40,8 @@ pub struct Metrics {
     pub tls_handshakes: IntCounterVec,
     pub checkouts: IntCounterVec,
     pub reloads: IntCounter,
+    /// One set of per-database handles, shared by that database's sessions.
+    per_db: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<DbMetrics>>>,
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
@@ -110,6 +112,7 @@ impl Default for Metrics {
             ),
             reloads,
             registry: r,
+            per_db: Default::default(),
         }
     }
 }
@@ -124,13 +127,21 @@ pub struct DbMetrics {
 }
 
 impl Metrics {
-    pub fn db(&self, db: &str) -> DbMetrics {
-        DbMetrics {
+    /// The handles for `db`, made once and shared: a session holds one
+    /// pointer, not four.
+    pub fn db(&self, db: &str) -> std::sync::Arc<DbMetrics> {
+        let mut map = self.per_db.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = map.get(db) {
+            return m.clone();
+        }
+        let m = std::sync::Arc::new(DbMetrics {
             client_wait: self.client_wait.with_label_values(&[db]),
             query_duration: self.query_duration.with_label_values(&[db]),
             xact_duration: self.xact_duration.with_label_values(&[db]),
             checkouts: self.checkouts.with_label_values(&[db]),
-        }
+        });
+        map.insert(db.to_string(), m.clone());
+        m
     }
 
     /// Count an error by side and SQLSTATE class (its first two characters).

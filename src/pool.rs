@@ -140,6 +140,10 @@ impl Limits {
 
 pub struct Pool {
     pub key: PoolKey,
+    /// The key's names, shared with every connection listing them (SHOW
+    /// CLIENTS / SERVERS) instead of a copy each.
+    pub db_name: Arc<str>,
+    pub user_name: Arc<str>,
     inner: Mutex<Inner>,
     db_count: Arc<Counter>,
     user_count: Arc<Counter>,
@@ -209,6 +213,8 @@ enum Attempt {
 impl Pool {
     fn new(key: PoolKey, db_count: Arc<Counter>, user_count: Arc<Counter>) -> Arc<Pool> {
         Arc::new_cyclic(|me| Pool {
+            db_name: key.db.as_str().into(),
+            user_name: key.user.as_str().into(),
             key,
             inner: Mutex::new(Inner::default()),
             db_count,

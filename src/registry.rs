@@ -36,18 +36,40 @@ impl State {
     }
 }
 
-/// One connection, client or server.
+/// Where a connection comes from or goes to. Kept as an address, not as
+/// text: 10,000 clients would otherwise hold 10,000 small strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    Ip(std::net::IpAddr),
+    Unix,
+    /// A server's host name (or socket directory) as configured.
+    Named(Arc<str>),
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Place::Ip(ip) => write!(f, "{ip}"),
+            Place::Unix => f.write_str("unix"),
+            Place::Named(n) => f.write_str(n),
+        }
+    }
+}
+
+/// One connection, client or server. Names are shared (`Arc<str>`) with
+/// the pool and the session rather than copied per connection.
 pub struct Entry {
     pub id: u64,
-    pub user: String,
-    pub database: String,
-    pub addr: String,
+    pub user: Arc<str>,
+    pub database: Arc<str>,
+    pub addr: Place,
     pub port: u16,
-    pub local_addr: String,
+    /// Our end: `None` for a Unix socket.
+    pub local_addr: Option<std::net::IpAddr>,
     pub local_port: u16,
     pub connect_time: SystemTime,
-    pub tls: String,
-    pub application_name: String,
+    pub tls: bool,
+    pub application_name: Box<str>,
     /// Server: its backend pid.
     pub remote_pid: i32,
     state: AtomicU8,
@@ -110,9 +132,9 @@ impl Entry {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: u64,
-        user: &str,
-        database: &str,
-        addr: String,
+        user: Arc<str>,
+        database: Arc<str>,
+        addr: Place,
         port: u16,
         local: Option<std::net::SocketAddr>,
         tls: bool,
@@ -121,17 +143,15 @@ impl Entry {
     ) -> Entry {
         Entry {
             id,
-            user: user.to_string(),
-            database: database.to_string(),
+            user,
+            database,
             addr,
             port,
-            local_addr: local
-                .map(|a| a.ip().to_string())
-                .unwrap_or_else(|| "unix".into()),
+            local_addr: local.map(|a| a.ip()),
             local_port: local.map(|a| a.port()).unwrap_or(0),
             connect_time: SystemTime::now(),
-            tls: if tls { "TLS".into() } else { String::new() },
-            application_name,
+            tls,
+            application_name: application_name.into_boxed_str(),
             remote_pid,
             state: AtomicU8::new(State::Idle as u8),
             request_time: AtomicU64::new(now_us()),
@@ -268,9 +288,9 @@ mod tests {
         let r = Arc::new(Registry::default());
         let e = Entry::new(
             7,
-            "u",
-            "d",
-            "1.2.3.4".into(),
+            "u".into(),
+            "d".into(),
+            Place::Ip([1, 2, 3, 4].into()),
             5,
             None,
             false,

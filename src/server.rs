@@ -296,11 +296,15 @@ impl ServerConn {
             ),
             None => (addr.port, None),
         };
+        let place = match addr.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => crate::registry::Place::Ip(ip),
+            Err(_) => crate::registry::Place::Named(addr.host.as_str().into()),
+        };
         let registered = info.registry.add_server(crate::registry::Entry::new(
             id,
-            &info.user,
-            &info.pool_db,
-            addr.host.clone(),
+            info.user.as_str().into(),
+            info.pool_db.as_str().into(),
+            place,
             port,
             local,
             stream.is_tls(),

@@ -199,7 +199,8 @@ pub(crate) const TRACKED: &[&str] = &[
 pub(crate) struct Session {
     pub shared: Arc<Shared>,
     pub cfg: Arc<Config>,
-    pub user: String,
+    /// The client's user name (shared with its SHOW CLIENTS entry).
+    pub user: Arc<str>,
     pub db: ResolvedDb,
     pub pool: Arc<Pool>,
     pub mode: PoolMode,
@@ -229,7 +230,7 @@ pub(crate) struct Session {
     /// Listed in SHOW CLIENTS; KILL reaches the session through it.
     pub listed: crate::registry::Registered,
     /// This database's histograms (tidepool_* metrics).
-    pub metrics: crate::metrics::DbMetrics,
+    pub metrics: Arc<crate::metrics::DbMetrics>,
     /// Rewrite named prepared statements (transaction / statement mode with
     /// max_prepared_statements > 0).
     pub track: bool,
@@ -599,7 +600,7 @@ impl Session {
     /// The nearest timeout that applies to the linked state.
     fn deadline(&self) -> Option<(Instant, Deadline)> {
         let s = &self.cfg.settings;
-        let user = self.cfg.users.get(&self.user);
+        let user = self.cfg.users.get(&*self.user);
         if self.state.busy() {
             let t = user
                 .and_then(|u| u.query_timeout)

@@ -358,9 +358,10 @@ def connscale(b, n, every, secs):
        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     rows = []
     print(f"\n{n} client connections, idle, then one transaction each every {every} s for {secs} s")
-    print(f"{'target':<9} | {'connect s':>9} | {'RSS idle':>9} | {'per client':>10} | {'tps':>6} | "
+    print(f"{'target':<9} | {'connect s':>9} | {'RSS idle':>9} | {'per client':>10} | "
+          f"{'after xacts':>10} | {'tps':>6} | "
           f"{'p50 ms':>7} | {'p99 ms':>7} | {'p99.9 ms':>8} | {'max ms':>7} | errors")
-    for target in ("tidepool", "pgbouncer"):
+    for target in [t for t in b.args.targets.split(",") if t in ("tidepool", "pgbouncer")]:
         port, pid = b.targets[target]
         base = status_kb(pid, "VmRSS")
         gen = subprocess.Popen(
@@ -381,18 +382,51 @@ def connscale(b, n, every, secs):
         for line in gen.stdout:
             if line.startswith("RESULT"):
                 result = dict(kv.split("=") for kv in line.split()[1:])
+                break
+        # Idle again, each client having run transactions (its session
+        # state as it stays between transactions).
+        time.sleep(2)
+        after = status_kb(pid, "VmRSS")
+        gen.stdin.write("done\n")
+        gen.stdin.flush()
         gen.wait()
         per = (idle - base) * 1024 / max(connected, 1)
+        per_after = (after - base) * 1024 / max(connected, 1)
         row = {"target": target, "clients": connected, "connect_s": took, "rss_base_kb": base,
-               "rss_idle_kb": idle, "bytes_per_idle_client": round(per), **result}
+               "rss_idle_kb": idle, "bytes_per_idle_client": round(per),
+               "rss_after_kb": after, "bytes_per_client_after": round(per_after), **result}
         rows.append(row)
-        print(f"{target:<9} | {took:>9.1f} | {idle / 1024:>6.1f} MB | {per:>8.0f} B | "
+        print(f"{target:<9} | {took:>9.1f} | {idle / 1024:>6.1f} MB | {per:>8.0f} B | {per_after:>8.0f} B | "
               f"{result.get('tps', '-'):>6} | {result.get('p50_ms', '-'):>7} | {result.get('p99_ms', '-'):>7} | "
               f"{result.get('p999_ms', '-'):>8} | {result.get('max_ms', '-'):>7} | "
               f"{result.get('errors', '?')} (+{result.get('connect_errors', '?')} connect)", flush=True)
         # Let the pooler drop the connections before the next target.
         time.sleep(2)
     return rows
+
+
+def merge(runs):
+    """One row for repeated runs of the same target: medians of the
+    figures, totals of the counts, the highest peak RSS."""
+    if len(runs) == 1:
+        return runs[0]
+    out = dict(runs[0])
+
+    def med(key):
+        vals = sorted(r[key] for r in runs if isinstance(r[key], (int, float)))
+        return vals[len(vals) // 2] if vals else ""
+
+    for key in ("tps", "lat_avg_ms", "lat_p99_ms", "cpu_us_per_xact", "switches_per_xact",
+                "instr_per_xact"):
+        out[key] = med(key)
+    out["xacts"] = sum(r["xacts"] for r in runs)
+    fails = [r["failed"] for r in runs]
+    out["failed"] = sum(fails) if all(isinstance(f, int) for f in fails) else \
+        next(f for f in fails if not isinstance(f, int))
+    rss = [r["peak_rss_kb"] for r in runs if r["peak_rss_kb"] != ""]
+    out["peak_rss_kb"] = max(rss) if rss else ""
+    out["error"] = next((r.get("error") for r in runs if r.get("error")), "")
+    return out
 
 
 def ratio(a, b):
@@ -420,6 +454,8 @@ def main():
                    help="instead of pgbench: N idle clients through each pooler, their memory and latency")
     p.add_argument("--every", type=float, default=10.0,
                    help="--connscale: seconds between one client's transactions (10)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs per target and configuration, interleaved; medians reported")
     p.add_argument("--callgrind", action="store_true",
                    help="run both poolers under valgrind's callgrind and report "
                         "user-space instructions per transaction (repeatable; "
@@ -457,10 +493,16 @@ def main():
                       f"{'failed':>6} | {'CPU us/x':>8} | {'cs/x':>5} | {'peak RSS':>9} | vs direct | vs pgbouncer"
                       + (" | instr/x" if a.callgrind else ""))
             got = {}
-            for target in a.targets.split(","):
-                if target == "direct" and clients > a.direct_max:
-                    continue
-                r = b.pgbench(target, clients, proto, script, connect)
+            targets = [t for t in a.targets.split(",")
+                       if not (t == "direct" and clients > a.direct_max)]
+            # Rounds interleave the targets, so a noisy moment on a shared
+            # machine hits each of them alike; each figure is the median.
+            runs = {t: [] for t in targets}
+            for _ in range(a.repeat):
+                for target in targets:
+                    runs[target].append(b.pgbench(target, clients, proto, script, connect))
+            for target in targets:
+                r = merge(runs[target])
                 rows.append(r)
                 got[target] = r
                 tp = got.get("tidepool", {}).get("tps", 0)
@@ -469,7 +511,8 @@ def main():
                 rss = f"{r['peak_rss_kb'] / 1024:.1f} MB" if r["peak_rss_kb"] != "" else ""
                 print(f"{clients:>7} | {target:<9} | {r['tps']:>9.0f} | {r['lat_avg_ms']!s:>7} | "
                       f"{r['lat_p99_ms']!s:>7} | {r['failed']!s:>6} | {r['cpu_us_per_xact']!s:>8} | "
-                      f"{r['switches_per_xact']!s:>5} | {rss:>9} | {vs_d:>9} | {vs_b}", flush=True)
+                      f"{r['switches_per_xact']!s:>5} | {rss:>9} | {vs_d:>9} | {vs_b:>12}"
+                      + (f" | {r['instr_per_xact']}" if a.callgrind else ""), flush=True)
     finally:
         b.stop()
         if rows:
