@@ -308,15 +308,26 @@ async fn accept_unix(l: UnixListener, mut dealer: Dealer, mut stop: watch::Recei
 /// Once a second: close idle servers past server_idle_timeout or
 /// server_lifetime.
 async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Waiters' query_wait_timeout every 100 ms (a tenth of a second is
+    // precise enough for a timeout set in seconds), the rest once a second.
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     shared.stats.roll();
     let mut last_roll = std::time::Instant::now();
+    let mut last_full: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
+        let now = std::time::Instant::now();
+        for pool in shared.pools.all() {
+            pool.expire_waiters(now);
+        }
+        if last_full.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+            continue;
+        }
+        last_full = Some(now);
         let cfg = shared.config();
         let period = cfg.settings.stats_period.0.max(Duration::from_secs(1));
         if last_roll.elapsed() >= period {

@@ -73,10 +73,22 @@ impl LoginFailure {
     }
 }
 
-/// A client waiting for a server, and since when (SHOW POOLS maxwait).
+/// A client waiting for a server, since when (SHOW POOLS maxwait), and
+/// until when (`query_wait_timeout`).
 struct Waiter {
     since: Instant,
-    tx: oneshot::Sender<Grant>,
+    /// Enforced by [`Pool::expire_waiters`] from the maintenance task, not
+    /// by a timer per wait: under load every checkout waits, and a timer
+    /// set and cancelled each time costs more than the wait's bookkeeping.
+    deadline: Option<Instant>,
+    tx: oneshot::Sender<Handed>,
+}
+
+/// What reaches a waiter.
+enum Handed {
+    Grant(Grant),
+    /// Its `query_wait_timeout` passed.
+    Expired,
 }
 
 #[derive(Default)]
@@ -207,7 +219,7 @@ impl Slot {
 enum Attempt {
     Server(Box<ServerConn>),
     Connect(Slot),
-    Wait(oneshot::Receiver<Grant>, bool),
+    Wait(oneshot::Receiver<Handed>, bool),
 }
 
 impl Pool {
@@ -242,11 +254,12 @@ impl Pool {
     }
 
     /// Take a server: an idle one, or a slot to connect a new one, waiting in
-    /// FIFO order up to `wait_timeout`.
+    /// FIFO order up to `wait_timeout` (which [`Pool::expire_waiters`]
+    /// enforces).
     pub async fn checkout(&self, limits: Limits) -> Result<Grant, Error> {
-        // Read the clock only once we have to wait (a checkout usually
-        // does not).
-        let mut times: Option<(Option<tokio::time::Instant>, tokio::time::Instant)> = None;
+        // When this checkout first had to wait (the clock is read only
+        // then: a checkout usually does not wait).
+        let mut since: Option<Instant> = None;
         let mut use_reserve = false;
         loop {
             let db_freed = self.db_count.freed.notified();
@@ -260,47 +273,51 @@ impl Pool {
             if limits.max_user > 0 {
                 user_freed.as_mut().enable();
             }
-            let (rx, limited) = match self.attempt(&limits, use_reserve)? {
+            let (rx, limited) = match self.attempt(&limits, use_reserve, &mut since)? {
                 Attempt::Server(s) => return Ok(Grant::Server(s)),
                 Attempt::Connect(slot) => return Ok(Grant::Slot(slot)),
                 Attempt::Wait(rx, limited) => (rx, limited),
             };
-            let (deadline, reserve_at) = *times.get_or_insert_with(|| {
-                let now = tokio::time::Instant::now();
-                (
-                    limits.wait_timeout.map(|t| now + t),
-                    now + limits.reserve_timeout,
-                )
-            });
-            let timeout = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
+            let reserve = limits.reserve_size > 0 && !use_reserve;
+            // A timer only when a reserve pool may open to this waiter.
+            let reserve_at = async {
+                match since {
+                    Some(t) if reserve => {
+                        tokio::time::sleep_until((t + limits.reserve_timeout).into()).await
+                    }
+                    _ => std::future::pending().await,
                 }
             };
             tokio::select! {
+                biased;
                 g = rx => match g {
-                    Ok(g) => return Ok(g),
+                    Ok(Handed::Grant(g)) => return Ok(g),
+                    Ok(Handed::Expired) => {
+                        return Err(Error::Timeout(
+                            "query_wait_timeout: no server connection became available in time"
+                                .into(),
+                        ))
+                    }
                     // The pool dropped our sender (pool closed): try again.
                     Err(_) => continue,
                 },
-                _ = tokio::time::sleep_until(reserve_at), if limits.reserve_size > 0 && !use_reserve => {
+                _ = reserve_at, if reserve => {
                     // Waited long enough: the reserve pool opens to us.
                     use_reserve = true;
                     continue;
                 }
                 _ = &mut db_freed, if limited => continue,
                 _ = &mut user_freed, if limited => continue,
-                _ = timeout => {
-                    return Err(Error::Timeout(
-                        "query_wait_timeout: no server connection became available in time".into(),
-                    ))
-                }
             }
         }
     }
 
-    fn attempt(&self, limits: &Limits, use_reserve: bool) -> Result<Attempt, Error> {
+    fn attempt(
+        &self,
+        limits: &Limits,
+        use_reserve: bool,
+        since: &mut Option<Instant>,
+    ) -> Result<Attempt, Error> {
         let mut inner = self.lock();
         let here = std::thread::current().id();
         // The most recently used server whose socket this thread's event
@@ -338,8 +355,12 @@ impl Pool {
             limited = true;
         }
         let (tx, rx) = oneshot::channel();
+        // A waiter back in the queue (woken by a freed count or the
+        // reserve) keeps its first time and deadline.
+        let since = *since.get_or_insert_with(Instant::now);
         inner.waiters.push_back(Waiter {
-            since: Instant::now(),
+            since,
+            deadline: limits.wait_timeout.map(|t| since + t),
             tx,
         });
         Ok(Attempt::Wait(rx, limited))
@@ -414,9 +435,10 @@ impl Pool {
                     }
                 }
             };
-            match tx.send(grant) {
+            match tx.send(Handed::Grant(grant)) {
                 Ok(()) => return,
-                Err(g) => grant = g,
+                Err(Handed::Grant(g)) => grant = g,
+                Err(Handed::Expired) => return,
             }
         }
     }
@@ -512,6 +534,35 @@ impl Pool {
             inner.settings.push(a.clone());
         }
         a
+    }
+
+    /// Tell the waiters whose `query_wait_timeout` has passed by `now`
+    /// (the maintenance task calls this a few times a second).
+    pub fn expire_waiters(&self, now: Instant) {
+        let expired: Vec<Waiter> = {
+            let mut inner = self.lock();
+            if !inner
+                .waiters
+                .iter()
+                .any(|w| w.deadline.is_some_and(|d| d <= now))
+            {
+                return;
+            }
+            let mut gone = Vec::new();
+            let mut kept = VecDeque::with_capacity(inner.waiters.len());
+            for w in std::mem::take(&mut inner.waiters) {
+                if w.deadline.is_some_and(|d| d <= now) {
+                    gone.push(w);
+                } else {
+                    kept.push_back(w);
+                }
+            }
+            inner.waiters = kept;
+            gone
+        };
+        for w in expired {
+            let _ = w.tx.send(Handed::Expired);
+        }
     }
 
     /// Close every idle server now (PAUSE, RECONNECT).
@@ -701,7 +752,19 @@ mod tests {
         let _a = p.checkout(limits(1)).await.unwrap();
         let mut l = limits(1);
         l.wait_timeout = Some(Duration::from_millis(20));
-        let e = p.checkout(l).await.err().unwrap();
+        let waiter = {
+            let p = p.clone();
+            tokio::spawn(async move { p.checkout(l).await.map(|_| ()) })
+        };
+        while p.counts().2 < 1 {
+            tokio::task::yield_now().await;
+        }
+        // Not yet due: still waiting.
+        p.expire_waiters(Instant::now());
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        p.expire_waiters(Instant::now() + Duration::from_secs(1));
+        let e = waiter.await.unwrap().err().unwrap();
         assert_eq!(e.sqlstate(), "57014");
         // The abandoned waiter does not swallow the next freed slot.
         drop(_a);
@@ -726,7 +789,15 @@ mod tests {
         assert_eq!(p.counts().0, 2);
         // And no more than that.
         l.wait_timeout = Some(Duration::from_millis(100));
-        assert!(p.checkout(l).await.is_err());
+        let third = {
+            let p = p.clone();
+            tokio::spawn(async move { p.checkout(l).await.map(|_| ()) })
+        };
+        while p.counts().2 < 1 {
+            tokio::task::yield_now().await;
+        }
+        p.expire_waiters(Instant::now() + Duration::from_secs(10));
+        assert!(third.await.unwrap().is_err());
     }
 
     #[tokio::test]

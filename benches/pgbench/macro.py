@@ -97,6 +97,23 @@ def ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
+def machine_busy():
+    """CPU time the whole machine spent busy so far (all processes, user +
+    system + interrupts), in clock ticks, from /proc/stat."""
+    with open("/proc/stat") as f:
+        cpu = f.readline().split()[1:]
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in cpu[:8])
+    return user + nice + system + irq + softirq
+
+
+def tcp_segments():
+    """TCP segments sent by this machine so far (/proc/net/snmp OutSegs):
+    loopback traffic of pgbench, the pooler and PostgreSQL alike."""
+    with open("/proc/net/snmp") as f:
+        lines = [l.split() for l in f if l.startswith("Tcp:")]
+    return int(lines[1][lines[0].index("OutSegs")])
+
+
 def switches(pid):
     """Context switches of all a process's threads so far (voluntary: it
     waited for an event; involuntary: it was preempted)."""
@@ -281,6 +298,7 @@ log_disconnections = 0
             warm = [c for c in cmd if not c.startswith("--log-prefix") and c != "-l"]
             warm[warm.index("-T") + 1] = "3"
             subprocess.run(warm, env=self.env, capture_output=True)
+        busy0, segs0 = machine_busy(), tcp_segments()
         if pid:
             reset_peak(pid)
             t0 = ticks(pid)
@@ -300,7 +318,9 @@ log_disconnections = 0
         text = out.stdout + out.stderr
         row = {"target": target, "script": script, "proto": proto, "clients": clients,
                "connect": int(connect), "tps": 0.0, "lat_avg_ms": "", "lat_p99_ms": "",
-               "failed": "", "xacts": 0, "cpu_us_per_xact": "", "switches_per_xact": "", "instr_per_xact": "",
+               "failed": "", "xacts": 0, "cpu_us_per_xact": "", "machine_us_per_xact": "", "segments_per_xact": "",
+               "switches_per_xact": "",
+               "instr_per_xact": "",
                "peak_rss_kb": ""}
         for line in text.splitlines():
             if line.startswith("tps = "):
@@ -333,6 +353,12 @@ log_disconnections = 0
             lats.sort()
             row["lat_avg_ms"] = round(sum(lats) / len(lats) / 1000, 3)
             row["lat_p99_ms"] = round(lats[min(len(lats) - 1, int(len(lats) * 0.99))] / 1000, 3)
+        if row["xacts"]:
+            # Everything: pgbench, PostgreSQL, the pooler and the kernel's
+            # work for them (a busier pooler can cost its neighbours too).
+            row["machine_us_per_xact"] = round(
+                (machine_busy() - busy0) * 1e6 / CLK / row["xacts"], 1)
+            row["segments_per_xact"] = round((tcp_segments() - segs0) / row["xacts"], 2)
         if pid:
             used = ticks(pid) - t0
             if row["xacts"]:
@@ -416,8 +442,8 @@ def merge(runs):
         vals = sorted(r[key] for r in runs if isinstance(r[key], (int, float)))
         return vals[len(vals) // 2] if vals else ""
 
-    for key in ("tps", "lat_avg_ms", "lat_p99_ms", "cpu_us_per_xact", "switches_per_xact",
-                "instr_per_xact"):
+    for key in ("tps", "lat_avg_ms", "lat_p99_ms", "cpu_us_per_xact", "machine_us_per_xact",
+                "segments_per_xact", "switches_per_xact", "instr_per_xact"):
         out[key] = med(key)
     out["xacts"] = sum(r["xacts"] for r in runs)
     fails = [r["failed"] for r in runs]
@@ -490,7 +516,7 @@ def main():
                 cur = (script, proto, connect)
                 print(f"\n{script}, -M {proto}{', -C' if connect else ''}")
                 print(f"{'clients':>7} | {'target':<9} | {'tps':>9} | {'avg ms':>7} | {'p99 ms':>7} | "
-                      f"{'failed':>6} | {'CPU us/x':>8} | {'cs/x':>5} | {'peak RSS':>9} | vs direct | vs pgbouncer"
+                      f"{'failed':>6} | {'CPU us/x':>8} | {'all us/x':>8} | {'segs/x':>6} | {'cs/x':>5} | {'peak RSS':>9} | vs direct | vs pgbouncer"
                       + (" | instr/x" if a.callgrind else ""))
             got = {}
             targets = [t for t in a.targets.split(",")
@@ -511,7 +537,9 @@ def main():
                 rss = f"{r['peak_rss_kb'] / 1024:.1f} MB" if r["peak_rss_kb"] != "" else ""
                 print(f"{clients:>7} | {target:<9} | {r['tps']:>9.0f} | {r['lat_avg_ms']!s:>7} | "
                       f"{r['lat_p99_ms']!s:>7} | {r['failed']!s:>6} | {r['cpu_us_per_xact']!s:>8} | "
-                      f"{r['switches_per_xact']!s:>5} | {rss:>9} | {vs_d:>9} | {vs_b:>12}"
+                      f"{r['machine_us_per_xact']!s:>8} | {r['segments_per_xact']!s:>6} | "
+                      f"{r['switches_per_xact']!s:>5} | {rss:>9} | "
+                      f"{vs_d:>9} | {vs_b:>12}"
                       + (f" | {r['instr_per_xact']}" if a.callgrind else ""), flush=True)
     finally:
         b.stop()
