@@ -245,6 +245,27 @@ pub(crate) struct Session {
     pub _guards: [crate::ClientGuard; 3],
 }
 
+/// A query that just got its ReadyForQuery: how long it took, and the
+/// transaction it ended, if any.
+struct Finished {
+    query: std::time::Duration,
+    xact: Option<std::time::Duration>,
+}
+
+impl Finished {
+    /// Count it in the stats and the histograms.
+    fn count(self, stats: &crate::stats::DbStats, metrics: &crate::metrics::DbMetrics) {
+        stats.add(C::Queries, 1);
+        stats.add(C::QueryTime, self.query.as_micros() as u64);
+        metrics.query_duration.observe(self.query.as_secs_f64());
+        if let Some(took) = self.xact {
+            stats.add(C::Xacts, 1);
+            stats.add(C::XactTime, took.as_micros() as u64);
+            metrics.xact_duration.observe(took.as_secs_f64());
+        }
+    }
+}
+
 /// How [`Session::active`] stopped.
 enum Active {
     Idle,
@@ -989,6 +1010,8 @@ impl Session {
             return Ok(());
         };
         let mut pos = 0;
+        // The last query finished in this read, counted after the send.
+        let mut finished: Option<Finished> = None;
         loop {
             let step = self
                 .sscan
@@ -1050,23 +1073,29 @@ impl Session {
                     }
                     let status = server.rbuf[pos + 5];
                     self.state.ready(status);
-                    let took = self.query_start.elapsed();
-                    self.stats.add(C::Queries, 1);
-                    self.stats.add(C::QueryTime, took.as_micros() as u64);
-                    self.metrics.query_duration.observe(took.as_secs_f64());
-                    if status == b'I' {
-                        if let Some(t) = self.xact_start.take() {
-                            let took = t.elapsed();
-                            self.stats.add(C::Xacts, 1);
-                            self.stats.add(C::XactTime, took.as_micros() as u64);
-                            self.metrics.xact_duration.observe(took.as_secs_f64());
-                        }
+                    // Timed now, counted once the reply is on its way.
+                    let now = Instant::now();
+                    if let Some(done) = finished.take() {
+                        done.count(&self.stats, &self.metrics);
                     }
+                    finished = Some(Finished {
+                        query: now.saturating_duration_since(self.query_start),
+                        xact: match status {
+                            b'I' => self
+                                .xact_start
+                                .take()
+                                .map(|t| now.saturating_duration_since(t)),
+                            _ => None,
+                        },
+                    });
                     if self.mode == PoolMode::Statement && status != b'I' {
                         // Forward what came before, then refuse: the
                         // server is closed (it is inside a transaction).
                         conn.send(&server.rbuf[..pos]).await?;
                         server.rbuf.advance(pos);
+                        if let Some(done) = finished.take() {
+                            done.count(&self.stats, &self.metrics);
+                        }
                         return Err(Error::NotSupported(
                             "transaction blocks not allowed in statement pooling mode".into(),
                         ));
@@ -1128,7 +1157,7 @@ impl Session {
                     break;
                 }
             }
-            if track {
+            if track && self.responses.synthetic_due() {
                 let due = self.responses.take_synthetic();
                 if !due.is_empty() {
                     conn.send(&server.rbuf[..pos]).await?;
@@ -1144,6 +1173,9 @@ impl Session {
             self.stats.add(C::Sent, pos as u64);
             conn.send(&server.rbuf[..pos]).await?;
             server.rbuf.advance(pos);
+        }
+        if let Some(done) = finished {
+            done.count(&self.stats, &self.metrics);
         }
         Ok(())
     }
