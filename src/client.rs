@@ -319,9 +319,9 @@ async fn login(
             .and_then(|u| u.max_user_client_connections)
             .unwrap_or(s.max_user_client_connections),
     )?;
-    let mut ok = BytesMut::new();
-    protocol::auth(&mut ok, &Authentication::Ok);
-    conn.send(&ok).await?;
+    // AuthenticationOk goes out with the welcome below, in one write (one
+    // TCP segment less per login). If the first server login fails first,
+    // the client gets its error instead, as after a failed password.
 
     // Fill in the database entry's defaults for settings the client did
     // not send.
@@ -437,6 +437,7 @@ async fn login(
     wanted.shrink_to_fit();
     session.wanted = session.pool.shared_settings(wanted);
     let mut b = BytesMut::new();
+    protocol::auth(&mut b, &Authentication::Ok);
     for (name, value) in welcome.iter() {
         let v = session.wanted.get(name).unwrap_or(value);
         protocol::parameter_status(&mut b, name, v);

@@ -245,6 +245,10 @@ pub(crate) struct Session {
     pub _guards: [crate::ClientGuard; 3],
 }
 
+/// Up to this many bytes of rewritten client messages are copied into one
+/// write; beyond (a large COPY or Bind), the pieces are written as they are.
+const COALESCE_MAX: usize = 64 * 1024;
+
 /// A query that just got its ReadyForQuery: how long it took, and the
 /// transaction it ended, if any.
 struct Finished {
@@ -973,19 +977,31 @@ impl Session {
             // path; with nothing rewritten `segs` stays empty (no
             // allocation) and this is one write.
             let tail = Seg::Range(run_start, pos);
-            for seg in segs.iter().chain(std::iter::once(&tail)) {
-                let bytes: &[u8] = match seg {
-                    Seg::Range(a, b) => &conn.rbuf[*a..*b],
-                    Seg::Own(b) => b,
-                };
-                if bytes.is_empty() {
-                    continue;
+            let rbuf = &conn.rbuf;
+            let parts = || {
+                segs.iter()
+                    .chain(std::iter::once(&tail))
+                    .map(|seg| match seg {
+                        Seg::Range(a, b) => &rbuf[*a..*b],
+                        Seg::Own(b) => &b[..],
+                    })
+                    .filter(|b| !b.is_empty())
+            };
+            let total: usize = parts().map(<[u8]>::len).sum();
+            let gone = |e: std::io::Error| Error::ServerGone(e.to_string());
+            if segs.is_empty() || total > COALESCE_MAX {
+                for bytes in parts() {
+                    server.stream.write_all(bytes).await.map_err(gone)?;
                 }
-                server
-                    .stream
-                    .write_all(bytes)
-                    .await
-                    .map_err(|e| Error::ServerGone(e.to_string()))?;
+            } else {
+                // Rewritten messages and what surrounds them in one write:
+                // one TCP segment and one wake-up of the server, not one
+                // per piece (a Bind renamed between an Execute and a Sync).
+                let mut out = Vec::with_capacity(total);
+                for bytes in parts() {
+                    out.extend_from_slice(bytes);
+                }
+                server.stream.write_all(&out).await.map_err(gone)?;
             }
             conn.rbuf.advance(pos);
         }
