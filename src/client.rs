@@ -432,7 +432,7 @@ async fn login(
             defaults.set(name, value.clone());
         }
     }
-    session.defaults = session.pool.shared_defaults(defaults);
+    session.defaults = session.pool.shared_settings(defaults);
     let mut wanted = Params::clone(&session.wanted);
     wanted.shrink_to_fit();
     session.wanted = session.pool.shared_settings(wanted);

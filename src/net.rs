@@ -94,11 +94,9 @@ impl Stream {
                 *s.get_mut().0 = dup(s.get_ref().0)?;
                 *self = Stream::ServerTls(s);
             }
-            Stream::ClientTls(mut s) => {
-                *s.get_mut().0 = dup(s.get_ref().0)?;
-                *self = Stream::ClientTls(s);
-            }
-            Stream::Closed => {}
+            // Only servers move between loops; a client stays on the loop
+            // it was dealt to.
+            other => *self = other,
         }
         Ok(())
     }

@@ -102,12 +102,10 @@ struct Inner {
     waiters: VecDeque<Waiter>,
     /// ParameterStatus set of a real server login, sent to new clients.
     welcome: Option<Params>,
-    /// The tracked settings of `welcome`, shared by every client of the
-    /// pool (see [`Pool::shared_defaults`]).
-    defaults: Option<Arc<Params>>,
     login_failure: Option<LoginFailure>,
-    /// Distinct sets of client settings seen, shared by the clients that
-    /// want the same (see [`Pool::shared_settings`]).
+    /// Distinct sets of settings seen (the pool's defaults, clients' own
+    /// values), shared by the clients that want the same (see
+    /// [`Pool::shared_settings`]).
     settings: Vec<Arc<Params>>,
 }
 
@@ -507,23 +505,10 @@ impl Pool {
         self.lock().welcome.clone()
     }
 
-    /// One shared copy of the settings a client gets when it sets none of
-    /// its own: clients keep only what they changed, not a copy each.
-    pub fn shared_defaults(&self, p: Params) -> Arc<Params> {
-        let mut inner = self.lock();
-        match &inner.defaults {
-            Some(d) if **d == p => d.clone(),
-            _ => {
-                let d = Arc::new(p);
-                inner.defaults = Some(d.clone());
-                d
-            }
-        }
-    }
-
-    /// One shared copy of a client's own settings: clients that want the
-    /// same settings hold the same `Arc`, so a server brought in line with
-    /// one of them is known to suit the others without comparing values.
+    /// One shared copy of a set of settings (the pool's tracked defaults, or
+    /// a client's own values): clients that want the same hold the same
+    /// `Arc`, not a copy each, and a server brought in line with one of
+    /// them is known to suit the others without comparing values.
     pub fn shared_settings(&self, p: Params) -> Arc<Params> {
         let mut inner = self.lock();
         if let Some(a) = inner.settings.iter().find(|a| ***a == p) {
