@@ -328,6 +328,7 @@ async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         last_full = Some(now);
+        shared.registry.clock.anchor();
         let cfg = shared.config();
         let period = cfg.settings.stats_period.0.max(Duration::from_secs(1));
         if last_roll.elapsed() >= period {

@@ -400,6 +400,7 @@ async fn login(
         last_client_read: now,
         query_start: now,
         xact_start: None,
+        ready_at: now,
         stats: shared.stats.db(&dbname),
         metrics: shared.metrics.db(&dbname),
         track: mode != crate::config::PoolMode::Session && s.max_prepared_statements > 0,

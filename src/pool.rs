@@ -316,22 +316,9 @@ impl Pool {
         use_reserve: bool,
         since: &mut Option<Instant>,
     ) -> Result<Attempt, Error> {
-        let mut inner = self.lock();
-        let here = std::thread::current().id();
-        // The most recently used server whose socket this thread's event
-        // loop watches, else the most recently used one.
-        while let Some(s) = match inner.idle.iter().rposition(|s| s.home == here) {
-            Some(i) => inner.idle.remove(i),
-            None => inner.idle.pop_back(),
-        } {
-            if s.usable() {
-                return Ok(Attempt::Server(s));
-            }
-            // Dead or stale: dropping it frees its slot, but we hold the
-            // lock; free it by hand after the loop instead.
-            drop(inner);
-            drop(s);
-            inner = self.lock();
+        let (mut inner, idle) = self.idle_server(self.lock());
+        if let Some(s) = idle {
+            return Ok(Attempt::Server(s));
         }
         let mut limited = false;
         let cap = limits.pool_size.max(1) + if use_reserve { limits.reserve_size } else { 0 };
@@ -362,6 +349,39 @@ impl Pool {
             tx,
         });
         Ok(Attempt::Wait(rx, limited))
+    }
+
+    /// An idle server right now, or none; no waiting, no slot. The common
+    /// checkout, with no future: `checkout` is for the rest.
+    pub fn take_idle(&self) -> Option<Box<ServerConn>> {
+        self.idle_server(self.lock()).1
+    }
+
+    /// The most recently used usable idle server whose socket this thread's
+    /// event loop watches, else the most recently used usable one. Dead or
+    /// stale ones met on the way are closed.
+    fn idle_server<'a>(
+        &'a self,
+        mut inner: MutexGuard<'a, Inner>,
+    ) -> (MutexGuard<'a, Inner>, Option<Box<ServerConn>>) {
+        if inner.idle.is_empty() {
+            return (inner, None);
+        }
+        let here = std::thread::current().id();
+        while let Some(s) = match inner.idle.iter().rposition(|s| s.home == here) {
+            Some(i) => inner.idle.remove(i),
+            None => inner.idle.pop_back(),
+        } {
+            if s.usable() {
+                return (inner, Some(s));
+            }
+            // Dropping it frees its slot, which takes this lock: free it
+            // with the lock let go.
+            drop(inner);
+            drop(s);
+            inner = self.lock();
+        }
+        (inner, None)
     }
 
     /// A slot right now, or none: for warming the pool. Never taken while

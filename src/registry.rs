@@ -3,9 +3,9 @@
 //! session updates at link and release (no lock on the hot path).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 /// Connection states, PgBouncer's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +128,49 @@ pub fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// Wall-clock microseconds for an `Instant` the caller already holds.
+///
+/// A transaction stamps SHOW CLIENTS / SERVERS request times twice, and the
+/// session has read the monotonic clock anyway; converting that reading
+/// spares a second clock read (`SystemTime::now`) each time. The offset
+/// between the two clocks is taken again by [`WallClock::anchor`], which
+/// maintenance calls every second, so a stepped system clock shows within
+/// a second.
+pub struct WallClock {
+    base: Instant,
+    /// Wall-clock microseconds at `base`.
+    offset_us: AtomicI64,
+}
+
+impl Default for WallClock {
+    fn default() -> Self {
+        let clock = WallClock {
+            base: Instant::now(),
+            offset_us: AtomicI64::new(0),
+        };
+        clock.anchor();
+        clock
+    }
+}
+
+impl WallClock {
+    /// Take the offset between the monotonic and the wall clock again.
+    pub fn anchor(&self) {
+        let mono = self.since_base(Instant::now());
+        let wall = now_us() as i64;
+        self.offset_us.store(wall - mono, Ordering::Relaxed);
+    }
+
+    fn since_base(&self, at: Instant) -> i64 {
+        at.saturating_duration_since(self.base).as_micros() as i64
+    }
+
+    /// `at` in Unix microseconds.
+    pub fn micros(&self, at: Instant) -> u64 {
+        (self.since_base(at) + self.offset_us.load(Ordering::Relaxed)).max(0) as u64
+    }
+}
+
 impl Entry {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -201,6 +244,8 @@ type Map = Mutex<HashMap<u64, Arc<Entry>>>;
 pub struct Registry {
     clients: Map,
     servers: Map,
+    /// Request times from the session's own clock readings.
+    pub clock: WallClock,
 }
 
 /// Removes its entry when the connection ends.
@@ -304,5 +349,22 @@ mod tests {
         assert_eq!(r.client(7).unwrap().link(), 9);
         drop(reg);
         assert!(r.clients().is_empty());
+    }
+
+    #[test]
+    fn wall_clock_follows_the_monotonic_clock() {
+        let clock = WallClock::default();
+        let before = now_us();
+        let t = Instant::now();
+        let after = now_us();
+        let at = clock.micros(t);
+        // Within a millisecond of the system clock around the reading (the
+        // two clocks are read a few microseconds apart).
+        assert!(
+            at + 1_000 >= before && at <= after + 1_000,
+            "{before} {at} {after}"
+        );
+        let later = clock.micros(t + std::time::Duration::from_secs(3));
+        assert_eq!(later - at, 3_000_000);
     }
 }

@@ -223,6 +223,9 @@ pub(crate) struct Session {
     pub query_start: Instant,
     /// When the current transaction began (xact_time).
     pub xact_start: Option<Instant>,
+    /// When the last ReadyForQuery came: the time a server released after
+    /// it was last used, with no clock read of its own.
+    pub ready_at: Instant,
     /// This database's counters.
     pub stats: Arc<crate::stats::DbStats>,
     /// Counted among the pool's clients (SHOW POOLS).
@@ -311,10 +314,21 @@ impl Session {
 
     /// Get a server for this client: idle, new, or after waiting. An idle
     /// server unused for longer than `server_check_delay` is checked first.
-    async fn acquire(&mut self) -> Result<Box<ServerConn>, Error> {
-        let limits = self.limits();
+    ///
+    /// `now` is when the request began; the flag says whether the server
+    /// came at once (an idle one, no check), so no wait needs timing.
+    async fn acquire(&mut self, now: Instant) -> Result<(Box<ServerConn>, bool), Error> {
+        let mut at_once = true;
         loop {
-            match self.pool.checkout(limits).await? {
+            // Nearly always an idle server: no limits to work out, no future.
+            let grant = match self.pool.take_idle() {
+                Some(s) => Grant::Server(s),
+                None => {
+                    at_once = false;
+                    self.pool.checkout(self.limits()).await?
+                }
+            };
+            match grant {
                 Grant::Server(mut s) => {
                     if let Err(e) = s.rehome() {
                         debug!(server = %s.addr, "cannot move a server to this thread, closing: {e}");
@@ -322,17 +336,19 @@ impl Session {
                     }
                     let s_cfg = &self.cfg.settings;
                     let delay = s_cfg.server_check_delay.0;
-                    if s.last_used.elapsed() >= delay {
+                    if now.saturating_duration_since(s.last_used) >= delay {
+                        at_once = false;
                         let q = s_cfg.server_check_query.clone();
                         if let Err(e) = s.run_quiet(q.as_bytes(), self.max_len()).await {
                             debug!(server = %s.addr, "server failed its check, closing: {e}");
                             continue;
                         }
                     }
-                    return Ok(s);
+                    return Ok((s, at_once));
                 }
                 Grant::Slot(slot) => {
-                    if let Some(e) = self.pool.recent_failure(limits.login_retry) {
+                    let retry = self.cfg.settings.server_login_retry.0;
+                    if let Some(e) = self.pool.recent_failure(retry) {
                         return Err(e);
                     }
                     let info = self.login_info();
@@ -358,7 +374,7 @@ impl Session {
                             self.pool.login_succeeded(&s.params);
                             self.pool.set_template(&info);
                             debug!(server = %s.addr, pid = s.backend_pid, "new server connection");
-                            Ok(Box::new(s))
+                            Ok((Box::new(s), false))
                         }
                         Err(e) => {
                             if self.cfg.settings.log_pooler_errors {
@@ -379,12 +395,20 @@ impl Session {
         self.cfg = self.shared.config();
         let waited = Instant::now();
         // The request's time, for SHOW CLIENTS / SERVERS request_time.
-        let asked = crate::registry::now_us();
+        let asked = self.shared.registry.clock.micros(waited);
         self.listed.entry.set_at(State::Waiting, 0, asked);
         // PAUSE: new queries wait here until RESUME.
-        self.shared.control.wait_unpaused(&self.db.name).await;
-        let mut server = self.acquire().await?;
-        let wait = waited.elapsed();
+        let paused = self.shared.control.is_paused(&self.db.name);
+        if paused {
+            self.shared.control.wait_unpaused(&self.db.name).await;
+        }
+        let (mut server, at_once) = self.acquire(waited).await?;
+        // Timed only if it took a while: a second clock read otherwise.
+        let wait = if at_once && !paused {
+            std::time::Duration::ZERO
+        } else {
+            waited.elapsed()
+        };
         // A query that waited for this server starts now, not when read.
         self.query_start = waited + wait;
         self.metrics.client_wait.observe(wait.as_secs_f64());
@@ -445,14 +469,21 @@ impl Session {
                 return;
             }
         }
-        self.return_server(server);
+        // The ReadyForQuery that made it releasable came after the link;
+        // a release with none (nothing ran) reads the clock.
+        let at = if self.ready_at >= self.query_start {
+            self.ready_at
+        } else {
+            Instant::now()
+        };
+        self.return_server(server, at);
     }
 
-    fn return_server(&self, mut server: Box<ServerConn>) {
-        let now = crate::registry::now_us();
+    /// Give a clean server back, last used `at`.
+    fn return_server(&self, mut server: Box<ServerConn>, at: Instant) {
+        let now = self.shared.registry.clock.micros(at);
         self.listed.entry.set_at(State::Idle, 0, now);
         server.registered.entry.set_at(State::Idle, 0, now);
-        let at = Instant::now();
         let lifetime = self.cfg.server_lifetime(&self.db);
         if lifetime.is_some_and(|l| at.saturating_duration_since(server.created) >= l) {
             return;
@@ -1091,6 +1122,7 @@ impl Session {
                     self.state.ready(status);
                     // Timed now, counted once the reply is on its way.
                     let now = Instant::now();
+                    self.ready_at = now;
                     if let Some(done) = finished.take() {
                         done.count(&self.stats, &self.metrics);
                     }
@@ -1243,7 +1275,7 @@ impl Session {
                 }
             }
         }
-        self.return_server(server);
+        self.return_server(server, Instant::now());
     }
 
     fn at_rest_with(&self, server: &ServerConn) -> bool {

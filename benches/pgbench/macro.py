@@ -92,9 +92,16 @@ def wait_port(port, proc=None, secs=20):
 
 def ticks(pid):
     """CPU time (user + system) of a process, in clock ticks."""
+    user, system = user_system_ticks(pid)
+    return user + system
+
+
+def user_system_ticks(pid):
+    """CPU time of a process in user space and in the kernel, in clock
+    ticks: tells the pooler's own code from the syscalls it makes."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
+    return int(fields[11]), int(fields[12])
 
 
 def machine_busy():
@@ -302,6 +309,7 @@ log_disconnections = 0
         if pid:
             reset_peak(pid)
             t0 = ticks(pid)
+            u0 = user_system_ticks(pid)[0]
             cs0 = switches(pid)
             if self.args.callgrind:
                 cg = ["callgrind_control", "-z", str(pid)]
@@ -318,7 +326,8 @@ log_disconnections = 0
         text = out.stdout + out.stderr
         row = {"target": target, "script": script, "proto": proto, "clients": clients,
                "connect": int(connect), "tps": 0.0, "lat_avg_ms": "", "lat_p99_ms": "",
-               "failed": "", "xacts": 0, "cpu_us_per_xact": "", "machine_us_per_xact": "", "segments_per_xact": "",
+               "failed": "", "xacts": 0, "cpu_us_per_xact": "", "user_us_per_xact": "",
+               "machine_us_per_xact": "", "segments_per_xact": "",
                "switches_per_xact": "",
                "instr_per_xact": "",
                "peak_rss_kb": ""}
@@ -363,6 +372,8 @@ log_disconnections = 0
             used = ticks(pid) - t0
             if row["xacts"]:
                 row["cpu_us_per_xact"] = round(used * 1e6 / CLK / row["xacts"], 1)
+                row["user_us_per_xact"] = round(
+                    (user_system_ticks(pid)[0] - u0) * 1e6 / CLK / row["xacts"], 1)
                 row["switches_per_xact"] = round((switches(pid) - cs0) / row["xacts"], 2)
             if self.args.callgrind and row["xacts"]:
                 wrap = as_postgres if target == "pgbouncer" else (lambda c: c)
@@ -442,7 +453,8 @@ def merge(runs):
         vals = sorted(r[key] for r in runs if isinstance(r[key], (int, float)))
         return vals[len(vals) // 2] if vals else ""
 
-    for key in ("tps", "lat_avg_ms", "lat_p99_ms", "cpu_us_per_xact", "machine_us_per_xact",
+    for key in ("tps", "lat_avg_ms", "lat_p99_ms", "cpu_us_per_xact", "user_us_per_xact",
+                "machine_us_per_xact",
                 "segments_per_xact", "switches_per_xact", "instr_per_xact"):
         out[key] = med(key)
     out["xacts"] = sum(r["xacts"] for r in runs)
@@ -516,7 +528,7 @@ def main():
                 cur = (script, proto, connect)
                 print(f"\n{script}, -M {proto}{', -C' if connect else ''}")
                 print(f"{'clients':>7} | {'target':<9} | {'tps':>9} | {'avg ms':>7} | {'p99 ms':>7} | "
-                      f"{'failed':>6} | {'CPU us/x':>8} | {'all us/x':>8} | {'segs/x':>6} | {'cs/x':>5} | {'peak RSS':>9} | vs direct | vs pgbouncer"
+                      f"{'failed':>6} | {'CPU us/x':>8} | {'user':>5} | {'all us/x':>8} | {'segs/x':>6} | {'cs/x':>5} | {'peak RSS':>9} | vs direct | vs pgbouncer"
                       + (" | instr/x" if a.callgrind else ""))
             got = {}
             targets = [t for t in a.targets.split(",")
@@ -537,6 +549,7 @@ def main():
                 rss = f"{r['peak_rss_kb'] / 1024:.1f} MB" if r["peak_rss_kb"] != "" else ""
                 print(f"{clients:>7} | {target:<9} | {r['tps']:>9.0f} | {r['lat_avg_ms']!s:>7} | "
                       f"{r['lat_p99_ms']!s:>7} | {r['failed']!s:>6} | {r['cpu_us_per_xact']!s:>8} | "
+                      f"{r['user_us_per_xact']!s:>5} | "
                       f"{r['machine_us_per_xact']!s:>8} | {r['segments_per_xact']!s:>6} | "
                       f"{r['switches_per_xact']!s:>5} | {rss:>9} | "
                       f"{vs_d:>9} | {vs_b:>12}"
