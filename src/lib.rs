@@ -36,6 +36,11 @@ pub use app::Tidepool;
 pub use config::Config;
 pub use error::{Error, Result, Side};
 
+/// Default of [`Shared::lean_idle_above`]: a thousand clients' kept state
+/// is at most 5 MB (a read buffer under 4 kB and under 1 kB of forwarding
+/// state each).
+pub const LEAN_IDLE_ABOVE: u64 = 1000;
+
 /// The state every task shares.
 pub struct Shared {
     config: ArcSwap<Config>,
@@ -56,6 +61,11 @@ pub struct Shared {
     db_clients: Mutex<HashMap<String, Arc<AtomicU64>>>,
     user_clients: Mutex<HashMap<String, Arc<AtomicU64>>>,
     next_id: AtomicU64,
+    /// Above this many connected clients an idle client gives back its read
+    /// buffer and forwarding state: memory comes first with many clients,
+    /// an allocation per transaction with few (see `Session::run`). Tests
+    /// set 0 to take the lean path with a handful of clients.
+    pub lean_idle_above: AtomicU64,
 }
 
 impl Shared {
@@ -75,6 +85,7 @@ impl Shared {
             db_clients: Mutex::default(),
             user_clients: Mutex::default(),
             next_id: AtomicU64::new(1),
+            lean_idle_above: AtomicU64::new(LEAN_IDLE_ABOVE),
         })
     }
 
@@ -99,6 +110,11 @@ impl Shared {
 
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Idle clients should hold no buffers now (see `lean_idle_above`).
+    pub fn lean_idle(&self) -> bool {
+        self.client_count() > self.lean_idle_above.load(Ordering::Relaxed)
     }
 
     /// Number of connected clients.

@@ -203,8 +203,14 @@ pub async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Re
     if buf.capacity() == 0 {
         buf.reserve(FIRST_READ);
     } else if buf.capacity() - buf.len() < MIN_SPARE {
-        // Takes back the consumed front of the buffer when it can.
-        buf.reserve(READ_CHUNK);
+        // Takes back the consumed front of the buffer when it can. An
+        // empty buffer kept between transactions asks for no more than a
+        // first read: that always fits where it already is.
+        buf.reserve(if buf.is_empty() {
+            FIRST_READ
+        } else {
+            READ_CHUNK
+        });
     }
     let spare = buf.capacity() - buf.len();
     let n = r.read_buf(buf).await?;
@@ -273,5 +279,31 @@ pub fn tune_tcp(s: &TcpStream, settings: &crate::config::Settings) {
             ka = ka.with_retries(settings.tcp_keepcnt);
         }
         let _ = sock.set_tcp_keepalive(&ka);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Buf;
+
+    #[tokio::test]
+    async fn an_emptied_buffer_is_reused_where_it_is() {
+        let mut buf = BytesMut::new();
+        let data = vec![7u8; 600];
+        assert!(fill(&mut &data[..], &mut buf).await.unwrap());
+        assert_eq!(buf.len(), 600);
+        let first = buf.capacity();
+        assert!((FIRST_READ..READ_CHUNK).contains(&first), "{first}");
+        buf.advance(600);
+        // 424 bytes left at the end: under MIN_SPARE, so the consumed front
+        // is taken back rather than a READ_CHUNK allocated.
+        assert!(fill(&mut &data[..], &mut buf).await.unwrap());
+        assert_eq!(&buf[..], &data[..]);
+        assert_eq!(buf.capacity(), first);
+        // Not empty and nearly full: grows.
+        assert!(fill(&mut &data[..], &mut buf).await.unwrap());
+        assert!(buf.capacity() >= READ_CHUNK);
+        assert_eq!(buf.len(), 1200);
     }
 }

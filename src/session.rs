@@ -248,6 +248,10 @@ pub(crate) struct Session {
     pub _guards: [crate::ClientGuard; 3],
 }
 
+/// An idle client keeps a read buffer of up to this capacity, unless
+/// [`Shared::lean_idle`].
+const KEEP_BUFFER_MAX: usize = 4096;
+
 /// Up to this many bytes of rewritten client messages are copied into one
 /// write; beyond (a large COPY or Bind), the pieces are written as they are.
 const COALESCE_MAX: usize = 64 * 1024;
@@ -506,8 +510,14 @@ impl Session {
     /// waits here, in a small state; everything else (linking, forwarding,
     /// releasing) runs in [`Session::active`], boxed, which returns when the
     /// client is idle again. 10,000 idle clients then hold no forwarding
-    /// state, at the cost of one allocation per transaction.
+    /// state, at the cost of one allocation per transaction. With few
+    /// clients connected (not [`Shared::lean_idle`]) memory does not count
+    /// and the allocation does: the client then waits inside `active`.
     pub async fn run(&mut self, conn: &mut Conn) -> Result<(), Error> {
+        // Not the login's buffer: a client may connect and never query.
+        if conn.rbuf.is_empty() {
+            conn.rbuf = BytesMut::new();
+        }
         loop {
             if self.server.is_none() && conn.rbuf.is_empty() {
                 self.wait_for_client(conn).await?;
@@ -531,7 +541,12 @@ impl Session {
             }
             if self.server.is_none() {
                 if conn.rbuf.is_empty() {
-                    return Ok(Active::Idle);
+                    if self.shared.lean_idle() {
+                        return Ok(Active::Idle);
+                    }
+                    // Few clients: wait in this state rather than give it
+                    // back, sparing an allocation per transaction.
+                    self.wait_for_client(conn).await?;
                 }
                 if let ClientEnd::Terminate = self.peek_terminate(conn) {
                     return Ok(Active::Ended);
@@ -606,8 +621,14 @@ impl Session {
     /// of them would otherwise hold 80 MB of read buffers and a few kB of
     /// select/timeout state each. The buffer is given back, readiness is
     /// polled with no buffer, and a timer exists only when a timeout is set.
+    ///
+    /// With few clients connected (not [`Shared::lean_idle`]) the buffer is
+    /// kept while small: giving it back would cost a free and a malloc per
+    /// transaction for memory that does not count.
     async fn wait_for_client(&mut self, conn: &mut Conn) -> Result<(), Error> {
-        if conn.rbuf.is_empty() {
+        if conn.rbuf.is_empty()
+            && (conn.rbuf.capacity() > KEEP_BUFFER_MAX || self.shared.lean_idle())
+        {
             conn.rbuf = BytesMut::new();
         }
         let kill = &self.listed.entry.kill;
@@ -1018,8 +1039,12 @@ impl Session {
                     })
                     .filter(|b| !b.is_empty())
             };
-            let total: usize = parts().map(<[u8]>::len).sum();
             let gone = |e: std::io::Error| Error::ServerGone(e.to_string());
+            let total: usize = if segs.is_empty() {
+                0
+            } else {
+                parts().map(<[u8]>::len).sum()
+            };
             if segs.is_empty() || total > COALESCE_MAX {
                 for bytes in parts() {
                     server.stream.write_all(bytes).await.map_err(gone)?;
@@ -1042,8 +1067,10 @@ impl Session {
         self.listed.entry.set_prepared(self.stmts.len());
         server.registered.entry.set_prepared(server.prepared.len());
         // Replies made here that are already due (nothing before them).
-        for b in self.responses.take_synthetic() {
-            conn.send(&b).await?;
+        if self.responses.synthetic_due() {
+            for b in self.responses.take_synthetic() {
+                conn.send(&b).await?;
+            }
         }
         Ok(end)
     }

@@ -57,6 +57,8 @@ async fn many_clients_on_few_servers_never_cross_replies() {
 /// As the binary runs, with a thread per core: clients land on three
 /// single-threaded runtimes, and every server is used by clients of each,
 /// so it is moved between event loops (`ServerConn::rehome`) over and over.
+/// Idle clients here keep no state between transactions, as with
+/// thousands of clients (`lean_idle_above`); the test above keeps it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_on_three_event_loops_share_two_servers() {
     let p = Pooler::start_with_workers(
@@ -65,6 +67,10 @@ async fn clients_on_three_event_loops_share_two_servers() {
         2,
     )
     .await;
+    p.app
+        .shared()
+        .lean_idle_above
+        .store(0, std::sync::atomic::Ordering::Relaxed);
     never_cross_replies(p, 24, 40, 2, "tx_log_loops").await;
 }
 
