@@ -542,6 +542,9 @@ impl Session {
             if self.server.is_none() {
                 if conn.rbuf.is_empty() {
                     if self.shared.lean_idle() {
+                        // Nor the link's queues: an idle client holds none.
+                        self.state = LinkState::default();
+                        self.responses = prepared::Responses::default();
                         return Ok(Active::Idle);
                     }
                     // Few clients: wait in this state rather than give it
