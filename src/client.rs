@@ -395,7 +395,7 @@ async fn login(
         defaults: Arc::default(),
         reg,
         state: LinkState::default(),
-        cscan: Scanner::new(s.max_packet_size),
+        cscan: Scanner::whole(s.max_packet_size),
         sscan: Scanner::new(s.max_packet_size),
         last_client_read: now,
         query_start: now,

@@ -51,6 +51,21 @@ impl Stream {
 
     /// Non-blocking read straight from the socket (under any TLS): for
     /// checking that an idle connection has nothing pending.
+    /// Write all of `buf`. On plain TCP the write is tried at once, with no
+    /// future or waker: a socket nearly always has room, and this is every
+    /// forwarded message's path. What did not fit goes the usual way.
+    pub async fn send_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        if let Stream::Tcp(s) = self {
+            match s.try_write(buf) {
+                Ok(n) if n == buf.len() => return Ok(()),
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        tokio::io::AsyncWriteExt::write_all(self, buf).await
+    }
+
     pub fn try_read_raw(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Unix(s) => s.try_read(buf),

@@ -179,6 +179,67 @@ pub fn split_bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     Some((portal, stmt, rest))
 }
 
+/// The head of a Bind too large to hold whole (a big parameter value):
+/// held whole, it would cost its size in memory two or three times over.
+/// Its names are rewritten and the rest streams through.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LargeBind<'a> {
+    /// Not a Bind over [`crate::protocol::MAX_INSPECTED`] bytes.
+    No,
+    /// One, whose names have not all arrived yet.
+    More,
+    /// One: `head` bytes (type, length, portal and statement names) of
+    /// `total`.
+    Head {
+        total: usize,
+        head: usize,
+        portal: &'a [u8],
+        name: &'a [u8],
+    },
+}
+
+/// Names longer than this in a large Bind are a protocol error, not a
+/// reason to buffer more (PostgreSQL's own names stop at 63 bytes).
+pub const LARGE_BIND_HEAD_MAX: usize = 64 * 1024;
+
+/// Look at `buf` (from a message boundary) for a large Bind.
+pub fn large_bind(buf: &[u8], max_len: u32) -> Result<LargeBind<'_>, &'static str> {
+    if buf.len() < 5 || buf[0] != b'B' {
+        return Ok(LargeBind::No);
+    }
+    let len = crate::protocol::be_u32(&buf[1..5]);
+    let total = len as usize + 1;
+    // Bad and oversized lengths are the scanner's to refuse.
+    if total <= crate::protocol::MAX_INSPECTED || len > max_len {
+        return Ok(LargeBind::No);
+    }
+    let body = &buf[5..buf.len().min(total)];
+    match split_bind(body) {
+        Some((portal, name, _)) => Ok(LargeBind::Head {
+            total,
+            head: 5 + portal.len() + 1 + name.len() + 1,
+            portal,
+            name,
+        }),
+        None if body.len() >= LARGE_BIND_HEAD_MAX => Err("Bind portal or statement name too long"),
+        None => Ok(LargeBind::More),
+    }
+}
+
+/// The head of a Bind naming `stmt`, whose `rest_len` bytes of parameters
+/// and result formats follow as they were.
+pub fn build_bind_head(portal: &[u8], stmt: &[u8], rest_len: usize) -> Bytes {
+    let len = 4 + portal.len() + 1 + stmt.len() + 1 + rest_len;
+    let mut b = BytesMut::with_capacity(len + 1 - rest_len);
+    b.put_u8(b'B');
+    b.put_u32(len as u32);
+    b.put_slice(portal);
+    b.put_u8(0);
+    b.put_slice(stmt);
+    b.put_u8(0);
+    b.freeze()
+}
+
 pub fn build_bind(portal: &[u8], stmt: &[u8], rest: &[u8]) -> Bytes {
     msg(b'B', &[portal, b"\0", stmt, b"\0", rest])
 }
@@ -490,5 +551,38 @@ mod tests {
         r.forward(Kind::Sync);
         r.server(b'E');
         assert_eq!(r.failed, vec![9]);
+    }
+
+    #[test]
+    fn a_large_bind_is_split_at_its_names() {
+        let max = crate::protocol::MAX_INSPECTED;
+        let rest = vec![9u8; max];
+        let whole = build_bind(b"p1", b"client_stmt", &rest);
+        assert_eq!(large_bind(&whole[..4], u32::MAX), Ok(LargeBind::No));
+        // Small Binds are held whole as usual.
+        let small = build_bind(b"", b"s", b"xyz");
+        assert_eq!(large_bind(&small, u32::MAX), Ok(LargeBind::No));
+        // Over the packet limit: the scanner refuses it, not this.
+        assert_eq!(large_bind(&whole, 1024), Ok(LargeBind::No));
+        assert_eq!(large_bind(&whole[..9], u32::MAX), Ok(LargeBind::More));
+        let Ok(LargeBind::Head {
+            total,
+            head,
+            portal,
+            name,
+        }) = large_bind(&whole[..64], u32::MAX)
+        else {
+            panic!("a head")
+        };
+        assert_eq!((total, head), (whole.len(), 5 + 3 + 12));
+        assert_eq!((portal, name), (&b"p1"[..], &b"client_stmt"[..]));
+        // The new head with the old rest is the Bind built whole.
+        let mut rebuilt = build_bind_head(portal, b"tp_7", total - head).to_vec();
+        rebuilt.extend_from_slice(&whole[head..]);
+        assert_eq!(rebuilt, build_bind(b"p1", b"tp_7", &rest).to_vec());
+        // Names that never end are refused, not buffered.
+        let mut endless = whole[..5].to_vec();
+        endless.extend(std::iter::repeat_n(b'a', LARGE_BIND_HEAD_MAX));
+        assert!(large_bind(&endless, u32::MAX).is_err());
     }
 }

@@ -149,6 +149,8 @@ pub struct Scanner {
     /// Bytes of the current pass-through message still to come.
     remaining: usize,
     max_len: u32,
+    /// Inspected messages larger than this pass uninspected.
+    whole_max: usize,
 }
 
 impl Scanner {
@@ -156,7 +158,26 @@ impl Scanner {
         Scanner {
             remaining: 0,
             max_len: max_packet_size,
+            whole_max: MAX_INSPECTED,
         }
+    }
+
+    /// A scanner that holds inspected messages whole at any size up to
+    /// the packet limit: for client messages whose names must be
+    /// rewritten (Parse, Describe, Close; a large Bind is streamed by
+    /// the caller with [`Scanner::pass`]).
+    pub fn whole(max_packet_size: u32) -> Self {
+        Scanner {
+            whole_max: usize::MAX,
+            ..Scanner::new(max_packet_size)
+        }
+    }
+
+    /// The caller consumed the head of a message itself: the next `n`
+    /// bytes are its rest, to pass uninspected.
+    pub fn pass(&mut self, n: usize) {
+        debug_assert!(self.remaining == 0);
+        self.remaining = n;
     }
 
     /// True between messages (no pass-through message half-forwarded).
@@ -185,7 +206,7 @@ impl Scanner {
             return Err(FrameError::TooLarge(len, self.max_len));
         }
         let total = len as usize + 1;
-        if inspect(tag) && total <= MAX_INSPECTED {
+        if inspect(tag) && total <= self.whole_max {
             if buf.len() < total {
                 return Ok(Step::More { want: total });
             }

@@ -36,7 +36,7 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub async fn send(&mut self, buf: &[u8]) -> Result<(), Error> {
-        self.stream.write_all(buf).await.map_err(Error::client_io)
+        self.stream.send_all(buf).await.map_err(Error::client_io)
     }
 
     /// Send an error we originate (or a server's, as it was).
@@ -532,11 +532,7 @@ impl Session {
     /// nothing left to read (`Idle`) or it ends (`Ended`).
     async fn active(&mut self, conn: &mut Conn) -> Result<Active, Error> {
         loop {
-            if self.mode != PoolMode::Session
-                && self.server.is_some()
-                && self.state.releasable()
-                && self.at_rest()
-            {
+            if self.server.is_some() && self.between_transactions(conn) {
                 self.release().await;
             }
             if self.server.is_none() {
@@ -569,7 +565,7 @@ impl Session {
                 return Ok(Active::Ended);
             }
             self.forward_server(conn).await?;
-            if self.mode != PoolMode::Session && self.state.releasable() && self.at_rest() {
+            if self.between_transactions(conn) {
                 continue;
             }
             let deadline = self.deadline();
@@ -607,6 +603,19 @@ impl Session {
                 _ = self.listed.entry.kill.thrown() => return Err(killed()),
             }
         }
+    }
+
+    /// The server can go back to the pool (transaction and statement
+    /// mode): the transaction is over, nothing is half-forwarded or owed,
+    /// and no part of a next message waits in the client's buffer. Such a
+    /// part (a read that ended inside a message) keeps the server: the
+    /// loop then reads on, where releasing and linking again would spin
+    /// without ever reading the rest.
+    fn between_transactions(&self, conn: &Conn) -> bool {
+        self.mode != PoolMode::Session
+            && self.state.releasable()
+            && self.at_rest()
+            && conn.rbuf.is_empty()
     }
 
     /// No half-forwarded message on either side, no reply owed.
@@ -829,7 +838,7 @@ impl Session {
             // would turn the buffer into a shared one (an allocation).
             server
                 .stream
-                .write_all(&conn.rbuf[..pos])
+                .send_all(&conn.rbuf[..pos])
                 .await
                 .map_err(|e| Error::ServerGone(e.to_string()))?;
             conn.rbuf.advance(pos);
@@ -858,6 +867,72 @@ impl Session {
         let mut pos = 0;
         let mut end = ClientEnd::Open;
         loop {
+            if self.cscan.at_boundary() {
+                match prepared::large_bind(&conn.rbuf[pos..], self.cfg.settings.max_packet_size)
+                    .map_err(|e| Error::Protocol(e.into()))?
+                {
+                    prepared::LargeBind::No => {}
+                    prepared::LargeBind::More => break,
+                    prepared::LargeBind::Head {
+                        total,
+                        head,
+                        portal,
+                        name,
+                    } => {
+                        let stmt = self.stmts.get(name).cloned();
+                        let portal = portal.to_vec();
+                        // Its head is replaced (or dropped): what came
+                        // before it goes as it was.
+                        if pos > run_start {
+                            segs.push(Seg::Range(run_start, pos));
+                        }
+                        run_start = pos + head;
+                        if self.skip_to_sync {
+                            // Dropped whole, like any message before Sync.
+                        } else {
+                            if !self.state.busy() {
+                                self.query_start = self.last_client_read.max(self.query_start);
+                                self.xact_start.get_or_insert(self.query_start);
+                            }
+                            self.stats.add(C::Binds, 1);
+                            match stmt {
+                                Some(stmt) if stale(&stmt, server) => {
+                                    self.responses.synthetic(b'E');
+                                    self.skip_to_sync = true;
+                                }
+                                Some(stmt) => {
+                                    let mut own = Vec::new();
+                                    if prepare_on(server, &stmt, cap, &mut own, &mut self.responses)
+                                    {
+                                        self.responses.swallow(Kind::Parse(Some(stmt.id)));
+                                        self.stats.add(C::ServerParses, 1);
+                                    }
+                                    own.push(prepared::build_bind_head(
+                                        &portal,
+                                        &stmt.name,
+                                        total - head,
+                                    ));
+                                    for b in own {
+                                        self.state.client_message(b[0]);
+                                        segs.push(Seg::Own(b));
+                                    }
+                                    self.responses.forward(Kind::Bind(Some(stmt.id)));
+                                }
+                                None => {
+                                    // Not a name of ours: as it came (the
+                                    // server answers for it).
+                                    run_start = pos;
+                                    self.state.client_message(b'B');
+                                    self.responses.forward(Kind::Bind(None));
+                                }
+                            }
+                        }
+                        pos += head;
+                        self.cscan.pass(total - head);
+                        continue;
+                    }
+                }
+            }
             let step = self
                 .cscan
                 .step(&conn.rbuf[pos..], |t| {
@@ -1050,7 +1125,7 @@ impl Session {
             };
             if segs.is_empty() || total > COALESCE_MAX {
                 for bytes in parts() {
-                    server.stream.write_all(bytes).await.map_err(gone)?;
+                    server.stream.send_all(bytes).await.map_err(gone)?;
                 }
             } else {
                 // Rewritten messages and what surrounds them in one write:
@@ -1060,7 +1135,7 @@ impl Session {
                 for bytes in parts() {
                     out.extend_from_slice(bytes);
                 }
-                server.stream.write_all(&out).await.map_err(gone)?;
+                server.stream.send_all(&out).await.map_err(gone)?;
             }
             conn.rbuf.advance(pos);
         }

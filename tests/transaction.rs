@@ -492,3 +492,134 @@ async fn min_pool_size_is_kept_warm() {
     assert_eq!(simple_row(&c, "SELECT 2").await, vec![s("2")]);
     assert!(pool.counts().0 >= 3);
 }
+
+/// Large messages both ways on one server: a 20 MB result (the pooler's
+/// socket to the client fills, so writes finish in parts) and a 3 MB query
+/// and parameter (client messages spanning many reads and buffer growth).
+/// Every byte arrives in order, and the server serves the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_and_queries_pass_whole() {
+    use md5::{Digest, Md5};
+    let p = Pooler::start("pool_mode = \"transaction\"\ndefault_pool_size = 1\n", "").await;
+    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    let rows = c
+        .query(
+            "SELECT g, repeat(chr(65 + g % 26), 1000) FROM generate_series(1, 20000) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 20000);
+    for (i, row) in rows.iter().enumerate() {
+        let g: i32 = row.get(0);
+        assert_eq!(g as usize, i + 1, "rows out of order");
+        let text: &str = row.get(1);
+        let ch = char::from(b'A' + (g % 26) as u8);
+        assert!(
+            text.len() == 1000 && text.chars().all(|c| c == ch),
+            "row {g} mangled"
+        );
+    }
+    let big: String = (0..3_000_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let want_md5 = format!("{:x}", Md5::digest(big.as_bytes()));
+    let row = simple_row(&c, &format!("SELECT length('{big}'), md5('{big}')")).await;
+    assert_eq!(row, vec![s("3000000"), Some(want_md5.clone())]);
+    let row = c
+        .query_one("SELECT length($1::text), md5($1::text)", &[&big])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 3_000_000);
+    assert_eq!(row.get::<_, String>(1), want_md5);
+    // Held whole (under 1 MB) yet more than one read: a 100 kB parameter
+    // and a named 500 kB Parse.
+    let mid = &big[..100_000];
+    let row = c.query_one("SELECT md5($1::text)", &[&mid]).await.unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        format!("{:x}", Md5::digest(mid.as_bytes()))
+    );
+    let mid = &big[..250_000];
+    let stmt = c
+        .prepare(&format!("SELECT md5('{mid}' || '{mid}')"))
+        .await
+        .unwrap();
+    let row = c.query_one(&stmt, &[]).await.unwrap();
+    let twice = format!("{mid}{mid}");
+    assert_eq!(
+        row.get::<_, String>(0),
+        format!("{:x}", Md5::digest(twice.as_bytes()))
+    );
+    // A named statement whose Parse is 6 MB, used twice.
+    let stmt = c
+        .prepare(&format!("SELECT length('{big}'), md5('{big}')"))
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let row = c.query_one(&stmt, &[]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), 3_000_000);
+        assert_eq!(row.get::<_, String>(1), want_md5);
+    }
+    // The one server is clean for someone else.
+    let other = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    assert_eq!(simple_row(&other, "SELECT 7").await, vec![s("7")]);
+    assert_eq!(simple_row(&c, "SELECT 8").await, vec![s("8")]);
+}
+
+/// One raw client message: type, then length.
+fn raw_message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Messages from `s` up to and including ReadyForQuery.
+async fn until_ready(s: &mut tokio::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    loop {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head).await.unwrap();
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        s.read_exact(&mut body).await.unwrap();
+        got.push((head[0], body));
+        if head[0] == b'Z' {
+            return got;
+        }
+    }
+}
+
+/// A client's bytes that end inside a message header just as its
+/// transaction ends: the pooler reads on for the rest of the message
+/// (it used to release and link a server over and over, never reading).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_split_after_a_finished_transaction_is_read_on() {
+    use tokio::io::AsyncWriteExt;
+    let p = Pooler::start("pool_mode = \"transaction\"\nauth_type = \"trust\"\n", "").await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .unwrap();
+    let mut startup = 196608u32.to_be_bytes().to_vec();
+    startup.extend_from_slice(format!("user\0{MD5_USER}\0database\0{DB}\0\0").as_bytes());
+    let mut packet = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&startup);
+    s.write_all(&packet).await.unwrap();
+    until_ready(&mut s).await;
+    let second = raw_message(b'Q', b"SELECT 2\0");
+    let mut first = raw_message(b'Q', b"SELECT 1\0");
+    first.extend_from_slice(&second[..3]);
+    s.write_all(&first).await.unwrap();
+    let reply = until_ready(&mut s).await;
+    assert!(reply.iter().any(|(t, b)| *t == b'D' && b.ends_with(b"1")));
+    s.write_all(&second[3..]).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(20), until_ready(&mut s))
+        .await
+        .expect("the rest of the message was never read");
+    assert!(
+        reply.iter().any(|(t, b)| *t == b'D' && b.ends_with(b"2")),
+        "{reply:?}"
+    );
+}
