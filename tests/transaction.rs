@@ -623,3 +623,106 @@ async fn a_message_split_after_a_finished_transaction_is_read_on() {
         "{reply:?}"
     );
 }
+
+/// An extended-protocol pipeline with a named statement (rewritten by the
+/// pooler), a simple query and a Close, cut at every byte: the first part
+/// is sent and its replies awaited, then the rest. Whatever the cut, the
+/// replies are those of the pipeline sent whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_cut_at_every_byte_gets_the_same_replies() {
+    use tokio::io::AsyncWriteExt;
+    let p = Pooler::start("pool_mode = \"transaction\"\nauth_type = \"trust\"\n", "").await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut startup = 196608u32.to_be_bytes().to_vec();
+    startup.extend_from_slice(format!("user\0{MD5_USER}\0database\0{DB}\0\0").as_bytes());
+    let mut packet = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&startup);
+    s.write_all(&packet).await.unwrap();
+    until_ready(&mut s).await;
+
+    let mut bind = b"\0st1\0".to_vec();
+    bind.extend_from_slice(&0u16.to_be_bytes()); // parameter formats
+    bind.extend_from_slice(&1u16.to_be_bytes()); // one parameter
+    bind.extend_from_slice(&2u32.to_be_bytes());
+    bind.extend_from_slice(b"41");
+    bind.extend_from_slice(&0u16.to_be_bytes()); // result formats
+    let parts: Vec<Vec<u8>> = vec![
+        raw_message(b'P', b"st1\0SELECT $1::int + 1\0\0\0"),
+        raw_message(b'B', &bind),
+        raw_message(b'D', b"P\0"),
+        raw_message(b'E', b"\0\0\0\0\0"),
+        raw_message(b'S', b""),
+        raw_message(b'Q', b"SELECT 'x'\0"),
+        raw_message(b'C', b"Sst1\0"),
+        raw_message(b'S', b""),
+    ];
+    // Where each ReadyForQuery's request ends.
+    let mut ends = Vec::new();
+    let mut script = Vec::new();
+    for m in &parts {
+        script.extend_from_slice(m);
+        if matches!(m[0], b'S' | b'Q') {
+            ends.push(script.len());
+        }
+    }
+    let want: Vec<u8> = b"12TDCZTDCZ3Z".to_vec();
+    for cut in 1..script.len() {
+        s.write_all(&script[..cut]).await.unwrap();
+        let mut got = Vec::new();
+        for _ in ends.iter().filter(|&&e| e <= cut) {
+            got.extend(until_ready(&mut s).await);
+        }
+        s.write_all(&script[cut..]).await.unwrap();
+        let left = ends.iter().filter(|&&e| e > cut).count();
+        for _ in 0..left {
+            let more = tokio::time::timeout(Duration::from_secs(20), until_ready(&mut s))
+                .await
+                .unwrap_or_else(|_| panic!("cut at {cut}: no reply"));
+            got.extend(more);
+        }
+        let tags: Vec<u8> = got.iter().map(|(t, _)| *t).collect();
+        assert_eq!(
+            String::from_utf8_lossy(&tags),
+            String::from_utf8_lossy(&want),
+            "cut at {cut}: {got:?}"
+        );
+        let rows: Vec<&[u8]> = got
+            .iter()
+            .filter(|(t, _)| *t == b'D')
+            .map(|(_, b)| &b[6..])
+            .collect();
+        assert_eq!(rows, [&b"42"[..], &b"x"[..]], "cut at {cut}");
+    }
+
+    // A Bind too large to hold whole (its head is rewritten, the rest
+    // streamed), cut anywhere in its head and around its end.
+    let value = vec![b'v'; 1_100_000];
+    let mut bind = b"\0st2\0".to_vec();
+    bind.extend_from_slice(&0u16.to_be_bytes());
+    bind.extend_from_slice(&1u16.to_be_bytes());
+    bind.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    bind.extend_from_slice(&value);
+    bind.extend_from_slice(&0u16.to_be_bytes());
+    let parse = raw_message(b'P', b"st2\0SELECT length($1::text)\0\0\0");
+    let bind = raw_message(b'B', &bind);
+    let mut script = parse.clone();
+    script.extend_from_slice(&bind);
+    script.extend_from_slice(&raw_message(b'E', b"\0\0\0\0\0"));
+    script.extend_from_slice(&raw_message(b'C', b"Sst2\0"));
+    script.extend_from_slice(&raw_message(b'S', b""));
+    let at = parse.len();
+    let bind_end = at + bind.len();
+    for cut in (at + 1..at + 16).chain([at + 4096, bind_end - 1, bind_end + 3]) {
+        s.write_all(&script[..cut]).await.unwrap();
+        s.write_all(&script[cut..]).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(20), until_ready(&mut s))
+            .await
+            .unwrap_or_else(|_| panic!("large Bind cut at {cut}: no reply"));
+        let tags: Vec<u8> = got.iter().map(|(t, _)| *t).collect();
+        assert_eq!(tags, b"12DC3Z", "large Bind cut at {cut}: {got:?}");
+        assert_eq!(&got[2].1[6..], b"1100000");
+    }
+}
