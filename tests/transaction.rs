@@ -567,55 +567,21 @@ async fn large_results_and_queries_pass_whole() {
     assert_eq!(simple_row(&c, "SELECT 8").await, vec![s("8")]);
 }
 
-/// One raw client message: type, then length.
-fn raw_message(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut m = vec![tag];
-    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-    m.extend_from_slice(body);
-    m
-}
-
-/// Messages from `s` up to and including ReadyForQuery.
-async fn until_ready(s: &mut tokio::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
-    use tokio::io::AsyncReadExt;
-    let mut got = Vec::new();
-    loop {
-        let mut head = [0u8; 5];
-        s.read_exact(&mut head).await.unwrap();
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let mut body = vec![0u8; len - 4];
-        s.read_exact(&mut body).await.unwrap();
-        got.push((head[0], body));
-        if head[0] == b'Z' {
-            return got;
-        }
-    }
-}
-
 /// A client's bytes that end inside a message header just as its
 /// transaction ends: the pooler reads on for the rest of the message
 /// (it used to release and link a server over and over, never reading).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_split_after_a_finished_transaction_is_read_on() {
-    use tokio::io::AsyncWriteExt;
-    let p = Pooler::start("pool_mode = \"transaction\"\nauth_type = \"trust\"\n", "").await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
-        .await
-        .unwrap();
-    let mut startup = 196608u32.to_be_bytes().to_vec();
-    startup.extend_from_slice(format!("user\0{MD5_USER}\0database\0{DB}\0\0").as_bytes());
-    let mut packet = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
-    packet.extend_from_slice(&startup);
-    s.write_all(&packet).await.unwrap();
-    until_ready(&mut s).await;
-    let second = raw_message(b'Q', b"SELECT 2\0");
-    let mut first = raw_message(b'Q', b"SELECT 1\0");
+    let p = Pooler::start("pool_mode = \"transaction\"\n", "").await;
+    let mut c = Raw::login(p.port, MD5_USER, MD5_PASS, DB).await;
+    let second = fe::query("SELECT 2");
+    let mut first = fe::query("SELECT 1");
     first.extend_from_slice(&second[..3]);
-    s.write_all(&first).await.unwrap();
-    let reply = until_ready(&mut s).await;
+    c.send(&first).await;
+    let reply = c.replies().await;
     assert!(reply.iter().any(|(t, b)| *t == b'D' && b.ends_with(b"1")));
-    s.write_all(&second[3..]).await.unwrap();
-    let reply = tokio::time::timeout(Duration::from_secs(20), until_ready(&mut s))
+    c.send(&second[3..]).await;
+    let reply = tokio::time::timeout(Duration::from_secs(20), c.replies())
         .await
         .expect("the rest of the message was never read");
     assert!(
@@ -630,34 +596,18 @@ async fn a_message_split_after_a_finished_transaction_is_read_on() {
 /// replies are those of the pipeline sent whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_cut_at_every_byte_gets_the_same_replies() {
-    use tokio::io::AsyncWriteExt;
-    let p = Pooler::start("pool_mode = \"transaction\"\nauth_type = \"trust\"\n", "").await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
-        .await
-        .unwrap();
-    s.set_nodelay(true).unwrap();
-    let mut startup = 196608u32.to_be_bytes().to_vec();
-    startup.extend_from_slice(format!("user\0{MD5_USER}\0database\0{DB}\0\0").as_bytes());
-    let mut packet = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
-    packet.extend_from_slice(&startup);
-    s.write_all(&packet).await.unwrap();
-    until_ready(&mut s).await;
-
-    let mut bind = b"\0st1\0".to_vec();
-    bind.extend_from_slice(&0u16.to_be_bytes()); // parameter formats
-    bind.extend_from_slice(&1u16.to_be_bytes()); // one parameter
-    bind.extend_from_slice(&2u32.to_be_bytes());
-    bind.extend_from_slice(b"41");
-    bind.extend_from_slice(&0u16.to_be_bytes()); // result formats
+    let p = Pooler::start("pool_mode = \"transaction\"\n", "").await;
+    let mut c = Raw::login(p.port, MD5_USER, MD5_PASS, DB).await;
+    c.s.set_nodelay(true).unwrap();
     let parts: Vec<Vec<u8>> = vec![
-        raw_message(b'P', b"st1\0SELECT $1::int + 1\0\0\0"),
-        raw_message(b'B', &bind),
-        raw_message(b'D', b"P\0"),
-        raw_message(b'E', b"\0\0\0\0\0"),
-        raw_message(b'S', b""),
-        raw_message(b'Q', b"SELECT 'x'\0"),
-        raw_message(b'C', b"Sst1\0"),
-        raw_message(b'S', b""),
+        fe::parse("st1", "SELECT $1::int + 1"),
+        fe::bind_values("", "st1", &[b"41"]),
+        fe::describe_portal(""),
+        fe::execute(""),
+        fe::sync(),
+        fe::query("SELECT 'x'"),
+        fe::close_statement("st1"),
+        fe::sync(),
     ];
     // Where each ReadyForQuery's request ends.
     let mut ends = Vec::new();
@@ -670,15 +620,15 @@ async fn a_pipeline_cut_at_every_byte_gets_the_same_replies() {
     }
     let want: Vec<u8> = b"12TDCZTDCZ3Z".to_vec();
     for cut in 1..script.len() {
-        s.write_all(&script[..cut]).await.unwrap();
+        c.send(&script[..cut]).await;
         let mut got = Vec::new();
         for _ in ends.iter().filter(|&&e| e <= cut) {
-            got.extend(until_ready(&mut s).await);
+            got.extend(c.replies().await);
         }
-        s.write_all(&script[cut..]).await.unwrap();
+        c.send(&script[cut..]).await;
         let left = ends.iter().filter(|&&e| e > cut).count();
         for _ in 0..left {
-            let more = tokio::time::timeout(Duration::from_secs(20), until_ready(&mut s))
+            let more = tokio::time::timeout(Duration::from_secs(20), c.replies())
                 .await
                 .unwrap_or_else(|_| panic!("cut at {cut}: no reply"));
             got.extend(more);
@@ -699,26 +649,19 @@ async fn a_pipeline_cut_at_every_byte_gets_the_same_replies() {
 
     // A Bind too large to hold whole (its head is rewritten, the rest
     // streamed), cut anywhere in its head and around its end.
-    let value = vec![b'v'; 1_100_000];
-    let mut bind = b"\0st2\0".to_vec();
-    bind.extend_from_slice(&0u16.to_be_bytes());
-    bind.extend_from_slice(&1u16.to_be_bytes());
-    bind.extend_from_slice(&(value.len() as u32).to_be_bytes());
-    bind.extend_from_slice(&value);
-    bind.extend_from_slice(&0u16.to_be_bytes());
-    let parse = raw_message(b'P', b"st2\0SELECT length($1::text)\0\0\0");
-    let bind = raw_message(b'B', &bind);
+    let parse = fe::parse("st2", "SELECT length($1::text)");
+    let bind = fe::bind_values("", "st2", &[&vec![b'v'; 1_100_000]]);
     let mut script = parse.clone();
     script.extend_from_slice(&bind);
-    script.extend_from_slice(&raw_message(b'E', b"\0\0\0\0\0"));
-    script.extend_from_slice(&raw_message(b'C', b"Sst2\0"));
-    script.extend_from_slice(&raw_message(b'S', b""));
+    script.extend_from_slice(&fe::execute(""));
+    script.extend_from_slice(&fe::close_statement("st2"));
+    script.extend_from_slice(&fe::sync());
     let at = parse.len();
     let bind_end = at + bind.len();
     for cut in (at + 1..at + 16).chain([at + 4096, bind_end - 1, bind_end + 3]) {
-        s.write_all(&script[..cut]).await.unwrap();
-        s.write_all(&script[cut..]).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(20), until_ready(&mut s))
+        c.send(&script[..cut]).await;
+        c.send(&script[cut..]).await;
+        let got = tokio::time::timeout(Duration::from_secs(20), c.replies())
             .await
             .unwrap_or_else(|_| panic!("large Bind cut at {cut}: no reply"));
         let tags: Vec<u8> = got.iter().map(|(t, _)| *t).collect();

@@ -568,6 +568,18 @@ impl Raw {
         self.s.write_all(bytes).await.unwrap();
     }
 
+    /// The messages up to and including the next ReadyForQuery.
+    pub async fn replies(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let mut got = Vec::new();
+        loop {
+            let (tag, body) = self.read().await;
+            got.push((tag, body));
+            if tag == b'Z' {
+                return got;
+            }
+        }
+    }
+
     /// Read whole messages until `n` ReadyForQuery have arrived; return the
     /// raw bytes of all of them.
     pub async fn read_until_ready(&mut self, n: usize) -> Vec<u8> {
@@ -611,6 +623,28 @@ pub mod fe {
         b.push(0);
         b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
         msg(b'B', &b)
+    }
+    /// A Bind with text parameters.
+    pub fn bind_values(portal: &str, stmt: &str, values: &[&[u8]]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(portal.as_bytes());
+        b.push(0);
+        b.extend_from_slice(stmt.as_bytes());
+        b.push(0);
+        b.extend_from_slice(&0u16.to_be_bytes());
+        b.extend_from_slice(&(values.len() as u16).to_be_bytes());
+        for v in values {
+            b.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            b.extend_from_slice(v);
+        }
+        b.extend_from_slice(&0u16.to_be_bytes());
+        msg(b'B', &b)
+    }
+    pub fn close_statement(name: &str) -> Vec<u8> {
+        let mut b = vec![b'S'];
+        b.extend_from_slice(name.as_bytes());
+        b.push(0);
+        msg(b'C', &b)
     }
     pub fn execute(portal: &str) -> Vec<u8> {
         let mut b = portal.as_bytes().to_vec();
