@@ -616,13 +616,7 @@ pub mod fe {
         msg(b'P', &b)
     }
     pub fn bind(portal: &str, stmt: &str) -> Vec<u8> {
-        let mut b = Vec::new();
-        b.extend_from_slice(portal.as_bytes());
-        b.push(0);
-        b.extend_from_slice(stmt.as_bytes());
-        b.push(0);
-        b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-        msg(b'B', &b)
+        bind_values(portal, stmt, &[])
     }
     /// A Bind with text parameters.
     pub fn bind_values(portal: &str, stmt: &str, values: &[&[u8]]) -> Vec<u8> {
