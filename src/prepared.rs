@@ -325,23 +325,47 @@ pub struct Responses {
     pub failed: Vec<u64>,
     /// The cached statement whose Bind or Describe the last error answered.
     pub errored: Option<u64>,
+    /// An extended-protocol error came before the client's Sync did: the
+    /// server ignores everything up to that Sync, so what the client sends
+    /// until then is owed no reply (PostgreSQL reports a failing Bind at
+    /// once, not at Sync).
+    skipping: bool,
 }
 
 impl Responses {
+    /// Queue a reply for a forwarded message, unless the server will skip
+    /// it (see `skipping`).
+    fn push(&mut self, e: Expect) {
+        if self.skipping {
+            match e {
+                Expect::Forward(Kind::Sync) | Expect::Swallow(Kind::Sync) => self.skipping = false,
+                // Skipped: the server will not have the statement.
+                Expect::Forward(Kind::Parse(Some(id))) | Expect::Swallow(Kind::Parse(Some(id))) => {
+                    self.failed.push(id);
+                    return;
+                }
+                _ => return,
+            }
+        }
+        self.q.push_back(e);
+    }
     pub fn forward(&mut self, k: Kind) {
-        self.q.push_back(Expect::Forward(k));
+        self.push(Expect::Forward(k));
     }
     pub fn swallow(&mut self, k: Kind) {
-        self.q.push_back(Expect::Swallow(k));
+        self.push(Expect::Swallow(k));
     }
+    /// A reply made here, in order; none inside a skipped stretch, where
+    /// the server would have sent none either.
     pub fn synthetic(&mut self, tag: u8) {
-        self.q.push_back(Expect::Synthetic(tag));
+        self.push(Expect::Synthetic(tag));
     }
     pub fn is_empty(&self) -> bool {
         self.q.is_empty()
     }
     pub fn clear(&mut self) {
         self.q.clear();
+        self.skipping = false;
     }
 
     /// A synthetic reply is at the head (checked before every server
@@ -424,6 +448,8 @@ impl Responses {
                     }
                 }
             }
+            // No Sync sent yet: skip what comes until it does.
+            self.skipping = self.q.is_empty();
             return if swallow {
                 Action::Drop
             } else {
@@ -461,6 +487,34 @@ mod tests {
         assert_eq!(r.server(b'E'), Action::Forward);
         assert_eq!(r.server(b'Z'), Action::Forward);
         assert!(!r.is_empty(), "the second Query is still owed its reply");
+        assert_eq!(r.server(b'Z'), Action::Forward);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn an_error_before_the_sync_skips_what_follows_until_it() {
+        // PostgreSQL answers a failing Bind at once: its Execute, an
+        // injected Parse and a Close sent after it are skipped by the
+        // server, and owed nothing, up to the Sync.
+        let mut r = Responses::default();
+        r.forward(Kind::Bind(Some(4)));
+        assert_eq!(r.server(b'E'), Action::Forward);
+        assert_eq!(r.errored, Some(4));
+        assert!(r.is_empty());
+        r.forward(Kind::Execute);
+        r.swallow(Kind::Parse(Some(5)));
+        r.synthetic(b'3');
+        assert_eq!(r.failed, vec![5], "the server never got statement 5");
+        r.forward(Kind::Sync);
+        r.forward(Kind::Sync); // a Query after it
+        r.synthetic(b'3'); // a Close after that: answered in turn
+        r.forward(Kind::Sync);
+        assert_eq!(r.server(b'Z'), Action::Forward);
+        assert!(!r.synthetic_due());
+        for t in [b'T', b'D', b'C', b'Z'] {
+            assert_eq!(r.server(t), Action::Forward);
+        }
+        assert_eq!(r.take_synthetic().len(), 1);
         assert_eq!(r.server(b'Z'), Action::Forward);
         assert!(r.is_empty());
     }
