@@ -591,13 +591,19 @@ async fn a_message_split_after_a_finished_transaction_is_read_on() {
 }
 
 /// An extended-protocol pipeline with a named statement (rewritten by the
-/// pooler), a Bind the server refuses, a simple query and a Close, cut at
-/// every byte: the first part
-/// is sent and its replies awaited, then the rest. Whatever the cut, the
-/// replies are those of the pipeline sent whole.
+/// pooler), a Bind and a Parse the server refuses, a Describe, simple
+/// queries (one failing), unnamed statements with a Flush and a Close, cut
+/// at every byte: the first part is sent and its replies awaited, then the
+/// rest. Whatever the cut, the replies are those of the pipeline sent
+/// whole, in transaction mode and in session mode (no renaming there).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_cut_at_every_byte_gets_the_same_replies() {
-    let p = Pooler::start("pool_mode = \"transaction\"\n", "").await;
+    cut_everywhere("transaction").await;
+    cut_everywhere("session").await;
+}
+
+async fn cut_everywhere(mode: &str) {
+    let p = Pooler::start(&format!("pool_mode = \"{mode}\"\n"), "").await;
     let mut c = Raw::login(p.port, MD5_USER, MD5_PASS, DB).await;
     c.s.set_nodelay(true).unwrap();
     let parts: Vec<Vec<u8>> = vec![
@@ -611,6 +617,22 @@ async fn a_pipeline_cut_at_every_byte_gets_the_same_replies() {
         fe::execute(""),
         fe::sync(),
         fe::query("SELECT 'x'"),
+        // A named Parse the server refuses, and its Bind.
+        fe::parse("st3", "SELEC oops"),
+        fe::bind("", "st3"),
+        fe::execute(""),
+        fe::sync(),
+        // Describe of a statement (renamed), a failing simple query.
+        fe::describe_statement("st1"),
+        fe::sync(),
+        fe::query("SELECT 1/0"),
+        // Unnamed statements pass as they are; Flush asks for the replies
+        // before the Sync.
+        fe::parse("", "SELECT 2"),
+        fe::bind("", ""),
+        fe::execute(""),
+        fe::flush(),
+        fe::sync(),
         fe::close_statement("st1"),
         fe::sync(),
     ];
@@ -623,7 +645,7 @@ async fn a_pipeline_cut_at_every_byte_gets_the_same_replies() {
             ends.push(script.len());
         }
     }
-    let want: Vec<u8> = b"12TDCZEZTDCZ3Z".to_vec();
+    let want: Vec<u8> = b"12TDCZEZTDCZEZtTZEZ12DCZ3Z".to_vec();
     for cut in 1..script.len() {
         c.send(&script[..cut]).await;
         let mut got = Vec::new();
@@ -635,21 +657,25 @@ async fn a_pipeline_cut_at_every_byte_gets_the_same_replies() {
         for _ in 0..left {
             let more = tokio::time::timeout(Duration::from_secs(20), c.replies())
                 .await
-                .unwrap_or_else(|_| panic!("cut at {cut}: no reply"));
+                .unwrap_or_else(|_| panic!("{mode}: cut at {cut}: no reply"));
             got.extend(more);
         }
         let tags: Vec<u8> = got.iter().map(|(t, _)| *t).collect();
         assert_eq!(
             String::from_utf8_lossy(&tags),
             String::from_utf8_lossy(&want),
-            "cut at {cut}: {got:?}"
+            "{mode}: cut at {cut}: {got:?}"
         );
         let rows: Vec<&[u8]> = got
             .iter()
             .filter(|(t, _)| *t == b'D')
             .map(|(_, b)| &b[6..])
             .collect();
-        assert_eq!(rows, [&b"42"[..], &b"x"[..]], "cut at {cut}");
+        assert_eq!(
+            rows,
+            [&b"42"[..], &b"x"[..], &b"2"[..]],
+            "{mode}: cut at {cut}"
+        );
     }
 
     // A Bind too large to hold whole (its head is rewritten, the rest
@@ -668,9 +694,9 @@ async fn a_pipeline_cut_at_every_byte_gets_the_same_replies() {
         c.send(&script[cut..]).await;
         let got = tokio::time::timeout(Duration::from_secs(20), c.replies())
             .await
-            .unwrap_or_else(|_| panic!("large Bind cut at {cut}: no reply"));
+            .unwrap_or_else(|_| panic!("{mode}: large Bind cut at {cut}: no reply"));
         let tags: Vec<u8> = got.iter().map(|(t, _)| *t).collect();
-        assert_eq!(tags, b"12DC3Z", "large Bind cut at {cut}: {got:?}");
+        assert_eq!(tags, b"12DC3Z", "{mode}: large Bind cut at {cut}: {got:?}");
         assert_eq!(&got[2].1[6..], b"1100000");
     }
 }

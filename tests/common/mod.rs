@@ -652,6 +652,15 @@ pub mod fe {
         b.push(0);
         msg(b'D', &b)
     }
+    pub fn describe_statement(name: &str) -> Vec<u8> {
+        let mut b = vec![b'S'];
+        b.extend_from_slice(name.as_bytes());
+        b.push(0);
+        msg(b'D', &b)
+    }
+    pub fn flush() -> Vec<u8> {
+        msg(b'H', &[])
+    }
     pub fn sync() -> Vec<u8> {
         msg(b'S', &[])
     }
