@@ -606,7 +606,7 @@ async fn cut_everywhere(mode: &str) {
     let p = Pooler::start(&format!("pool_mode = \"{mode}\"\n"), "").await;
     let mut c = Raw::login(p.port, MD5_USER, MD5_PASS, DB).await;
     c.s.set_nodelay(true).unwrap();
-    let parts: Vec<Vec<u8>> = vec![
+    let pipeline = [
         fe::parse("st1", "SELECT $1::int + 1"),
         fe::bind_values("", "st1", &[b"41"]),
         fe::describe_portal(""),
@@ -636,47 +636,53 @@ async fn cut_everywhere(mode: &str) {
         fe::close_statement("st1"),
         fe::sync(),
     ];
-    // Where each ReadyForQuery's request ends.
-    let mut ends = Vec::new();
-    let mut script = Vec::new();
-    for m in &parts {
-        script.extend_from_slice(m);
-        if matches!(m[0], b'S' | b'Q') {
-            ends.push(script.len());
-        }
-    }
-    let want: Vec<u8> = b"12TDCZEZTDCZEZtTZEZ12DCZ3Z".to_vec();
-    for cut in 1..script.len() {
-        c.send(&script[..cut]).await;
-        let mut got = Vec::new();
-        for _ in ends.iter().filter(|&&e| e <= cut) {
-            got.extend(c.replies().await);
-        }
-        c.send(&script[cut..]).await;
-        let left = ends.iter().filter(|&&e| e > cut).count();
-        for _ in 0..left {
-            let more = tokio::time::timeout(Duration::from_secs(20), c.replies())
-                .await
-                .unwrap_or_else(|_| panic!("{mode}: cut at {cut}: no reply"));
-            got.extend(more);
-        }
-        let tags: Vec<u8> = got.iter().map(|(t, _)| *t).collect();
-        assert_eq!(
-            String::from_utf8_lossy(&tags),
-            String::from_utf8_lossy(&want),
-            "{mode}: cut at {cut}: {got:?}"
-        );
-        let rows: Vec<&[u8]> = got
-            .iter()
-            .filter(|(t, _)| *t == b'D')
-            .map(|(_, b)| &b[6..])
-            .collect();
-        assert_eq!(
-            rows,
-            [&b"42"[..], &b"x"[..], &b"2"[..]],
-            "{mode}: cut at {cut}"
-        );
-    }
+    let ends: Vec<usize> = (0..pipeline.len())
+        .filter(|&i| matches!(pipeline[i][0], b'S' | b'Q'))
+        .collect();
+    cut_and_compare(
+        &mut c,
+        mode,
+        &pipeline,
+        &ends,
+        b"12TDCZEZTDCZEZtTZEZ12DCZ3Z",
+        &["42", "x", "2"],
+    )
+    .await;
+
+    // COPY FROM STDIN between two queries; then COPY by the extended
+    // protocol, whose first Sync (sent with the Execute) the server ignores
+    // during COPY: one ReadyForQuery, after the second.
+    let table = format!("cut_copy_{mode}");
+    c.send(&fe::query(&format!(
+        "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (n int)"
+    )))
+    .await;
+    c.replies().await;
+    let copy = [
+        fe::query(&format!("TRUNCATE {table}")),
+        fe::query(&format!("COPY {table} FROM STDIN")),
+        fe::copy_data(b"1\n"),
+        fe::copy_data(b"2\n"),
+        fe::copy_done(),
+        fe::query(&format!("SELECT count(*) FROM {table}")),
+        fe::parse("", &format!("COPY {table} FROM STDIN")),
+        fe::bind("", ""),
+        fe::execute(""),
+        fe::sync(),
+        fe::copy_data(b"3\n"),
+        fe::copy_done(),
+        fe::sync(),
+        fe::query(&format!("SELECT sum(n) FROM {table}")),
+    ];
+    cut_and_compare(
+        &mut c,
+        mode,
+        &copy,
+        &[0, 4, 5, 12, 13],
+        b"CZGCZTDCZ12GCZTDCZ",
+        &["2", "6"],
+    )
+    .await;
 
     // A Bind too large to hold whole (its head is rewritten, the rest
     // streamed), cut anywhere in its head and around its end.
@@ -698,5 +704,53 @@ async fn cut_everywhere(mode: &str) {
         let tags: Vec<u8> = got.iter().map(|(t, _)| *t).collect();
         assert_eq!(tags, b"12DC3Z", "{mode}: large Bind cut at {cut}: {got:?}");
         assert_eq!(&got[2].1[6..], b"1100000");
+    }
+}
+
+/// Send `messages` cut at every byte: the part before the cut, then, once
+/// the replies its complete requests are owed have come (the requests end
+/// with the messages at `ends`), the rest. Every cut must bring replies of
+/// the types `want`, and data rows of the single values `rows`.
+async fn cut_and_compare(
+    c: &mut Raw,
+    mode: &str,
+    messages: &[Vec<u8>],
+    ends: &[usize],
+    want: &[u8],
+    rows: &[&str],
+) {
+    let mut script = Vec::new();
+    let mut end_at = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        script.extend_from_slice(m);
+        if ends.contains(&i) {
+            end_at.push(script.len());
+        }
+    }
+    for cut in 1..script.len() {
+        c.send(&script[..cut]).await;
+        let mut got = Vec::new();
+        for _ in end_at.iter().filter(|&&e| e <= cut) {
+            got.extend(c.replies().await);
+        }
+        c.send(&script[cut..]).await;
+        for _ in end_at.iter().filter(|&&e| e > cut) {
+            let more = tokio::time::timeout(Duration::from_secs(20), c.replies())
+                .await
+                .unwrap_or_else(|_| panic!("{mode}: cut at {cut}: no reply"));
+            got.extend(more);
+        }
+        let tags: Vec<u8> = got.iter().map(|(t, _)| *t).collect();
+        assert_eq!(
+            String::from_utf8_lossy(&tags),
+            String::from_utf8_lossy(want),
+            "{mode}: cut at {cut}: {got:?}"
+        );
+        let got_rows: Vec<String> = got
+            .iter()
+            .filter(|(t, _)| *t == b'D')
+            .map(|(_, b)| String::from_utf8_lossy(&b[6..]).into_owned())
+            .collect();
+        assert_eq!(got_rows, rows, "{mode}: cut at {cut}");
     }
 }

@@ -658,6 +658,12 @@ pub mod fe {
         b.push(0);
         msg(b'D', &b)
     }
+    pub fn copy_data(data: &[u8]) -> Vec<u8> {
+        msg(b'd', data)
+    }
+    pub fn copy_done() -> Vec<u8> {
+        msg(b'c', &[])
+    }
     pub fn flush() -> Vec<u8> {
         msg(b'H', &[])
     }
