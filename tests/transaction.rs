@@ -595,10 +595,12 @@ async fn a_message_split_after_a_finished_transaction_is_read_on() {
 /// queries (one failing), unnamed statements with a Flush and a Close, cut
 /// at every byte: the first part is sent and its replies awaited, then the
 /// rest. Whatever the cut, the replies are those of the pipeline sent
-/// whole, in transaction mode and in session mode (no renaming there).
+/// whole, in transaction, statement and session mode (no renaming in the
+/// last).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_cut_at_every_byte_gets_the_same_replies() {
     cut_everywhere("transaction").await;
+    cut_everywhere("statement").await;
     cut_everywhere("session").await;
 }
 
