@@ -97,6 +97,10 @@ pub struct LinkState {
     unsynced: bool,
     /// The client is sending COPY data.
     in_copy_in: bool,
+    /// CopyDone / CopyFail the client sent before the server's
+    /// CopyInResponse reached us (a client that pipelines its COPY data):
+    /// that COPY is already over on the client's side when its `G` comes.
+    early_copy_ends: u8,
     /// Status of the last ReadyForQuery: `I`, `T` or `E`.
     status: u8,
 }
@@ -107,6 +111,7 @@ impl Default for LinkState {
             syncs: VecDeque::new(),
             unsynced: false,
             in_copy_in: false,
+            early_copy_ends: 0,
             status: b'I',
         }
     }
@@ -119,6 +124,7 @@ impl LinkState {
         self.syncs.clear();
         self.unsynced = false;
         self.in_copy_in = false;
+        self.early_copy_ends = 0;
         self.status = b'I';
     }
 
@@ -134,7 +140,8 @@ impl LinkState {
                 self.syncs.push_back(tag);
                 self.unsynced = false;
             }
-            b'c' | b'f' => self.in_copy_in = false,
+            b'c' | b'f' if self.in_copy_in => self.in_copy_in = false,
+            b'c' | b'f' => self.early_copy_ends = self.early_copy_ends.saturating_add(1),
             b'd' | b'S' | b'H' => {}
             _ => self.unsynced = true,
         }
@@ -143,7 +150,11 @@ impl LinkState {
     /// A server message (its type byte) other than ReadyForQuery.
     pub fn server_message(&mut self, tag: u8) {
         if tag == b'G' {
-            self.in_copy_in = true;
+            if self.early_copy_ends > 0 {
+                self.early_copy_ends -= 1;
+            } else {
+                self.in_copy_in = true;
+            }
             // An extended-protocol COPY: the Sync the client sent after
             // Execute reaches the server during COPY IN and is ignored;
             // the client sends another after CopyDone.
@@ -156,6 +167,11 @@ impl LinkState {
     /// ReadyForQuery with this status.
     pub fn ready(&mut self, status: u8) {
         self.syncs.pop_front();
+        if self.syncs.is_empty() {
+            // Nothing outstanding: a CopyDone counted above matched no
+            // COPY (the server ignores a stray one).
+            self.early_copy_ends = 0;
+        }
         self.status = status;
     }
 
@@ -1542,6 +1558,34 @@ mod tests {
             s.releasable(),
             "one ReadyForQuery for the Sync after CopyDone"
         );
+    }
+
+    #[test]
+    fn copy_data_sent_before_the_copy_began_ends_it_all_the_same() {
+        // The client sends its data and CopyDone without waiting for
+        // CopyInResponse; we see them before the server's `G`.
+        let mut s = LinkState::default();
+        feed(&mut s, b"Qddc");
+        s.server_message(b'G');
+        s.ready(b'I');
+        assert!(s.releasable(), "the COPY ended before its G reached us");
+        // The same by the extended protocol, its first Sync ignored.
+        let mut s = LinkState::default();
+        feed(&mut s, b"PBESdcS");
+        s.server_message(b'G');
+        s.ready(b'I');
+        assert!(s.releasable());
+        // A COPY that failed before it began (no G): the CopyDone counted
+        // early matches nothing, and the next COPY is held as usual.
+        let mut s = LinkState::default();
+        feed(&mut s, b"Qdc");
+        s.ready(b'I');
+        feed(&mut s, b"Q");
+        s.server_message(b'G');
+        s.ready(b'I');
+        assert!(!s.releasable(), "client still in COPY IN");
+        feed(&mut s, b"c");
+        assert!(s.releasable());
     }
 
     #[test]

@@ -605,9 +605,19 @@ async fn a_pipeline_cut_at_every_byte_gets_the_same_replies() {
 }
 
 async fn cut_everywhere(mode: &str) {
-    let p = Pooler::start(&format!("pool_mode = \"{mode}\"\n"), "").await;
+    // One server: in transaction and statement mode another client's query
+    // runs on it at every cut, between our requests.
+    let p = Pooler::start(
+        &format!("pool_mode = \"{mode}\"\ndefault_pool_size = 1\n"),
+        "",
+    )
+    .await;
     let mut c = Raw::login(p.port, MD5_USER, MD5_PASS, DB).await;
     c.s.set_nodelay(true).unwrap();
+    let mut other = match mode {
+        "session" => None,
+        _ => Some(Raw::login(p.port, MD5_USER, MD5_PASS, DB).await),
+    };
     let pipeline = [
         fe::parse("st1", "SELECT $1::int + 1"),
         fe::bind_values("", "st1", &[b"41"]),
@@ -643,6 +653,7 @@ async fn cut_everywhere(mode: &str) {
         .collect();
     cut_and_compare(
         &mut c,
+        other.as_mut(),
         mode,
         &pipeline,
         &ends,
@@ -678,6 +689,7 @@ async fn cut_everywhere(mode: &str) {
     ];
     cut_and_compare(
         &mut c,
+        other.as_mut(),
         mode,
         &copy,
         &[0, 4, 5, 12, 13],
@@ -711,10 +723,12 @@ async fn cut_everywhere(mode: &str) {
 
 /// Send `messages` cut at every byte: the part before the cut, then, once
 /// the replies its complete requests are owed have come (the requests end
-/// with the messages at `ends`), the rest. Every cut must bring replies of
+/// with the messages at `ends`), the rest, while `other` (if any) runs a
+/// query of its own. Every cut must bring replies of
 /// the types `want`, and data rows of the single values `rows`.
 async fn cut_and_compare(
     c: &mut Raw,
+    mut other: Option<&mut Raw>,
     mode: &str,
     messages: &[Vec<u8>],
     ends: &[usize],
@@ -735,13 +749,30 @@ async fn cut_and_compare(
         for _ in end_at.iter().filter(|&&e| e <= cut) {
             got.extend(c.replies().await);
         }
-        c.send(&script[cut..]).await;
-        for _ in end_at.iter().filter(|&&e| e > cut) {
-            let more = tokio::time::timeout(Duration::from_secs(20), c.replies())
-                .await
-                .unwrap_or_else(|_| panic!("{mode}: cut at {cut}: no reply"));
-            got.extend(more);
-        }
+        let rest = async {
+            c.send(&script[cut..]).await;
+            for _ in end_at.iter().filter(|&&e| e > cut) {
+                got.extend(c.replies().await);
+            }
+        };
+        // Meanwhile another client wants the server.
+        let others = async {
+            if let Some(o) = other.as_deref_mut() {
+                o.send(&fe::query(&format!("SELECT {cut}"))).await;
+                let reply = o.replies().await;
+                assert!(
+                    reply
+                        .iter()
+                        .any(|(t, b)| *t == b'D' && b[6..] == *cut.to_string().as_bytes()),
+                    "{mode}: cut at {cut}: the other client got {reply:?}"
+                );
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), async {
+            tokio::join!(rest, others)
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{mode}: cut at {cut}: no reply"));
         let tags: Vec<u8> = got.iter().map(|(t, _)| *t).collect();
         assert_eq!(
             String::from_utf8_lossy(&tags),
