@@ -49,8 +49,6 @@ impl Stream {
         }
     }
 
-    /// Non-blocking read straight from the socket (under any TLS): for
-    /// checking that an idle connection has nothing pending.
     /// Write all of `buf`. On plain TCP the write is tried at once, with no
     /// future or waker: a socket nearly always has room, and this is every
     /// forwarded message's path. What did not fit goes the usual way.
@@ -66,6 +64,8 @@ impl Stream {
         tokio::io::AsyncWriteExt::write_all(self, buf).await
     }
 
+    /// Non-blocking read straight from the socket (under any TLS): for
+    /// checking that an idle connection has nothing pending.
     pub fn try_read_raw(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Unix(s) => s.try_read(buf),

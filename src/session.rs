@@ -918,11 +918,14 @@ impl Session {
                                 }
                                 Some(stmt) => {
                                     let mut own = Vec::new();
-                                    if prepare_on(server, &stmt, cap, &mut own, &mut self.responses)
-                                    {
-                                        self.responses.swallow(Kind::Parse(Some(stmt.id)));
-                                        self.stats.add(C::ServerParses, 1);
-                                    }
+                                    ensure_on(
+                                        server,
+                                        &stmt,
+                                        cap,
+                                        &mut own,
+                                        &mut self.responses,
+                                        &self.stats,
+                                    );
                                     own.push(prepared::build_bind_head(
                                         &portal,
                                         &stmt.name,
@@ -1005,16 +1008,6 @@ impl Session {
                     let body = &conn.rbuf[pos + 5..pos + len];
                     let mut own: Vec<Bytes> = Vec::new();
                     let mut keep = false;
-                    let stats = &self.stats;
-                    let ensure = |stmt: &Arc<prepared::Stmt>,
-                                  own: &mut Vec<Bytes>,
-                                  responses: &mut prepared::Responses,
-                                  server: &mut ServerConn| {
-                        if prepare_on(server, stmt, cap, own, responses) {
-                            responses.swallow(Kind::Parse(Some(stmt.id)));
-                            stats.add(C::ServerParses, 1);
-                        }
-                    };
                     match tag {
                         b'P' => match prepared::split_parse(body) {
                             Some((name, rest)) if !name.is_empty() => {
@@ -1048,7 +1041,14 @@ impl Session {
                                 }
                                 Some((portal, stmt, rest)) => {
                                     bound = Some(stmt.id);
-                                    ensure(&stmt, &mut own, &mut self.responses, server);
+                                    ensure_on(
+                                        server,
+                                        &stmt,
+                                        cap,
+                                        &mut own,
+                                        &mut self.responses,
+                                        &self.stats,
+                                    );
                                     own.push(prepared::build_bind(&portal, &stmt.name, &rest));
                                 }
                                 None => keep = true,
@@ -1067,7 +1067,14 @@ impl Session {
                                     }
                                     Some(stmt) => {
                                         described = Some(stmt.id);
-                                        ensure(&stmt, &mut own, &mut self.responses, server);
+                                        ensure_on(
+                                            server,
+                                            &stmt,
+                                            cap,
+                                            &mut own,
+                                            &mut self.responses,
+                                            &self.stats,
+                                        );
                                         own.push(prepared::build_target(b'D', b'S', &stmt.name));
                                     }
                                     None => keep = true,
@@ -1426,6 +1433,22 @@ fn prepare_on(
     }
     own.push(stmt.parse.clone());
     true
+}
+
+/// Before a Bind or Describe of `stmt`: prepare it on `server` if it lacks
+/// it (the ParseComplete swallowed), counted as a server-side Parse.
+fn ensure_on(
+    server: &mut ServerConn,
+    stmt: &Arc<prepared::Stmt>,
+    cap: usize,
+    own: &mut Vec<Bytes>,
+    responses: &mut prepared::Responses,
+    stats: &crate::stats::DbStats,
+) {
+    if prepare_on(server, stmt, cap, own, responses) {
+        responses.swallow(Kind::Parse(Some(stmt.id)));
+        stats.add(C::ServerParses, 1);
+    }
 }
 
 /// A retired statement the linked server does not hold: preparing it there
