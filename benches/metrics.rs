@@ -10,7 +10,7 @@ use tidepool::Shared;
 fn bench(c: &mut Criterion) {
     let cfg = Config::default();
     let tls = tidepool::tls::load(&cfg.settings, std::path::Path::new("/")).expect("default TLS");
-    let shared = Shared::new(cfg, tls);
+    let shared = Shared::new(cfg, tls, tidepool::threads::Timers::current());
     for d in 0..100 {
         let db = format!("db{d}");
         shared.stats.db(&db).add(C::Queries, 1000 + d);

@@ -322,7 +322,7 @@ fn arg(text: &str, n: usize) -> Option<String> {
 async fn pause(shared: &Arc<Shared>, db: Option<&str>) -> Result<(), Error> {
     shared.control.pause(db);
     let mut changes = shared.control.subscribe();
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+    let mut tick = shared.timers.interval(std::time::Duration::from_millis(20));
     loop {
         let still_paused = match db {
             Some(d) => shared.control.is_paused(d),
@@ -359,7 +359,7 @@ async fn pause(shared: &Arc<Shared>, db: Option<&str>) -> Result<(), Error> {
 /// WAIT_CLOSE: wait until the servers of the database(s) made before the
 /// last RECONNECT / RELOAD are gone (all of them when none is named).
 async fn wait_close(shared: &Arc<Shared>, db: Option<&str>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+    let mut tick = shared.timers.interval(std::time::Duration::from_millis(20));
     loop {
         let left = shared
             .registry

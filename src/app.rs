@@ -16,6 +16,7 @@ use crate::config::ResolvedDb;
 use crate::net::Stream;
 use crate::pool::{Limits, Pool, Slot};
 use crate::server::{LoginInfo, ServerConn};
+use crate::threads::Timers;
 use crate::{Config, Shared};
 
 /// A running pooler.
@@ -34,17 +35,22 @@ impl Tidepool {
     /// Bind the listeners and start accepting. With `listen_port = 0` the
     /// OS picks a port (tests); the Unix socket is named after the port
     /// actually bound.
+    ///
+    /// Timers are made on the current runtime, which must have a timer
+    /// driver (`#[tokio::test]` runtimes do).
     pub async fn start(config: Config) -> io::Result<Tidepool> {
-        Tidepool::start_with_workers(config, Vec::new()).await
+        Tidepool::start_with_workers(config, Vec::new(), Timers::current()).await
     }
 
     /// As [`Tidepool::start`], dealing new clients out in turn to this
     /// runtime and to `workers` (the other threads' runtimes, one event
-    /// loop each). Listeners, the console's background work and metrics
-    /// stay on this runtime.
+    /// loop each), with every timer on `timers` (see [`crate::threads`]).
+    /// Listeners, the console's background work and metrics stay on this
+    /// runtime.
     pub async fn start_with_workers(
         config: Config,
         workers: Vec<tokio::runtime::Handle>,
+        timers: Timers,
     ) -> io::Result<Tidepool> {
         let workers: Arc<[tokio::runtime::Handle]> = workers.into();
         let s = config.settings.clone();
@@ -59,7 +65,7 @@ impl Tidepool {
                 format!("{}: {e}", config.path.display()),
             )
         })?;
-        let shared = Shared::new(config, tls);
+        let shared = Shared::new(config, tls, timers);
         let (stop, stop_rx) = watch::channel(false);
         let (stop_accept, accept_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -282,7 +288,7 @@ async fn accept_tcp(l: TcpListener, mut dealer: Dealer, mut stop: watch::Receive
                     // Out of file descriptors and the like: back off a
                     // little rather than spin.
                     warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    dealer.shared.timers.sleep(Duration::from_millis(50)).await;
                 }
             },
             _ = stop.changed() => return,
@@ -297,7 +303,7 @@ async fn accept_unix(l: UnixListener, mut dealer: Dealer, mut stop: watch::Recei
                 Ok((s, _)) => dealer.deal(Stream::Unix(s), Peer::Unix),
                 Err(e) => {
                     warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    dealer.shared.timers.sleep(Duration::from_millis(50)).await;
                 }
             },
             _ = stop.changed() => return,
@@ -310,8 +316,7 @@ async fn accept_unix(l: UnixListener, mut dealer: Dealer, mut stop: watch::Recei
 async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     // Waiters' query_wait_timeout every 100 ms (a tenth of a second is
     // precise enough for a timeout set in seconds), the rest once a second.
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = shared.timers.interval(Duration::from_millis(100));
     shared.stats.roll();
     let mut last_roll = std::time::Instant::now();
     let mut last_full: Option<std::time::Instant> = None;
@@ -385,8 +390,9 @@ fn spawn_connect(
 ) {
     let (pool, id) = (pool.clone(), shared.next_id());
     let generation = shared.control.generation(&db.name);
+    let timers = shared.timers.clone();
     tokio::spawn(async move {
-        match ServerConn::connect(&info, id, slot).await {
+        match ServerConn::connect(&info, id, slot, &timers).await {
             Ok(mut s) => {
                 s.generation = generation;
                 pool.login_succeeded(&s.params);

@@ -114,7 +114,7 @@ impl Registry {
 
 /// Deliver a cancel to a server. The server stays out of the pool (its
 /// `in_flight` count) until this has finished.
-pub async fn forward(t: Target) {
+pub async fn forward(t: Target, timers: &crate::threads::Timers) {
     t.in_flight.fetch_add(1, Ordering::AcqRel);
     let res = async {
         let mut s = t.addr.connect().await?;
@@ -131,7 +131,10 @@ pub async fn forward(t: Target) {
         let _ = tokio::io::AsyncReadExt::read(&mut s, &mut sink).await;
         Ok::<_, std::io::Error>(())
     };
-    if let Err(e) = tokio::time::timeout(std::time::Duration::from_secs(10), res).await {
+    if let Err(e) = timers
+        .timeout(std::time::Duration::from_secs(10), res)
+        .await
+    {
         tracing::warn!(server = %t.addr, "cancel request not delivered: {e}");
     }
     t.in_flight.fetch_sub(1, Ordering::AcqRel);

@@ -50,7 +50,9 @@ pub async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer) {
         let mut who = Who::default();
         let login = Box::pin(login(&shared, &cfg, &mut conn, &peer, &mut who));
         let login = match cfg.settings.client_login_timeout.get() {
-            Some(t) => tokio::time::timeout(t, login)
+            Some(t) => shared
+                .timers
+                .timeout(t, login)
                 .await
                 .unwrap_or_else(|_| Err(Error::Timeout("client_login_timeout".into()))),
             None => login.await,
@@ -214,7 +216,7 @@ async fn login(
             StartupPacket::Cancel { pid, key } => {
                 if let Some(t) = shared.cancels.lookup(pid, &key) {
                     debug!(client = %peer, "forwarding cancel request to {}", t.addr);
-                    crate::cancel::forward(t).await;
+                    crate::cancel::forward(t, &shared.timers).await;
                 }
                 return Ok(None);
             }

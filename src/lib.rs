@@ -24,6 +24,7 @@ pub mod registry;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod threads;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -66,14 +67,16 @@ pub struct Shared {
     /// an allocation per transaction with few (see `Session::run`). Tests
     /// set 0 to take the lean path with a handful of clients.
     pub lean_idle_above: AtomicU64,
+    /// Every timer is made here (see [`threads`]).
+    pub timers: threads::Timers,
 }
 
 impl Shared {
-    pub fn new(config: Config, tls: tls::TlsContext) -> Arc<Shared> {
+    pub fn new(config: Config, tls: tls::TlsContext, timers: threads::Timers) -> Arc<Shared> {
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             tls: ArcSwap::from_pointee(tls),
-            pools: pool::Pools::default(),
+            pools: pool::Pools::new(timers.clone()),
             cancels: Arc::default(),
             stats: stats::Stats::default(),
             control: control::Control::default(),
@@ -86,6 +89,7 @@ impl Shared {
             user_clients: Mutex::default(),
             next_id: AtomicU64::new(1),
             lean_idle_above: AtomicU64::new(LEAN_IDLE_ABOVE),
+            timers,
         })
     }
 

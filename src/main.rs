@@ -78,41 +78,30 @@ fn main() -> ExitCode {
         0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
         n => n as usize,
     };
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
+    // Event loops with I/O only, and a thread for every timer: a timer
+    // driver costs every wake of an event loop (src/threads.rs).
+    let threads = match tidepool::threads::Threads::build(threads) {
+        Ok(t) => t,
         Err(e) => {
-            eprintln!("tidepool: cannot start the runtime: {e}");
+            eprintln!("tidepool: cannot start the runtime threads: {e}");
             return ExitCode::from(1);
         }
     };
-    let mut workers = Vec::new();
-    for i in 1..threads {
-        let started = runtime().and_then(|wrt| {
-            let handle = wrt.handle().clone();
-            std::thread::Builder::new()
-                .name(format!("tidepool-worker-{i}"))
-                .spawn(move || wrt.block_on(std::future::pending::<()>()))
-                .map(|_| handle)
-        });
-        match started {
-            Ok(h) => workers.push(h),
-            Err(e) => {
-                eprintln!("tidepool: cannot start worker thread {i}: {e}");
-                return ExitCode::from(1);
-            }
-        }
-    }
-    rt.block_on(run(config, workers))
+    let tidepool::threads::Threads {
+        main,
+        workers,
+        timers,
+    } = threads;
+    main.block_on(run(config, workers, timers))
 }
 
-async fn run(config: Config, workers: Vec<tokio::runtime::Handle>) -> ExitCode {
+async fn run(
+    config: Config,
+    workers: Vec<tokio::runtime::Handle>,
+    timers: tidepool::threads::Timers,
+) -> ExitCode {
     let pidfile = config.settings.pidfile.clone();
-    let app = match Tidepool::start_with_workers(config, workers).await {
+    let app = match Tidepool::start_with_workers(config, workers, timers).await {
         Ok(a) => a,
         Err(e) => {
             tracing::error!("cannot start: {e}");
@@ -193,7 +182,7 @@ async fn drain(app: &Tidepool, how: Shutdown) {
     else {
         return;
     };
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    let mut tick = shared.timers.interval(std::time::Duration::from_millis(50));
     loop {
         let done = match how {
             Shutdown::WaitForClients => shared.client_count() == 0,

@@ -21,6 +21,7 @@ use crate::auth::scram::ClientCreds;
 use crate::config::{Config, ResolvedDb};
 use crate::protocol::{ErrorFields, Params};
 use crate::server::{LoginInfo, ServerConn};
+use crate::threads::Timers;
 use crate::Error;
 
 /// Which pool: the database name clients asked for and the server user.
@@ -168,6 +169,8 @@ pub struct Pool {
     /// When the maintenance task last probed this pool (health).
     last_probe: Mutex<Option<Instant>>,
     me: Weak<Pool>,
+    /// For the reserve pool's timer.
+    timers: Timers,
 }
 
 /// One logged-in client of a pool; uncounted on drop.
@@ -221,7 +224,12 @@ enum Attempt {
 }
 
 impl Pool {
-    fn new(key: PoolKey, db_count: Arc<Counter>, user_count: Arc<Counter>) -> Arc<Pool> {
+    fn new(
+        key: PoolKey,
+        db_count: Arc<Counter>,
+        user_count: Arc<Counter>,
+        timers: Timers,
+    ) -> Arc<Pool> {
         Arc::new_cyclic(|me| Pool {
             db_name: key.db.as_str().into(),
             user_name: key.user.as_str().into(),
@@ -234,6 +242,7 @@ impl Pool {
             clients: AtomicU32::new(0),
             last_probe: Mutex::new(None),
             me: me.clone(),
+            timers,
         })
     }
 
@@ -280,9 +289,7 @@ impl Pool {
             // A timer only when a reserve pool may open to this waiter.
             let reserve_at = async {
                 match since {
-                    Some(t) if reserve => {
-                        tokio::time::sleep_until((t + limits.reserve_timeout).into()).await
-                    }
+                    Some(t) if reserve => self.timers.sleep_until(t + limits.reserve_timeout).await,
                     _ => std::future::pending().await,
                 }
             };
@@ -652,6 +659,7 @@ pub struct Pools {
     map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     db_counts: Mutex<HashMap<String, Arc<Counter>>>,
     user_counts: Mutex<HashMap<String, Arc<Counter>>>,
+    timers: Timers,
 }
 
 fn counter(map: &Mutex<HashMap<String, Arc<Counter>>>, name: &str) -> Arc<Counter> {
@@ -663,6 +671,13 @@ fn counter(map: &Mutex<HashMap<String, Arc<Counter>>>, name: &str) -> Arc<Counte
 }
 
 impl Pools {
+    pub fn new(timers: Timers) -> Pools {
+        Pools {
+            timers,
+            ..Pools::default()
+        }
+    }
+
     pub fn get(&self, key: &PoolKey) -> Arc<Pool> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = map.get(key) {
@@ -672,6 +687,7 @@ impl Pools {
             key.clone(),
             counter(&self.db_counts, &key.db),
             counter(&self.user_counts, &key.user),
+            self.timers.clone(),
         );
         map.insert(key.clone(), p.clone());
         p

@@ -4,6 +4,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::threads::Timers;
+
 use bytes::{Buf, Bytes, BytesMut};
 use pgwire::messages::startup::{Password, SASLInitialResponse, SASLResponse, Startup};
 use tokio::io::AsyncWriteExt;
@@ -158,10 +160,15 @@ fn read_err(addr: &ServerAddr, e: ReadError) -> Error {
 
 impl ServerConn {
     /// Connect and log in, within `connect_timeout`.
-    pub async fn connect(info: &LoginInfo, id: u64, slot: Slot) -> Result<ServerConn, Error> {
+    pub async fn connect(
+        info: &LoginInfo,
+        id: u64,
+        slot: Slot,
+        timers: &Timers,
+    ) -> Result<ServerConn, Error> {
         let fut = Self::connect_inner(info, id, slot);
         match info.connect_timeout {
-            Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
+            Some(t) => timers.timeout(t, fut).await.unwrap_or_else(|_| {
                 Err(server_io(
                     &info.addr,
                     format!("timed out after {:?} (server_connect_timeout)", t),

@@ -376,7 +376,9 @@ impl Session {
                     let started = Instant::now();
                     // Boxed: connecting is rare and its state large; it
                     // would otherwise sit in every client's task.
-                    return match Box::pin(ServerConn::connect(&info, id, slot)).await {
+                    return match Box::pin(ServerConn::connect(&info, id, slot, &self.shared.timers))
+                        .await
+                    {
                         Ok(mut s) => {
                             self.shared
                                 .metrics
@@ -590,7 +592,7 @@ impl Session {
             };
             let sleep = async {
                 match deadline {
-                    Some((at, _)) => tokio::time::sleep_until(at.into()).await,
+                    Some((at, _)) => self.shared.timers.sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
@@ -665,7 +667,7 @@ impl Session {
             .settings
             .client_idle_timeout
             .get()
-            .map(|t| Box::pin(tokio::time::sleep(t)));
+            .map(|t| Box::pin(self.shared.timers.sleep(t)));
         enum Woke {
             Readable,
             Killed,
@@ -1386,11 +1388,14 @@ impl Session {
         if reset {
             let query = self.cfg.settings.server_reset_query.clone();
             let max = self.max_len();
-            let r = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                server.reset(&query, max),
-            )
-            .await;
+            let r = self
+                .shared
+                .timers
+                .timeout(
+                    std::time::Duration::from_secs(10),
+                    server.reset(&query, max),
+                )
+                .await;
             match r {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {

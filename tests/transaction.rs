@@ -2,6 +2,10 @@
 //! The large load test scales with TIDEPOOL_LOAD (1 in CI; 4 = the full
 //! 200 clients x 500 transactions of the acceptance list).
 
+// Test runtimes have a timer driver; the lint keeps `tokio::time` out of
+// src/, whose event loops have none (clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -61,10 +65,10 @@ async fn many_clients_on_few_servers_never_cross_replies() {
 /// thousands of clients (`lean_idle_above`); the test above keeps it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_on_three_event_loops_share_two_servers() {
-    let p = Pooler::start_with_workers(
+    let p = Pooler::start_as_binary(
         "pool_mode = \"transaction\"\nmax_client_conn = 2000\n",
         &db_entry("ten", "pool_size=2"),
-        2,
+        3,
     )
     .await;
     p.app
@@ -424,8 +428,60 @@ async fn server_killed_mid_transaction_and_idle_servers_that_died() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_idle_transaction_and_client_idle_timeouts() {
+    timeouts(false).await;
+}
+
+/// As the binary runs: the event loops have no timer driver, and every
+/// timer is kept by the timer thread (`tidepool::threads`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_fire_on_event_loops_without_a_timer_driver() {
+    timeouts(true).await;
+
+    // client_login_timeout: a client that never sends a startup packet.
+    let p = Pooler::start_as_binary("client_login_timeout = 1\n", "", 2).await;
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(15),
+        tokio::io::AsyncReadExt::read_to_end(&mut silent, &mut sink),
+    )
+    .await;
+    assert!(matches!(read, Ok(Ok(_))), "closed by client_login_timeout");
+
+    // query_wait_timeout (the maintenance task's interval) and the reserve
+    // pool's timer.
+    let p = Pooler::start_as_binary(
+        "pool_mode = \"transaction\"\nquery_wait_timeout = 2\nreserve_pool_timeout = 0.5\n",
+        &db_entry("one", "pool_size=1 reserve_pool_size=1"),
+        2,
+    )
+    .await;
+    let holder = p.connect(MD5_USER, MD5_PASS, "one").await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let second = p.connect(MD5_USER, MD5_PASS, "one").await;
+    second.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let waiter = p.connect(MD5_USER, MD5_PASS, "one").await;
+    let e = waiter
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("no server free");
+    assert_eq!(sqlstate(&e), "57014", "{e}");
+}
+
+/// query_timeout, idle_transaction_timeout and client_idle_timeout, on a
+/// pooler started in the test's runtime or as the binary runs.
+async fn timeouts(as_binary: bool) {
+    let pooler = |extra: &'static str| async move {
+        if as_binary {
+            Pooler::start_as_binary(extra, "", 2).await
+        } else {
+            Pooler::start(extra, "").await
+        }
+    };
     // query_timeout: a long query is cut off with 57014.
-    let p = Pooler::start("pool_mode = \"transaction\"\nquery_timeout = 1\n", "").await;
+    let p = pooler("pool_mode = \"transaction\"\nquery_timeout = 1\n").await;
     let c = p.connect(MD5_USER, MD5_PASS, DB).await;
     let start = Instant::now();
     let e = c
@@ -441,11 +497,7 @@ async fn query_idle_transaction_and_client_idle_timeouts() {
     );
 
     // idle_transaction_timeout: idle inside BEGIN -> 25P03, connection closed.
-    let p = Pooler::start(
-        "pool_mode = \"transaction\"\nidle_transaction_timeout = 1\n",
-        "",
-    )
-    .await;
+    let p = pooler("pool_mode = \"transaction\"\nidle_transaction_timeout = 1\n").await;
     let c = p.connect(MD5_USER, MD5_PASS, DB).await;
     c.batch_execute("BEGIN").await.unwrap();
     assert!(
@@ -462,7 +514,7 @@ async fn query_idle_transaction_and_client_idle_timeouts() {
     assert_eq!(simple_row(&c, "SELECT 3").await, vec![s("3")]);
 
     // client_idle_timeout: an idle client is closed.
-    let p = Pooler::start("pool_mode = \"transaction\"\nclient_idle_timeout = 1\n", "").await;
+    let p = pooler("pool_mode = \"transaction\"\nclient_idle_timeout = 1\n").await;
     let c = p.connect(MD5_USER, MD5_PASS, DB).await;
     assert!(
         wait_until(15, || async { c.is_closed() }).await,

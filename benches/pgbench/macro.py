@@ -260,7 +260,7 @@ log_disconnections = 0
             # run (callgrind_control -z), so logins and startup are out.
             vg = ["valgrind", "--tool=callgrind", "--collect-atstart=yes",
                   f"--callgrind-out-file={w}/callgrind.%p"]
-        tp = subprocess.Popen(vg + [os.path.join(ROOT, "target/release/tidepool"), "-q",
+        tp = subprocess.Popen(vg + [a.tidepool_bin or os.path.join(ROOT, "target/release/tidepool"), "-q",
                                     os.path.join(w, "tidepool.toml")])
         pb = subprocess.Popen(as_postgres(vg + ["/usr/sbin/pgbouncer", "-q",
                                                 os.path.join(w, "pgbouncer.ini")]))
@@ -295,6 +295,8 @@ log_disconnections = 0
                "-M", proto, "-l", f"--log-prefix={logdir}/tx"]
         if script == "select":
             cmd.append("-S")
+        if self.args.rate:
+            cmd += ["-R", str(self.args.rate)]
         if connect:
             cmd.append("-C")
         cmd.append("bench")
@@ -485,6 +487,10 @@ def main():
     p.add_argument("--quick", action="store_true", help="select-only, 1/10/50 clients, simple")
     p.add_argument("--direct-max", type=int, default=200,
                    help="skip direct runs above this many clients (one backend each; 1,000 SCRAM logins outlast a short run)")
+    p.add_argument("--rate", type=int, default=0,
+                   help="pgbench -R: a fixed load, so the pooler is never saturated (with --callgrind: the instructions of a pooler that waits between transactions, as in a real run)")
+    p.add_argument("--tidepool-bin", default=None,
+                   help="tidepool binary to run (default target/release/tidepool; for A/B runs)")
     p.add_argument("--tidepool-extra", default="", help="extra [pooler] TOML lines")
     p.add_argument("--out", default=None, help="CSV path (default bench-results/macro-DATE.csv)")
     p.add_argument("--no-chart", action="store_true")

@@ -177,7 +177,13 @@ impl Config {
         for (name, entries) in &raw.databases {
             let mut db = DatabaseConfig::default();
             for e in entries {
-                if let Err(err) = db.set(&e.key, &e.value) {
+                // PgBouncer before 1.24 (Debian 12 has 1.18) calls it
+                // reserve_pool; 1.24 still reads the old name.
+                let key = match e.key.as_str() {
+                    "reserve_pool" => "reserve_pool_size",
+                    k => k,
+                };
+                if let Err(err) = db.set(key, &e.value) {
                     errors.push(entry_error(e, err));
                 }
             }
@@ -807,7 +813,7 @@ mod tests {
         let p = write(
             d.path(),
             "pgbouncer.ini",
-            "[databases]\napp = host=127.0.0.1 port=5433 dbname=real pool_size=3\n\
+            "[databases]\napp = host=127.0.0.1 port=5433 dbname=real pool_size=3 reserve_pool=2\n\
              %include extra.ini\n[pgbouncer]\nlisten_port = 7000\nauth_file = userlist.txt\n\
              syslog = 1\nserver_round_robin = 1\n[users]\nu = pool_mode=session\n",
         );
@@ -818,6 +824,7 @@ mod tests {
         assert_eq!(app.dbname(), "real");
         assert_eq!(app.cfg.port, 5433);
         assert_eq!(c.pool_size(&app, "u"), 3);
+        assert_eq!(app.cfg.reserve_pool_size, Some(2), "PgBouncer 1.18's name");
         let other = c.database("other").unwrap();
         assert_eq!(other.dbname(), "other");
         assert_eq!(other.cfg.host.as_deref(), Some("/var/run/postgresql"));

@@ -406,26 +406,26 @@ impl Pooler {
         Self::start_on(pg(), pooler_extra, databases_extra, userlist).await
     }
 
-    /// As the binary runs: clients dealt out to this runtime and to
-    /// `workers` more, each a single-threaded runtime on a thread of its
-    /// own (left running until the test process ends).
-    pub async fn start_with_workers(
+    /// As the binary runs: `event_loops` single-threaded runtimes with
+    /// I/O only, each on a thread of its own, clients dealt out to them in
+    /// turn, and every timer on a timer thread (`tidepool::threads`). The
+    /// threads run until the test process ends.
+    pub async fn start_as_binary(
         pooler_extra: &str,
         databases_extra: &str,
-        workers: usize,
+        event_loops: usize,
     ) -> Pooler {
-        let handles = (0..workers)
-            .map(|_| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                let h = rt.handle().clone();
-                std::thread::spawn(move || rt.block_on(std::future::pending::<()>()));
-                h
-            })
-            .collect();
-        Self::start_full(pg(), pooler_extra, databases_extra, None, handles).await
+        let t = tidepool::threads::Threads::build(event_loops).unwrap();
+        let main = t.main.handle().clone();
+        std::thread::spawn(move || t.main.block_on(std::future::pending::<()>()));
+        let cfg = Self::write_config(pg(), pooler_extra, databases_extra, None);
+        let (workers, timers) = (t.workers, t.timers);
+        let app = main
+            .spawn(async move { Tidepool::start_with_workers(cfg.0, workers, timers).await })
+            .await
+            .unwrap()
+            .unwrap();
+        Pooler::new(app, cfg.1)
     }
 
     /// Start in front of a given PostgreSQL (`pg()` or `pg_tls()`).
@@ -435,16 +435,22 @@ impl Pooler {
         databases_extra: &str,
         userlist: Option<String>,
     ) -> Pooler {
-        Self::start_full(pg, pooler_extra, databases_extra, userlist, Vec::new()).await
+        let (cfg, dir) = Self::write_config(pg, pooler_extra, databases_extra, userlist);
+        Pooler::new(Tidepool::start(cfg).await.unwrap(), dir)
     }
 
-    async fn start_full(
+    fn new(app: Tidepool, dir: tempfile::TempDir) -> Pooler {
+        let port = app.tcp_addr().unwrap().port();
+        Pooler { app, port, dir }
+    }
+
+    /// The config file for a pooler in front of `pg`, in a new directory.
+    fn write_config(
         pg: &Pg,
         pooler_extra: &str,
         databases_extra: &str,
         userlist: Option<String>,
-        workers: Vec<tokio::runtime::Handle>,
-    ) -> Pooler {
+    ) -> (Config, tempfile::TempDir) {
         if std::env::var_os("TIDEPOOL_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(
@@ -468,9 +474,7 @@ impl Pooler {
         let path = dir.path().join("tidepool.toml");
         std::fs::write(&path, &text).unwrap();
         let cfg = Config::load(&path).unwrap_or_else(|e| panic!("config: {e}\n{text}"));
-        let app = Tidepool::start_with_workers(cfg, workers).await.unwrap();
-        let port = app.tcp_addr().unwrap().port();
-        Pooler { app, port, dir }
+        (cfg, dir)
     }
 
     pub fn conninfo(&self, user: &str, password: &str, db: &str) -> String {
