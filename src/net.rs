@@ -215,6 +215,18 @@ pub const MIN_SPARE: usize = 512;
 
 /// Read more bytes into `buf`; `Ok(false)` at end of stream.
 pub async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<bool> {
+    std::future::poll_fn(|cx| poll_fill(r, buf, cx)).await
+}
+
+/// [`fill`] as a poll function, which keeps no state between polls: a
+/// wait built on it (`poll_fn`) is two references, where `fill`'s future
+/// is over 100 bytes. That matters in the session's `select!` of two
+/// reads and in the future every idle client keeps (`wait_for_client`).
+pub fn poll_fill<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<bool>> {
     if buf.capacity() == 0 {
         buf.reserve(FIRST_READ);
     } else if buf.capacity() - buf.len() < MIN_SPARE {
@@ -228,13 +240,16 @@ pub async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Re
         });
     }
     let spare = buf.capacity() - buf.len();
-    let n = r.read_buf(buf).await?;
+    // tokio's read_buf future, made and polled once: it holds nothing a
+    // later poll needs, and a read that is not ready leaves `buf` as it was.
+    let read = std::pin::pin!(r.read_buf(buf));
+    let n = std::task::ready!(std::future::Future::poll(read, cx))?;
     if n == spare && spare < READ_CHUNK {
         // Filled it: more is probably on its way (a large result), so
         // read it in bigger pieces.
         buf.reserve(READ_CHUNK);
     }
-    Ok(n > 0)
+    Poll::Ready(Ok(n > 0))
 }
 
 /// Why reading a whole message failed.

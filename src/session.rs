@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -19,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
 use crate::config::{Config, PoolMode, ResolvedDb};
-use crate::net::{fill, read_message, ReadError, Stream};
+use crate::net::{poll_fill, read_message, ReadError, Stream};
 use crate::pool::{Grant, Limits, Pool};
 use crate::prepared::{self, Kind};
 use crate::protocol::{self, Params, Scanner, Severity, Step};
@@ -601,14 +602,14 @@ impl Session {
                 // server first, so its replies drain before more requests
                 // are read.
                 biased;
-                r = fill(&mut server.stream, &mut server.rbuf) => {
+                r = std::future::poll_fn(|cx| poll_fill(&mut server.stream, &mut server.rbuf, cx)) => {
                     match r {
                         Ok(true) => {}
                         Ok(false) => return Err(Error::ServerGone("server closed the connection unexpectedly".into())),
                         Err(e) => return Err(Error::ServerGone(e.to_string())),
                     }
                 }
-                r = fill(&mut conn.stream, &mut conn.rbuf) => {
+                r = std::future::poll_fn(|cx| poll_fill(&mut conn.stream, &mut conn.rbuf, cx)) => {
                     if !r.map_err(Error::client_io)? {
                         return Err(Error::ClientGone);
                     }
@@ -650,15 +651,16 @@ impl Session {
     /// small: a client may idle for hours between transactions, and 10,000
     /// of them would otherwise hold 80 MB of read buffers and a few kB of
     /// select/timeout state each. The buffer is given back, readiness is
-    /// polled with no buffer, and a timer exists only when a timeout is set.
+    /// polled with no buffer, a timer exists only when a timeout is set, and
+    /// the wait is one `poll_fn` (no read future kept: its size would push
+    /// every client's task into a larger allocation).
     ///
     /// With few clients connected (not [`Shared::lean_idle`]) the buffer is
     /// kept while small: giving it back would cost a free and a malloc per
     /// transaction for memory that does not count.
     async fn wait_for_client(&mut self, conn: &mut Conn) -> Result<(), Error> {
-        if conn.rbuf.is_empty()
-            && (conn.rbuf.capacity() > KEEP_BUFFER_MAX || self.shared.lean_idle())
-        {
+        let lean = self.shared.lean_idle();
+        if conn.rbuf.is_empty() && (conn.rbuf.capacity() > KEEP_BUFFER_MAX || lean) {
             conn.rbuf = BytesMut::new();
         }
         let kill = &self.listed.entry.kill;
@@ -669,39 +671,46 @@ impl Session {
             .get()
             .map(|t| Box::pin(self.shared.timers.sleep(t)));
         enum Woke {
-            Readable,
+            Read(bool),
             Killed,
             TimedOut,
         }
         let woke = std::future::poll_fn(|cx| {
             if kill.poll(cx).is_ready() {
-                return std::task::Poll::Ready(Ok(Woke::Killed));
+                return Poll::Ready(Ok(Woke::Killed));
             }
             if let Some(t) = idle_timer.as_mut() {
                 if std::future::Future::poll(t.as_mut(), cx).is_ready() {
-                    return std::task::Poll::Ready(Ok(Woke::TimedOut));
+                    return Poll::Ready(Ok(Woke::TimedOut));
                 }
             }
-            conn.stream.poll_read_ready(cx).map_ok(|()| Woke::Readable)
+            if conn.rbuf.capacity() == 0 {
+                // No buffer until there is something to read.
+                std::task::ready!(conn.stream.poll_read_ready(cx))?;
+            }
+            match poll_fill(&mut conn.stream, &mut conn.rbuf, cx) {
+                Poll::Ready(r) => Poll::Ready(r.map(Woke::Read)),
+                Poll::Pending => {
+                    // Readiness was spurious: wait without the buffer again.
+                    if lean && conn.rbuf.is_empty() {
+                        conn.rbuf = BytesMut::new();
+                    }
+                    Poll::Pending
+                }
+            }
         })
         .await
         .map_err(Error::client_io)?;
         drop(idle_timer);
         match woke {
-            Woke::Killed => return Err(killed()),
-            Woke::TimedOut => return Err(self.timeout_error(Some(Deadline::ClientIdle))),
-            Woke::Readable => {}
+            Woke::Killed => Err(killed()),
+            Woke::TimedOut => Err(self.timeout_error(Some(Deadline::ClientIdle))),
+            Woke::Read(false) => Err(Error::ClientGone),
+            Woke::Read(true) => {
+                self.last_client_read = Instant::now();
+                Ok(())
+            }
         }
-        // Readiness can be spurious: this read then waits, as any read
-        // would (a client that stops talking mid-wait meets TCP keepalive).
-        if !fill(&mut conn.stream, &mut conn.rbuf)
-            .await
-            .map_err(Error::client_io)?
-        {
-            return Err(Error::ClientGone);
-        }
-        self.last_client_read = Instant::now();
-        Ok(())
     }
 
     /// The nearest timeout that applies to the linked state.
