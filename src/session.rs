@@ -231,15 +231,8 @@ pub(crate) struct Session {
     pub state: LinkState,
     pub cscan: Scanner,
     pub sscan: Scanner,
-    /// When the client last sent anything (idle timeouts).
-    pub last_client_read: Instant,
-    /// When the outstanding query began (query_timeout, query_time): when
-    /// its bytes were read, or when a server was linked for it if it had
-    /// to wait for one (as in PgBouncer, query time leaves out the wait);
-    /// hence `last_client_read.max(query_start)`, with no clock read.
-    pub query_start: Instant,
-    /// When the current transaction began (xact_time).
-    pub xact_start: Option<Instant>,
+    /// When the client's reads, queries and transaction began.
+    pub times: Times,
     /// When the last ReadyForQuery came: the time a server released after
     /// it was last used, with no clock read of its own.
     pub ready_at: Instant,
@@ -263,6 +256,40 @@ pub(crate) struct Session {
     pub skip_to_sync: bool,
     /// Counted in max_client_conn, and per database and user; held, not read.
     pub _guards: [crate::ClientGuard; 3],
+}
+
+/// When a client's reads, queries and transaction began, from the clock
+/// reads the session makes anyway.
+#[derive(Clone, Copy, Debug)]
+pub struct Times {
+    /// When the client last sent anything (idle timeouts).
+    pub last_client_read: Instant,
+    /// When the outstanding query began (query_timeout, query_time): when
+    /// its bytes were read, or when a server was linked for it if it had
+    /// to wait for one (as in PgBouncer, query time leaves out the wait);
+    /// hence `last_client_read.max(query_start)`, with no clock read.
+    pub query_start: Instant,
+    /// When the current transaction began (xact_time).
+    pub xact_start: Option<Instant>,
+}
+
+impl Times {
+    pub fn new(now: Instant) -> Times {
+        Times {
+            last_client_read: now,
+            query_start: now,
+            xact_start: None,
+        }
+    }
+
+    /// A client message goes to the server: if none was running (`busy`),
+    /// a query starts, and a transaction if none is open.
+    fn message_in(&mut self, busy: bool) {
+        if !busy {
+            self.query_start = self.last_client_read.max(self.query_start);
+            self.xact_start.get_or_insert(self.query_start);
+        }
+    }
 }
 
 /// An idle client keeps a read buffer of up to this capacity, unless
@@ -433,7 +460,7 @@ impl Session {
             waited.elapsed()
         };
         // A query that waited for this server starts now, not when read.
-        self.query_start = waited + wait;
+        self.times.query_start = waited + wait;
         self.metrics.client_wait.observe(wait.as_secs_f64());
         self.metrics.checkouts.inc();
         self.listed.entry.set_at(State::Active, server.id, asked);
@@ -494,7 +521,7 @@ impl Session {
         }
         // The ReadyForQuery that made it releasable came after the link;
         // a release with none (nothing ran) reads the clock.
-        let at = if self.ready_at >= self.query_start {
+        let at = if self.ready_at >= self.times.query_start {
             self.ready_at
         } else {
             Instant::now()
@@ -613,7 +640,7 @@ impl Session {
                     if !r.map_err(Error::client_io)? {
                         return Err(Error::ClientGone);
                     }
-                    self.last_client_read = Instant::now();
+                    self.times.last_client_read = Instant::now();
                 }
                 _ = sleep => {
                     let kind = deadline.map(|(_, k)| k);
@@ -707,7 +734,7 @@ impl Session {
             Woke::TimedOut => Err(self.timeout_error(Some(Deadline::ClientIdle))),
             Woke::Read(false) => Err(Error::ClientGone),
             Woke::Read(true) => {
-                self.last_client_read = Instant::now();
+                self.times.last_client_read = Instant::now();
                 Ok(())
             }
         }
@@ -721,7 +748,9 @@ impl Session {
             let t = user
                 .and_then(|u| u.query_timeout)
                 .unwrap_or(s.query_timeout);
-            return t.get().map(|t| (self.query_start + t, Deadline::Query));
+            return t
+                .get()
+                .map(|t| (self.times.query_start + t, Deadline::Query));
         }
         if matches!(self.state.status(), b'T' | b'E') {
             let t = user
@@ -729,13 +758,13 @@ impl Session {
                 .unwrap_or(s.idle_transaction_timeout);
             return t
                 .get()
-                .map(|t| (self.last_client_read + t, Deadline::IdleTransaction));
+                .map(|t| (self.times.last_client_read + t, Deadline::IdleTransaction));
         }
         let t = user
             .and_then(|u| u.client_idle_timeout)
             .unwrap_or(s.client_idle_timeout);
         t.get()
-            .map(|t| (self.last_client_read + t, Deadline::ClientIdle))
+            .map(|t| (self.times.last_client_read + t, Deadline::ClientIdle))
     }
 
     fn timeout_error(&self, kind: Option<Deadline>) -> Error {
@@ -837,10 +866,7 @@ impl Session {
             match step {
                 Step::Pass { n, tag } => {
                     if let Some(t) = tag {
-                        if !self.state.busy() {
-                            self.query_start = self.last_client_read.max(self.query_start);
-                            self.xact_start.get_or_insert(self.query_start);
-                        }
+                        self.times.message_in(self.state.busy());
                         self.state.client_message(t);
                     }
                     pos += n;
@@ -917,10 +943,7 @@ impl Session {
                         if self.skip_to_sync {
                             // Dropped whole, like any message before Sync.
                         } else {
-                            if !self.state.busy() {
-                                self.query_start = self.last_client_read.max(self.query_start);
-                                self.xact_start.get_or_insert(self.query_start);
-                            }
+                            self.times.message_in(self.state.busy());
                             self.stats.add(C::Binds, 1);
                             match stmt {
                                 Some(stmt) if stale(&stmt, server) => {
@@ -993,10 +1016,7 @@ impl Session {
             match step {
                 Step::Pass { n, tag } => {
                     if let Some(t) = tag {
-                        if !self.state.busy() {
-                            self.query_start = self.last_client_read.max(self.query_start);
-                            self.xact_start.get_or_insert(self.query_start);
-                        }
+                        self.times.message_in(self.state.busy());
                         match t {
                             b'E' => self.responses.forward(Kind::Execute),
                             b'Q' | b'F' => self.responses.forward(Kind::Sync),
@@ -1012,10 +1032,7 @@ impl Session {
                     break;
                 }
                 Step::Whole { tag, len } => {
-                    if !self.state.busy() {
-                        self.query_start = self.last_client_read.max(self.query_start);
-                        self.xact_start.get_or_insert(self.query_start);
-                    }
+                    self.times.message_in(self.state.busy());
                     let body = &conn.rbuf[pos + 5..pos + len];
                     let mut own: Vec<Bytes> = Vec::new();
                     let mut keep = false;
@@ -1266,9 +1283,10 @@ impl Session {
                         done.count(&self.stats, &self.metrics);
                     }
                     finished = Some(Finished {
-                        query: now.saturating_duration_since(self.query_start),
+                        query: now.saturating_duration_since(self.times.query_start),
                         xact: match status {
                             b'I' => self
+                                .times
                                 .xact_start
                                 .take()
                                 .map(|t| now.saturating_duration_since(t)),
