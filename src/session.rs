@@ -20,7 +20,7 @@ use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
 use crate::config::{Config, PoolMode, ResolvedDb};
-use crate::net::{poll_fill, read_message, ReadError, Stream};
+use crate::net::{fill, poll_fill, read_message, ReadError, Stream};
 use crate::pool::{Grant, Limits, Pool};
 use crate::prepared::{self, Kind};
 use crate::protocol::{self, Params, Scanner, Severity, Step};
@@ -284,6 +284,7 @@ impl Times {
 
     /// A client message goes to the server: if none was running (`busy`),
     /// a query starts, and a transaction if none is open.
+    #[inline]
     fn message_in(&mut self, busy: bool) {
         if !busy {
             self.query_start = self.last_client_read.max(self.query_start);
@@ -629,14 +630,14 @@ impl Session {
                 // server first, so its replies drain before more requests
                 // are read.
                 biased;
-                r = std::future::poll_fn(|cx| poll_fill(&mut server.stream, &mut server.rbuf, cx)) => {
+                r = fill(&mut server.stream, &mut server.rbuf) => {
                     match r {
                         Ok(true) => {}
                         Ok(false) => return Err(Error::ServerGone("server closed the connection unexpectedly".into())),
                         Err(e) => return Err(Error::ServerGone(e.to_string())),
                     }
                 }
-                r = std::future::poll_fn(|cx| poll_fill(&mut conn.stream, &mut conn.rbuf, cx)) => {
+                r = fill(&mut conn.stream, &mut conn.rbuf) => {
                     if !r.map_err(Error::client_io)? {
                         return Err(Error::ClientGone);
                     }
