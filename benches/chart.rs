@@ -114,6 +114,11 @@ fn draw(runs: &Runs, png: &str) -> Result<(), Box<dyn Error>> {
     root.fill(&WHITE)?;
     for (area, ((script, _, proto), targets)) in root.split_evenly((rows, cols)).iter().zip(runs) {
         let max_c = targets.values().flatten().map(|p| p.0).fold(1.0, f64::max);
+        // Ticks at the client counts measured: a log axis's own ticks over
+        // 1..50 crowd into each other (2, 3, ... 9, 10, 20, ...).
+        let mut ticks: Vec<f64> = targets.values().flatten().map(|p| p.0).collect();
+        ticks.sort_by(f64::total_cmp);
+        ticks.dedup();
         let max_tps = targets.values().flatten().map(|p| p.1).fold(1.0, f64::max);
         let title = format!(
             "{}, -M {proto}",
@@ -128,7 +133,10 @@ fn draw(runs: &Runs, png: &str) -> Result<(), Box<dyn Error>> {
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(64)
-            .build_cartesian_2d((0.8f64..max_c * 1.25).log_scale(), 0f64..max_tps * 1.1)?;
+            .build_cartesian_2d(
+                (0.8f64..max_c * 1.25).log_scale().with_key_points(ticks),
+                0f64..max_tps * 1.1,
+            )?;
         chart
             .configure_mesh()
             .light_line_style(WHITE)
