@@ -1548,7 +1548,28 @@ pub(crate) fn login_info(
 
 #[cfg(test)]
 mod tests {
-    use super::LinkState;
+    use super::{LinkState, Times};
+
+    /// A query starts at the read that brought it, or when its server was
+    /// linked if later; a busy link starts nothing; the transaction keeps
+    /// its first query's start.
+    #[test]
+    fn times_start_a_query_only_when_none_runs() {
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut t = Times::new(t0);
+        t.last_client_read = ms(10);
+        t.message_in(false);
+        assert_eq!((t.query_start, t.xact_start), (ms(10), Some(ms(10))));
+        t.last_client_read = ms(20);
+        t.message_in(true);
+        assert_eq!(t.query_start, ms(10), "busy: the running query goes on");
+        // Linked late (a wait for a server): the query starts then.
+        t.query_start = ms(30);
+        t.message_in(false);
+        assert_eq!((t.query_start, t.xact_start), (ms(30), Some(ms(10))));
+    }
 
     fn feed(s: &mut LinkState, client: &[u8]) {
         for &t in client {
