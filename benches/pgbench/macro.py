@@ -26,6 +26,7 @@ import argparse
 import csv
 import glob
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -111,6 +112,32 @@ def machine_busy():
         cpu = f.readline().split()[1:]
     user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in cpu[:8])
     return user + nice + system + irq + softirq
+
+
+def postgres_ticks():
+    """CPU time (user + system, clock ticks) of every PostgreSQL process
+    now, by pid: the postmaster, its helpers and the backends."""
+    out = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+            if head.split("(", 1)[1] != "postgres":
+                continue
+            fields = rest.split()
+            out[pid] = int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def children_cpu():
+    """CPU time (seconds) of this script's children that have ended:
+    pgbench, once it has run."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def tcp_segments():
@@ -308,6 +335,8 @@ log_disconnections = 0
             warm[warm.index("-T") + 1] = "3"
             subprocess.run(warm, env=self.env, capture_output=True)
         busy0, segs0 = machine_busy(), tcp_segments()
+        pg0, bench0 = postgres_ticks(), children_cpu()
+        pgcs0 = {p: switches(p) for p in pg0}
         if pid:
             reset_peak(pid)
             t0 = ticks(pid)
@@ -323,6 +352,10 @@ log_disconnections = 0
                      self.args.profile, "-p", str(pid), "--", "sleep", str(self.args.secs)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         out = subprocess.run(cmd, env=self.env, capture_output=True, text=True)
+        bench_s = children_cpu() - bench0
+        pg1 = postgres_ticks()
+        pg_used = sum(t - pg0.get(p, 0) for p, t in pg1.items())
+        pg_switches = sum(switches(p) - pgcs0.get(p, 0) for p in pg1)
         if perf:
             perf.wait()
         text = out.stdout + out.stderr
@@ -330,7 +363,8 @@ log_disconnections = 0
                "connect": int(connect), "tps": 0.0, "lat_avg_ms": "", "lat_p99_ms": "",
                "failed": "", "xacts": 0, "cpu_us_per_xact": "", "user_us_per_xact": "",
                "machine_us_per_xact": "", "segments_per_xact": "",
-               "switches_per_xact": "",
+               "switches_per_xact": "", "postgres_us_per_xact": "",
+               "pgbench_us_per_xact": "", "postgres_switches_per_xact": "",
                "instr_per_xact": "",
                "peak_rss_kb": ""}
         for line in text.splitlines():
@@ -370,6 +404,10 @@ log_disconnections = 0
             row["machine_us_per_xact"] = round(
                 (machine_busy() - busy0) * 1e6 / CLK / row["xacts"], 1)
             row["segments_per_xact"] = round((tcp_segments() - segs0) / row["xacts"], 2)
+            # Where the rest of it went: PostgreSQL's processes and pgbench.
+            row["postgres_us_per_xact"] = round(pg_used * 1e6 / CLK / row["xacts"], 1)
+            row["pgbench_us_per_xact"] = round(bench_s * 1e6 / row["xacts"], 1)
+            row["postgres_switches_per_xact"] = round(pg_switches / row["xacts"], 2)
         if pid:
             used = ticks(pid) - t0
             if row["xacts"]:
@@ -456,7 +494,8 @@ def merge(runs):
         return vals[len(vals) // 2] if vals else ""
 
     for key in ("tps", "lat_avg_ms", "lat_p99_ms", "cpu_us_per_xact", "user_us_per_xact",
-                "machine_us_per_xact",
+                "machine_us_per_xact", "postgres_us_per_xact", "pgbench_us_per_xact",
+                "postgres_switches_per_xact",
                 "segments_per_xact", "switches_per_xact", "instr_per_xact"):
         out[key] = med(key)
     out["xacts"] = sum(r["xacts"] for r in runs)
@@ -534,7 +573,7 @@ def main():
                 cur = (script, proto, connect)
                 print(f"\n{script}, -M {proto}{', -C' if connect else ''}")
                 print(f"{'clients':>7} | {'target':<9} | {'tps':>9} | {'avg ms':>7} | {'p99 ms':>7} | "
-                      f"{'failed':>6} | {'CPU us/x':>8} | {'user':>5} | {'all us/x':>8} | {'segs/x':>6} | {'cs/x':>5} | {'peak RSS':>9} | vs direct | vs pgbouncer"
+                      f"{'failed':>6} | {'CPU us/x':>8} | {'user':>5} | {'all us/x':>8} | {'pg us/x':>7} | {'segs/x':>6} | {'cs/x':>5} | {'peak RSS':>9} | vs direct | vs pgbouncer"
                       + (" | instr/x" if a.callgrind else ""))
             got = {}
             targets = [t for t in a.targets.split(",")
@@ -556,7 +595,8 @@ def main():
                 print(f"{clients:>7} | {target:<9} | {r['tps']:>9.0f} | {r['lat_avg_ms']!s:>7} | "
                       f"{r['lat_p99_ms']!s:>7} | {r['failed']!s:>6} | {r['cpu_us_per_xact']!s:>8} | "
                       f"{r['user_us_per_xact']!s:>5} | "
-                      f"{r['machine_us_per_xact']!s:>8} | {r['segments_per_xact']!s:>6} | "
+                      f"{r['machine_us_per_xact']!s:>8} | {r['postgres_us_per_xact']!s:>7} | "
+                      f"{r['segments_per_xact']!s:>6} | "
                       f"{r['switches_per_xact']!s:>5} | {rss:>9} | "
                       f"{vs_d:>9} | {vs_b:>12}"
                       + (f" | {r['instr_per_xact']}" if a.callgrind else ""), flush=True)
