@@ -346,7 +346,15 @@ log_disconnections = 0
                 cg = ["callgrind_control", "-z", str(pid)]
                 # vgdb talks to a process as its own user.
                 sh(as_postgres(cg) if target == "pgbouncer" else cg, stdout=subprocess.DEVNULL)
-            if self.args.profile and target == "tidepool":
+            if self.args.profile_all:
+                # The whole machine, every process (root): where PostgreSQL
+                # and the kernel spend their time behind each target.
+                perf = subprocess.Popen(
+                    ["perf", "record", "-a", "-F", "999", "-o",
+                     f"{self.args.profile_all}.{target}.{script}.{proto}.{clients}",
+                     "--", "sleep", str(self.args.secs)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            elif self.args.profile and target == "tidepool":
                 perf = subprocess.Popen(
                     ["perf", "record", "-F", "2000", "-g", "--call-graph", "dwarf", "-o",
                      self.args.profile, "-p", str(pid), "--", "sleep", str(self.args.secs)],
@@ -543,6 +551,9 @@ def main():
                    help="run both poolers under valgrind's callgrind and report "
                         "user-space instructions per transaction (repeatable; "
                         "the timings are then meaningless)")
+    p.add_argument("--profile-all", metavar="PREFIX",
+                   help="perf record the whole machine during each run (root; "
+                        "PREFIX.TARGET.SCRIPT.PROTO.CLIENTS; compare with perf report --sort comm,sym)")
     p.add_argument("--profile", metavar="PERF_DATA",
                    help="perf record tidepool during its runs (linux-perf) into this file")
     a = p.parse_args()
