@@ -167,7 +167,7 @@ settings!(
         tcp_user_timeout: u32 = "0", TODO;
         /// tidepool: host:port of the HTTP metrics and health endpoint; empty disables it.
         metrics_addr: String = "127.0.0.1:9127", RESTART;
-        /// tidepool: event loops, each a thread of its own that new clients are dealt to in turn; 0 = half the CPUs, at least 1 (one loop costs the least CPU per transaction when the pooler shares a small machine with PostgreSQL).
+        /// tidepool: event loops, each a thread of its own that new clients are dealt to in turn; 0 = half the CPUs, at least 1 (one loop costs the least CPU per transaction when the pooler shares a small machine with PostgreSQL). Every timer runs on one more thread, so the loops carry no timer driver.
         worker_threads: u32 = "0", RESTART;
     }
 );
@@ -188,6 +188,7 @@ settings!(
         auth_dbname: Option<String> = "", TODO;
         pool_size: Option<u32> = "", 0;
         min_pool_size: Option<u32> = "", 0;
+        /// Also read as `reserve_pool`, its name before PgBouncer 1.24.
         reserve_pool_size: Option<u32> = "", 0;
         connect_query: Option<String> = "", TODO;
         pool_mode: Option<PoolMode> = "", 0;
