@@ -364,6 +364,9 @@ log_disconnections = 0
         pg1 = postgres_ticks()
         pg_used = sum(t - pg0.get(p, 0) for p, t in pg1.items())
         pg_switches = sum(switches(p) - pgcs0.get(p, 0) for p in pg1)
+        # PostgreSQL processes that did work (a tenth of a second or more):
+        # how many backends the target spread the transactions over.
+        pg_busy = sum(1 for p, t in pg1.items() if t - pg0.get(p, 0) >= CLK // 10)
         if perf:
             perf.wait()
         text = out.stdout + out.stderr
@@ -373,6 +376,7 @@ log_disconnections = 0
                "machine_us_per_xact": "", "segments_per_xact": "",
                "switches_per_xact": "", "postgres_us_per_xact": "",
                "pgbench_us_per_xact": "", "postgres_switches_per_xact": "",
+               "postgres_busy_processes": "",
                "instr_per_xact": "",
                "peak_rss_kb": ""}
         for line in text.splitlines():
@@ -416,6 +420,7 @@ log_disconnections = 0
             row["postgres_us_per_xact"] = round(pg_used * 1e6 / CLK / row["xacts"], 1)
             row["pgbench_us_per_xact"] = round(bench_s * 1e6 / row["xacts"], 1)
             row["postgres_switches_per_xact"] = round(pg_switches / row["xacts"], 2)
+            row["postgres_busy_processes"] = pg_busy
         if pid:
             used = ticks(pid) - t0
             if row["xacts"]:
@@ -503,7 +508,7 @@ def merge(runs):
 
     for key in ("tps", "lat_avg_ms", "lat_p99_ms", "cpu_us_per_xact", "user_us_per_xact",
                 "machine_us_per_xact", "postgres_us_per_xact", "pgbench_us_per_xact",
-                "postgres_switches_per_xact",
+                "postgres_switches_per_xact", "postgres_busy_processes",
                 "segments_per_xact", "switches_per_xact", "instr_per_xact"):
         out[key] = med(key)
     out["xacts"] = sum(r["xacts"] for r in runs)
