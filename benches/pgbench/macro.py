@@ -114,6 +114,20 @@ def machine_busy():
     return user + nice + system + irq + softirq
 
 
+def migrations(pid):
+    """How often the scheduler moved a process's threads between CPUs."""
+    total = 0
+    for task in glob.glob(f"/proc/{pid}/task/*/sched"):
+        try:
+            with open(task) as f:
+                for line in f:
+                    if line.startswith("se.nr_migrations"):
+                        total += int(line.split(":")[1])
+        except (OSError, ValueError):
+            pass
+    return total
+
+
 def postgres_ticks():
     """CPU time (user + system, clock ticks) of every PostgreSQL process
     now, by pid: the postmaster, its helpers and the backends."""
@@ -342,6 +356,7 @@ log_disconnections = 0
             t0 = ticks(pid)
             u0 = user_system_ticks(pid)[0]
             cs0 = switches(pid)
+            mig0 = migrations(pid)
             if self.args.callgrind:
                 cg = ["callgrind_control", "-z", str(pid)]
                 # vgdb talks to a process as its own user.
@@ -376,7 +391,7 @@ log_disconnections = 0
                "machine_us_per_xact": "", "segments_per_xact": "",
                "switches_per_xact": "", "postgres_us_per_xact": "",
                "pgbench_us_per_xact": "", "postgres_switches_per_xact": "",
-               "postgres_busy_processes": "",
+               "postgres_busy_processes": "", "migrations_per_xact": "",
                "instr_per_xact": "",
                "peak_rss_kb": ""}
         for line in text.splitlines():
@@ -428,6 +443,7 @@ log_disconnections = 0
                 row["user_us_per_xact"] = round(
                     (user_system_ticks(pid)[0] - u0) * 1e6 / CLK / row["xacts"], 1)
                 row["switches_per_xact"] = round((switches(pid) - cs0) / row["xacts"], 2)
+                row["migrations_per_xact"] = round((migrations(pid) - mig0) / row["xacts"], 3)
             if self.args.callgrind and row["xacts"]:
                 wrap = as_postgres if target == "pgbouncer" else (lambda c: c)
                 n, dump = callgrind_instructions(pid, self.work, wrap)
@@ -509,6 +525,7 @@ def merge(runs):
     for key in ("tps", "lat_avg_ms", "lat_p99_ms", "cpu_us_per_xact", "user_us_per_xact",
                 "machine_us_per_xact", "postgres_us_per_xact", "pgbench_us_per_xact",
                 "postgres_switches_per_xact", "postgres_busy_processes",
+                "migrations_per_xact",
                 "segments_per_xact", "switches_per_xact", "instr_per_xact"):
         out[key] = med(key)
     out["xacts"] = sum(r["xacts"] for r in runs)
