@@ -947,30 +947,28 @@ impl Session {
                             self.times.message_in(self.state.busy());
                             self.stats.add(C::Binds, 1);
                             match stmt {
-                                Some(stmt) if stale(&stmt, server) => {
-                                    self.responses.synthetic(b'E');
-                                    self.skip_to_sync = true;
-                                }
                                 Some(stmt) => {
                                     let mut own = Vec::new();
-                                    ensure_on(
+                                    if use_on(
                                         server,
                                         &stmt,
                                         cap,
                                         &mut own,
                                         &mut self.responses,
                                         &self.stats,
-                                    );
-                                    own.push(prepared::build_bind_head(
-                                        &portal,
-                                        &stmt.name,
-                                        total - head,
-                                    ));
-                                    for b in own {
-                                        self.state.client_message(b[0]);
-                                        segs.push(Seg::Own(b));
+                                        &mut self.skip_to_sync,
+                                    ) {
+                                        own.push(prepared::build_bind_head(
+                                            &portal,
+                                            &stmt.name,
+                                            total - head,
+                                        ));
+                                        for b in own {
+                                            self.state.client_message(b[0]);
+                                            segs.push(Seg::Own(b));
+                                        }
+                                        self.responses.forward(Kind::Bind(Some(stmt.id)));
                                     }
-                                    self.responses.forward(Kind::Bind(Some(stmt.id)));
                                 }
                                 None => {
                                     // Not a name of ours: as it came (the
@@ -1064,21 +1062,19 @@ impl Session {
                                 });
                             let mut bound = None;
                             match known {
-                                Some((_, stmt, _)) if stale(&stmt, server) => {
-                                    self.responses.synthetic(b'E');
-                                    self.skip_to_sync = true;
-                                }
                                 Some((portal, stmt, rest)) => {
-                                    bound = Some(stmt.id);
-                                    ensure_on(
+                                    if use_on(
                                         server,
                                         &stmt,
                                         cap,
                                         &mut own,
                                         &mut self.responses,
                                         &self.stats,
-                                    );
-                                    own.push(prepared::build_bind(&portal, &stmt.name, &rest));
+                                        &mut self.skip_to_sync,
+                                    ) {
+                                        bound = Some(stmt.id);
+                                        own.push(prepared::build_bind(&portal, &stmt.name, &rest));
+                                    }
                                 }
                                 None => keep = true,
                             }
@@ -1090,21 +1086,21 @@ impl Session {
                             Some((b'S', name)) => {
                                 let mut described = None;
                                 match self.stmts.get(name).cloned() {
-                                    Some(stmt) if stale(&stmt, server) => {
-                                        self.responses.synthetic(b'E');
-                                        self.skip_to_sync = true;
-                                    }
                                     Some(stmt) => {
-                                        described = Some(stmt.id);
-                                        ensure_on(
+                                        if use_on(
                                             server,
                                             &stmt,
                                             cap,
                                             &mut own,
                                             &mut self.responses,
                                             &self.stats,
-                                        );
-                                        own.push(prepared::build_target(b'D', b'S', &stmt.name));
+                                            &mut self.skip_to_sync,
+                                        ) {
+                                            described = Some(stmt.id);
+                                            own.push(prepared::build_target(
+                                                b'D', b'S', &stmt.name,
+                                            ));
+                                        }
                                     }
                                     None => keep = true,
                                 }
@@ -1468,20 +1464,30 @@ fn prepare_on(
     true
 }
 
-/// Before a Bind or Describe of `stmt`: prepare it on `server` if it lacks
-/// it (the ParseComplete swallowed), counted as a server-side Parse.
-fn ensure_on(
+/// Before a Bind or Describe of `stmt`: refuse it if its plan is stale
+/// here (false), else prepare it on `server` if it lacks it (the
+/// ParseComplete swallowed, counted as a server-side Parse) and go on.
+fn use_on(
     server: &mut ServerConn,
     stmt: &Arc<prepared::Stmt>,
     cap: usize,
     own: &mut Vec<Bytes>,
     responses: &mut prepared::Responses,
     stats: &crate::stats::DbStats,
-) {
+    skip_to_sync: &mut bool,
+) -> bool {
+    if stale(stmt, server) {
+        // An error in the request's place; the server is told nothing,
+        // and what follows up to Sync is dropped as the server would.
+        responses.synthetic(b'E');
+        *skip_to_sync = true;
+        return false;
+    }
     if prepare_on(server, stmt, cap, own, responses) {
         responses.swallow(Kind::Parse(Some(stmt.id)));
         stats.add(C::ServerParses, 1);
     }
+    true
 }
 
 /// A retired statement the linked server does not hold: preparing it there
