@@ -114,6 +114,14 @@ def machine_busy():
     return user + nice + system + irq + softirq
 
 
+def machine_idle():
+    """CPU time the whole machine spent idle so far (idle + iowait), in
+    clock ticks: capacity left unused while transactions waited."""
+    with open("/proc/stat") as f:
+        cpu = f.readline().split()[1:]
+    return int(cpu[3]) + int(cpu[4])
+
+
 def migrations(pid):
     """How often the scheduler moved a process's threads between CPUs."""
     total = 0
@@ -128,9 +136,10 @@ def migrations(pid):
     return total
 
 
-def postgres_ticks():
+def postgres_ticks(system_only=False):
     """CPU time (user + system, clock ticks) of every PostgreSQL process
-    now, by pid: the postmaster, its helpers and the backends."""
+    now, by pid: the postmaster, its helpers and the backends. With
+    `system_only`, only their time in the kernel."""
     out = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -141,10 +150,48 @@ def postgres_ticks():
             if head.split("(", 1)[1] != "postgres":
                 continue
             fields = rest.split()
-            out[pid] = int(fields[11]) + int(fields[12])
+            out[pid] = int(fields[12]) + (0 if system_only else int(fields[11]))
         except (OSError, IndexError, ValueError):
             continue
     return out
+
+
+# Scheduler and interrupt tracepoints counted machine-wide with --sched:
+# how the kernel wakes the processes around each pooler (an IPI to an idle
+# vCPU is a VM exit, charged to whoever sent it).
+SCHED_EVENTS = {
+    "wakeups": "sched:sched_wakeup",
+    "idle_wakeups_no_ipi": "sched:sched_wake_idle_without_ipi",
+    "migrations_all": "sched:sched_migrate_task",
+    "ipis": "ipi:ipi_send_cpu",
+    "resched_irqs": "irq_vectors:reschedule_entry",
+    "ipis_many": "ipi:ipi_send_cpumask",
+    "tlb_flushes": "tlb:tlb_flush",
+    "page_faults": "exceptions:page_fault_user",
+    "madvise_munmap": "syscalls:sys_enter_madvise,syscalls:sys_enter_munmap",
+    "call_function_irqs": "irq_vectors:call_function_single_entry",
+}
+
+
+def sched_stat(secs):
+    """Start `perf stat` on the whole machine for `secs` seconds, counting
+    SCHED_EVENTS; read it with sched_counts."""
+    return subprocess.Popen(
+        ["perf", "stat", "-a", "-x", ",", "-e", ",".join(SCHED_EVENTS.values()),
+         "--", "sleep", str(secs)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def sched_counts(proc):
+    """{column: count} from a finished sched_stat."""
+    _, err = proc.communicate()
+    by_event = {}
+    for line in err.splitlines():
+        parts = line.split(",")
+        if len(parts) > 2 and parts[0].strip().isdigit():
+            by_event[parts[2]] = int(parts[0])
+    return {k: sum(by_event.get(e, 0) for e in es.split(","))
+            for k, es in SCHED_EVENTS.items()}
 
 
 def children_cpu():
@@ -258,22 +305,9 @@ shared_buffers = 256MB
         with open(os.path.join(w, "userlist.txt"), "w") as f:
             f.write('"bench" "bench"\n')
         max_clients = max(max(a.clients), a.connscale) + 100
-        with open(os.path.join(w, "tidepool.toml"), "w") as f:
-            f.write(f"""[pooler]
-listen_addr = "127.0.0.1"
-listen_port = {self.tp_port}
-unix_socket_dir = ""
-pool_mode = "{a.pool_mode}"
-default_pool_size = {a.pool_size}
-max_client_conn = {max_clients}
-auth_type = "md5"
-auth_file = "userlist.txt"
-log_connections = false
-log_disconnections = false
-{a.tidepool_extra}
-[databases]
-bench = "host=127.0.0.1 port={self.pg_port} dbname=bench"
-""")
+        self.tpb_port = free_port()
+        for name, port in (("tidepool.toml", self.tp_port), ("tidepoolB.toml", self.tpb_port)):
+            self.write_tidepool_config(os.path.join(w, name), port, max_clients)
         with open(os.path.join(w, "pgbouncer.ini"), "w") as f:
             f.write(f"""[databases]
 bench = host=127.0.0.1 port={self.pg_port} dbname=bench
@@ -301,11 +335,19 @@ log_disconnections = 0
             # run (callgrind_control -z), so logins and startup are out.
             vg = ["valgrind", "--tool=callgrind", "--collect-atstart=yes",
                   f"--callgrind-out-file={w}/callgrind.%p"]
+            if a.cache_sim:
+                vg.insert(2, "--cache-sim=yes")
         tp = subprocess.Popen(vg + [a.tidepool_bin or os.path.join(ROOT, "target/release/tidepool"), "-q",
                                     os.path.join(w, "tidepool.toml")])
         pb = subprocess.Popen(as_postgres(vg + ["/usr/sbin/pgbouncer", "-q",
                                                 os.path.join(w, "pgbouncer.ini")]))
         self.procs += [tp, pb]
+        tpb = None
+        if a.ab_bin:
+            # A second build, run beside the first: interleaved A/B runs.
+            tpb = subprocess.Popen(vg + [a.ab_bin, "-q", os.path.join(w, "tidepoolB.toml")])
+            self.procs.append(tpb)
+            wait_port(self.tpb_port, tpb)
         wait_port(self.tp_port, tp)
         wait_port(self.pb_port, pb)
         # setpriv execs pgbouncer in place: the same pid.
@@ -313,7 +355,28 @@ log_disconnections = 0
             "direct": (self.pg_port, None),
             "tidepool": (self.tp_port, tp.pid),
             "pgbouncer": (self.pb_port, pb.pid),
+            "tidepoolB": (self.tpb_port, tpb.pid if tpb else None),
         }
+
+    def write_tidepool_config(self, path, port, max_clients):
+        a = self.args
+        with open(path, "w") as f:
+            f.write(f"""[pooler]
+listen_addr = "127.0.0.1"
+listen_port = {port}
+unix_socket_dir = ""
+pool_mode = "{a.pool_mode}"
+default_pool_size = {a.pool_size}
+max_client_conn = {max_clients}
+auth_type = "md5"
+auth_file = "userlist.txt"
+log_connections = false
+log_disconnections = false
+metrics_addr = "127.0.0.1:{free_port()}"
+{a.tidepool_extra}
+[databases]
+bench = "host=127.0.0.1 port={self.pg_port} dbname=bench"
+""")
 
     def stop(self):
         for p in self.procs:
@@ -348,8 +411,10 @@ log_disconnections = 0
             warm = [c for c in cmd if not c.startswith("--log-prefix") and c != "-l"]
             warm[warm.index("-T") + 1] = "3"
             subprocess.run(warm, env=self.env, capture_output=True)
-        busy0, segs0 = machine_busy(), tcp_segments()
+        busy0, idle0, segs0 = machine_busy(), machine_idle(), tcp_segments()
         pg0, bench0 = postgres_ticks(), children_cpu()
+        pgsys0 = postgres_ticks(system_only=True)
+        sched = sched_stat(self.args.secs) if self.args.sched else None
         pgcs0 = {p: switches(p) for p in pg0}
         if pid:
             reset_peak(pid)
@@ -364,10 +429,11 @@ log_disconnections = 0
             if self.args.profile_all:
                 # The whole machine, every process (root): where PostgreSQL
                 # and the kernel spend their time behind each target.
+                rec = ["sched", "record"] if self.args.perf_sched else ["record", "-a", "-F", "999"]
                 perf = subprocess.Popen(
-                    ["perf", "record", "-a", "-F", "999", "-o",
+                    ["perf", *rec, "-o",
                      f"{self.args.profile_all}.{target}.{script}.{proto}.{clients}",
-                     "--", "sleep", str(self.args.secs)],
+                     "--", "sleep", str(min(self.args.secs, 3) if self.args.perf_sched else self.args.secs)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             elif self.args.profile and target == "tidepool":
                 perf = subprocess.Popen(
@@ -378,6 +444,7 @@ log_disconnections = 0
         bench_s = children_cpu() - bench0
         pg1 = postgres_ticks()
         pg_used = sum(t - pg0.get(p, 0) for p, t in pg1.items())
+        pg_sys = sum(t - pgsys0.get(p, 0) for p, t in postgres_ticks(system_only=True).items())
         pg_switches = sum(switches(p) - pgcs0.get(p, 0) for p in pg1)
         # PostgreSQL processes that did work (a tenth of a second or more):
         # how many backends the target spread the transactions over.
@@ -388,10 +455,11 @@ log_disconnections = 0
         row = {"target": target, "script": script, "proto": proto, "clients": clients,
                "connect": int(connect), "tps": 0.0, "lat_avg_ms": "", "lat_p99_ms": "",
                "failed": "", "xacts": 0, "cpu_us_per_xact": "", "user_us_per_xact": "",
-               "machine_us_per_xact": "", "segments_per_xact": "",
+               "machine_us_per_xact": "", "idle_us_per_xact": "", "segments_per_xact": "",
                "switches_per_xact": "", "postgres_us_per_xact": "",
                "pgbench_us_per_xact": "", "postgres_switches_per_xact": "",
-               "postgres_busy_processes": "", "migrations_per_xact": "",
+               "postgres_busy_processes": "", "postgres_system_share": "",
+               "migrations_per_xact": "",
                "instr_per_xact": "",
                "peak_rss_kb": ""}
         for line in text.splitlines():
@@ -430,12 +498,22 @@ log_disconnections = 0
             # work for them (a busier pooler can cost its neighbours too).
             row["machine_us_per_xact"] = round(
                 (machine_busy() - busy0) * 1e6 / CLK / row["xacts"], 1)
+            # Idle CPU during a saturated run: work was runnable but
+            # queued behind another process on the other CPU.
+            row["idle_us_per_xact"] = round(
+                (machine_idle() - idle0) * 1e6 / CLK / row["xacts"], 1)
             row["segments_per_xact"] = round((tcp_segments() - segs0) / row["xacts"], 2)
             # Where the rest of it went: PostgreSQL's processes and pgbench.
             row["postgres_us_per_xact"] = round(pg_used * 1e6 / CLK / row["xacts"], 1)
             row["pgbench_us_per_xact"] = round(bench_s * 1e6 / row["xacts"], 1)
             row["postgres_switches_per_xact"] = round(pg_switches / row["xacts"], 2)
             row["postgres_busy_processes"] = pg_busy
+            row["postgres_system_share"] = round(pg_sys / pg_used, 3) if pg_used else ""
+        if sched:
+            # Counted over the pgbench run's seconds (perf's own timer), so
+            # per transaction they are approximate; compare targets.
+            for k, n in sched_counts(sched).items():
+                row[f"{k}_per_xact"] = round(n / row["xacts"], 3) if row["xacts"] else ""
         if pid:
             used = ticks(pid) - t0
             if row["xacts"]:
@@ -522,12 +600,11 @@ def merge(runs):
         vals = sorted(r[key] for r in runs if isinstance(r[key], (int, float)))
         return vals[len(vals) // 2] if vals else ""
 
-    for key in ("tps", "lat_avg_ms", "lat_p99_ms", "cpu_us_per_xact", "user_us_per_xact",
-                "machine_us_per_xact", "postgres_us_per_xact", "pgbench_us_per_xact",
-                "postgres_switches_per_xact", "postgres_busy_processes",
-                "migrations_per_xact",
-                "segments_per_xact", "switches_per_xact", "instr_per_xact"):
-        out[key] = med(key)
+    for key in runs[0]:
+        if key.endswith("_per_xact") or key in ("tps", "lat_avg_ms", "lat_p99_ms",
+                                                 "postgres_busy_processes",
+                                                 "postgres_system_share"):
+            out[key] = med(key)
     out["xacts"] = sum(r["xacts"] for r in runs)
     fails = [r["failed"] for r in runs]
     out["failed"] = sum(fails) if all(isinstance(f, int) for f in fails) else \
@@ -560,6 +637,9 @@ def main():
                    help="pgbench -R: a fixed load, so the pooler is never saturated (with --callgrind: the instructions of a pooler that waits between transactions, as in a real run)")
     p.add_argument("--tidepool-bin", default=None,
                    help="tidepool binary to run (default target/release/tidepool; for A/B runs)")
+    p.add_argument("--ab-bin", default=None,
+                   help="another tidepool build, run as target tidepoolB beside the first "
+                        "(added to --targets): interleaved A/B runs against the same PgBouncer")
     p.add_argument("--tidepool-extra", default="", help="extra [pooler] TOML lines")
     p.add_argument("--out", default=None, help="CSV path (default bench-results/macro-DATE.csv)")
     p.add_argument("--no-chart", action="store_true")
@@ -573,15 +653,26 @@ def main():
                    help="run both poolers under valgrind's callgrind and report "
                         "user-space instructions per transaction (repeatable; "
                         "the timings are then meaningless)")
+    p.add_argument("--cache-sim", action="store_true",
+                   help="with --callgrind: simulate the caches too (first-level and last-level "
+                        "misses in the kept dumps; callgrind_annotate shows them)")
     p.add_argument("--profile-all", metavar="PREFIX",
                    help="perf record the whole machine during each run (root; "
                         "PREFIX.TARGET.SCRIPT.PROTO.CLIENTS; compare with perf report --sort comm,sym)")
+    p.add_argument("--perf-sched", action="store_true",
+                   help="with --profile-all: perf sched record (the first 3 s) in place of "
+                        "perf record; read with perf sched timehist / latency")
+    p.add_argument("--sched", action="store_true",
+                   help="count scheduler wake-ups, migrations and IPIs machine-wide "
+                        "during each run (perf stat, root): extra CSV columns per transaction")
     p.add_argument("--profile", metavar="PERF_DATA",
                    help="perf record tidepool during its runs (linux-perf) into this file")
     a = p.parse_args()
     if a.quick:
         a.clients, a.protos, a.scripts = "1,10,50", "simple", "select"
     a.clients = [int(c) for c in a.clients.split(",")]
+    if a.ab_bin and "tidepoolB" not in a.targets.split(","):
+        a.targets += ",tidepoolB"
     a.tidepool_extra = a.tidepool_extra.replace("\\n", "\n")
     out = a.out or os.path.join(ROOT, "bench-results", time.strftime("macro-%Y%m%d-%H%M%S.csv"))
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -624,6 +715,8 @@ def main():
                 tp = got.get("tidepool", {}).get("tps", 0)
                 vs_d = ratio(tp, got.get("direct", {}).get("tps")) if target == "tidepool" else ""
                 vs_b = ratio(tp, r["tps"]) if target == "pgbouncer" else ""
+                if target == "tidepoolB":
+                    vs_b = ratio(r["tps"], got.get("pgbouncer", {}).get("tps"))
                 rss = f"{r['peak_rss_kb'] / 1024:.1f} MB" if r["peak_rss_kb"] != "" else ""
                 print(f"{clients:>7} | {target:<9} | {r['tps']:>9.0f} | {r['lat_avg_ms']!s:>7} | "
                       f"{r['lat_p99_ms']!s:>7} | {r['failed']!s:>6} | {r['cpu_us_per_xact']!s:>8} | "
