@@ -336,7 +336,7 @@ log_disconnections = 0
             vg = ["valgrind", "--tool=callgrind", "--collect-atstart=yes",
                   f"--callgrind-out-file={w}/callgrind.%p"]
             if a.cache_sim:
-                vg.insert(2, "--cache-sim=yes")
+                vg[2:2] = ["--cache-sim=yes", "--dump-instr=yes"]
         tp = subprocess.Popen(vg + [a.tidepool_bin or os.path.join(ROOT, "target/release/tidepool"), "-q",
                                     os.path.join(w, "tidepool.toml")])
         pb = subprocess.Popen(as_postgres(vg + ["/usr/sbin/pgbouncer", "-q",
