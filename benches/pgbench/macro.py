@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -192,6 +193,52 @@ def sched_counts(proc):
             by_event[parts[2]] = int(parts[0])
     return {k: sum(by_event.get(e, 0) for e in es.split(","))
             for k, es in SCHED_EVENTS.items()}
+
+
+class Placement(threading.Thread):
+    """Samples, 200 times a second, the CPU each running (state R)
+    PostgreSQL process and pooler thread is on: where the kernel puts the
+    backends relative to the pooler. Two CPUs sharing the work as "the
+    pooler and pgbench on one, the backends on the other" keep each side's
+    data in its own CPU's caches; backends spread over both do not."""
+
+    def __init__(self, pg_pids, pooler_pid):
+        super().__init__(daemon=True)
+        self.pg = [f"/proc/{p}/stat" for p in pg_pids]
+        self.pooler = glob.glob(f"/proc/{pooler_pid}/task/*/stat") if pooler_pid else []
+        self.stop = threading.Event()
+        self.pg_on, self.pooler_on = {}, {}
+
+    @staticmethod
+    def running_cpu(path):
+        try:
+            with open(path) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return int(fields[36]) if fields[0] == "R" else None
+
+    def run(self):
+        while not self.stop.wait(0.005):
+            for paths, on in ((self.pg, self.pg_on), (self.pooler, self.pooler_on)):
+                for path in paths:
+                    cpu = self.running_cpu(path)
+                    if cpu is not None:
+                        on[cpu] = on.get(cpu, 0) + 1
+
+    def result(self):
+        """(share of PostgreSQL's running samples on its busiest CPU,
+        share of them on the pooler's busiest CPU)."""
+        self.stop.set()
+        self.join()
+        pg = sum(self.pg_on.values())
+        if not pg:
+            return "", ""
+        main = max(self.pg_on.values()) / pg
+        if not self.pooler_on:
+            return round(main, 3), ""
+        pooler_cpu = max(self.pooler_on, key=self.pooler_on.get)
+        return round(main, 3), round(self.pg_on.get(pooler_cpu, 0) / pg, 3)
 
 
 def children_cpu():
@@ -440,7 +487,13 @@ bench = "host=127.0.0.1 port={self.pg_port} dbname=bench"
                     ["perf", "record", "-F", "2000", "-g", "--call-graph", "dwarf", "-o",
                      self.args.profile, "-p", str(pid), "--", "sleep", str(self.args.secs)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        placement = None
+        if self.args.placement:
+            placement = Placement(list(pg0), pid)
+            placement.start()
         out = subprocess.run(cmd, env=self.env, capture_output=True, text=True)
+        if placement:
+            (row_pg_main, row_pg_with_pooler) = placement.result()
         bench_s = children_cpu() - bench0
         pg1 = postgres_ticks()
         pg_used = sum(t - pg0.get(p, 0) for p, t in pg1.items())
@@ -459,9 +512,13 @@ bench = "host=127.0.0.1 port={self.pg_port} dbname=bench"
                "switches_per_xact": "", "postgres_us_per_xact": "",
                "pgbench_us_per_xact": "", "postgres_switches_per_xact": "",
                "postgres_busy_processes": "", "postgres_system_share": "",
-               "migrations_per_xact": "",
+               "migrations_per_xact": "", "postgres_main_cpu_share": "",
+               "postgres_on_pooler_cpu_share": "",
                "instr_per_xact": "",
                "peak_rss_kb": ""}
+        if placement:
+            row["postgres_main_cpu_share"] = row_pg_main
+            row["postgres_on_pooler_cpu_share"] = row_pg_with_pooler
         for line in text.splitlines():
             if line.startswith("tps = "):
                 row["tps"] = float(line.split()[2])
@@ -603,7 +660,9 @@ def merge(runs):
     for key in runs[0]:
         if key.endswith("_per_xact") or key in ("tps", "lat_avg_ms", "lat_p99_ms",
                                                  "postgres_busy_processes",
-                                                 "postgres_system_share"):
+                                                 "postgres_system_share",
+                                                 "postgres_main_cpu_share",
+                                                 "postgres_on_pooler_cpu_share"):
             out[key] = med(key)
     out["xacts"] = sum(r["xacts"] for r in runs)
     fails = [r["failed"] for r in runs]
@@ -662,6 +721,10 @@ def main():
     p.add_argument("--perf-sched", action="store_true",
                    help="with --profile-all: perf sched record (the first 3 s) in place of "
                         "perf record; read with perf sched timehist / latency")
+    p.add_argument("--placement", action="store_true",
+                   help="sample which CPU the running PostgreSQL processes and pooler "
+                        "threads are on (200 Hz): postgres_main_cpu_share, "
+                        "postgres_on_pooler_cpu_share columns")
     p.add_argument("--sched", action="store_true",
                    help="count scheduler wake-ups, migrations and IPIs machine-wide "
                         "during each run (perf stat, root): extra CSV columns per transaction")
@@ -679,7 +742,7 @@ def main():
     a.out = out
 
     b = Bench(a)
-    rows = []
+    rows, every_run = [], []
     try:
         b.start()
         if a.connscale:
@@ -707,7 +770,9 @@ def main():
             runs = {t: [] for t in targets}
             for _ in range(a.repeat):
                 for target in targets:
-                    runs[target].append(b.pgbench(target, clients, proto, script, connect))
+                    one = b.pgbench(target, clients, proto, script, connect)
+                    runs[target].append(one)
+                    every_run.append(one)
             for target in targets:
                 r = merge(runs[target])
                 rows.append(r)
@@ -737,6 +802,15 @@ def main():
                 w.writeheader()
                 w.writerows(rows)
             print(f"\nCSV: {out}")
+            if a.repeat > 1:
+                # Each run on its own, in the order run: for looking at
+                # what moves together from run to run.
+                runs_out = out[:-4] + ".runs.csv"
+                with open(runs_out, "w", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+                    w.writeheader()
+                    w.writerows(every_run)
+                print(f"every run: {runs_out}")
     if rows and not a.no_chart and not a.connscale:
         if not os.path.exists("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"):
             sh(as_root(["apt-get", "install", "-y", "-qq", "fonts-dejavu-core"]),
