@@ -713,8 +713,9 @@ def main():
                         "user-space instructions per transaction (repeatable; "
                         "the timings are then meaningless)")
     p.add_argument("--cache-sim", action="store_true",
-                   help="with --callgrind: simulate the caches too (first-level and last-level "
-                        "misses in the kept dumps; callgrind_annotate shows them)")
+                   help="with --callgrind: simulate the caches too, and keep costs per "
+                        "instruction (first-level and last-level misses, and the code executed, "
+                        "in the kept dumps; callgrind_annotate shows them)")
     p.add_argument("--profile-all", metavar="PREFIX",
                    help="perf record the whole machine during each run (root; "
                         "PREFIX.TARGET.SCRIPT.PROTO.CLIENTS; compare with perf report --sort comm,sym)")
