@@ -692,11 +692,11 @@ impl Session {
             conn.rbuf = BytesMut::new();
         }
         let kill = &self.listed.entry.kill;
+        // The user's own client_idle_timeout ([users]) if set.
         let mut idle_timer = self
             .cfg
-            .settings
-            .client_idle_timeout
-            .get()
+            .client_timeouts(&self.user)
+            .client_idle
             .map(|t| Box::pin(self.shared.timers.sleep(t)));
         enum Woke {
             Read(bool),
@@ -743,28 +743,18 @@ impl Session {
 
     /// The nearest timeout that applies to the linked state.
     fn deadline(&self) -> Option<(Instant, Deadline)> {
-        let s = &self.cfg.settings;
-        let user = self.cfg.users.get(&*self.user);
+        let t = self.cfg.client_timeouts(&self.user);
         if self.state.busy() {
-            let t = user
-                .and_then(|u| u.query_timeout)
-                .unwrap_or(s.query_timeout);
             return t
-                .get()
+                .query
                 .map(|t| (self.times.query_start + t, Deadline::Query));
         }
         if matches!(self.state.status(), b'T' | b'E') {
-            let t = user
-                .and_then(|u| u.idle_transaction_timeout)
-                .unwrap_or(s.idle_transaction_timeout);
             return t
-                .get()
+                .idle_transaction
                 .map(|t| (self.times.last_client_read + t, Deadline::IdleTransaction));
         }
-        let t = user
-            .and_then(|u| u.client_idle_timeout)
-            .unwrap_or(s.client_idle_timeout);
-        t.get()
+        t.client_idle
             .map(|t| (self.times.last_client_read + t, Deadline::ClientIdle))
     }
 

@@ -522,6 +522,31 @@ async fn timeouts(as_binary: bool) {
     );
 }
 
+/// A user's own timeouts (`[users]`) apply where the global ones do: a
+/// client between transactions (waiting with no server) is closed by its
+/// user's client_idle_timeout, and a query by its user's query_timeout,
+/// while another user, under the global settings (off), is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_timeouts_apply_between_transactions() {
+    let users = format!("[users]\n{MD5_USER} = \"client_idle_timeout=1 query_timeout=1\"\n");
+    let p = Pooler::start("pool_mode = \"transaction\"\n", &users).await;
+    let limited = p.connect(MD5_USER, MD5_PASS, DB).await;
+    let free = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    let e = limited
+        .simple_query("SELECT pg_sleep(20)")
+        .await
+        .expect_err("the user's query_timeout");
+    assert_eq!(sqlstate(&e), "57014", "{e}");
+    let limited = p.connect(MD5_USER, MD5_PASS, DB).await;
+    assert_eq!(simple_row(&limited, "SELECT 1::text").await, vec![s("1")]);
+    assert!(
+        wait_until(15, || async { limited.is_closed() }).await,
+        "idle between transactions: closed by the user's client_idle_timeout"
+    );
+    // The other user idled as long and more, and still works.
+    assert_eq!(simple_row(&free, "SELECT 2::text").await, vec![s("2")]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_pool_size_is_kept_warm() {
     let p = tx_pooler(&db_entry("warm", "pool_size=5 min_pool_size=3")).await;

@@ -107,6 +107,14 @@ struct Raw {
     ini: bool,
 }
 
+/// A client's timeouts (see [`Config::client_timeouts`]); `None` = off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    pub query: Option<Duration>,
+    pub idle_transaction: Option<Duration>,
+    pub client_idle: Option<Duration>,
+}
+
 impl Config {
     /// Load a config file: `.ini` is read as pgbouncer.ini, anything else as
     /// TOML.
@@ -284,6 +292,28 @@ impl Config {
             .and_then(|u| u.pool_size)
             .or(db.cfg.pool_size)
             .unwrap_or(self.settings.default_pool_size)
+    }
+
+    /// The timeouts a client of `user` runs under: its own from `[users]`,
+    /// else the global ones. One lookup for the three, so a session can
+    /// work out its nearest deadline at each wake.
+    pub fn client_timeouts(&self, user: &str) -> ClientTimeouts {
+        let s = &self.settings;
+        let u = self.users.get(user);
+        ClientTimeouts {
+            query: u
+                .and_then(|u| u.query_timeout)
+                .unwrap_or(s.query_timeout)
+                .get(),
+            idle_transaction: u
+                .and_then(|u| u.idle_transaction_timeout)
+                .unwrap_or(s.idle_transaction_timeout)
+                .get(),
+            client_idle: u
+                .and_then(|u| u.client_idle_timeout)
+                .unwrap_or(s.client_idle_timeout)
+                .get(),
+        }
     }
 
     pub fn query_wait_timeout(&self, db: &ResolvedDb, user: &str) -> Option<Duration> {
@@ -824,6 +854,28 @@ mod tests {
         assert_eq!(app.dbname(), "real");
         assert_eq!(app.cfg.port, 5433);
         assert_eq!(c.pool_size(&app, "u"), 3);
+        // [users] timeouts override the global ones; others get the global.
+        let text = "[pooler]\nauth_file = \"userlist.txt\"\nquery_timeout = 7\nclient_idle_timeout = 9\n\
+                    [databases]\napp = \"host=127.0.0.1\"\n\
+                    [users]\nslow = \"query_timeout=0 client_idle_timeout=2 idle_transaction_timeout=3\"\n";
+        let t = Config::from_toml_str(&d.path().join("t.toml"), text).unwrap();
+        let secs = |n| Some(std::time::Duration::from_secs(n));
+        assert_eq!(
+            t.client_timeouts("slow"),
+            ClientTimeouts {
+                query: None,
+                idle_transaction: secs(3),
+                client_idle: secs(2)
+            }
+        );
+        assert_eq!(
+            t.client_timeouts("other"),
+            ClientTimeouts {
+                query: secs(7),
+                idle_transaction: None,
+                client_idle: secs(9)
+            }
+        );
         assert_eq!(app.cfg.reserve_pool_size, Some(2), "PgBouncer 1.18's name");
         let other = c.database("other").unwrap();
         assert_eq!(other.dbname(), "other");
