@@ -437,7 +437,10 @@ async fn login(
     let mut wanted = Params::clone(&session.wanted);
     wanted.shrink_to_fit();
     session.wanted = session.pool.shared_settings(wanted);
-    let mut b = BytesMut::new();
+    // Sized for the whole welcome at once: growing it message by message
+    // reallocated it about ten times per login.
+    let size: usize = welcome.iter().map(|(n, v)| n.len() + v.len() + 7).sum();
+    let mut b = BytesMut::with_capacity(size + 64);
     protocol::auth(&mut b, &Authentication::Ok);
     for (name, value) in welcome.iter() {
         let v = session.wanted.get(name).unwrap_or(value);

@@ -102,7 +102,8 @@ struct Inner {
     total: u32,
     waiters: VecDeque<Waiter>,
     /// ParameterStatus set of a real server login, sent to new clients.
-    welcome: Option<Params>,
+    /// Shared: every login of the pool reads it.
+    welcome: Option<Arc<Params>>,
     login_failure: Option<LoginFailure>,
     /// Distinct sets of settings seen (the pool's defaults, clients' own
     /// values), shared by the clients that want the same (see
@@ -492,7 +493,7 @@ impl Pool {
         let mut inner = self.lock();
         inner.login_failure = None;
         if inner.welcome.is_none() {
-            inner.welcome = Some(params.clone());
+            inner.welcome = Some(Arc::new(params.clone()));
         }
     }
 
@@ -528,7 +529,7 @@ impl Pool {
             .clone()
     }
 
-    pub fn welcome(&self) -> Option<Params> {
+    pub fn welcome(&self) -> Option<Arc<Params>> {
         self.lock().welcome.clone()
     }
 

@@ -10,7 +10,7 @@ use std::borrow::Cow;
 use bytes::{BufMut, Bytes, BytesMut};
 use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
 use pgwire::messages::startup::{
-    Authentication, BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey,
+    Authentication, BackendKeyData, NegotiateProtocolVersion, SecretKey,
 };
 use pgwire::messages::Message;
 
@@ -390,14 +390,19 @@ pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
     let _ = ReadyForQuery::new(st).encode(buf);
 }
 
+/// ParameterStatus, written here rather than through pgwire's, whose
+/// message takes two `String`s: that was two allocations per parameter at
+/// every login (a welcome carries about 13) and made a value that is not
+/// UTF-8 lossy. A unit test holds the bytes to pgwire's encoding.
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &[u8]) {
-    // Reported values are ASCII in practice (PostgreSQL cleans
-    // application_name to ASCII); lossy conversion only affects nonsense.
-    let _ = ParameterStatus::new(
-        name.to_string(),
-        String::from_utf8_lossy(value).into_owned(),
-    )
-    .encode(buf);
+    let len = 4 + name.len() + 1 + value.len() + 1;
+    buf.reserve(1 + len);
+    buf.put_u8(b'S');
+    buf.put_u32(len as u32);
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(0);
+    buf.put_slice(value);
+    buf.put_u8(0);
 }
 
 pub fn backend_key_data(buf: &mut BytesMut, pid: i32, key: i32) {
@@ -462,6 +467,27 @@ pub fn quote_ident(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parameter_status_is_pgwires_encoding() {
+        for (name, value) in [
+            ("client_encoding", "UTF8"),
+            ("application_name", ""),
+            ("TimeZone", "Europe/Berlin"),
+        ] {
+            let mut ours = BytesMut::new();
+            super::parameter_status(&mut ours, name, value.as_bytes());
+            let mut theirs = BytesMut::new();
+            pgwire::messages::startup::ParameterStatus::new(name.into(), value.into())
+                .encode(&mut theirs)
+                .unwrap();
+            assert_eq!(ours, theirs, "{name}");
+        }
+        // Bytes that are not UTF-8 pass as they are.
+        let mut b = BytesMut::new();
+        super::parameter_status(&mut b, "application_name", b"caf\xe9");
+        assert_eq!(&b[..], b"S\0\0\0\x1aapplication_name\0caf\xe9\0");
+    }
+
     use super::*;
 
     fn startup_bytes(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
