@@ -423,17 +423,23 @@ async fn login(
     // Tracked settings the client did not ask for take the pool's
     // defaults, so a server another client changed is set back on link.
     // One copy per pool: the client keeps only its own values.
-    let mut defaults = Params::default();
-    for (name, value) in welcome.iter() {
-        let tracked = crate::session::TRACKED
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(name))
-            || s.track_extra_parameters.contains_ci(name);
-        if tracked {
-            defaults.set(name, value.clone());
+    session.defaults = session.pool.tracked_defaults(&welcome, &session.cfg, || {
+        let mut defaults = Params::default();
+        for (name, value) in welcome.iter() {
+            let tracked = crate::session::TRACKED
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(name))
+                || session
+                    .cfg
+                    .settings
+                    .track_extra_parameters
+                    .contains_ci(name);
+            if tracked {
+                defaults.set(name, value.clone());
+            }
         }
-    }
-    session.defaults = session.pool.shared_settings(defaults);
+        defaults
+    });
     let mut wanted = Params::clone(&session.wanted);
     wanted.shrink_to_fit();
     session.wanted = session.pool.shared_settings(wanted);

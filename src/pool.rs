@@ -109,6 +109,9 @@ struct Inner {
     /// values), shared by the clients that want the same (see
     /// [`Pool::shared_settings`]).
     settings: Vec<Arc<Params>>,
+    /// The tracked defaults last worked out, with the welcome and config
+    /// they came from (see [`Pool::tracked_defaults`]).
+    defaults: Option<(Arc<Params>, Arc<Config>, Arc<Params>)>,
 }
 
 /// At most this many distinct client setting sets are shared per pool;
@@ -531,6 +534,25 @@ impl Pool {
 
     pub fn welcome(&self) -> Option<Arc<Params>> {
         self.lock().welcome.clone()
+    }
+
+    /// The pool's values of the settings tracked across servers, drawn from
+    /// `welcome` by `make` under `cfg`: worked out once per welcome and
+    /// config, not at every login.
+    pub fn tracked_defaults(
+        &self,
+        welcome: &Arc<Params>,
+        cfg: &Arc<Config>,
+        make: impl FnOnce() -> Params,
+    ) -> Arc<Params> {
+        if let Some((w, c, d)) = &self.lock().defaults {
+            if Arc::ptr_eq(w, welcome) && Arc::ptr_eq(c, cfg) {
+                return d.clone();
+            }
+        }
+        let d = self.shared_settings(make());
+        self.lock().defaults = Some((welcome.clone(), cfg.clone(), d.clone()));
+        d
     }
 
     /// One shared copy of a set of settings (the pool's tracked defaults, or
