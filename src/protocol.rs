@@ -467,6 +467,8 @@ pub fn quote_ident(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn parameter_status_is_pgwires_encoding() {
         for (name, value) in [
@@ -487,8 +489,6 @@ mod tests {
         super::parameter_status(&mut b, "application_name", b"caf\xe9");
         assert_eq!(&b[..], b"S\0\0\0\x1aapplication_name\0caf\xe9\0");
     }
-
-    use super::*;
 
     fn startup_bytes(version: u32, params: &[(&str, &str)]) -> Vec<u8> {
         let mut b = version.to_be_bytes().to_vec();

@@ -832,28 +832,9 @@ mod tests {
     }
 
     #[test]
-    fn ini_with_include_fallback_and_warnings() {
+    fn user_timeouts_override_the_global_ones() {
         let d = tempfile::tempdir().unwrap();
-        write(d.path(), "userlist.txt", "\"u\" \"p\"\n");
-        write(
-            d.path(),
-            "extra.ini",
-            "[databases]\n* = host=/var/run/postgresql\n",
-        );
-        let p = write(
-            d.path(),
-            "pgbouncer.ini",
-            "[databases]\napp = host=127.0.0.1 port=5433 dbname=real pool_size=3 reserve_pool=2\n\
-             %include extra.ini\n[pgbouncer]\nlisten_port = 7000\nauth_file = userlist.txt\n\
-             syslog = 1\nserver_round_robin = 1\n[users]\nu = pool_mode=session\n",
-        );
-        let c = Config::load(&p).unwrap();
-        assert_eq!(c.settings.listen_port, 7000);
-        assert_eq!(c.userlist.len(), 1);
-        let app = c.database("app").unwrap();
-        assert_eq!(app.dbname(), "real");
-        assert_eq!(app.cfg.port, 5433);
-        assert_eq!(c.pool_size(&app, "u"), 3);
+        write(d.path(), "userlist.txt", "\"slow\" \"p\"\n");
         // [users] timeouts override the global ones; others get the global.
         let text = "[pooler]\nauth_file = \"userlist.txt\"\nquery_timeout = 7\nclient_idle_timeout = 9\n\
                     [databases]\napp = \"host=127.0.0.1\"\n\
@@ -876,6 +857,31 @@ mod tests {
                 client_idle: secs(9)
             }
         );
+    }
+
+    #[test]
+    fn ini_with_include_fallback_and_warnings() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "userlist.txt", "\"u\" \"p\"\n");
+        write(
+            d.path(),
+            "extra.ini",
+            "[databases]\n* = host=/var/run/postgresql\n",
+        );
+        let p = write(
+            d.path(),
+            "pgbouncer.ini",
+            "[databases]\napp = host=127.0.0.1 port=5433 dbname=real pool_size=3 reserve_pool=2\n\
+             %include extra.ini\n[pgbouncer]\nlisten_port = 7000\nauth_file = userlist.txt\n\
+             syslog = 1\nserver_round_robin = 1\n[users]\nu = pool_mode=session\n",
+        );
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.settings.listen_port, 7000);
+        assert_eq!(c.userlist.len(), 1);
+        let app = c.database("app").unwrap();
+        assert_eq!(app.dbname(), "real");
+        assert_eq!(app.cfg.port, 5433);
+        assert_eq!(c.pool_size(&app, "u"), 3);
         assert_eq!(app.cfg.reserve_pool_size, Some(2), "PgBouncer 1.18's name");
         let other = c.database("other").unwrap();
         assert_eq!(other.dbname(), "other");
