@@ -10,10 +10,10 @@ use rand::RngCore;
 use tracing::{debug, info, warn};
 
 use crate::auth::scram::{ClientCreds, ScramSecret, ScramServer, MECHANISM, MECHANISM_PLUS};
-use crate::auth::{ct_eq, md5_response, md5_secret};
+use crate::auth::{ct_eq, md5_response_matches, md5_secret};
 use crate::config::{is_admin_db, AuthType, Config, Secret, SslMode};
 use crate::net::{fill, Stream};
-use crate::pool::PoolKey;
+use crate::pool::{Pool, PoolKey};
 use crate::protocol::{self, Params, Scanner, Severity, StartupPacket, StartupParams};
 use crate::session::{Conn, LinkState, Session};
 use crate::{Error, Shared};
@@ -237,14 +237,15 @@ async fn login(
         }
     }
     let s = &cfg.settings;
-    let user = text_param(&startup, "user")
+    // Kept in `who` (for the error log of a failed login) and borrowed
+    // from there: no second copy per login.
+    who.user = text_param(&startup, "user")
         .filter(|u| !u.is_empty())
         .ok_or_else(|| Error::NotAllowed("no user name specified in startup packet".into()))?;
-    let dbname = text_param(&startup, "database")
+    who.database = text_param(&startup, "database")
         .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| user.clone());
-    who.user.clone_from(&user);
-    who.database.clone_from(&dbname);
+        .unwrap_or_else(|| who.user.clone());
+    let (user, dbname) = (who.user.as_str(), who.database.as_str());
 
     // Settings the client asked for, applied to servers with SET.
     let mut wanted = Params::default();
@@ -271,13 +272,13 @@ async fn login(
 
     let guard = shared.client_guard(s.max_client_conn)?;
 
-    if is_admin_db(&dbname) {
+    if is_admin_db(dbname) {
         let binding = match (&conn.stream, &tls.client) {
             (Stream::ClientTls(_), Some(side)) => Some(side.cert_hash.clone()),
             _ => None,
         };
-        authenticate(cfg, conn, &user, binding).await?;
-        let role = crate::admin::role(cfg, &user).ok_or_else(|| {
+        authenticate(cfg, conn, user, binding).await?;
+        let role = crate::admin::role(cfg, user).ok_or_else(|| {
             Error::NotAllowed(format!(
                 "user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"
             ))
@@ -295,9 +296,9 @@ async fn login(
         return Ok(Some(Login::Admin(role, guard)));
     }
     let db = cfg
-        .database(&dbname)
-        .ok_or_else(|| Error::UnknownDatabase(dbname.clone()))?;
-    if shared.control.is_disabled(&dbname) {
+        .database(dbname)
+        .ok_or_else(|| Error::UnknownDatabase(dbname.to_string()))?;
+    if shared.control.is_disabled(dbname) {
         return Err(Error::Unavailable(format!(
             "database \"{dbname}\" does not allow connections (DISABLE)"
         )));
@@ -307,7 +308,7 @@ async fn login(
         (Stream::ClientTls(_), Some(side)) => Some(side.cert_hash.clone()),
         _ => None,
     };
-    let client_key = authenticate(cfg, conn, &user, binding).await?;
+    let client_key = authenticate(cfg, conn, user, binding).await?;
     let db_guard = shared.db_client_guard(
         &db.name,
         db.cfg
@@ -315,9 +316,9 @@ async fn login(
             .unwrap_or(s.max_db_client_connections),
     )?;
     let user_guard = shared.user_client_guard(
-        &user,
+        user,
         cfg.users
-            .get(&user)
+            .get(user)
             .and_then(|u| u.max_user_client_connections)
             .unwrap_or(s.max_user_client_connections),
     )?;
@@ -338,7 +339,7 @@ async fn login(
         }
     }
 
-    let server_user = db.cfg.user.clone().unwrap_or_else(|| user.clone());
+    let server_user = db.cfg.user.clone().unwrap_or_else(|| user.to_string());
     let key = PoolKey {
         db: db.name.clone(),
         user: server_user.clone(),
@@ -372,8 +373,8 @@ async fn login(
             .unwrap_or_default();
         shared.registry.add_client(crate::registry::Entry::new(
             shared.next_id(),
-            shared_name(&user, &pool.user_name),
-            shared_name(&dbname, &pool.db_name),
+            shared_name(user, &pool.user_name),
+            shared_name(dbname, &pool.db_name),
             addr,
             port,
             conn.stream.tcp().and_then(|t| t.local_addr().ok()),
@@ -381,6 +382,14 @@ async fn login(
             app,
             0,
         ))
+    };
+    // Tracked settings the client did not ask for take the pool's
+    // defaults, so a server another client changed is set back on link.
+    // Known once a server of the pool has logged in.
+    let known = pool.welcome();
+    let defaults = match &known {
+        Some(w) => pool_defaults(&pool, w, cfg),
+        None => Arc::default(),
     };
     let now = std::time::Instant::now();
     let mode = cfg.pool_mode(&db, &server_user);
@@ -394,15 +403,15 @@ async fn login(
         pool,
         server: None,
         wanted: Arc::new(wanted),
-        defaults: Arc::default(),
+        defaults,
         reg,
         state: LinkState::default(),
         cscan: Scanner::whole(s.max_packet_size),
         sscan: Scanner::new(s.max_packet_size),
         times: crate::session::Times::new(now),
         ready_at: now,
-        stats: shared.stats.db(&dbname),
-        metrics: shared.metrics.db(&dbname),
+        stats: shared.stats.db(dbname),
+        metrics: shared.metrics.db(dbname),
         track: mode != crate::config::PoolMode::Session && s.max_prepared_statements > 0,
         stmts: Default::default(),
         responses: Default::default(),
@@ -412,46 +421,35 @@ async fn login(
     };
 
     // The welcome: a real server's parameters with the client's own values.
-    let welcome = match session.pool.welcome() {
+    let welcome = match known {
         Some(w) => w,
         None => {
             // First client of this pool: link now, which records it.
             session.link().await?;
-            session.pool.welcome().unwrap_or_default()
+            let w = session.pool.welcome().unwrap_or_default();
+            session.defaults = pool_defaults(&session.pool, &w, &session.cfg);
+            w
         }
     };
-    // Tracked settings the client did not ask for take the pool's
-    // defaults, so a server another client changed is set back on link.
-    // One copy per pool: the client keeps only its own values.
-    session.defaults = session.pool.tracked_defaults(&welcome, &session.cfg, || {
-        let mut defaults = Params::default();
-        for (name, value) in welcome.iter() {
-            let tracked = crate::session::TRACKED
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(name))
-                || session
-                    .cfg
-                    .settings
-                    .track_extra_parameters
-                    .contains_ci(name);
-            if tracked {
-                defaults.set(name, value.clone());
-            }
-        }
-        defaults
-    });
     let mut wanted = Params::clone(&session.wanted);
     wanted.shrink_to_fit();
     session.wanted = session.pool.shared_settings(wanted);
-    // Sized for the whole welcome at once: growing it message by message
-    // reallocated it about ten times per login.
-    let size: usize = welcome.iter().map(|(n, v)| n.len() + v.len() + 7).sum();
-    let mut b = BytesMut::with_capacity(size + 64);
+    let statuses = session
+        .pool
+        .welcome_statuses(&welcome, &session.wanted, || {
+            // Sized for the whole welcome at once: growing it message by
+            // message reallocated it about ten times.
+            let size: usize = welcome.iter().map(|(n, v)| n.len() + v.len() + 7).sum();
+            let mut b = BytesMut::with_capacity(size);
+            for (name, value) in welcome.iter() {
+                let v = session.wanted.get(name).unwrap_or(value);
+                protocol::parameter_status(&mut b, name, v);
+            }
+            b.freeze()
+        });
+    let mut b = BytesMut::with_capacity(statuses.len() + 64);
     protocol::auth(&mut b, &Authentication::Ok);
-    for (name, value) in welcome.iter() {
-        let v = session.wanted.get(name).unwrap_or(value);
-        protocol::parameter_status(&mut b, name, v);
-    }
+    b.extend_from_slice(&statuses);
     protocol::backend_key_data(&mut b, session.reg.pid, session.reg.key);
     protocol::ready_for_query(&mut b, b'I');
     conn.send(&b).await?;
@@ -460,6 +458,24 @@ async fn login(
         info!(client = %peer, user = %session.user, database = %session.db.name, "login attempt: ok");
     }
     Ok(Some(Login::Session(Box::new(session))))
+}
+
+/// The pool's values of the tracked settings, drawn from its welcome.
+/// One copy per pool and config: a client keeps only its own values.
+fn pool_defaults(pool: &Pool, welcome: &Arc<Params>, cfg: &Arc<Config>) -> Arc<Params> {
+    pool.tracked_defaults(welcome, cfg, || {
+        let mut defaults = Params::default();
+        for (name, value) in welcome.iter() {
+            let tracked = crate::session::TRACKED
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case(name))
+                || cfg.settings.track_extra_parameters.contains_ci(name);
+            if tracked {
+                defaults.set(name, value.clone());
+            }
+        }
+        defaults
+    })
 }
 
 /// What a successful login leads to.
@@ -622,8 +638,8 @@ async fn authenticate(
         }
         (AuthType::Md5, Secret::Plain(_) | Secret::Md5(_)) => {
             let hexsecret = match secret {
-                Secret::Plain(p) => md5_secret(p, user),
-                Secret::Md5(h) => h.clone(),
+                Secret::Plain(p) => std::borrow::Cow::Owned(md5_secret(p, user)),
+                Secret::Md5(h) => std::borrow::Cow::Borrowed(h.as_str()),
                 Secret::Scram(_) => unreachable!("matched above"),
             };
             let mut salt = [0u8; 4];
@@ -632,7 +648,7 @@ async fn authenticate(
             conn.send(&b).await?;
             let body = conn.read_password_message().await?;
             let got = protocol::cstr(&body).map(|(p, _)| p).unwrap_or(&body);
-            if ct_eq(md5_response(&hexsecret, &salt).as_bytes(), got) {
+            if md5_response_matches(hexsecret.as_bytes(), &salt, got) {
                 Ok(None)
             } else {
                 Err(wrong())

@@ -151,11 +151,13 @@ impl Shared {
 }
 
 fn named(map: &Mutex<HashMap<String, Arc<AtomicU64>>>, name: &str) -> Arc<AtomicU64> {
-    map.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(name.to_string())
-        .or_default()
-        .clone()
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    // Looked up before any key is made: `entry` would take an owned
+    // `String`, an allocation per login for a name nearly always there.
+    if let Some(c) = map.get(name) {
+        return c.clone();
+    }
+    map.entry(name.to_string()).or_default().clone()
 }
 
 /// Add one to `counter` unless that would pass `max` (0 = no limit).

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::{oneshot, Notify};
 
 use crate::auth::scram::ClientCreds;
@@ -112,7 +113,13 @@ struct Inner {
     /// The tracked defaults last worked out, with the welcome and config
     /// they came from (see [`Pool::tracked_defaults`]).
     defaults: Option<(Arc<Params>, Arc<Config>, Arc<Params>)>,
+    /// Encoded ParameterStatus blocks of the welcome, per (welcome, shared
+    /// client settings) pair (see [`Pool::welcome_statuses`]).
+    statuses: Vec<(Arc<Params>, Arc<Params>, Bytes)>,
 }
+
+/// At most this many encoded welcomes are kept per pool.
+const WELCOME_STATUSES: usize = 8;
 
 /// At most this many distinct client setting sets are shared per pool;
 /// clients beyond keep a copy of their own (still correct, only the
@@ -553,6 +560,40 @@ impl Pool {
         let d = self.shared_settings(make());
         self.lock().defaults = Some((welcome.clone(), cfg.clone(), d.clone()));
         d
+    }
+
+    /// The welcome's ParameterStatus messages for clients whose own
+    /// settings are `wanted` (a set from [`Pool::shared_settings`]),
+    /// encoded by `make` once per welcome and set: every login of a pool
+    /// sends the same dozen messages, and clients with equal settings share
+    /// one `Arc`, so most logins copy one block instead of encoding them.
+    pub fn welcome_statuses(
+        &self,
+        welcome: &Arc<Params>,
+        wanted: &Arc<Params>,
+        make: impl FnOnce() -> Bytes,
+    ) -> Bytes {
+        {
+            let inner = self.lock();
+            let hit = inner
+                .statuses
+                .iter()
+                .find(|(w, c, _)| Arc::ptr_eq(w, welcome) && Arc::ptr_eq(c, wanted));
+            if let Some((_, _, b)) = hit {
+                return b.clone();
+            }
+        }
+        let b = make();
+        let mut inner = self.lock();
+        // A new welcome (the servers' settings changed) retires the old.
+        inner.statuses.retain(|(w, _, _)| Arc::ptr_eq(w, welcome));
+        if inner.statuses.len() >= WELCOME_STATUSES {
+            inner.statuses.remove(0);
+        }
+        inner
+            .statuses
+            .push((welcome.clone(), wanted.clone(), b.clone()));
+        b
     }
 
     /// One shared copy of a set of settings (the pool's tracked defaults, or

@@ -9,11 +9,22 @@ use md5::{Digest, Md5};
 
 /// Lowercase hex md5 of `data`.
 pub fn md5_hex(parts: &[&[u8]]) -> String {
+    String::from_utf8_lossy(&md5_hex_bytes(parts)).into_owned()
+}
+
+/// Lowercase hex md5 of `data`, on the stack.
+fn md5_hex_bytes(parts: &[&[u8]]) -> [u8; 32] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut h = Md5::new();
     for p in parts {
         h.update(p);
     }
-    hex(&h.finalize())
+    let mut out = [0u8; 32];
+    for (i, b) in h.finalize().iter().enumerate() {
+        out[2 * i] = DIGITS[(b >> 4) as usize];
+        out[2 * i + 1] = DIGITS[(b & 15) as usize];
+    }
+    out
 }
 
 /// The stored md5 secret (without its `md5` prefix): md5hex(password ‖ user).
@@ -24,6 +35,16 @@ pub fn md5_secret(password: &str, user: &str) -> String {
 /// The wire answer to AuthenticationMD5Password(salt), from the secret.
 pub fn md5_response(secret_hex: &str, salt: &[u8]) -> String {
     format!("md5{}", md5_hex(&[secret_hex.as_bytes(), salt]))
+}
+
+/// Whether `got` is the right answer to AuthenticationMD5Password(salt)
+/// for the secret, compared in constant time. Nothing is allocated: this
+/// runs at every md5 login.
+pub fn md5_response_matches(secret_hex: &[u8], salt: &[u8], got: &[u8]) -> bool {
+    let mut want = [0u8; 35];
+    want[..3].copy_from_slice(b"md5");
+    want[3..].copy_from_slice(&md5_hex_bytes(&[secret_hex, salt]));
+    ct_eq(&want, got)
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -53,6 +74,29 @@ mod tests {
             md5_secret("1234", "admin"),
             "45f2603610af569b6155c45067268c6b"
         );
+    }
+
+    #[test]
+    fn md5_response_matches_only_the_right_answer() {
+        let secret = md5_secret("secret", "alice");
+        let salt = [1, 2, 3, 4];
+        let right = md5_response(&secret, &salt);
+        assert!(md5_response_matches(
+            secret.as_bytes(),
+            &salt,
+            right.as_bytes()
+        ));
+        assert!(!md5_response_matches(
+            secret.as_bytes(),
+            &[1, 2, 3, 5],
+            right.as_bytes()
+        ));
+        assert!(!md5_response_matches(
+            secret.as_bytes(),
+            &salt,
+            &right.as_bytes()[..34]
+        ));
+        assert!(!md5_response_matches(secret.as_bytes(), &salt, b""));
     }
 
     #[test]
