@@ -602,7 +602,7 @@ def connscale(b, n, every, secs):
     print(f"{'target':<9} | {'connect s':>9} | {'RSS idle':>9} | {'per client':>10} | "
           f"{'after xacts':>10} | {'tps':>6} | "
           f"{'p50 ms':>7} | {'p99 ms':>7} | {'p99.9 ms':>8} | {'max ms':>7} | errors")
-    for target in [t for t in b.args.targets.split(",") if t in ("tidepool", "pgbouncer")]:
+    for target in [t for t in b.args.targets.split(",") if t in ("tidepool", "tidepoolB", "pgbouncer")]:
         port, pid = b.targets[target]
         base = status_kb(pid, "VmRSS")
         gen = subprocess.Popen(
@@ -676,6 +676,27 @@ def merge(runs):
 
 def ratio(a, b):
     return f"{a / b:.2f}" if a and b else "-"
+
+
+def round_ratios(runs, key, a="tidepool", b="pgbouncer"):
+    """The ratio a/b of one figure in each round, in the order run. The
+    rounds interleave the targets, so a round's two runs shared the
+    machine's mood: the spread of these ratios is what a single ratio of
+    medians hides."""
+    out = []
+    for x, y in zip(runs.get(a, []), runs.get(b, [])):
+        if isinstance(x.get(key), (int, float)) and isinstance(y.get(key), (int, float)) and y[key]:
+            out.append(x[key] / y[key])
+    return out
+
+
+def spread(vals):
+    """'median (low-high), k of n above 1' for a list of ratios."""
+    if not vals:
+        return ""
+    s = sorted(vals)
+    above = sum(v > 1 for v in vals)
+    return f"{s[len(s) // 2]:.2f} ({s[0]:.2f}-{s[-1]:.2f}), {above} of {len(s)} above 1"
 
 
 def main():
@@ -792,10 +813,23 @@ def main():
                       f"{r['switches_per_xact']!s:>5} | {rss:>9} | "
                       f"{vs_d:>9} | {vs_b:>12}"
                       + (f" | {r['instr_per_xact']}" if a.callgrind else ""), flush=True)
+            if a.repeat > 1:
+                for other in ("pgbouncer", "tidepoolB"):
+                    if other == "tidepoolB" and "pgbouncer" in runs:
+                        continue
+                    tps_r = round_ratios(runs, "tps", b=other)
+                    cpu_r = round_ratios(runs, "cpu_us_per_xact", b=other)
+                    if tps_r:
+                        print(f"{'':>7}   rounds, tidepool / {other}: tps {spread(tps_r)}; "
+                              f"CPU/xact {spread(cpu_r)}", flush=True)
+                        got["tidepool"]["tps_ratio_rounds"] = " ".join(f"{v:.3f}" for v in tps_r)
+                        got["tidepool"]["cpu_ratio_rounds"] = " ".join(f"{v:.3f}" for v in cpu_r)
     finally:
         b.stop()
         if rows:
-            keys = list(rows[0].keys())
+            # Every key of every row, in first-seen order (the per-round
+            # ratios are only on tidepool's rows).
+            keys = list(dict.fromkeys(k for r in rows for k in r))
             if not a.connscale and "error" not in keys:
                 keys.append("error")
             with open(out, "w", newline="") as f:
