@@ -267,6 +267,46 @@ async fn pipelined_batch_with_an_error_matches_postgres_byte_for_byte() {
     assert_eq!(got, want, "tidepool changed the reply stream");
 }
 
+/// The welcome's ParameterStatus block is encoded once per pool and set of
+/// client settings and reused: each client must still see its own values,
+/// and the server's for what it did not set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_login_is_welcomed_with_its_own_settings() {
+    let p = tx_pooler("").await;
+    let value = |st: &[(String, String)], name: &str| {
+        st.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no ParameterStatus {name} in {st:?}"))
+    };
+    let logins: [&[(&str, &str)]; 5] = [
+        &[("application_name", "first")],
+        &[("application_name", "second"), ("DateStyle", "SQL, DMY")],
+        &[("application_name", "first")],
+        &[],
+        &[("application_name", "second"), ("DateStyle", "SQL, DMY")],
+    ];
+    let mut seen = Vec::new();
+    for extra in logins {
+        let (mut c, st) = Raw::login_with(p.port, MD5_USER, MD5_PASS, DB, extra).await;
+        seen.push((value(&st, "application_name"), value(&st, "DateStyle")));
+        // The statuses come from a real server: the session works too.
+        c.send(&fe::query("SELECT 1")).await;
+        assert!(c.replies().await.iter().any(|(t, _)| *t == b'D'));
+    }
+    let pair = |a: &str, d: &str| (a.to_string(), d.to_string());
+    assert_eq!(
+        seen,
+        vec![
+            pair("first", "ISO, MDY"),
+            pair("second", "SQL, DMY"),
+            pair("first", "ISO, MDY"),
+            pair("", "ISO, MDY"),
+            pair("second", "SQL, DMY"),
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_wait_timeout_with_the_only_server_in_a_transaction() {
     let p = Pooler::start(

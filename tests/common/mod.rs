@@ -524,19 +524,42 @@ pub struct Raw {
 impl Raw {
     /// Log in; returns once the first ReadyForQuery has been read.
     pub async fn login(port: u16, user: &str, password: &str, db: &str) -> Raw {
+        Raw::login_with(port, user, password, db, &[]).await.0
+    }
+
+    /// Log in with extra startup parameters; returns the connection and
+    /// the ParameterStatus (name, value) pairs of the welcome, in order.
+    pub async fn login_with(
+        port: u16,
+        user: &str,
+        password: &str,
+        db: &str,
+        extra: &[(&str, &str)],
+    ) -> (Raw, Vec<(String, String)>) {
         use tokio::io::AsyncWriteExt;
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
         let mut body = 196608u32.to_be_bytes().to_vec();
-        body.extend_from_slice(format!("user\0{user}\0database\0{db}\0\0").as_bytes());
+        body.extend_from_slice(format!("user\0{user}\0database\0{db}\0").as_bytes());
+        for (k, v) in extra {
+            body.extend_from_slice(format!("{k}\0{v}\0").as_bytes());
+        }
+        body.push(0);
         let mut m = ((body.len() + 4) as u32).to_be_bytes().to_vec();
         m.extend_from_slice(&body);
         s.write_all(&m).await.unwrap();
         let mut raw = Raw { s };
+        let mut statuses = Vec::new();
         loop {
             let (tag, body) = raw.read().await;
             match tag {
+                b'S' => {
+                    let mut parts = body.split(|&b| b == 0);
+                    let name = String::from_utf8_lossy(parts.next().unwrap_or_default());
+                    let value = String::from_utf8_lossy(parts.next().unwrap_or_default());
+                    statuses.push((name.into_owned(), value.into_owned()));
+                }
                 b'R' if body[..4] == [0, 0, 0, 5] => {
                     let secret = tidepool::auth::md5_secret(password, user);
                     let resp = tidepool::auth::md5_response(&secret, &body[4..8]);
@@ -551,7 +574,7 @@ impl Raw {
                     "login failed: {:?}",
                     tidepool::protocol::ErrorFields::parse(&body)
                 ),
-                b'Z' => return raw,
+                b'Z' => return (raw, statuses),
                 _ => {}
             }
         }
