@@ -416,6 +416,7 @@ async fn login(
         stmts: Default::default(),
         responses: Default::default(),
         skip_to_sync: false,
+        rewrites: None,
         listed,
         _guards: [guard, db_guard, user_guard],
     };

@@ -254,6 +254,9 @@ pub(crate) struct Session {
     /// We answered a message with an error ourselves: like the server after
     /// an error, drop what the client sends until its Sync.
     pub skip_to_sync: bool,
+    /// Scratch space for rewriting client messages (tracking only): made
+    /// at the first rewrite, dropped by a lean idle client.
+    pub rewrites: Option<Box<Rewrites>>,
     /// Counted in max_client_conn, and per database and user; held, not read.
     pub _guards: [crate::ClientGuard; 3],
 }
@@ -300,6 +303,37 @@ const KEEP_BUFFER_MAX: usize = 4096;
 /// Up to this many bytes of rewritten client messages are copied into one
 /// write; beyond (a large COPY or Bind), the pieces are written as they are.
 const COALESCE_MAX: usize = 64 * 1024;
+
+/// One piece of what goes to the server after prepared-statement tracking:
+/// a range of the client's read buffer, or a message of ours.
+enum Seg {
+    Range(usize, usize),
+    Own(Bytes),
+}
+
+/// Scratch lists for rewriting client messages, kept by the session from
+/// one write to the next: made afresh, they were four allocations per
+/// transaction with `-M prepared`.
+#[derive(Default)]
+pub struct Rewrites {
+    segs: Vec<Seg>,
+    /// Messages of ours standing for the client message being handled.
+    own: Vec<Bytes>,
+    /// One write's bytes when they are coalesced.
+    out: Vec<u8>,
+}
+
+impl Rewrites {
+    /// Empty, keeping the capacity of a small write only.
+    fn clear(&mut self) {
+        self.segs.clear();
+        self.own.clear();
+        self.out.clear();
+        if self.out.capacity() > KEEP_BUFFER_MAX {
+            self.out = Vec::new();
+        }
+    }
+}
 
 /// A query that just got its ReadyForQuery: how long it took, and the
 /// transaction it ended, if any.
@@ -587,6 +621,7 @@ impl Session {
                     if self.shared.lean_idle() {
                         // Nor the link's queues: an idle client holds none.
                         self.state = LinkState::default();
+                        self.rewrites = None;
                         self.responses = prepared::Responses::default();
                         return Ok(Active::Idle);
                     }
@@ -898,15 +933,19 @@ impl Session {
     /// skipped or preceded by an injected Parse; everything else is
     /// forwarded as slices of the read buffer, as on the plain path.
     async fn forward_client_tracked(&mut self, conn: &mut Conn) -> Result<ClientEnd, Error> {
-        enum Seg {
-            Range(usize, usize),
-            Own(Bytes),
-        }
         let cap = self.cfg.settings.max_prepared_statements as usize;
         let Some(server) = self.server.as_mut() else {
             return Ok(ClientEnd::Open);
         };
-        let mut segs: Vec<Seg> = Vec::new();
+        // The session's scratch lists, taken when something is rewritten
+        // and given back below (an error ends the session, which then has
+        // no use for them). Plain traffic never touches them.
+        let mut rw: Option<Box<Rewrites>> = None;
+        macro_rules! rw {
+            () => {
+                rw.get_or_insert_with(|| self.rewrites.take().unwrap_or_default())
+            };
+        }
         let mut run_start = 0;
         let mut pos = 0;
         let mut end = ClientEnd::Open;
@@ -928,7 +967,7 @@ impl Session {
                         // Its head is replaced (or dropped): what came
                         // before it goes as it was.
                         if pos > run_start {
-                            segs.push(Seg::Range(run_start, pos));
+                            rw!().segs.push(Seg::Range(run_start, pos));
                         }
                         run_start = pos + head;
                         if self.skip_to_sync {
@@ -938,22 +977,23 @@ impl Session {
                             self.stats.add(C::Binds, 1);
                             match stmt {
                                 Some(stmt) => {
-                                    let mut own = Vec::new();
+                                    let r = rw!();
                                     if use_on(
                                         server,
                                         &stmt,
                                         cap,
-                                        &mut own,
+                                        &mut r.own,
                                         &mut self.responses,
                                         &self.stats,
                                         &mut self.skip_to_sync,
                                     ) {
-                                        own.push(prepared::build_bind_head(
+                                        r.own.push(prepared::build_bind_head(
                                             &portal,
                                             &stmt.name,
                                             total - head,
                                         ));
-                                        for b in own {
+                                        let Rewrites { segs, own, .. } = &mut **r;
+                                        for b in own.drain(..) {
                                             self.state.client_message(b[0]);
                                             segs.push(Seg::Own(b));
                                         }
@@ -992,7 +1032,7 @@ impl Session {
                 };
                 if let Some(n) = drop_len {
                     if pos > run_start {
-                        segs.push(Seg::Range(run_start, pos));
+                        rw!().segs.push(Seg::Range(run_start, pos));
                     }
                     pos += n;
                     run_start = pos;
@@ -1023,7 +1063,6 @@ impl Session {
                 Step::Whole { tag, len } => {
                     self.times.message_in(self.state.busy());
                     let body = &conn.rbuf[pos + 5..pos + len];
-                    let mut own: Vec<Bytes> = Vec::new();
                     let mut keep = false;
                     match tag {
                         b'P' => match prepared::split_parse(body) {
@@ -1031,7 +1070,13 @@ impl Session {
                                 let stmt = self.shared.prepared.intern(rest);
                                 self.stats.add(C::ClientParses, 1);
                                 self.stmts.insert(name.to_vec(), stmt.clone());
-                                if prepare_on(server, &stmt, cap, &mut own, &mut self.responses) {
+                                if prepare_on(
+                                    server,
+                                    &stmt,
+                                    cap,
+                                    &mut rw!().own,
+                                    &mut self.responses,
+                                ) {
                                     self.responses.forward(Kind::Parse(Some(stmt.id)));
                                     self.stats.add(C::ServerParses, 1);
                                 } else {
@@ -1048,22 +1093,23 @@ impl Session {
                             let known =
                                 prepared::split_bind(body).and_then(|(portal, name, rest)| {
                                     let stmt = self.stmts.get(name)?.clone();
-                                    Some((portal.to_vec(), stmt, rest.to_vec()))
+                                    Some((portal, stmt, rest))
                                 });
                             let mut bound = None;
                             match known {
                                 Some((portal, stmt, rest)) => {
+                                    let r = rw!();
                                     if use_on(
                                         server,
                                         &stmt,
                                         cap,
-                                        &mut own,
+                                        &mut r.own,
                                         &mut self.responses,
                                         &self.stats,
                                         &mut self.skip_to_sync,
                                     ) {
                                         bound = Some(stmt.id);
-                                        own.push(prepared::build_bind(&portal, &stmt.name, &rest));
+                                        r.own.push(prepared::build_bind(portal, &stmt.name, rest));
                                     }
                                 }
                                 None => keep = true,
@@ -1077,17 +1123,18 @@ impl Session {
                                 let mut described = None;
                                 match self.stmts.get(name).cloned() {
                                     Some(stmt) => {
+                                        let r = rw!();
                                         if use_on(
                                             server,
                                             &stmt,
                                             cap,
-                                            &mut own,
+                                            &mut r.own,
                                             &mut self.responses,
                                             &self.stats,
                                             &mut self.skip_to_sync,
                                         ) {
                                             described = Some(stmt.id);
-                                            own.push(prepared::build_target(
+                                            r.own.push(prepared::build_target(
                                                 b'D', b'S', &stmt.name,
                                             ));
                                         }
@@ -1119,10 +1166,11 @@ impl Session {
                     if keep {
                         self.state.client_message(tag);
                     } else {
+                        let Rewrites { segs, own, .. } = &mut **rw!();
                         if pos > run_start {
                             segs.push(Seg::Range(run_start, pos));
                         }
-                        for b in own {
+                        for b in own.drain(..) {
                             self.state.client_message(b[0]);
                             segs.push(Seg::Own(b));
                         }
@@ -1142,8 +1190,12 @@ impl Session {
         if pos > 0 {
             self.stats.add(C::Received, pos as u64);
             // Written from the read buffer, then consumed, as on the plain
-            // path; with nothing rewritten `segs` stays empty (no
-            // allocation) and this is one write.
+            // path; with nothing rewritten `segs` is empty and this is one
+            // write.
+            let (segs, out): (&[Seg], _) = match rw.as_deref_mut() {
+                Some(Rewrites { segs, out, .. }) => (segs, Some(out)),
+                None => (&[], None),
+            };
             let tail = Seg::Range(run_start, pos);
             let rbuf = &conn.rbuf;
             let parts = || {
@@ -1161,21 +1213,30 @@ impl Session {
             } else {
                 parts().map(<[u8]>::len).sum()
             };
-            if segs.is_empty() || total > COALESCE_MAX {
-                for bytes in parts() {
-                    server.stream.send_all(bytes).await.map_err(gone)?;
+            match out {
+                Some(out) if !segs.is_empty() && total <= COALESCE_MAX => {
+                    // Rewritten messages and what surrounds them in one
+                    // write: one TCP segment and one wake-up of the server,
+                    // not one per piece (a Bind renamed between an Execute
+                    // and a Sync).
+                    out.clear();
+                    out.reserve(total);
+                    for bytes in parts() {
+                        out.extend_from_slice(bytes);
+                    }
+                    server.stream.send_all(out).await.map_err(gone)?;
                 }
-            } else {
-                // Rewritten messages and what surrounds them in one write:
-                // one TCP segment and one wake-up of the server, not one
-                // per piece (a Bind renamed between an Execute and a Sync).
-                let mut out = Vec::with_capacity(total);
-                for bytes in parts() {
-                    out.extend_from_slice(bytes);
+                _ => {
+                    for bytes in parts() {
+                        server.stream.send_all(bytes).await.map_err(gone)?;
+                    }
                 }
-                server.stream.send_all(&out).await.map_err(gone)?;
             }
             conn.rbuf.advance(pos);
+        }
+        if let Some(mut r) = rw {
+            r.clear();
+            self.rewrites = Some(r);
         }
         if let ClientEnd::Terminate = end {
             conn.rbuf.clear();
