@@ -2,12 +2,12 @@
 //! naming it is forwarded to the server the client is linked to, with that
 //! server's own pid and key.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, BytesMut};
 use rand::Rng;
+use rustc_hash::FxHashMap;
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::ct_eq;
@@ -44,7 +44,9 @@ struct Entry {
 /// Every client's cancel key.
 #[derive(Default)]
 pub struct Registry {
-    map: Mutex<HashMap<i32, Entry>>,
+    /// Keyed by the pids we draw at random (FxHash: a client only looks
+    /// keys up, it cannot choose what goes in).
+    map: Mutex<FxHashMap<i32, Entry>>,
 }
 
 /// Removes the client's key when the client goes.
@@ -68,7 +70,7 @@ impl Registration {
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<i32, Entry>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -10,6 +10,8 @@
 //! swallowed in order, by the [`Responses`] queue.
 
 use std::collections::{HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -100,7 +102,9 @@ impl Cache {
 /// when the server is over its cap.
 #[derive(Debug, Default)]
 pub struct ServerStmts {
-    stmts: HashMap<u64, (Arc<Stmt>, u64)>,
+    /// Keyed by our own statement ids: a multiply (FxHash), not SipHash,
+    /// on every Bind.
+    stmts: FxHashMap<u64, (Arc<Stmt>, u64)>,
     tick: u64,
 }
 

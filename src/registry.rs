@@ -2,10 +2,11 @@
 //! KILL. Entries hold what was known at connect time plus a few atomics the
 //! session updates at link and release (no lock on the hot path).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
+
+use rustc_hash::FxHashMap;
 
 /// Connection states, PgBouncer's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,7 +238,8 @@ impl Entry {
     }
 }
 
-type Map = Mutex<HashMap<u64, Arc<Entry>>>;
+/// Keyed by our own ids (FxHash: no SipHash per login and logout).
+type Map = Mutex<FxHashMap<u64, Arc<Entry>>>;
 
 /// All clients and all servers.
 #[derive(Default)]
