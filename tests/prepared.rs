@@ -92,8 +92,8 @@ async fn errors_in_a_pipeline_and_close_and_discard() {
 /// holds the statement, for that server's error to retire it. With more,
 /// a server opened for a client that was then served by a released one
 /// sits idle without the statement, and a use reaching it prepares the
-/// statement afresh in the new shape (see docs/architecture.md,
-/// "Prepared statements"). Servers opened after the retirement still
+/// statement afresh in the new shape (see docs/prepared-statements.md,
+/// "Limits"). Servers opened after the retirement still
 /// lack the old statement, which is what `answered_here` counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alter_table_changing_a_result_type_recovers() {
