@@ -34,11 +34,62 @@ pub struct PoolKey {
 
 /// A count shared by the pools of one database or one user
 /// (`max_db_connections`, `max_user_connections`).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Counter {
     pub count: AtomicU32,
     /// Woken whenever `count` drops, for waiters blocked by the limit.
     pub freed: Notify,
+    /// The pools counted here, for evicting an idle server of one of them
+    /// when another pool of the same database or user is at the limit.
+    pools: Mutex<Vec<Weak<Pool>>>,
+    /// Clients waiting because this limit is reached: a server going idle
+    /// in any pool counted here wakes them (it can be evicted for them).
+    limited: AtomicU32,
+}
+
+/// Counts a waiter on its counters' `limited` while it lives.
+struct LimitedWait<'a>(&'a Counter, &'a Counter);
+
+impl<'a> LimitedWait<'a> {
+    fn new(db: &'a Counter, user: &'a Counter) -> Self {
+        db.limited.fetch_add(1, Ordering::AcqRel);
+        user.limited.fetch_add(1, Ordering::AcqRel);
+        LimitedWait(db, user)
+    }
+}
+
+impl Drop for LimitedWait<'_> {
+    fn drop(&mut self) {
+        self.0.limited.fetch_sub(1, Ordering::AcqRel);
+        self.1.limited.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Counter {
+    fn add_pool(&self, p: &Arc<Pool>) {
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        pools.retain(|w| w.strong_count() > 0);
+        pools.push(Arc::downgrade(p));
+    }
+
+    /// Close the idle server used least recently among this counter's
+    /// pools, as PgBouncer does when a database or user is at its limit:
+    /// an idle server of one pool must not starve a waiting client of
+    /// another. True if one was closed (and the count will drop).
+    fn evict_idle(&self) -> bool {
+        let pools: Vec<Arc<Pool>> = {
+            let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+            pools.iter().filter_map(Weak::upgrade).collect()
+        };
+        let oldest = pools
+            .iter()
+            .filter_map(|p| p.oldest_idle().map(|t| (t, p)))
+            .min_by_key(|(t, _)| *t);
+        match oldest {
+            Some((_, p)) => p.close_oldest_idle(),
+            None => false,
+        }
+    }
 }
 
 /// What a waiter is handed.
@@ -169,6 +220,11 @@ pub struct Pool {
     inner: Mutex<Inner>,
     db_count: Arc<Counter>,
     user_count: Arc<Counter>,
+    /// Taken to reserve under a database or user limit: both counts are
+    /// checked and raised together, so a reservation is never taken and
+    /// then rolled back (a rollback would wake waiters for nothing, and a
+    /// waiter woken for nothing tried again at once: a busy loop).
+    limit_lock: Arc<Mutex<()>>,
     /// SCRAM keys recovered from a client's proof, for logging into servers
     /// when auth_file holds only a SCRAM secret.
     scram_keys: Mutex<Option<ClientCreds>>,
@@ -239,6 +295,7 @@ impl Pool {
         key: PoolKey,
         db_count: Arc<Counter>,
         user_count: Arc<Counter>,
+        limit_lock: Arc<Mutex<()>>,
         timers: Timers,
     ) -> Arc<Pool> {
         Arc::new_cyclic(|me| Pool {
@@ -248,6 +305,7 @@ impl Pool {
             inner: Mutex::new(Inner::default()),
             db_count,
             user_count,
+            limit_lock,
             scram_keys: Mutex::new(None),
             template: Mutex::new(None),
             clients: AtomicU32::new(0),
@@ -291,11 +349,19 @@ impl Pool {
             if limits.max_user > 0 {
                 user_freed.as_mut().enable();
             }
-            let (rx, limited) = match self.attempt(&limits, use_reserve, &mut since)? {
+            let (mut rx, limited) = match self.attempt(&limits, use_reserve, &mut since)? {
                 Attempt::Server(s) => return Ok(Grant::Server(s)),
                 Attempt::Connect(slot) => return Ok(Grant::Slot(slot)),
                 Attempt::Wait(rx, limited) => (rx, limited),
             };
+            let _limited_wait = limited.then(|| LimitedWait::new(&self.db_count, &self.user_count));
+            if limited {
+                // An idle server of another pool of this database or user
+                // holds the count we need: close it (the count then drops
+                // and wakes us).
+                let _ = (limits.max_db > 0 && self.db_count.evict_idle())
+                    || (limits.max_user > 0 && self.user_count.evict_idle());
+            }
             let reserve = limits.reserve_size > 0 && !use_reserve;
             // A timer only when a reserve pool may open to this waiter.
             let reserve_at = async {
@@ -306,7 +372,7 @@ impl Pool {
             };
             tokio::select! {
                 biased;
-                g = rx => match g {
+                g = &mut rx => match g {
                     Ok(Handed::Grant(g)) => return Ok(g),
                     Ok(Handed::Expired) => {
                         return Err(Error::Timeout(
@@ -320,10 +386,21 @@ impl Pool {
                 _ = reserve_at, if reserve => {
                     // Waited long enough: the reserve pool opens to us.
                     use_reserve = true;
-                    continue;
                 }
-                _ = &mut db_freed, if limited => continue,
-                _ = &mut user_freed, if limited => continue,
+                _ = &mut db_freed, if limited => {}
+                _ = &mut user_freed, if limited => {}
+            }
+            // Leaving the queue to try again: whatever was handed to us in
+            // the meantime is ours, not lost with the receiver.
+            rx.close();
+            match rx.try_recv() {
+                Ok(Handed::Grant(g)) => return Ok(g),
+                Ok(Handed::Expired) => {
+                    return Err(Error::Timeout(
+                        "query_wait_timeout: no server connection became available in time".into(),
+                    ))
+                }
+                Err(_) => {}
             }
         }
     }
@@ -346,16 +423,15 @@ impl Pool {
                     return Err(f.to_error());
                 }
             }
-            let db_ok = reserve(&self.db_count, limits.max_db);
-            let user_ok = db_ok && reserve(&self.user_count, limits.max_user);
-            if db_ok && user_ok {
+            if self.reserve_counts(limits) {
                 inner.total += 1;
                 return Ok(Attempt::Connect(self.slot()));
             }
-            if db_ok {
-                release(&self.db_count);
-            }
             limited = true;
+        }
+        if since.is_some() {
+            // A waiter back in the queue left a closed entry behind.
+            inner.waiters.retain(|w| !w.tx.is_closed());
         }
         let (tx, rx) = oneshot::channel();
         // A waiter back in the queue (woken by a freed count or the
@@ -367,6 +443,47 @@ impl Pool {
             tx,
         });
         Ok(Attempt::Wait(rx, limited))
+    }
+
+    /// Count one more server against the database and user limits, if both
+    /// have room; all or nothing.
+    fn reserve_counts(&self, limits: &Limits) -> bool {
+        if limits.max_db == 0 && limits.max_user == 0 {
+            self.db_count.count.fetch_add(1, Ordering::AcqRel);
+            self.user_count.count.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        // Counts only drop outside this lock, so what is checked here
+        // still holds when both are raised.
+        let _held = self.limit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let room = |c: &Counter, max: u32| max == 0 || c.count.load(Ordering::Acquire) < max;
+        if !room(&self.db_count, limits.max_db) || !room(&self.user_count, limits.max_user) {
+            return false;
+        }
+        self.db_count.count.fetch_add(1, Ordering::AcqRel);
+        self.user_count.count.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// When the least recently used idle server was last used.
+    fn oldest_idle(&self) -> Option<Instant> {
+        self.lock().idle.iter().map(|s| s.last_used).min()
+    }
+
+    /// Close the least recently used idle server; true if there was one.
+    fn close_oldest_idle(&self) -> bool {
+        let server = {
+            let mut inner = self.lock();
+            let i = inner
+                .idle
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(i, _)| i);
+            i.and_then(|i| inner.idle.remove(i))
+        };
+        // Dropped with the lock let go: it frees its slot.
+        server.is_some()
     }
 
     /// An idle server right now, or none; no waiting, no slot. The common
@@ -410,11 +527,7 @@ impl Pool {
         {
             return None;
         }
-        if !reserve(&self.db_count, limits.max_db) {
-            return None;
-        }
-        if !reserve(&self.user_count, limits.max_user) {
-            release(&self.db_count);
+        if !self.reserve_counts(limits) {
             return None;
         }
         inner.total += 1;
@@ -443,7 +556,18 @@ impl Pool {
     }
 
     /// Give a clean server back: to the first waiter, or to the idle list.
+    /// A server with a cancel still on its way is held back until the
+    /// cancel has landed, so it cannot cancel the next client's query.
     pub fn checkin(&self, server: Box<ServerConn>) {
+        if server.cancels.busy() {
+            if let Some(me) = self.me.upgrade() {
+                tokio::spawn(async move {
+                    server.cancels.clone().idle().await;
+                    me.hand_over(Grant::Server(server));
+                });
+                return;
+            }
+        }
         self.hand_over(Grant::Server(server));
     }
 
@@ -455,7 +579,17 @@ impl Pool {
                     Some(w) => w.tx,
                     None => {
                         match grant {
-                            Grant::Server(s) => inner.idle.push_back(s),
+                            Grant::Server(s) => {
+                                inner.idle.push_back(s);
+                                drop(inner);
+                                // A client of another pool waiting for this
+                                // database's or user's limit can have it.
+                                for c in [&self.db_count, &self.user_count] {
+                                    if c.limited.load(Ordering::Acquire) > 0 {
+                                        c.freed.notify_waiters();
+                                    }
+                                }
+                            }
                             Grant::Slot(slot) => {
                                 // Nobody wants it: give the capacity back
                                 // here, with the lock held, not in its Drop.
@@ -698,18 +832,6 @@ impl Pool {
     }
 }
 
-fn reserve(c: &Counter, max: u32) -> bool {
-    if max == 0 {
-        c.count.fetch_add(1, Ordering::AcqRel);
-        return true;
-    }
-    c.count
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < max).then_some(n + 1)
-        })
-        .is_ok()
-}
-
 fn release(c: &Counter) {
     let _ = c
         .count
@@ -723,6 +845,8 @@ pub struct Pools {
     map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     db_counts: Mutex<HashMap<String, Arc<Counter>>>,
     user_counts: Mutex<HashMap<String, Arc<Counter>>>,
+    /// See [`Pool::limit_lock`].
+    limit_lock: Arc<Mutex<()>>,
     timers: Timers,
 }
 
@@ -747,12 +871,19 @@ impl Pools {
         if let Some(p) = map.get(key) {
             return p.clone();
         }
-        let p = Pool::new(
-            key.clone(),
+        let (db_count, user_count) = (
             counter(&self.db_counts, &key.db),
             counter(&self.user_counts, &key.user),
+        );
+        let p = Pool::new(
+            key.clone(),
+            db_count.clone(),
+            user_count.clone(),
+            self.limit_lock.clone(),
             self.timers.clone(),
         );
+        db_count.add_pool(&p);
+        user_count.add_pool(&p);
         map.insert(key.clone(), p.clone());
         p
     }

@@ -8,11 +8,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tidepool");
 
 #[test]
 fn check_names_each_problem() {
@@ -93,60 +91,6 @@ fn version_and_shipped_configs() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-}
-
-/// A TOML config for the binary on `port` in front of the test PostgreSQL,
-/// with `extra` in `[pooler]`.
-fn binary_config(port: u16, extra: &str) -> String {
-    format!(
-        "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nunix_socket_dir = \"\"\nmetrics_addr = \"\"\n\
-         auth_file = \"users.txt\"\nadmin_users = \"{MD5_USER}\"\n{extra}\n\
-         [databases]\n{DB} = \"host=127.0.0.1 port={} dbname={DB}\"\n",
-        pg().port
-    )
-}
-
-/// Start the tidepool binary with `binary_config(port, extra)` on a free
-/// port and wait until it accepts: (process, port, folder, config path).
-async fn start_binary(extra: &str) -> (Running, u16, tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    std::fs::write(
-        dir.path().join("users.txt"),
-        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
-    )
-    .unwrap();
-    let path = dir.path().join("t.toml");
-    std::fs::write(&path, binary_config(port, extra)).unwrap();
-    let child = Running(
-        Command::new(BIN)
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(accepts(port).await, "tidepool did not start");
-    (child, port, dir, path)
-}
-
-/// Kills the child when the test ends, pass or fail.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn accepts(port: u16) -> bool {
-    wait_until(30, || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-    })
-    .await
 }
 
 /// Start a pooler, wait until it accepts, and check psql gets through it.

@@ -768,3 +768,116 @@ impl Pooler {
             .unwrap()
     }
 }
+
+/// The tidepool binary of this build.
+pub const BIN: &str = env!("CARGO_BIN_EXE_tidepool");
+
+/// A TOML config for the binary on `port` in front of the test PostgreSQL,
+/// with `extra` in `[pooler]`.
+pub fn binary_config(port: u16, extra: &str) -> String {
+    binary_config_with(port, extra, "")
+}
+
+/// As [`binary_config`], with `after` appended after `[databases]` (more
+/// databases, or `[users.x]` tables).
+pub fn binary_config_with(port: u16, extra: &str, after: &str) -> String {
+    format!(
+        "[pooler]\nlisten_addr = \"127.0.0.1\"\nlisten_port = {port}\nunix_socket_dir = \"\"\nmetrics_addr = \"\"\n\
+         auth_file = \"users.txt\"\nadmin_users = \"{MD5_USER}\"\n{extra}\n\
+         [databases]\n{DB} = \"host=127.0.0.1 port={} dbname={DB}\"\n{after}\n",
+        pg().port
+    )
+}
+
+/// Start the tidepool binary with `binary_config(port, extra)` on a free
+/// port and wait until it accepts: (process, port, folder, config path).
+pub async fn start_binary(extra: &str) -> (Running, u16, tempfile::TempDir, PathBuf) {
+    let b = Binary::start(extra, "", None).await;
+    (b.child, b.port, b.dir, b.path)
+}
+
+/// A tidepool binary running for one test.
+pub struct Binary {
+    pub child: Running,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl Binary {
+    /// Start with `binary_config_with(port, extra, after)`, MD5_USER and
+    /// ISO_USER in its users.txt, and, given `max_memory`, that cap on its
+    /// address space (prlimit --as): the process fails to allocate past it.
+    pub async fn start(extra: &str, after: &str, max_memory: Option<u64>) -> Binary {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("users.txt"),
+            format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n\"{ISO_USER}\" \"{ISO_PASS}\"\n"),
+        )
+        .unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, binary_config_with(port, extra, after)).unwrap();
+        let mut cmd = match max_memory {
+            Some(bytes) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--as={bytes}")).arg("--").arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = Running(
+            cmd.arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        assert!(accepts(port).await, "tidepool did not start");
+        Binary {
+            child,
+            port,
+            dir,
+            path,
+        }
+    }
+
+    /// Its resident memory now, in bytes (0 once it has exited).
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.0.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    }
+
+    pub fn conninfo(&self, user: &str, password: &str, db: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={db}",
+            self.port
+        )
+    }
+}
+
+/// Kills the child when the test ends, pass or fail.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// True once something accepts TCP connections on `port` (30 s at most).
+pub async fn accepts(port: u16) -> bool {
+    wait_until(30, || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await
+}
