@@ -1,9 +1,21 @@
 //! Cancel requests: each client gets its own (pid, key); a CancelRequest
 //! naming it is forwarded to the server the client is linked to, with that
 //! server's own pid and key.
+//!
+//! A cancel must reach only the query of the client whose key it carries.
+//! Two rules make sure of it:
+//! - the target is looked up and counted on the server's [`Gate`] under the
+//!   client's link lock, and a session clears its link under that lock
+//!   before it gives the server back: a cancel either counted itself on the
+//!   server before the release or finds the client unlinked;
+//! - the pool hands no server on while its gate counts a cancel (see
+//!   `Pool::checkin`), so a cancel still travelling cannot land on the next
+//!   client's query.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 use bytes::{BufMut, BytesMut};
 use rand::Rng;
@@ -13,13 +25,63 @@ use tokio::io::AsyncWriteExt;
 use crate::auth::ct_eq;
 use crate::server::{ServerAddr, ServerConn};
 
+/// Cancel requests still being delivered to one server.
+#[derive(Debug, Default)]
+pub struct Gate {
+    in_flight: AtomicUsize,
+    /// Woken when the count drops to zero.
+    done: Notify,
+}
+
+impl Gate {
+    /// True while a cancel may still reach this server.
+    pub fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0
+    }
+
+    /// Wait until no cancel is on its way to this server.
+    pub async fn idle(&self) {
+        loop {
+            let done = self.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if !self.busy() {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    fn enter(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+}
+
+/// One cancel counted on a server's [`Gate`] until dropped.
+pub struct InFlight(Arc<Gate>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.done.notify_waiters();
+        }
+    }
+}
+
 /// Where a cancel for a client must go right now.
 #[derive(Clone)]
 pub struct Target {
     pub addr: Arc<ServerAddr>,
     pub pid: i32,
     pub key: i32,
-    pub in_flight: Arc<AtomicUsize>,
+    pub gate: Arc<Gate>,
+}
+
+/// A cancel on its way: its target, counted on the target's gate.
+pub struct Pending {
+    pub target: Target,
+    _in_flight: InFlight,
 }
 
 impl Target {
@@ -28,7 +90,7 @@ impl Target {
             addr: s.addr.clone(),
             pid: s.backend_pid,
             key: s.backend_key,
-            in_flight: s.cancels.clone(),
+            gate: s.cancels.clone(),
         }
     }
 }
@@ -102,22 +164,31 @@ impl Registry {
     }
 
     /// The target for a CancelRequest, if the key matches and the client is
-    /// linked.
-    pub fn lookup(&self, pid: i32, key: &[u8]) -> Option<Target> {
-        let map = self.lock();
-        let e = map.get(&pid)?;
-        if !ct_eq(&e.key.to_be_bytes(), key) {
-            return None;
-        }
-        let t = e.link.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        t
+    /// linked, counted on the server's gate while the link is held: the
+    /// session cannot give the server back in between.
+    pub fn lookup(&self, pid: i32, key: &[u8]) -> Option<Pending> {
+        let link = {
+            let map = self.lock();
+            let e = map.get(&pid)?;
+            if !ct_eq(&e.key.to_be_bytes(), key) {
+                return None;
+            }
+            e.link.clone()
+        };
+        let link = link.lock().unwrap_or_else(|p| p.into_inner());
+        let target = link.as_ref()?.clone();
+        let in_flight = target.gate.enter();
+        Some(Pending {
+            target,
+            _in_flight: in_flight,
+        })
     }
 }
 
 /// Deliver a cancel to a server. The server stays out of the pool (its
-/// `in_flight` count) until this has finished.
-pub async fn forward(t: Target, timers: &crate::threads::Timers) {
-    t.in_flight.fetch_add(1, Ordering::AcqRel);
+/// gate counts this cancel) until this has finished.
+pub async fn forward(p: Pending, timers: &crate::threads::Timers) {
+    let t = &p.target;
     let res = async {
         let mut s = t.addr.connect().await?;
         let mut b = BytesMut::with_capacity(16);
@@ -139,7 +210,7 @@ pub async fn forward(t: Target, timers: &crate::threads::Timers) {
     {
         tracing::warn!(server = %t.addr, "cancel request not delivered: {e}");
     }
-    t.in_flight.fetch_sub(1, Ordering::AcqRel);
+    drop(p);
 }
 
 #[cfg(test)]
@@ -157,9 +228,14 @@ mod tests {
             }),
             pid: 42,
             key: 7,
-            in_flight: Arc::default(),
+            gate: Arc::default(),
         }));
-        assert_eq!(r.lookup(reg.pid, &reg.key.to_be_bytes()).unwrap().pid, 42);
+        let p = r.lookup(reg.pid, &reg.key.to_be_bytes()).unwrap();
+        assert_eq!(p.target.pid, 42);
+        assert!(p.target.gate.busy(), "a looked-up cancel is counted");
+        let gate = p.target.gate.clone();
+        drop(p);
+        assert!(!gate.busy());
         assert!(r
             .lookup(reg.pid, &reg.key.wrapping_add(1).to_be_bytes())
             .is_none());

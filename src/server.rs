@@ -1,6 +1,5 @@
 //! Server connections: connect, log in, keep parameters in step, reset.
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,7 +102,7 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// Cancel requests still being delivered to this server: it must not go
     /// back to the pool while a cancel may still hit its next client.
-    pub cancels: Arc<AtomicUsize>,
+    pub cancels: Arc<crate::cancel::Gate>,
     /// Its share of the pool's capacity; freed when this is dropped.
     pub slot: Slot,
     /// Set once a lifetime / config change asks for it to be closed.
@@ -329,7 +328,7 @@ impl ServerConn {
             addr: addr.clone(),
             created: now,
             last_used: now,
-            cancels: Arc::new(AtomicUsize::new(0)),
+            cancels: Arc::default(),
             slot,
             close_needed: false,
             generation: 0,
@@ -355,10 +354,7 @@ impl ServerConn {
     /// unexpected waiting to be read (an idle server that sends something is
     /// dying or was terminated), no cancel in flight.
     pub fn usable(&self) -> bool {
-        if self.close_needed
-            || !self.rbuf.is_empty()
-            || self.cancels.load(std::sync::atomic::Ordering::Acquire) > 0
-        {
+        if self.close_needed || !self.rbuf.is_empty() || self.cancels.busy() {
             return false;
         }
         let mut probe = [0u8; 1];
@@ -450,10 +446,27 @@ impl ServerConn {
                 names.push((name.to_string(), mine));
             }
         }
+        // A setting applied for an earlier client that this client and
+        // the pool leave unset (one the server does not report): back to
+        // the server's default, so it cannot follow the server to others.
+        let stale: Vec<String> = self
+            .applied
+            .iter()
+            .filter(|(n, _)| wanted.get(n).is_none() && defaults.get(n).is_none())
+            .map(|(n, _)| n.to_string())
+            .collect();
+        for name in &stale {
+            sql.extend_from_slice(b"RESET ");
+            sql.extend_from_slice(protocol::quote_ident(&name.to_ascii_lowercase()).as_bytes());
+            sql.extend_from_slice(b";");
+        }
         if sql.is_empty() {
             return Ok(None);
         }
         self.run_quiet(&sql, max_len).await?;
+        for name in &stale {
+            self.applied.remove(name);
+        }
         let mut respelled: Option<Params> = None;
         for (name, mine) in names {
             match self.params.get(&name) {

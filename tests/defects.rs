@@ -175,3 +175,62 @@ async fn a_client_behind_max_db_connections_gets_another_pools_idle_server() {
     let peak = watch.peak();
     assert!(peak < RSS_LIMIT, "peak RSS {peak} bytes");
 }
+
+/// A database entry of one server for `Pooler::start`'s extras.
+fn one_server_db(name: &str) -> String {
+    format!(
+        "{name} = \"host=127.0.0.1 port={} dbname={DB} pool_size=1\"\n",
+        pg().port
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_only_its_own_clients_query() {
+    let p = Pooler::start(
+        "pool_mode = \"statement\"\nquery_wait_timeout = 30",
+        &one_server_db("one"),
+    )
+    .await;
+    for round in 0..20 {
+        let c1 = p.connect(MD5_USER, MD5_PASS, "one").await;
+        let c2 = p.connect(MD5_USER, MD5_PASS, "one").await;
+        let token = c1.cancel_token();
+        let q1 = format!("select pg_sleep(5), {round}");
+        let first = {
+            let q1 = q1.clone();
+            tokio::spawn(async move { c1.simple_query(&q1).await.map(|_| ()) })
+        };
+        assert!(until_running(&q1).await, "client 1's query runs");
+        // Client 2 queues behind it for the only server; its own query
+        // runs long enough for late cancels to land on it.
+        let second =
+            tokio::spawn(
+                async move { simple_row(&c2, "select pg_sleep(0.3)::text || 'second'").await },
+            );
+        let cancels: Vec<_> = (0..100)
+            .map(|_| {
+                let t = token.clone();
+                tokio::spawn(async move {
+                    let _ = t.cancel_query(tokio_postgres::NoTls).await;
+                })
+            })
+            .collect();
+        for c in cancels {
+            c.await.unwrap();
+        }
+        let e = first
+            .await
+            .unwrap()
+            .expect_err("client 1's query is cancelled");
+        assert_eq!(sqlstate(&e), "57014");
+        let row = tokio::time::timeout(Duration::from_secs(20), second)
+            .await
+            .expect("client 2 is answered")
+            .unwrap();
+        assert_eq!(
+            row,
+            vec![s("second")],
+            "round {round}: client 2 was not cancelled"
+        );
+    }
+}
