@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::startup::Authentication;
 use rand::RngCore;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::auth::scram::{ClientCreds, ScramSecret, ScramServer, MECHANISM, MECHANISM_PLUS};
 use crate::auth::{ct_eq, md5_response_matches, md5_secret};
@@ -214,9 +214,9 @@ async fn login(
             }
             StartupPacket::GssEnc => conn.send(b"N").await?,
             StartupPacket::Cancel { pid, key } => {
-                if let Some(t) = shared.cancels.lookup(pid, &key) {
-                    debug!(client = %peer, "forwarding cancel request to {}", t.addr);
-                    crate::cancel::forward(t, &shared.timers).await;
+                if let Some(p) = shared.cancels.lookup(pid, &key) {
+                    debug!(client = %peer, "forwarding cancel request to {}", p.target.addr);
+                    crate::cancel::forward(p, &shared.timers).await;
                 }
                 return Ok(None);
             }
@@ -253,15 +253,25 @@ async fn login(
     for (k, v) in &startup.params {
         match k.as_str() {
             "user" | "database" => {}
-            "options" => apply_options(v, &mut wanted)?,
+            "options" => apply_options(v, &mut wanted, s)?,
             "replication" => {
                 return Err(Error::NotSupported(
                     "replication connections are not supported by tidepool".into(),
                 ))
             }
             k if k.starts_with("_pq_.") => unsupported.push(k.to_string()),
-            k if s.ignore_startup_parameters.contains_ci(k) => {}
-            k => wanted.set(k, v.clone()),
+            k => match tracked_name(k, s) {
+                Some(name) => wanted.set(&name, v.clone()),
+                None if s.ignore_startup_parameters.contains_ci(k) => {}
+                // Anything else would be applied to a server that other
+                // clients get next, and never undone: refused, as PgBouncer
+                // does.
+                None => {
+                    return Err(Error::Protocol(format!(
+                        "unsupported startup parameter: {k}"
+                    )))
+                }
+            },
         }
     }
     if startup.minor > 0 || !unsupported.is_empty() {
@@ -277,7 +287,7 @@ async fn login(
             (Stream::ClientTls(_), Some(side)) => Some(side.cert_hash.clone()),
             _ => None,
         };
-        authenticate(cfg, conn, user, binding).await?;
+        authenticate(cfg, conn, user, binding, &shared.mock_auth_key).await?;
         let role = crate::admin::role(cfg, user).ok_or_else(|| {
             Error::NotAllowed(format!(
                 "user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"
@@ -308,7 +318,13 @@ async fn login(
         (Stream::ClientTls(_), Some(side)) => Some(side.cert_hash.clone()),
         _ => None,
     };
-    let client_key = authenticate(cfg, conn, user, binding).await?;
+    if s.auth_type == AuthType::Any && db.cfg.user.is_none() {
+        // The config check refuses this; never log in as the client's
+        // own choice of role without a password.
+        error!(client = %peer, database = %dbname, "auth_type any requires a forced user");
+        return Err(Error::NotAllowed("bouncer config error".into()));
+    }
+    let client_key = authenticate(cfg, conn, user, binding, &shared.mock_auth_key).await?;
     let db_guard = shared.db_client_guard(
         &db.name,
         db.cfg
@@ -489,9 +505,25 @@ fn text_param(p: &StartupParams, name: &str) -> Option<String> {
     p.get(name).map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// The pooler's spelling of a setting it keeps in step across servers
+/// (and restores for the next client), if `name` is one.
+fn tracked_name(name: &str, s: &crate::config::Settings) -> Option<std::borrow::Cow<'static, str>> {
+    if let Some(t) = crate::session::TRACKED
+        .iter()
+        .find(|t| t.eq_ignore_ascii_case(name))
+    {
+        return Some(std::borrow::Cow::Borrowed(*t));
+    }
+    s.track_extra_parameters
+        .contains_ci(name)
+        .then(|| std::borrow::Cow::Owned(name.to_string()))
+}
+
 /// `options`: `-c name=value` and `--name=value`, separated by spaces, with
-/// `\` escaping a space (libpq's rules).
-fn apply_options(v: &[u8], wanted: &mut Params) -> Result<(), Error> {
+/// `\` escaping the next character (libpq's rules). Only tracked settings
+/// are taken; others are ignored if `ignore_startup_parameters` lists them
+/// (or lists `options`), else refused, with PgBouncer's messages.
+fn apply_options(v: &[u8], wanted: &mut Params, s: &crate::config::Settings) -> Result<(), Error> {
     let mut words: Vec<Vec<u8>> = Vec::new();
     let mut cur = Vec::new();
     let mut it = v.iter().copied();
@@ -513,6 +545,12 @@ fn apply_options(v: &[u8], wanted: &mut Params) -> Result<(), Error> {
     if !cur.is_empty() {
         words.push(cur);
     }
+    let malformed = || {
+        Error::Protocol(
+            "unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed"
+                .into(),
+        )
+    };
     let mut i = 0;
     while i < words.len() {
         let w = &words[i];
@@ -524,19 +562,23 @@ fn apply_options(v: &[u8], wanted: &mut Params) -> Result<(), Error> {
         } else if let Some(rest) = w.strip_prefix(b"--") {
             rest
         } else {
-            return Err(Error::NotSupported(format!(
-                "unsupported startup option \"{}\" (only -c name=value is supported)",
-                String::from_utf8_lossy(w)
-            )));
+            return Err(malformed());
         };
-        let Some(eq) = setting.iter().position(|&b| b == b'=') else {
-            return Err(Error::Protocol(format!(
-                "invalid startup option \"{}\"",
-                String::from_utf8_lossy(setting)
-            )));
-        };
+        let eq = setting
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or_else(malformed)?;
         let name = String::from_utf8_lossy(&setting[..eq]).replace('-', "_");
-        wanted.set(&name, Bytes::copy_from_slice(&setting[eq + 1..]));
+        match tracked_name(&name, s) {
+            Some(n) => wanted.set(&n, Bytes::copy_from_slice(&setting[eq + 1..])),
+            None if s.ignore_startup_parameters.contains_ci(&name)
+                || s.ignore_startup_parameters.contains_ci("options") => {}
+            None => {
+                return Err(Error::Protocol(format!(
+                    "unsupported startup parameter in options: {name}"
+                )))
+            }
+        }
         i += 1;
     }
     Ok(())
@@ -579,6 +621,7 @@ async fn authenticate(
     conn: &mut Conn,
     user: &str,
     binding: Option<Vec<u8>>,
+    mock_key: &[u8; 32],
 ) -> Result<Option<[u8; 32]>, Error> {
     let s = &cfg.settings;
     let secret = cfg.userlist.get(user);
@@ -610,8 +653,15 @@ async fn authenticate(
         }
         _ => {}
     }
-    let secret = secret.ok_or_else(unknown)?;
     let wrong = || Error::WrongPassword(user.to_string());
+    let Some(secret) = secret else {
+        // An unknown user goes through the same exchange as a known one
+        // and fails the same way: the answer must not tell who exists.
+        info!(user = %user, "no such user");
+        return mock_exchange(cfg, conn, user, binding, mock_key)
+            .await
+            .and(Err(wrong()));
+    };
     let mut b = BytesMut::new();
     match (s.auth_type, secret) {
         (AuthType::Plain, _) => {
@@ -666,6 +716,50 @@ async fn authenticate(
                 Secret::Md5(_) => return Err(wrong()),
             };
             scram_exchange(conn, sec, user, binding).await.map(Some)
+        }
+    }
+}
+
+/// The password exchange `auth_type` asks for, for a user with no secret:
+/// it cannot succeed. For SCRAM the salt is derived from the name, so it
+/// is the same at every attempt, as a real user's is.
+async fn mock_exchange(
+    cfg: &Config,
+    conn: &mut Conn,
+    user: &str,
+    binding: Option<Vec<u8>>,
+    mock_key: &[u8; 32],
+) -> Result<(), Error> {
+    let mut b = BytesMut::new();
+    match cfg.settings.auth_type {
+        AuthType::Plain | AuthType::Md5 => {
+            let req = if cfg.settings.auth_type == AuthType::Plain {
+                Authentication::CleartextPassword
+            } else {
+                let mut salt = [0u8; 4];
+                rand::rng().fill_bytes(&mut salt);
+                Authentication::MD5Password(salt.to_vec())
+            };
+            protocol::auth(&mut b, &req);
+            conn.send(&b).await?;
+            conn.read_password_message().await?;
+            Ok(())
+        }
+        _ => {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(mock_key);
+            h.update(user.as_bytes());
+            let salt = h.finalize()[..16].to_vec();
+            let secret = ScramSecret {
+                iterations: cfg.settings.scram_iterations,
+                salt,
+                stored_key: rand::random(),
+                server_key: rand::random(),
+            };
+            scram_exchange(conn, secret, user, binding)
+                .await
+                .map(|_| ())
         }
     }
 }

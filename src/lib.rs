@@ -69,6 +69,9 @@ pub struct Shared {
     pub lean_idle_above: AtomicU64,
     /// Every timer is made here (see [`threads`]).
     pub timers: threads::Timers,
+    /// Drawn at start: the salt of the SCRAM exchange an unknown user is
+    /// given is derived from it, stable per name like a real user's.
+    pub(crate) mock_auth_key: [u8; 32],
 }
 
 impl Shared {
@@ -90,6 +93,7 @@ impl Shared {
             next_id: AtomicU64::new(1),
             lean_idle_above: AtomicU64::new(LEAN_IDLE_ABOVE),
             timers,
+            mock_auth_key: rand::random(),
         })
     }
 

@@ -234,3 +234,248 @@ async fn a_cancel_reaches_only_its_own_clients_query() {
         );
     }
 }
+
+/// Settings a client could try to leave behind on a server.
+const PROBED: &str = "SELECT current_setting('statement_timeout'), current_setting('search_path'), \
+     current_setting('work_mem'), current_setting('lock_timeout'), current_setting('DateStyle'), \
+     current_setting('TimeZone'), current_setting('IntervalStyle'), current_setting('extra_float_digits')";
+
+async fn probe(c: &tokio_postgres::Client) -> Vec<Option<String>> {
+    simple_row(c, PROBED).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_parameters_never_reach_another_client() {
+    let forced = format!(
+        "forced = \"host=127.0.0.1 port={} dbname={DB} user={MD5_USER} password={MD5_PASS} pool_size=2\"\n",
+        pg().port
+    );
+    let p = Pooler::start(
+        "pool_mode = \"transaction\"\nignore_startup_parameters = \"extra_float_digits\"",
+        &forced,
+    )
+    .await;
+    let direct = pg().direct(DB).await;
+    let defaults = probe(&direct).await;
+
+    // Refused at login, with PgBouncer's messages, before any query.
+    let refused = [
+        ("-c statement_timeout=1", "unsupported startup parameter in options: statement_timeout"),
+        ("-c search_path=evil", "unsupported startup parameter in options: search_path"),
+        ("--work_mem=64kB", "unsupported startup parameter in options: work_mem"),
+        ("-c foo=bar", "unsupported startup parameter in options: foo"),
+        ("-c lock_timeout", "unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed"),
+        ("-d", "unsupported options startup parameter"),
+    ];
+    for (options, message) in refused {
+        let info = format!(
+            "{} options='{}'",
+            p.conninfo(MD5_USER, MD5_PASS, "forced"),
+            options
+        );
+        let e = match connect(&info).await {
+            Ok(_) => panic!("{options}: accepted"),
+            Err(e) => e,
+        };
+        assert_eq!(sqlstate(&e), "08P01", "{options}: {e}");
+        let msg = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        assert!(msg.contains(message), "{options}: {msg}");
+    }
+    // A parameter outside options, too.
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .unwrap();
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut body = 196608u32.to_be_bytes().to_vec();
+        body.extend_from_slice(
+            format!("user\0{MD5_USER}\0database\0forced\0work_mem\064kB\0\0").as_bytes(),
+        );
+        let mut m = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        m.extend_from_slice(&body);
+        raw.write_all(&m).await.unwrap();
+        let mut got = Vec::new();
+        raw.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.first(), Some(&b'E'), "refused before authentication");
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.contains("unsupported startup parameter: work_mem"),
+            "{text}"
+        );
+    }
+
+    // 40 logins with settings that are tracked (so restored) or ignored.
+    let accepted = [
+        "-c DateStyle=German",
+        "-c TimeZone=Asia/Tokyo -c IntervalStyle=iso_8601",
+        "--datestyle=SQL,\\\\ DMY",
+        "-c extra_float_digits=3",
+        "-c application_name=sneaky",
+    ];
+    for i in 0..40 {
+        let options = accepted[i % accepted.len()];
+        let info = format!(
+            "{} options='{}'",
+            p.conninfo(MD5_USER, MD5_PASS, "forced"),
+            options
+        );
+        let c = connect(&info)
+            .await
+            .unwrap_or_else(|e| panic!("{options}: {e}"));
+        let mine = probe(&c).await;
+        assert_eq!(
+            mine[7], defaults[7],
+            "extra_float_digits is ignored, not applied"
+        );
+        if options.contains("German") {
+            assert_eq!(mine[4], s("German, DMY"), "a tracked setting applies");
+        }
+    }
+    // Then 40 plain logins of another user on the same servers.
+    for _ in 0..40 {
+        let c = p.connect(ISO_USER, ISO_PASS, "forced").await;
+        assert_eq!(
+            probe(&c).await,
+            defaults,
+            "a plain client sees PostgreSQL's defaults"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_type_any_without_a_forced_user_is_refused() {
+    // At load and by --check.
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("any.ini");
+    std::fs::write(
+        &path,
+        format!(
+            "[databases]\nopen = host=127.0.0.1 port={port} dbname={DB}\nforced = host=127.0.0.1 port={port} user={MD5_USER}\n\
+             [pgbouncer]\nauth_type = any\nlisten_port = 0\n",
+            port = pg().port
+        ),
+    )
+    .unwrap();
+    let e = tidepool::Config::load(&path)
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("auth_type any requires a forced user"), "{e}");
+    assert!(e.contains("open"), "names the database: {e}");
+    assert!(!e.contains("forced:"), "a forced database is fine: {e}");
+    let out = std::process::Command::new(BIN)
+        .arg("--check")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("requires a forced user"));
+
+    // Switched on at run time from the console: a client naming a role
+    // with no password is still refused.
+    let p = Pooler::start(&format!("admin_users = \"{MD5_USER}\""), "").await;
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    admin.simple_query("SET auth_type = 'any'").await.unwrap();
+    let e = connect(&format!(
+        "host=127.0.0.1 port={} user={SUPERUSER} dbname={DB}",
+        p.port
+    ))
+    .await
+    .expect_err("no login as a role of the client's choosing");
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("bouncer config error"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_user_looks_like_a_wrong_password() {
+    for auth in ["md5", "scram-sha-256", "plain"] {
+        let p = Pooler::start(&format!("auth_type = \"{auth}\""), "").await;
+        let wrong = connect(&p.conninfo(ISO_USER, "not the password", DB))
+            .await
+            .expect_err("wrong password refused");
+        let unknown = connect(&p.conninfo("nobody_here", "whatever", DB))
+            .await
+            .expect_err("unknown user refused");
+        assert_eq!(sqlstate(&wrong), "28P01", "{auth}: {wrong}");
+        assert_eq!(sqlstate(&unknown), "28P01", "{auth}: {unknown}");
+        let text = |e: &tokio_postgres::Error, user: &str| {
+            e.as_db_error()
+                .map(|d| d.message().replace(user, "USER"))
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            text(&wrong, ISO_USER),
+            text(&unknown, "nobody_here"),
+            "{auth}"
+        );
+    }
+    // The same exchange: a password request first, never an error at once;
+    // with SCRAM the same salt at each attempt, as for a real user.
+    let p = Pooler::start("auth_type = \"scram-sha-256\"", "").await;
+    let first = scram_server_first(p.port, "nobody_here").await;
+    let again = scram_server_first(p.port, "nobody_here").await;
+    let salt = |m: &str| {
+        m.split(',')
+            .find(|f| f.starts_with("s="))
+            .map(str::to_string)
+    };
+    assert!(salt(&first).is_some(), "{first}");
+    assert_eq!(salt(&first), salt(&again), "a stable salt per name");
+    let other = scram_server_first(p.port, "someone_else").await;
+    assert_ne!(salt(&first), salt(&other), "a salt of its own per name");
+    let known = scram_server_first(p.port, SCRAM_USER).await;
+    let iterations = |m: &str| {
+        m.split(',')
+            .find(|f| f.starts_with("i="))
+            .map(str::to_string)
+    };
+    assert_eq!(iterations(&first), iterations(&known));
+}
+
+/// Start a SCRAM login as `user` and return the server-first-message.
+async fn scram_server_first(port: u16, user: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut st = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    body.extend_from_slice(format!("user\0{user}\0database\0{DB}\0\0").as_bytes());
+    let mut m = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    m.extend_from_slice(&body);
+    st.write_all(&m).await.unwrap();
+    let (tag, b) = read_message(&mut st).await;
+    assert_eq!(
+        tag,
+        b'R',
+        "a password request, not an error: {}",
+        String::from_utf8_lossy(&b)
+    );
+    assert_eq!(&b[..4], &[0, 0, 0, 10], "SASL");
+    let first = b"n,,n=,r=abcdefghijklmnopqrstuvwx";
+    let mut msg = b"SCRAM-SHA-256\0".to_vec();
+    msg.extend_from_slice(&(first.len() as u32).to_be_bytes());
+    msg.extend_from_slice(first);
+    let mut out = vec![b'p'];
+    out.extend_from_slice(&((msg.len() + 4) as u32).to_be_bytes());
+    out.extend_from_slice(&msg);
+    st.write_all(&out).await.unwrap();
+    let (tag, b) = read_message(&mut st).await;
+    assert_eq!(tag, b'R');
+    assert_eq!(&b[..4], &[0, 0, 0, 11], "SASLContinue");
+    String::from_utf8_lossy(&b[4..]).into_owned()
+}
+
+/// One backend message: (tag, body).
+async fn read_message(st: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut h = [0u8; 5];
+    st.read_exact(&mut h).await.unwrap();
+    let mut b = vec![0u8; u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize - 4];
+    st.read_exact(&mut b).await.unwrap();
+    (h[0], b)
+}

@@ -236,6 +236,26 @@ impl Config {
             }),
             _ => {}
         }
+        if settings.auth_type == AuthType::Any {
+            // With no forced user a passwordless client would reach
+            // PostgreSQL as whichever role it names.
+            for (name, db) in &databases {
+                if db.user.is_none() {
+                    let first = raw
+                        .databases
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .and_then(|(_, e)| e.first());
+                    errors.push(ConfigError {
+                        file: first.map(|e| e.file.clone()).unwrap_or_default(),
+                        line: first.and_then(|e| e.line),
+                        key: Some(name.clone()),
+                        reason: "auth_type any requires a forced user (user=) on every database"
+                            .into(),
+                    });
+                }
+            }
+        }
         if settings.listen_addr.trim().is_empty() && settings.unix_socket_dir.is_empty() {
             errors.push(ConfigError {
                 file: path.to_path_buf(),
