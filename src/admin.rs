@@ -198,6 +198,9 @@ async fn command(shared: &Arc<Shared>, text: &str, role: Role) -> Result<BytesMu
             let _ = CommandComplete::new("PAUSE".into()).encode(&mut b);
         }
         "RESUME" => {
+            if shared.control.shutting_down().is_some() {
+                return Err(Error::ShuttingDown("pooler is shutting down"));
+            }
             shared.control.resume(arg(text, 1).as_deref());
             let _ = CommandComplete::new("RESUME".into()).encode(&mut b);
         }
@@ -255,7 +258,7 @@ async fn command(shared: &Arc<Shared>, text: &str, role: Role) -> Result<BytesMu
                     return Err(Error::Protocol(format!("unknown SHUTDOWN mode {other}")))
                 }
             };
-            shared.control.request_shutdown(how);
+            shared.begin_shutdown(how, false);
             let _ = CommandComplete::new("SHUTDOWN".into()).encode(&mut b);
         }
         "SUSPEND" => {

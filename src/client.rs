@@ -308,6 +308,9 @@ async fn login(
     let db = cfg
         .database(dbname)
         .ok_or_else(|| Error::UnknownDatabase(dbname.to_string()))?;
+    if shared.control.shutting_down().is_some() {
+        return Err(Error::ShuttingDown("pooler is shutting down"));
+    }
     if shared.control.is_disabled(dbname) {
         return Err(Error::Unavailable(format!(
             "database \"{dbname}\" does not allow connections (DISABLE)"

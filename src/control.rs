@@ -7,7 +7,7 @@
 //! servers is woken by a RESUME instead of hanging (PgBouncer issue 715).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::watch;
@@ -36,10 +36,14 @@ pub struct Control {
     version: AtomicU64,
     /// Set by SHUTDOWN; the binary's main loop waits on it.
     shutdown: watch::Sender<Option<Shutdown>>,
+    /// The shutdown in progress, for sessions and logins (one load): 0
+    /// none, else `Shutdown as u8 + 1`.
+    shutting: AtomicU8,
 }
 
 /// How to shut down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Shutdown {
     /// Now (SHUTDOWN, SIGQUIT, a second SIGTERM).
     Now,
@@ -59,6 +63,7 @@ impl Default for Control {
             changed: watch::channel(0).0,
             version: AtomicU64::new(0),
             shutdown: watch::channel(None).0,
+            shutting: AtomicU8::new(0),
         }
     }
 }
@@ -143,7 +148,7 @@ impl Control {
         }
         loop {
             let mut rx = self.changed.subscribe();
-            if !self.is_paused(db) {
+            if !self.is_paused(db) || self.refuses_transactions() {
                 return;
             }
             if rx.changed().await.is_err() {
@@ -183,7 +188,27 @@ impl Control {
     }
 
     pub fn request_shutdown(&self, how: Shutdown) {
+        self.shutting.store(how as u8 + 1, Ordering::Release);
         self.shutdown.send_replace(Some(how));
+        // Wakes clients held by PAUSE: they are refused now.
+        self.bump();
+    }
+
+    /// The shutdown in progress, if any.
+    pub fn shutting_down(&self) -> Option<Shutdown> {
+        match self.shutting.load(Ordering::Acquire) {
+            0 => None,
+            1 => Some(Shutdown::Now),
+            2 => Some(Shutdown::WaitForServers),
+            _ => Some(Shutdown::WaitForClients),
+        }
+    }
+
+    /// True when a client may not start a transaction: SHUTDOWN
+    /// WAIT_FOR_SERVERS (or SIGINT) waits only for the ones running.
+    pub fn refuses_transactions(&self) -> bool {
+        self.shutting.load(Ordering::Acquire) != 0
+            && self.shutting_down() != Some(Shutdown::WaitForClients)
     }
 
     pub fn shutdown_requested(&self) -> watch::Receiver<Option<Shutdown>> {

@@ -45,6 +45,10 @@ pub enum Error {
     IdleInTransaction(String),
     #[error("{0}")]
     Shutdown(String),
+    /// The pooler is shutting down: no new login or transaction (PgBouncer
+    /// answers these with 08P01).
+    #[error("{0}")]
+    ShuttingDown(&'static str),
     /// Cannot connect now: database disabled, paused, not ready.
     #[error("{0}")]
     Unavailable(String),
@@ -87,6 +91,7 @@ impl Error {
             | Error::IdleTimeout(_)
             | Error::IdleInTransaction(_)
             | Error::Shutdown(_)
+            | Error::ShuttingDown(_)
             | Error::Unavailable(_)
             | Error::InvalidConfig(_)
             | Error::Internal(_) => Side::Internal,
@@ -106,6 +111,7 @@ impl Error {
             Error::IdleTimeout(_) => "57P05",
             Error::IdleInTransaction(_) => "25P03",
             Error::Shutdown(_) => "57P01",
+            Error::ShuttingDown(_) => "08P01",
             Error::Unavailable(_) => "57P03",
             Error::ServerConnect { .. } => "08001",
             Error::ServerError(f) => &f.code,

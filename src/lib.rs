@@ -130,6 +130,24 @@ impl Shared {
         self.clients.load(Ordering::Acquire)
     }
 
+    /// Begin a shutdown: logins are refused from now on and, for
+    /// WAIT_FOR_SERVERS, transactions not yet running (clients queued for
+    /// a server included). A second request while one is in progress
+    /// (a second SIGINT or SIGTERM) is `Now` if `escalate`.
+    pub fn begin_shutdown(&self, how: control::Shutdown, escalate: bool) -> control::Shutdown {
+        let how = match self.control.shutting_down() {
+            Some(_) if escalate => control::Shutdown::Now,
+            _ => how,
+        };
+        self.control.request_shutdown(how);
+        if how == control::Shutdown::WaitForServers {
+            for p in self.pools.all() {
+                p.refuse_waiters();
+            }
+        }
+        how
+    }
+
     /// Count a client in, refusing beyond `max_client_conn` (53300).
     pub fn client_guard(&self, max: u64) -> Result<ClientGuard> {
         count_in(&self.clients, max, "max_client_conn")

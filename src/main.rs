@@ -140,7 +140,8 @@ async fn wait_for_signal(app: &Tidepool) -> Shutdown {
         std::future::pending::<()>().await;
         return Shutdown::Now;
     };
-    let control = &app.shared().control;
+    let shared = app.shared();
+    let control = &shared.control;
     let mut shutdown = control.shutdown_requested();
     loop {
         tokio::select! {
@@ -153,19 +154,20 @@ async fn wait_for_signal(app: &Tidepool) -> Shutdown {
                 }
             }
             _ = hup.recv() => {
-                if let Err(e) = tidepool::admin::reload(app.shared()) {
+                if let Err(e) = tidepool::admin::reload(shared) {
                     tracing::error!("SIGHUP: {e}");
                 }
             }
-            _ = term.recv() => return Shutdown::WaitForClients,
-            _ = int.recv() => return Shutdown::WaitForServers,
-            _ = quit.recv() => return Shutdown::Now,
+            _ = term.recv() => return shared.begin_shutdown(Shutdown::WaitForClients, true),
+            _ = int.recv() => return shared.begin_shutdown(Shutdown::WaitForServers, true),
+            _ = quit.recv() => return shared.begin_shutdown(Shutdown::Now, true),
         }
     }
 }
 
 /// Stop taking clients, then wait as asked: for clients to leave, or for
-/// servers to be released. A second SIGTERM, or SIGQUIT, ends the wait.
+/// servers to be released. A second SIGTERM or SIGINT, SIGQUIT, or the
+/// console's SHUTDOWN ends the wait.
 async fn drain(app: &Tidepool, how: Shutdown) {
     use tokio::signal::unix::{signal, SignalKind};
     if how == Shutdown::Now {
@@ -173,20 +175,20 @@ async fn drain(app: &Tidepool, how: Shutdown) {
     }
     app.stop_accepting();
     let shared = app.shared();
-    if how == Shutdown::WaitForServers {
-        // New queries wait (as with PAUSE) while linked servers finish.
-        shared.control.pause(None);
-    }
-    let (Ok(mut term), Ok(mut quit)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::quit()))
-    else {
+    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+    ) else {
         return;
     };
+    let mut shutdown = shared.control.shutdown_requested();
     let mut tick = shared.timers.interval(std::time::Duration::from_millis(50));
     loop {
-        let done = match how {
+        let done = match shared.control.shutting_down().unwrap_or(how) {
+            Shutdown::Now => true,
             Shutdown::WaitForClients => shared.client_count() == 0,
-            _ => shared.pools.all().iter().all(|p| {
+            Shutdown::WaitForServers => shared.pools.all().iter().all(|p| {
                 let r = p.report();
                 r.servers == r.idle
             }),
@@ -196,7 +198,15 @@ async fn drain(app: &Tidepool, how: Shutdown) {
         }
         tokio::select! {
             _ = tick.tick() => {}
-            _ = term.recv() => return,
+            _ = shutdown.changed() => {}
+            _ = term.recv() => {
+                tracing::info!("got SIGTERM while shutting down, fast exit");
+                return;
+            }
+            _ = int.recv() => {
+                tracing::info!("got SIGINT while shutting down, fast exit");
+                return;
+            }
             _ = quit.recv() => return,
         }
     }

@@ -142,6 +142,8 @@ enum Handed {
     Grant(Grant),
     /// Its `query_wait_timeout` passed.
     Expired,
+    /// The pooler is shutting down (WAIT_FOR_SERVERS): no new transaction.
+    Refused,
 }
 
 #[derive(Default)]
@@ -380,6 +382,7 @@ impl Pool {
                                 .into(),
                         ))
                     }
+                    Ok(Handed::Refused) => return Err(Error::ShuttingDown("server shutting down")),
                     // The pool dropped our sender (pool closed): try again.
                     Err(_) => continue,
                 },
@@ -400,6 +403,7 @@ impl Pool {
                         "query_wait_timeout: no server connection became available in time".into(),
                     ))
                 }
+                Ok(Handed::Refused) => return Err(Error::ShuttingDown("server shutting down")),
                 Err(_) => {}
             }
         }
@@ -608,7 +612,7 @@ impl Pool {
             match tx.send(Handed::Grant(grant)) {
                 Ok(()) => return,
                 Err(Handed::Grant(g)) => grant = g,
-                Err(Handed::Expired) => return,
+                Err(Handed::Expired | Handed::Refused) => return,
             }
         }
     }
@@ -772,6 +776,14 @@ impl Pool {
         };
         for w in expired {
             let _ = w.tx.send(Handed::Expired);
+        }
+    }
+
+    /// Turn every waiting client away (SHUTDOWN WAIT_FOR_SERVERS).
+    pub fn refuse_waiters(&self) {
+        let waiters = std::mem::take(&mut self.lock().waiters);
+        for w in waiters {
+            let _ = w.tx.send(Handed::Refused);
         }
     }
 

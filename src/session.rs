@@ -487,6 +487,11 @@ impl Session {
         if paused {
             self.shared.control.wait_unpaused(&self.db.name).await;
         }
+        // SHUTDOWN WAIT_FOR_SERVERS: running transactions finish, no new
+        // one starts.
+        if self.shared.control.refuses_transactions() {
+            return Err(Error::ShuttingDown("server shutting down"));
+        }
         let (mut server, at_once) = self.acquire(waited).await?;
         // Timed only if it took a while: a second clock read otherwise.
         let wait = if at_once && !paused {

@@ -479,3 +479,137 @@ async fn read_message(st: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
     st.read_exact(&mut b).await.unwrap();
     (h[0], b)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_retargets_a_database() {
+    let p = Pooler::start(
+        "pool_mode = \"transaction\"",
+        &format!(
+            "moving = \"host=127.0.0.1 port={} dbname={DB}\"\n",
+            pg().port
+        ),
+    )
+    .await;
+    let before = p.connect(MD5_USER, MD5_PASS, "moving").await;
+    let db = "select current_database()";
+    assert_eq!(simple_row(&before, db).await, vec![s(DB)]);
+    let path = p.dir.path().join("tidepool.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let moved = text.replace(
+        &format!("moving = \"host=127.0.0.1 port={} dbname={DB}\"", pg().port),
+        &format!(
+            "moving = \"host=127.0.0.1 port={} dbname=postgres\"",
+            pg().port
+        ),
+    );
+    assert_ne!(text, moved);
+    std::fs::write(&path, moved).unwrap();
+    tidepool::admin::reload(p.app.shared()).unwrap();
+    // A new client, and the client connected before (in transaction mode
+    // it gets a new server at its next transaction).
+    let after = p.connect(MD5_USER, MD5_PASS, "moving").await;
+    assert_eq!(simple_row(&after, db).await, vec![s("postgres")]);
+    assert_eq!(simple_row(&before, db).await, vec![s("postgres")]);
+}
+
+/// True once the child has exited (20 s at most).
+async fn exits(b: &mut Binary) -> bool {
+    let child = std::sync::Mutex::new(&mut b.child);
+    wait_until(20, || {
+        let done = child.lock().unwrap().0.try_wait().unwrap().is_some();
+        async move { done }
+    })
+    .await
+}
+
+fn signal(b: &Binary, sig: &str) {
+    let pid = b.child.0.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigint_exits_at_once() {
+    let mut b = Binary::start("pool_mode = \"transaction\"", "", None).await;
+    let c = connect(&b.conninfo(MD5_USER, MD5_PASS, DB)).await.unwrap();
+    // A transaction holds its server: the first SIGINT waits for it.
+    c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    signal(&b, "-INT");
+    let refused = wait_until(10, || async {
+        connect(&b.conninfo(MD5_USER, MD5_PASS, DB)).await.is_err()
+    })
+    .await;
+    assert!(refused, "new clients refused after SIGINT");
+    assert!(
+        b.child.0.try_wait().unwrap().is_none(),
+        "waits for the transaction"
+    );
+    signal(&b, "-INT");
+    assert!(exits(&mut b).await, "the second SIGINT ends it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_wait_for_servers_refuses_new_transactions() {
+    let mut b = Binary::start(
+        "pool_mode = \"transaction\"\ndefault_pool_size = 1\nquery_wait_timeout = 60",
+        "",
+        None,
+    )
+    .await;
+    let info = b.conninfo(MD5_USER, MD5_PASS, DB);
+    let in_txn = connect(&info).await.unwrap();
+    let idle = connect(&info).await.unwrap();
+    let queued = connect(&info).await.unwrap();
+    in_txn.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    // This one waits for the only server.
+    let waiting = tokio::spawn(async move { queued.simple_query("SELECT 'queued'").await.err() });
+    let admin = connect(&b.conninfo(MD5_USER, MD5_PASS, "pgbouncer"))
+        .await
+        .unwrap();
+    assert!(
+        wait_until(10, || async {
+            let rows = admin.simple_query("SHOW POOLS").await.unwrap();
+            rows.iter().any(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                    r.get("database") == Some(DB) && r.get("cl_waiting") == Some("1")
+                }
+                _ => false,
+            })
+        })
+        .await,
+        "the third client queues"
+    );
+    admin
+        .simple_query("SHUTDOWN WAIT_FOR_SERVERS")
+        .await
+        .unwrap();
+    let refused = |e: Option<tokio_postgres::Error>, who: &str| {
+        let e = e.unwrap_or_else(|| panic!("{who}: not refused"));
+        let msg = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("server shutting down"), "{who}: {e}");
+        assert_eq!(sqlstate(&e), "08P01", "{who}");
+    };
+    let queued_err = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the queued client is refused, not left waiting")
+        .unwrap();
+    refused(queued_err, "queued");
+    let idle_err = tokio::time::timeout(Duration::from_secs(20), idle.simple_query("SELECT 1"))
+        .await
+        .expect("a new transaction is refused, not left waiting")
+        .err();
+    refused(idle_err, "idle");
+    // The running transaction finishes; then the pooler exits.
+    assert_eq!(
+        simple_row(&in_txn, "SELECT 'still'").await,
+        vec![s("still")]
+    );
+    in_txn.batch_execute("COMMIT").await.unwrap();
+    assert!(exits(&mut b).await, "exits once its servers are released");
+}
