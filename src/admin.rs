@@ -189,7 +189,14 @@ async fn command(shared: &Arc<Shared>, text: &str, role: Role) -> Result<BytesMu
             t.encode(&mut b, "SHOW");
         }
         "RELOAD" => {
-            reload(shared)?;
+            if let Err(e) = reload(shared) {
+                // The details go to the log, as PgBouncer's do, and to the
+                // console after its words.
+                tracing::error!("RELOAD failed: {e}");
+                return Err(Error::InvalidConfig(format!(
+                    "RELOAD failed, see logs for additional details: {e}"
+                )));
+            }
             let _ = CommandComplete::new("RELOAD".into()).encode(&mut b);
         }
         "PAUSE" => {

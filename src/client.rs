@@ -187,9 +187,19 @@ async fn login(
             }
         }
     }
+    // One SSLRequest and one GSSENCRequest at most, as PostgreSQL allows:
+    // a client repeating them gets no answer per request.
+    let (mut ssl_asked, mut gss_asked) = (false, false);
     let startup = loop {
         match read_startup(conn).await? {
+            StartupPacket::Ssl if ssl_asked || matches!(conn.stream, Stream::ClientTls(_)) => {
+                return Err(Error::Protocol("SSLRequest repeated".into()))
+            }
+            StartupPacket::GssEnc if gss_asked => {
+                return Err(Error::Protocol("GSSENCRequest repeated".into()))
+            }
             StartupPacket::Ssl => {
+                ssl_asked = true;
                 let side = tls
                     .client
                     .as_ref()
@@ -212,7 +222,10 @@ async fn login(
                     None => conn.send(b"N").await?,
                 }
             }
-            StartupPacket::GssEnc => conn.send(b"N").await?,
+            StartupPacket::GssEnc => {
+                gss_asked = true;
+                conn.send(b"N").await?
+            }
             StartupPacket::Cancel { pid, key } => {
                 if let Some(p) = shared.cancels.lookup(pid, &key) {
                     debug!(client = %peer, "forwarding cancel request to {}", p.target.addr);

@@ -115,15 +115,31 @@ struct LoginFailure {
 }
 
 impl LoginFailure {
+    /// The cached error, worded as PgBouncer words it for the clients that
+    /// get it without a login of their own.
     fn to_error(&self) -> Error {
+        let cached = |m: &str| {
+            format!("server login has been failing, cached error: {m} (server_login_retry)")
+        };
         match &self.fields {
-            Some(f) => Error::ServerError(f.clone()),
+            Some(f) => {
+                let mut f = f.clone();
+                f.message = cached(&f.message);
+                Error::ServerError(f)
+            }
             None => Error::ServerConnect {
                 server: self.server.clone(),
-                reason: self.reason.clone(),
+                reason: cached(&self.reason),
             },
         }
     }
+}
+
+/// True for a server error that says "try again shortly" (57P03: starting
+/// up, in recovery, shutting down): it is retried, not cached for
+/// `server_login_retry`.
+pub fn is_transient(e: &Error) -> bool {
+    matches!(e, Error::ServerError(f) if f.code == "57P03")
 }
 
 /// A client waiting for a server, since when (SHOW POOLS maxwait), and

@@ -278,6 +278,27 @@ pub fn stale_plan_error() -> Bytes {
     b.freeze()
 }
 
+/// PostgreSQL's answer to a Parse naming a statement the client has
+/// already prepared (42P05).
+pub fn duplicate_statement_error(name: &[u8]) -> Bytes {
+    let msg = pgwire::messages::response::ErrorResponse::new(vec![
+        (b'S', "ERROR".into()),
+        (b'V', "ERROR".into()),
+        (b'C', "42P05".into()),
+        (
+            b'M',
+            format!(
+                "prepared statement \"{}\" already exists",
+                String::from_utf8_lossy(name)
+            ),
+        ),
+    ]);
+    let mut b = BytesMut::new();
+    // A name is under the packet limit, far below pgwire's (i32::MAX).
+    let _ = pgwire::messages::Message::encode(&msg, &mut b);
+    b.freeze()
+}
+
 pub fn parse_complete() -> Bytes {
     msg(b'1', &[])
 }
@@ -329,6 +350,8 @@ pub struct Responses {
     pub failed: Vec<u64>,
     /// The cached statement whose Bind or Describe the last error answered.
     pub errored: Option<u64>,
+    /// The messages of `Synthetic(b'e')` replies, in order.
+    errors: VecDeque<Bytes>,
     /// An extended-protocol error came before the client's Sync did: the
     /// server ignores everything up to that Sync, so what the client sends
     /// until then is owed no reply (PostgreSQL reports a failing Bind at
@@ -364,11 +387,19 @@ impl Responses {
     pub fn synthetic(&mut self, tag: u8) {
         self.push(Expect::Synthetic(tag));
     }
+    /// An ErrorResponse made here, in order (as [`Responses::synthetic`]).
+    pub fn synthetic_error(&mut self, msg: Bytes) {
+        if !self.skipping {
+            self.errors.push_back(msg);
+            self.q.push_back(Expect::Synthetic(b'e'));
+        }
+    }
     pub fn is_empty(&self) -> bool {
         self.q.is_empty()
     }
     pub fn clear(&mut self) {
         self.q.clear();
+        self.errors.clear();
         self.skipping = false;
     }
 
@@ -386,6 +417,7 @@ impl Responses {
             out.push(match *tag {
                 b'1' => parse_complete(),
                 b'3' => close_complete(),
+                b'e' => self.errors.pop_front().unwrap_or_else(stale_plan_error),
                 _ => stale_plan_error(),
             });
             self.q.pop_front();

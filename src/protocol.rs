@@ -22,6 +22,9 @@ pub const CANCEL_REQUEST: u32 = 80877102;
 pub const PROTOCOL_3_0: u32 = 196608;
 /// PostgreSQL's limit on the length of a startup-phase packet.
 pub const MAX_STARTUP_PACKET: usize = 10_000;
+/// PostgreSQL's limit on an authentication message (PG_MAX_AUTH_TOKEN_LENGTH):
+/// a cleartext password may be up to 65,535 bytes, as in PgBouncer 1.26.
+pub const MAX_AUTH_MESSAGE: usize = 65_535 + 5;
 /// Messages we must see whole (ErrorResponse, ParameterStatus...) larger than
 /// this are forwarded without being inspected.
 pub const MAX_INSPECTED: usize = 1 << 20;
@@ -340,6 +343,15 @@ impl Params {
 pub fn encode<M: Message>(buf: &mut BytesMut, m: &M) -> Result<(), crate::Error> {
     m.encode(buf)
         .map_err(|e| crate::Error::Internal(format!("encoding a message: {e}")))
+}
+
+/// PasswordMessage (cleartext or md5 answer), written by hand: pgwire caps
+/// it at 10,000 bytes, PostgreSQL takes up to 65,535.
+pub fn password(buf: &mut BytesMut, pw: &[u8]) {
+    buf.put_u8(b'p');
+    buf.put_u32((4 + pw.len() + 1) as u32);
+    buf.put_slice(pw);
+    buf.put_u8(0);
 }
 
 /// Severity of an error we originate.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::threads::Timers;
 
 use bytes::{Buf, Bytes, BytesMut};
-use pgwire::messages::startup::{Password, SASLInitialResponse, SASLResponse, Startup};
+use pgwire::messages::startup::{SASLInitialResponse, SASLResponse, Startup};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UnixStream};
 
@@ -221,7 +221,7 @@ impl ServerConn {
                             let ServerCreds::Plain(p) = &info.creds else {
                                 return Err(no_password(info, "cleartext"));
                             };
-                            protocol::encode(&mut out, &Password::new(p.clone()))?;
+                            protocol::password(&mut out, p.as_bytes());
                         }
                         5 => {
                             if data.len() < 4 {
@@ -233,7 +233,7 @@ impl ServerConn {
                                 _ => return Err(no_password(info, "md5")),
                             };
                             let resp = md5_response(&secret, &data[..4]);
-                            protocol::encode(&mut out, &Password::new(resp))?;
+                            protocol::password(&mut out, resp.as_bytes());
                         }
                         10 => {
                             let mechs: Vec<&[u8]> = data.split(|&b| b == 0).collect();

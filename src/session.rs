@@ -64,13 +64,7 @@ impl Conn {
     }
 
     pub async fn read_password_message(&mut self) -> Result<Bytes, Error> {
-        match read_message(
-            &mut self.stream,
-            &mut self.rbuf,
-            protocol::MAX_STARTUP_PACKET,
-        )
-        .await
-        {
+        match read_message(&mut self.stream, &mut self.rbuf, protocol::MAX_AUTH_MESSAGE).await {
             Ok((b'p', body)) => Ok(body),
             Ok((t, _)) => Err(Error::Protocol(format!(
                 "expected a password message, got message type '{}'",
@@ -465,6 +459,15 @@ impl Session {
                             if self.cfg.settings.log_pooler_errors {
                                 tracing::warn!(database = %self.db.name, user = %self.pool.key.user, "server login failed: {e}");
                             }
+                            if crate::pool::is_transient(&e) {
+                                if let Some(pause) =
+                                    transient_retry(now, self.limits().wait_timeout)
+                                {
+                                    at_once = false;
+                                    self.shared.timers.sleep(pause).await;
+                                    continue;
+                                }
+                            }
                             self.pool.login_failed(&e);
                             Err(e)
                         }
@@ -819,6 +822,9 @@ impl Session {
         let buf = &conn.rbuf[..];
         let mut pos = 0;
         let mut plan: Vec<(u8, usize, usize)> = Vec::new();
+        // A Parse of a name the client holds is an error: the forwarding
+        // path answers it.
+        let mut held: Vec<&[u8]> = Vec::new();
         while buf.len() - pos >= 5 {
             let tag = buf[pos];
             let len = protocol::be_u32(&buf[pos + 1..pos + 5]) as usize;
@@ -827,8 +833,14 @@ impl Session {
             }
             let body = (pos + 5, pos + 1 + len);
             match tag {
-                b'P' if prepared::split_parse(&buf[body.0..body.1])
-                    .is_some_and(|(n, _)| !n.is_empty()) => {}
+                b'P' => match prepared::split_parse(&buf[body.0..body.1]) {
+                    Some((n, _))
+                        if !n.is_empty() && !held.contains(&n) && !self.stmts.contains_key(n) =>
+                    {
+                        held.push(n)
+                    }
+                    _ => return Ok(false),
+                },
                 b'C' if matches!(
                     prepared::split_target(&buf[body.0..body.1]),
                     Some((b'S', n)) if !n.is_empty()
@@ -1071,6 +1083,16 @@ impl Session {
                     let mut keep = false;
                     match tag {
                         b'P' => match prepared::split_parse(body) {
+                            Some((name, _))
+                                if !name.is_empty() && self.stmts.contains_key(name) =>
+                            {
+                                // PostgreSQL's error, in the Parse's place;
+                                // the rest up to Sync is dropped as the
+                                // server would.
+                                self.responses
+                                    .synthetic_error(prepared::duplicate_statement_error(name));
+                                self.skip_to_sync = true;
+                            }
                             Some((name, rest)) if !name.is_empty() => {
                                 let stmt = self.shared.prepared.intern(rest);
                                 self.stats.add(C::ClientParses, 1);
@@ -1550,6 +1572,22 @@ fn use_on(
 /// would describe rows of a new shape to a client expecting the old one.
 fn stale(stmt: &prepared::Stmt, server: &mut ServerConn) -> bool {
     stmt.retired() && !server.prepared.has(stmt.id)
+}
+
+/// After a transient server error (57P03: the database is starting up or
+/// recovering): how long to wait before connecting again, or None once the
+/// client has waited its `query_wait_timeout` (10 s when there is none).
+/// Waits grow with the time waited, from 50 ms to 1 s.
+fn transient_retry(
+    since: Instant,
+    wait_timeout: Option<std::time::Duration>,
+) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let waited = since.elapsed();
+    if waited >= wait_timeout.unwrap_or(Duration::from_secs(10)) {
+        return None;
+    }
+    Some((waited / 2).clamp(Duration::from_millis(50), Duration::from_secs(1)))
 }
 
 fn killed() -> Error {

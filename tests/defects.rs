@@ -613,3 +613,144 @@ async fn shutdown_wait_for_servers_refuses_new_transactions() {
     in_txn.batch_execute("COMMIT").await.unwrap();
     assert!(exits(&mut b).await, "exits once its servers are released");
 }
+
+/// Tags of the replies up to ReadyForQuery, with the SQLSTATE of errors
+/// and the first column of data rows.
+async fn reply_summary(raw: &mut Raw) -> Vec<String> {
+    raw.replies()
+        .await
+        .into_iter()
+        .map(|(tag, body)| match tag {
+            b'E' => format!("E:{}", tidepool::protocol::ErrorFields::parse(&body).code),
+            b'D' => {
+                let len = u32::from_be_bytes([body[2], body[3], body[4], body[5]]) as usize;
+                format!("D:{}", String::from_utf8_lossy(&body[6..6 + len]))
+            }
+            t => (t as char).to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parse_reusing_a_statement_name_is_refused_as_postgresql_does() {
+    let p = Pooler::start("pool_mode = \"transaction\"", "").await;
+    let direct = format!("host=127.0.0.1 port={}", pg().port);
+    let _ = direct;
+    let mut raw = Raw::login(p.port, MD5_USER, MD5_PASS, DB).await;
+    // Answered without a server, then with one.
+    for batch in [
+        [fe::parse("s1", "select 1"), fe::sync()].concat(),
+        [
+            fe::parse("s1", "select 2"),
+            fe::bind("", "s1"),
+            fe::execute(""),
+            fe::sync(),
+        ]
+        .concat(),
+        [fe::parse("s1", "select 3"), fe::sync()].concat(),
+        [fe::bind("", "s1"), fe::execute(""), fe::sync()].concat(),
+        [
+            fe::parse("s2", "select 4"),
+            fe::parse("s2", "select 5"),
+            fe::sync(),
+        ]
+        .concat(),
+    ] {
+        raw.send(&batch).await;
+    }
+    assert_eq!(reply_summary(&mut raw).await, ["1", "Z"]);
+    assert_eq!(reply_summary(&mut raw).await, ["E:42P05", "Z"]);
+    assert_eq!(reply_summary(&mut raw).await, ["E:42P05", "Z"]);
+    assert_eq!(
+        reply_summary(&mut raw).await,
+        ["2", "D:1", "C", "Z"],
+        "s1 is still the first statement"
+    );
+    assert_eq!(reply_summary(&mut raw).await, ["1", "E:42P05", "Z"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_of_20000_bytes_logs_in() {
+    let long = "p".repeat(20_000);
+    let direct = pg().direct(DB).await;
+    direct
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS long_pw_user; CREATE ROLE long_pw_user LOGIN PASSWORD '{long}'"
+        ))
+        .await
+        .unwrap();
+    let userlist = format!("{}\"long_pw_user\" \"{long}\"\n", default_userlist(pg()));
+    let p = Pooler::start_with_userlist("auth_type = \"plain\"", "", Some(userlist)).await;
+    let c = p.connect("long_pw_user", &long, DB).await;
+    assert_eq!(
+        simple_row(&c, "select current_user").await,
+        vec![s("long_pw_user")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssl_requests_are_answered_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = Pooler::start("", "").await;
+    let mut st = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .unwrap();
+    let mut ssl = 8u32.to_be_bytes().to_vec();
+    ssl.extend_from_slice(&80877103u32.to_be_bytes());
+    st.write_all(&ssl.repeat(1000)).await.unwrap();
+    // Until the pooler closes (a reset, with our requests unread, counts).
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = st.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got.first(), Some(&b'N'), "the first is answered");
+    assert_eq!(
+        got.iter().take_while(|&&b| b == b'N').count(),
+        1,
+        "one answer, then the connection ends"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_reload_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut b = Binary::start("", "", None).await;
+    // Restart it with stderr kept: Binary::start discards it.
+    let _ = b.child.0.kill();
+    let _ = b.child.0.wait();
+    b.child = Running(
+        std::process::Command::new(BIN)
+            .arg(&b.path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(accepts(b.port).await);
+    let admin = connect(&b.conninfo(MD5_USER, MD5_PASS, "pgbouncer"))
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&b.path).unwrap();
+    std::fs::write(&b.path, text.replace("[pooler]\n", "[pooler]\nbogus = 1\n")).unwrap();
+    let e = admin.simple_query("RELOAD").await.expect_err("refused");
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("RELOAD failed"), "{msg}");
+    assert!(
+        wait_until(10, || async {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("RELOAD failed")
+        })
+        .await,
+        "logged: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}

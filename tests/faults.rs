@@ -76,3 +76,55 @@ async fn pool_serves_again_after_postgres_restarts() {
     assert!(healthy, "/health back to 200");
     assert!(back.elapsed() < Duration::from_secs(15));
 }
+
+/// PostgreSQL crashes (a backend killed with SIGKILL) and recovers at once:
+/// a client arriving during recovery gets a server once it is over, not
+/// PostgreSQL's "the database system is in recovery mode" (57P03, which
+/// means "try again shortly"), and not that error cached for
+/// server_login_retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_arriving_during_crash_recovery_is_served() {
+    let pg = pg();
+    let fresh = |n: usize| {
+        format!(
+            "fresh{n} = \"host=127.0.0.1 port={} dbname={DB}\"\n",
+            pg.port
+        )
+    };
+    let p = Pooler::start(
+        "pool_mode = \"transaction\"\nserver_login_retry = 15\nquery_wait_timeout = 30",
+        &(0..3).map(fresh).collect::<String>(),
+    )
+    .await;
+    for round in 0..3 {
+        let victim = pg.direct(DB).await;
+        let pid: i32 = victim
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+        // Until PostgreSQL refuses with 57P03 (it is recovering).
+        let direct = format!(
+            "host=127.0.0.1 port={} user={SUPERUSER} password={SUPERPASS} dbname={DB}",
+            pg.port
+        );
+        let recovering = wait_until(10, || async {
+            matches!(connect(&direct).await, Err(e) if e.code().map(|c| c.code()) == Some("57P03"))
+        })
+        .await;
+        // A pool with no server yet: its first client logs in now.
+        let c = tokio::time::timeout(
+            Duration::from_secs(30),
+            connect(&p.conninfo(MD5_USER, MD5_PASS, &format!("fresh{round}"))),
+        )
+        .await
+        .expect("no hang")
+        .unwrap_or_else(|e| panic!("round {round} (saw recovery: {recovering}): {e}"));
+        assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
+    }
+}
