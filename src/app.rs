@@ -359,7 +359,7 @@ async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 /// servers timed out): try one login in the background, at most every few
 /// seconds, so /health knows whether the database is reachable without a
 /// connection per probe. A success becomes an idle server.
-fn probe(shared: &Arc<Shared>, cfg: &Config, db: &ResolvedDb, pool: &Arc<Pool>) {
+fn probe(shared: &Arc<Shared>, cfg: &Arc<Config>, db: &ResolvedDb, pool: &Arc<Pool>) {
     if pool.counts().0 > 0 || shared.control.is_paused(&db.name) {
         return;
     }
@@ -368,7 +368,7 @@ fn probe(shared: &Arc<Shared>, cfg: &Config, db: &ResolvedDb, pool: &Arc<Pool>) 
     {
         return;
     }
-    let Some(info) = pool.template() else {
+    let Some(info) = background_login(shared, cfg, db, pool) else {
         return;
     };
     let Some(slot) = pool.try_slot(&limits) else {
@@ -390,9 +390,12 @@ fn spawn_connect(
 ) {
     let (pool, id) = (pool.clone(), shared.next_id());
     let generation = shared.control.generation(&db.name);
-    let timers = shared.timers.clone();
+    let shared = shared.clone();
     tokio::spawn(async move {
-        match ServerConn::connect(&info, id, slot, &timers).await {
+        match ServerConn::connect(&info, id, slot, &shared.timers).await {
+            // A RELOAD while it connected may have moved the database:
+            // such a server is closed, not kept.
+            Ok(_) if !Arc::ptr_eq(&shared.config(), &info.settings) => {}
             Ok(mut s) => {
                 s.generation = generation;
                 pool.login_succeeded(&s.params);
@@ -408,8 +411,27 @@ fn spawn_connect(
     });
 }
 
+/// How to log a server into `pool` without a client: from the config in
+/// force now (a RELOAD may have moved the database), with the credentials a
+/// client left; None while no client has logged in, as then there are none.
+fn background_login(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Config>,
+    db: &ResolvedDb,
+    pool: &Arc<Pool>,
+) -> Option<LoginInfo> {
+    pool.template()?;
+    Some(crate::session::login_info(
+        cfg,
+        shared.tls(),
+        shared.registry.clone(),
+        db,
+        pool,
+    ))
+}
+
 /// Open servers up to `min_pool_size`, in the background.
-fn warm(shared: &Arc<Shared>, cfg: &Config, db: &ResolvedDb, pool: &Arc<Pool>) {
+fn warm(shared: &Arc<Shared>, cfg: &Arc<Config>, db: &ResolvedDb, pool: &Arc<Pool>) {
     let min = db.cfg.min_pool_size.unwrap_or(cfg.settings.min_pool_size);
     if min == 0 || pool.counts().0 >= min || shared.control.is_paused(&db.name) {
         return;
@@ -418,7 +440,7 @@ fn warm(shared: &Arc<Shared>, cfg: &Config, db: &ResolvedDb, pool: &Arc<Pool>) {
     if pool.recent_failure(limits.login_retry).is_some() {
         return;
     }
-    let Some(info) = pool.template() else {
+    let Some(info) = background_login(shared, cfg, db, pool) else {
         return;
     };
     let mut limits = limits;

@@ -505,6 +505,16 @@ async fn reload_retargets_a_database() {
     assert_ne!(text, moved);
     std::fs::write(&path, moved).unwrap();
     tidepool::admin::reload(p.app.shared()).unwrap();
+    // The maintenance task opens a server for a pool left with none (for
+    // /health): it must open it to the new target.
+    let pool = p.app.shared().pools.get(&tidepool::pool::PoolKey {
+        db: "moving".into(),
+        user: MD5_USER.into(),
+    });
+    assert!(
+        wait_until(10, || async { pool.counts().1 > 0 }).await,
+        "a server opened in the background"
+    );
     // A new client, and the client connected before (in transaction mode
     // it gets a new server at its next transaction).
     let after = p.connect(MD5_USER, MD5_PASS, "moving").await;
