@@ -764,3 +764,39 @@ async fn a_refused_reload_is_logged() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_clients_queued_behind_a_long_query_stay_bounded() {
+    let b = Binary::start(
+        "pool_mode = \"transaction\"\nquery_wait_timeout = 60\nmax_client_conn = 200",
+        &one_server_db("one"),
+        Some(MEMORY_CAP),
+    )
+    .await;
+    let watch = RssWatch::start(b.child.0.id());
+    let a = connect(&b.conninfo(MD5_USER, MD5_PASS, "one"))
+        .await
+        .unwrap();
+    let sleep = "select pg_sleep(2), 'queue head'";
+    let head = tokio::spawn(async move { a.simple_query(sleep).await.map(|_| ()) });
+    assert!(until_running(sleep).await, "the long query runs");
+    let mut queued = Vec::new();
+    for i in 0..100 {
+        let c = connect(&b.conninfo(MD5_USER, MD5_PASS, "one"))
+            .await
+            .unwrap();
+        queued.push(tokio::spawn(async move {
+            simple_row(&c, &format!("select {i}")).await
+        }));
+    }
+    head.await.unwrap().unwrap();
+    for (i, q) in queued.into_iter().enumerate() {
+        let row = tokio::time::timeout(Duration::from_secs(30), q)
+            .await
+            .expect("every queued client is answered")
+            .unwrap();
+        assert_eq!(row, vec![Some(i.to_string())]);
+    }
+    let peak = watch.peak();
+    assert!(peak < RSS_LIMIT, "peak RSS {peak} bytes");
+}
