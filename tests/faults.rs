@@ -11,8 +11,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// The tests here stop, start and crash the one PostgreSQL of this binary:
+/// one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_serves_again_after_postgres_restarts() {
+    let _serial = SERIAL.lock().await;
     let pg = pg();
     let p = Pooler::start(
         "pool_mode = \"transaction\"\nserver_login_retry = 1\nserver_connect_timeout = 2\nquery_wait_timeout = 5\n",
@@ -84,6 +89,7 @@ async fn pool_serves_again_after_postgres_restarts() {
 /// server_login_retry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_arriving_during_crash_recovery_is_served() {
+    let _serial = SERIAL.lock().await;
     let pg = pg();
     let fresh = |n: usize| {
         format!(
@@ -96,8 +102,22 @@ async fn a_client_arriving_during_crash_recovery_is_served() {
         &(0..3).map(fresh).collect::<String>(),
     )
     .await;
+    let direct = format!(
+        "host=127.0.0.1 port={} user={SUPERUSER} password={SUPERPASS} dbname={DB}",
+        pg.port
+    );
     for round in 0..3 {
-        let victim = pg.direct(DB).await;
+        // The last round's recovery may still be finishing.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let victim = loop {
+            match connect(&direct).await {
+                Ok(c) => break c,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("PostgreSQL is not back: {e}"),
+            }
+        };
         let pid: i32 = victim
             .query_one("SELECT pg_backend_pid()", &[])
             .await
@@ -109,10 +129,6 @@ async fn a_client_arriving_during_crash_recovery_is_served() {
             .unwrap()
             .success());
         // Until PostgreSQL refuses with 57P03 (it is recovering).
-        let direct = format!(
-            "host=127.0.0.1 port={} user={SUPERUSER} password={SUPERPASS} dbname={DB}",
-            pg.port
-        );
         let recovering = wait_until(10, || async {
             matches!(connect(&direct).await, Err(e) if e.code().map(|c| c.code()) == Some("57P03"))
         })

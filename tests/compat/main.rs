@@ -61,8 +61,12 @@ fn deps() -> Option<PathBuf> {
 
 /// tidepool in transaction mode with database `db` on a pool of 3.
 async fn pooler(db: &str, extra: &str) -> Pooler {
+    // pgjdbc sends extra_float_digits at login: refused unless ignored, as
+    // with PgBouncer.
     Pooler::start(
-        &format!("pool_mode = \"transaction\"\nadmin_users = \"{MD5_USER}\"\n{extra}"),
+        &format!(
+            "pool_mode = \"transaction\"\nadmin_users = \"{MD5_USER}\"\nignore_startup_parameters = \"extra_float_digits\"\n{extra}"
+        ),
         &format!(
             "{db} = \"host=127.0.0.1 port={} dbname={DB} pool_size={POOL}\"\n",
             pg().port
