@@ -446,6 +446,7 @@ async fn login(
         metrics: shared.metrics.db(dbname),
         track: mode != crate::config::PoolMode::Session && s.max_prepared_statements > 0,
         stmts: Default::default(),
+        pending_parses: Default::default(),
         responses: Default::default(),
         skip_to_sync: false,
         rewrites: None,

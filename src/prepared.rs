@@ -350,6 +350,11 @@ pub struct Responses {
     pub failed: Vec<u64>,
     /// The cached statement whose Bind or Describe the last error answered.
     pub errored: Option<u64>,
+    /// How the client's named Parses ended, in the order they were sent:
+    /// true when answered with ParseComplete, false when an earlier error
+    /// made the server skip it (the name then does not exist, as on
+    /// PostgreSQL). The session pairs them with the names it registered.
+    pub parse_outcomes: Vec<bool>,
     /// The messages of `Synthetic(b'e')` replies, in order.
     errors: VecDeque<Bytes>,
     /// An extended-protocol error came before the client's Sync did: the
@@ -364,6 +369,9 @@ impl Responses {
     /// it (see `skipping`).
     fn push(&mut self, e: Expect) {
         if self.skipping {
+            if is_client_parse(&e) {
+                self.parse_outcomes.push(false);
+            }
             match e {
                 Expect::Forward(Kind::Sync) | Expect::Swallow(Kind::Sync) => self.skipping = false,
                 // Skipped: the server will not have the statement.
@@ -400,6 +408,7 @@ impl Responses {
     pub fn clear(&mut self) {
         self.q.clear();
         self.errors.clear();
+        self.parse_outcomes.clear();
         self.skipping = false;
     }
 
@@ -414,6 +423,9 @@ impl Responses {
     pub fn take_synthetic(&mut self) -> Vec<Bytes> {
         let mut out = Vec::new();
         while let Some(Expect::Synthetic(tag)) = self.q.front() {
+            if *tag == b'1' {
+                self.parse_outcomes.push(true);
+            }
             out.push(match *tag {
                 b'1' => parse_complete(),
                 b'3' => close_complete(),
@@ -465,6 +477,9 @@ impl Responses {
                 };
             }
             // The request failed; the server skips to the next Sync.
+            if is_client_parse(&head) {
+                self.parse_outcomes.push(false);
+            }
             self.q.pop_front();
             match kind {
                 Kind::Parse(Some(id)) => self.failed.push(id),
@@ -472,6 +487,9 @@ impl Responses {
                 _ => {}
             }
             while let Some(e) = self.q.front() {
+                if is_client_parse(e) {
+                    self.parse_outcomes.push(false);
+                }
                 match e {
                     Expect::Forward(Kind::Sync) | Expect::Swallow(Kind::Sync) => break,
                     Expect::Swallow(Kind::Parse(Some(id)))
@@ -501,6 +519,9 @@ impl Responses {
             Kind::Sync => tag == b'Z',
         };
         if done {
+            if is_client_parse(&head) {
+                self.parse_outcomes.push(true);
+            }
             self.q.pop_front();
         }
         if swallow {
@@ -509,6 +530,15 @@ impl Responses {
             Action::Forward
         }
     }
+}
+
+/// A reply owed to a Parse of the client's own named statement: forwarded
+/// from the server, or made here when the server had the statement.
+fn is_client_parse(e: &Expect) -> bool {
+    matches!(
+        e,
+        Expect::Forward(Kind::Parse(Some(_))) | Expect::Synthetic(b'1')
+    )
 }
 
 #[cfg(test)]
@@ -588,6 +618,28 @@ mod tests {
         assert_eq!(split_target(&d[5..]), Some((b'S', &b"x"[..])));
         assert!(split_bind(b"no nul").is_none());
         assert!(split_target(b"").is_none());
+    }
+
+    #[test]
+    fn named_parses_report_their_outcome_in_order() {
+        let mut r = Responses::default();
+        // Parse a (forwarded), Parse b (answered here), Bind, Sync; then
+        // an error on a's Parse skips b.
+        r.forward(Kind::Parse(Some(1)));
+        r.synthetic(b'1');
+        r.forward(Kind::Bind(None));
+        r.forward(Kind::Sync);
+        assert_eq!(r.server(b'E'), Action::Forward);
+        assert_eq!(r.parse_outcomes, vec![false, false]);
+        assert_eq!(r.server(b'Z'), Action::Forward);
+        r.parse_outcomes.clear();
+        // Both succeed.
+        r.forward(Kind::Parse(Some(2)));
+        r.synthetic(b'1');
+        r.forward(Kind::Sync);
+        assert_eq!(r.server(b'1'), Action::Forward);
+        assert_eq!(r.take_synthetic().len(), 1);
+        assert_eq!(r.parse_outcomes, vec![true, true]);
     }
 
     #[test]

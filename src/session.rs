@@ -243,6 +243,10 @@ pub(crate) struct Session {
     pub track: bool,
     /// This client's statement names.
     pub stmts: HashMap<Vec<u8>, Arc<prepared::Stmt>>,
+    /// Names registered by Parses whose reply is still owed, oldest first:
+    /// one whose Parse the server skipped (an error earlier in the
+    /// pipeline) is unregistered, as PostgreSQL never created it.
+    pub pending_parses: VecDeque<(Vec<u8>, Arc<prepared::Stmt>)>,
     /// Replies expected from the linked server (tracking only).
     pub responses: prepared::Responses,
     /// We answered a message with an error ourselves: like the server after
@@ -542,6 +546,7 @@ impl Session {
         self.reg.set(Some(crate::cancel::Target::of(&server)));
         self.state.reset();
         self.responses.clear();
+        self.pending_parses.clear();
         self.server = Some(server);
         Ok(())
     }
@@ -631,6 +636,7 @@ impl Session {
                         self.state = LinkState::default();
                         self.rewrites = None;
                         self.responses = prepared::Responses::default();
+                        self.pending_parses = VecDeque::new();
                         return Ok(Active::Idle);
                     }
                     // Few clients: wait in this state rather than give it
@@ -1097,6 +1103,7 @@ impl Session {
                                 let stmt = self.shared.prepared.intern(rest);
                                 self.stats.add(C::ClientParses, 1);
                                 self.stmts.insert(name.to_vec(), stmt.clone());
+                                self.pending_parses.push_back((name.to_vec(), stmt.clone()));
                                 if prepare_on(
                                     server,
                                     &stmt,
@@ -1275,6 +1282,11 @@ impl Session {
             for b in self.responses.take_synthetic() {
                 conn.send(&b).await?;
             }
+            settle_parses(
+                &mut self.responses,
+                &mut self.pending_parses,
+                &mut self.stmts,
+            );
         }
         Ok(end)
     }
@@ -1325,6 +1337,11 @@ impl Session {
                     for id in self.responses.failed.drain(..) {
                         server.prepared.remove(id);
                     }
+                    settle_parses(
+                        &mut self.responses,
+                        &mut self.pending_parses,
+                        &mut self.stmts,
+                    );
                     if action == prepared::Action::Drop {
                         // Our own request's reply: not the client's.
                         conn.send(&server.rbuf[..pos]).await?;
@@ -1439,6 +1456,11 @@ impl Session {
             }
             if track && self.responses.synthetic_due() {
                 let due = self.responses.take_synthetic();
+                settle_parses(
+                    &mut self.responses,
+                    &mut self.pending_parses,
+                    &mut self.stmts,
+                );
                 if !due.is_empty() {
                     conn.send(&server.rbuf[..pos]).await?;
                     server.rbuf.advance(pos);
@@ -1588,6 +1610,24 @@ fn transient_retry(
         return None;
     }
     Some((waited / 2).clamp(Duration::from_millis(50), Duration::from_secs(1)))
+}
+
+/// Pair the outcomes of the client's named Parses with the names they
+/// registered; a skipped one's name goes (if it still names that
+/// statement).
+fn settle_parses(
+    responses: &mut prepared::Responses,
+    pending: &mut VecDeque<(Vec<u8>, Arc<prepared::Stmt>)>,
+    stmts: &mut HashMap<Vec<u8>, Arc<prepared::Stmt>>,
+) {
+    for ok in responses.parse_outcomes.drain(..) {
+        let Some((name, stmt)) = pending.pop_front() else {
+            break;
+        };
+        if !ok && stmts.get(&name).is_some_and(|s| Arc::ptr_eq(s, &stmt)) {
+            stmts.remove(&name);
+        }
+    }
 }
 
 fn killed() -> Error {

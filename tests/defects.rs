@@ -647,36 +647,74 @@ async fn a_parse_reusing_a_statement_name_is_refused_as_postgresql_does() {
     let direct = format!("host=127.0.0.1 port={}", pg().port);
     let _ = direct;
     let mut raw = Raw::login(p.port, MD5_USER, MD5_PASS, DB).await;
-    // Answered without a server, then with one.
-    for batch in [
-        [fe::parse("s1", "select 1"), fe::sync()].concat(),
-        [
-            fe::parse("s1", "select 2"),
-            fe::bind("", "s1"),
-            fe::execute(""),
-            fe::sync(),
-        ]
-        .concat(),
-        [fe::parse("s1", "select 3"), fe::sync()].concat(),
-        [fe::bind("", "s1"), fe::execute(""), fe::sync()].concat(),
-        [
-            fe::parse("s2", "select 4"),
-            fe::parse("s2", "select 5"),
-            fe::sync(),
-        ]
-        .concat(),
-    ] {
+    // Each batch and the replies it gets; the first is answered without a
+    // server, the others with one.
+    let steps: Vec<(Vec<u8>, Vec<&str>)> = vec![
+        (
+            [fe::parse("s1", "select 1"), fe::sync()].concat(),
+            vec!["1", "Z"],
+        ),
+        (
+            [
+                fe::parse("s1", "select 2"),
+                fe::bind("", "s1"),
+                fe::execute(""),
+                fe::sync(),
+            ]
+            .concat(),
+            vec!["E:42P05", "Z"],
+        ),
+        (
+            [fe::parse("s1", "select 3"), fe::sync()].concat(),
+            vec!["E:42P05", "Z"],
+        ),
+        // s1 is still the first statement.
+        (
+            [fe::bind("", "s1"), fe::execute(""), fe::sync()].concat(),
+            vec!["2", "D:1", "C", "Z"],
+        ),
+        (
+            [
+                fe::parse("s2", "select 4"),
+                fe::parse("s2", "select 5"),
+                fe::sync(),
+            ]
+            .concat(),
+            vec!["1", "E:42P05", "Z"],
+        ),
+        // A Parse the server skips after an earlier error creates nothing:
+        // its name is free again (s3 forwarded; s4 answered here, as the
+        // server already holds its SQL).
+        (
+            [
+                fe::parse("bad", "select nonsense from"),
+                fe::bind("", "bad"),
+                fe::execute(""),
+                fe::parse("s3", "select 6"),
+                fe::parse("s4", "select 1"),
+                fe::sync(),
+            ]
+            .concat(),
+            vec!["E:42601", "Z"],
+        ),
+        (
+            [
+                fe::parse("s3", "select 7"),
+                fe::parse("s4", "select 8"),
+                fe::bind("", "s3"),
+                fe::execute(""),
+                fe::bind("", "s4"),
+                fe::execute(""),
+                fe::sync(),
+            ]
+            .concat(),
+            vec!["1", "1", "2", "D:7", "C", "2", "D:8", "C", "Z"],
+        ),
+    ];
+    for (i, (batch, want)) in steps.into_iter().enumerate() {
         raw.send(&batch).await;
+        assert_eq!(reply_summary(&mut raw).await, want, "step {i}");
     }
-    assert_eq!(reply_summary(&mut raw).await, ["1", "Z"]);
-    assert_eq!(reply_summary(&mut raw).await, ["E:42P05", "Z"]);
-    assert_eq!(reply_summary(&mut raw).await, ["E:42P05", "Z"]);
-    assert_eq!(
-        reply_summary(&mut raw).await,
-        ["2", "D:1", "C", "Z"],
-        "s1 is still the first statement"
-    );
-    assert_eq!(reply_summary(&mut raw).await, ["1", "E:42P05", "Z"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
