@@ -130,8 +130,9 @@ async fn forced_user_and_auth_errors() {
         .err()
         .unwrap();
     assert_eq!(sqlstate(&e), "3D000");
+    // An unknown user is answered as a wrong password is.
     let e = connect(&p.conninfo("nobody", "x", DB)).await.err().unwrap();
-    assert_eq!(sqlstate(&e), "28000");
+    assert_eq!(sqlstate(&e), "28P01");
     let o = psql(&p, SCRAM_USER, "wrong", DB, "SELECT 1");
     assert!(!o.status.success());
     assert!(
@@ -549,19 +550,19 @@ async fn copy_and_client_settings_pass_through() {
     let pg = pg();
     let p = Pooler::start("", "").await;
     let c = connect(&format!(
-        "{} application_name=tp_app options='-c statement_timeout=12345 -c search_path=public'",
+        "{} application_name=tp_app options='-c DateStyle=German -c TimeZone=Asia/Tokyo'",
         p.conninfo(SCRAM_USER, SCRAM_PASS, DB)
     ))
     .await
     .unwrap();
     let row = c
         .query_one(
-            "SELECT current_setting('statement_timeout'), current_setting('application_name'), pg_backend_pid()",
+            "SELECT current_setting('DateStyle') || ' ' || current_setting('TimeZone'), current_setting('application_name'), pg_backend_pid()",
             &[],
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, String>(0), "12345ms");
+    assert_eq!(row.get::<_, String>(0), "German, DMY Asia/Tokyo");
     assert_eq!(row.get::<_, String>(1), "tp_app");
     let pid: i32 = row.get(2);
     let monitor = pg.direct("postgres").await;
