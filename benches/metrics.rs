@@ -26,7 +26,7 @@ fn bench(c: &mut Criterion) {
     }
     assert_eq!(shared.pools.all().len(), 1000);
     c.bench_function("render /metrics, 1000 pools", |b| {
-        b.iter(|| tidepool::metrics::render(std::hint::black_box(&shared)).len())
+        b.iter(|| tidepool::exporter::render(std::hint::black_box(&shared)).len())
     });
 }
 

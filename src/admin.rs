@@ -14,9 +14,9 @@ use pgwire::messages::response::{CommandComplete, NoticeResponse};
 use pgwire::messages::Message;
 
 use crate::config::{Config, PoolMode, SettingValue};
+use crate::net::Conn;
 use crate::net::{read_message, ReadError};
 use crate::protocol::{self, Severity};
-use crate::session::Conn;
 use crate::stats::NAMES;
 use crate::{Error, Shared};
 
@@ -629,7 +629,7 @@ fn show(shared: &Arc<Shared>, what: &str) -> Result<Table, Error> {
                 ("paused", Int),
                 ("disabled", Int),
             ]);
-            let names = database_names(&cfg, &pools);
+            let names = crate::pool::database_names(&cfg, &pools);
             let s = &cfg.settings;
             for name in names {
                 let Some(db) = cfg.database(&name) else {
@@ -903,24 +903,6 @@ fn show(shared: &Arc<Shared>, what: &str) -> Result<Table, Error> {
         }
     };
     Ok(t)
-}
-
-/// Databases to report: configured ones (not `*`) and those reached
-/// through `*` that have pools, sorted. SHOW DATABASES and /metrics agree.
-pub fn database_names(cfg: &Config, pools: &[Arc<crate::pool::Pool>]) -> Vec<String> {
-    let mut names: Vec<String> = cfg
-        .databases
-        .keys()
-        .filter(|k| *k != "*")
-        .cloned()
-        .collect();
-    for p in pools {
-        if !names.contains(&p.key.db) {
-            names.push(p.key.db.clone());
-        }
-    }
-    names.sort();
-    names
 }
 
 /// SHOW STATS name of a counter: `bytes_received` is `received` there.

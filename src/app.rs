@@ -105,11 +105,11 @@ impl Tidepool {
             unix_path = Some(path);
         }
         let mut metrics_addr = None;
-        match crate::metrics::bind(&s.metrics_addr).await {
+        match crate::exporter::bind(&s.metrics_addr).await {
             Ok(Some((l, addr))) => {
                 info!("metrics on http://{addr}/metrics and /health");
                 metrics_addr = Some(addr);
-                tasks.push(tokio::spawn(crate::metrics::serve(
+                tasks.push(tokio::spawn(crate::exporter::serve(
                     l,
                     shared.clone(),
                     stop_rx.clone(),

@@ -23,7 +23,7 @@ use rustc_hash::FxHashMap;
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::ct_eq;
-use crate::server::{ServerAddr, ServerConn};
+use crate::net::ServerAddr;
 
 /// Cancel requests still being delivered to one server.
 #[derive(Debug, Default)]
@@ -82,17 +82,6 @@ pub struct Target {
 pub struct Pending {
     pub target: Target,
     _in_flight: InFlight,
-}
-
-impl Target {
-    pub fn of(s: &ServerConn) -> Target {
-        Target {
-            addr: s.addr.clone(),
-            pid: s.backend_pid,
-            key: s.backend_key,
-            gate: s.cancels.clone(),
-        }
-    }
 }
 
 /// A client's link, as the cancel path sees it.

@@ -12,10 +12,11 @@ use tracing::{debug, error, info, warn};
 use crate::auth::scram::{ClientCreds, ScramSecret, ScramServer, MECHANISM, MECHANISM_PLUS};
 use crate::auth::{ct_eq, md5_response_matches, md5_secret};
 use crate::config::{is_admin_db, AuthType, Config, Secret, SslMode};
+use crate::net::Conn;
 use crate::net::{fill, Stream};
 use crate::pool::{Pool, PoolKey};
 use crate::protocol::{self, Params, Scanner, Severity, StartupPacket, StartupParams};
-use crate::session::{Conn, LinkState, Session};
+use crate::session::{LinkState, Session};
 use crate::{Error, Shared};
 
 /// Where a client came from, for logs.

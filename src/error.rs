@@ -137,6 +137,16 @@ impl Error {
     }
 }
 
+impl From<crate::protocol::FrameError> for Error {
+    fn from(e: crate::protocol::FrameError) -> Self {
+        match e {
+            // Ours, not the peer's.
+            crate::protocol::FrameError::Encode(_) => Error::Internal(e.to_string()),
+            _ => Error::Protocol(e.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

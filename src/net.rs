@@ -1,13 +1,17 @@
-//! Sockets: one stream type for TCP and Unix sockets (TLS joins it in the TLS
-//! issue), and buffered reads of whole messages for the login phases.
+//! Sockets: one stream type for TCP, Unix sockets and TLS on either side;
+//! buffered reads of whole messages for the login phases; a server's
+//! address; and a client's connection with its read buffer.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+
+use crate::protocol::{self, Severity};
+use crate::Error;
 
 /// A connection to a client or a server.
 pub enum Stream {
@@ -349,5 +353,96 @@ mod tests {
         assert!(fill(&mut &data[..], &mut buf).await.unwrap());
         assert!(buf.capacity() >= READ_CHUNK);
         assert_eq!(buf.len(), 1200);
+    }
+}
+
+// ------------------------------------------------------------ connections
+
+/// Where a server is: a host and port, or a Unix socket directory and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl ServerAddr {
+    pub fn is_unix(&self) -> bool {
+        self.host.starts_with('/')
+    }
+
+    pub fn socket_path(&self) -> String {
+        format!("{}/.s.PGSQL.{}", self.host.trim_end_matches('/'), self.port)
+    }
+
+    pub async fn connect(&self) -> std::io::Result<Stream> {
+        if self.is_unix() {
+            Ok(Stream::Unix(UnixStream::connect(self.socket_path()).await?))
+        } else {
+            Ok(Stream::Tcp(
+                TcpStream::connect((self.host.as_str(), self.port)).await?,
+            ))
+        }
+    }
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_unix() {
+            f.write_str(&self.socket_path())
+        } else if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The client's socket with its read buffer.
+pub(crate) struct Conn {
+    pub stream: Stream,
+    pub rbuf: BytesMut,
+}
+
+impl Conn {
+    pub async fn send(&mut self, buf: &[u8]) -> Result<(), Error> {
+        self.stream.send_all(buf).await.map_err(Error::client_io)
+    }
+
+    /// Send an error we originate (or a server's, as it was).
+    pub async fn send_error(&mut self, e: &Error, sev: Severity) {
+        let mut b = BytesMut::new();
+        match e {
+            Error::ServerError(f) => protocol::error_from_fields(&mut b, f),
+            _ => protocol::error_response(&mut b, sev, e.sqlstate(), &e.to_string()),
+        }
+        let _ = self.stream.write_all(&b).await;
+    }
+
+    /// Run the TLS handshake on this (plain TCP) connection.
+    pub async fn upgrade(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> Result<(), Error> {
+        let Stream::Tcp(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
+            return Err(Error::Protocol("TLS is only possible over TCP".into()));
+        };
+        let tls = acceptor
+            .accept(tcp)
+            .await
+            .map_err(|e| Error::Protocol(format!("TLS handshake failed: {e}")))?;
+        self.stream = Stream::ClientTls(Box::new(tls));
+        Ok(())
+    }
+
+    pub async fn read_password_message(&mut self) -> Result<Bytes, Error> {
+        match read_message(&mut self.stream, &mut self.rbuf, protocol::MAX_AUTH_MESSAGE).await {
+            Ok((b'p', body)) => Ok(body),
+            Ok((t, _)) => Err(Error::Protocol(format!(
+                "expected a password message, got message type '{}'",
+                t as char
+            ))),
+            Err(ReadError::Eof) => Err(Error::ClientGone),
+            Err(ReadError::Io(e)) => Err(Error::client_io(e)),
+            Err(ReadError::BadLength(l)) => Err(Error::Protocol(format!(
+                "invalid message length {l} during authentication"
+            ))),
+        }
     }
 }

@@ -22,6 +22,8 @@ use crate::auth::scram::ClientCreds;
 use crate::config::{Config, ResolvedDb};
 use crate::protocol::{ErrorFields, Params};
 use crate::server::{LoginInfo, ServerConn};
+use crate::slot::Capacity;
+pub use crate::slot::Slot;
 use crate::threads::Timers;
 use crate::Error;
 
@@ -281,25 +283,6 @@ pub struct PoolReport {
     pub clients: u32,
 }
 
-/// One unit of a pool's capacity (and of its database's and user's).
-pub struct Slot {
-    pool: Weak<Pool>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Some(p) = self.pool.upgrade() {
-            p.slot_freed();
-        }
-    }
-}
-
-impl Slot {
-    pub fn pool(&self) -> Option<Arc<Pool>> {
-        self.pool.upgrade()
-    }
-}
-
 /// What the pool can do for a checkout right now.
 #[allow(clippy::large_enum_variant)]
 enum Attempt {
@@ -342,9 +325,8 @@ impl Pool {
 
     /// A new slot, for tests and for the first server of a pool.
     fn slot(&self) -> Slot {
-        Slot {
-            pool: self.me.clone(),
-        }
+        let owner: Weak<dyn Capacity> = self.me.clone();
+        Slot::new(owner)
     }
 
     /// Take a server: an idle one, or a slot to connect a new one, waiting in
@@ -613,9 +595,7 @@ impl Pool {
                             Grant::Slot(slot) => {
                                 // Nobody wants it: give the capacity back
                                 // here, with the lock held, not in its Drop.
-                                let mut slot = slot;
-                                slot.pool = Weak::new();
-                                drop(slot);
+                                slot.disarm();
                                 inner.total = inner.total.saturating_sub(1);
                                 drop(inner);
                                 self.counters_freed();
@@ -633,7 +613,7 @@ impl Pool {
         }
     }
 
-    fn slot_freed(&self) {
+    fn freed(&self) {
         let has_waiters = !self.lock().waiters.is_empty();
         if has_waiters {
             // The capacity moves to the first waiter as a new slot.
@@ -860,11 +840,35 @@ impl Pool {
     }
 }
 
+impl Capacity for Pool {
+    fn slot_freed(&self) {
+        self.freed();
+    }
+}
+
 fn release(c: &Counter) {
     let _ = c
         .count
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
     c.freed.notify_waiters();
+}
+
+/// Databases to report: configured ones (not `*`) and those reached
+/// through `*` that have pools, sorted. SHOW DATABASES and /metrics agree.
+pub fn database_names(cfg: &Config, pools: &[Arc<crate::pool::Pool>]) -> Vec<String> {
+    let mut names: Vec<String> = cfg
+        .databases
+        .keys()
+        .filter(|k| *k != "*")
+        .cloned()
+        .collect();
+    for p in pools {
+        if !names.contains(&p.key.db) {
+            names.push(p.key.db.clone());
+        }
+    }
+    names.sort();
+    names
 }
 
 /// Every pool, by key, with the per-database and per-user counters.

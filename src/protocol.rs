@@ -38,6 +38,9 @@ pub enum FrameError {
     TooLarge(u32, u32),
     #[error("malformed {0} message")]
     Malformed(&'static str),
+    /// One of our own messages could not be encoded (over pgwire's limit).
+    #[error("cannot encode a message: {0}")]
+    Encode(String),
 }
 
 pub fn be_u32(b: &[u8]) -> u32 {
@@ -340,9 +343,8 @@ impl Params {
 /// Build messages into a buffer. pgwire's encoders only fail for messages
 /// over their size limits, which ours never reach; such a failure is
 /// reported rather than unwrapped.
-pub fn encode<M: Message>(buf: &mut BytesMut, m: &M) -> Result<(), crate::Error> {
-    m.encode(buf)
-        .map_err(|e| crate::Error::Internal(format!("encoding a message: {e}")))
+pub fn encode<M: Message>(buf: &mut BytesMut, m: &M) -> Result<(), FrameError> {
+    m.encode(buf).map_err(|e| FrameError::Encode(e.to_string()))
 }
 
 /// PasswordMessage (cleartext or md5 answer), written by hand: pgwire caps

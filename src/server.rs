@@ -8,53 +8,14 @@ use crate::threads::Timers;
 use bytes::{Buf, Bytes, BytesMut};
 use pgwire::messages::startup::{SASLInitialResponse, SASLResponse, Startup};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpStream, UnixStream};
 
 use crate::auth::scram::{ClientCreds, ScramClient, MECHANISM};
 use crate::auth::{md5_response, md5_secret};
+pub use crate::net::ServerAddr;
 use crate::net::{read_message, ReadError, Stream};
-use crate::pool::Slot;
 use crate::protocol::{self, be_u32, parse_parameter_status, ErrorFields, Params};
+use crate::slot::Slot;
 use crate::Error;
-
-/// Where a server is: a host and port, or a Unix socket directory and port.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerAddr {
-    pub host: String,
-    pub port: u16,
-}
-
-impl ServerAddr {
-    pub fn is_unix(&self) -> bool {
-        self.host.starts_with('/')
-    }
-
-    pub fn socket_path(&self) -> String {
-        format!("{}/.s.PGSQL.{}", self.host.trim_end_matches('/'), self.port)
-    }
-
-    pub async fn connect(&self) -> std::io::Result<Stream> {
-        if self.is_unix() {
-            Ok(Stream::Unix(UnixStream::connect(self.socket_path()).await?))
-        } else {
-            Ok(Stream::Tcp(
-                TcpStream::connect((self.host.as_str(), self.port)).await?,
-            ))
-        }
-    }
-}
-
-impl std::fmt::Display for ServerAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.is_unix() {
-            f.write_str(&self.socket_path())
-        } else if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
 
 /// What we log into a server with.
 #[derive(Clone)]
@@ -348,6 +309,16 @@ impl ServerConn {
             self.home = here;
         }
         Ok(())
+    }
+
+    /// Where a cancel for this server's current query must go.
+    pub fn cancel_target(&self) -> crate::cancel::Target {
+        crate::cancel::Target {
+            addr: self.addr.clone(),
+            pid: self.backend_pid,
+            key: self.backend_key,
+            gate: self.cancels.clone(),
+        }
     }
 
     /// Cheap check before handing an idle server out: still open, nothing

@@ -16,68 +16,19 @@ use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
 use crate::config::{Config, PoolMode, ResolvedDb};
-use crate::net::{fill, poll_fill, read_message, ReadError, Stream};
+use crate::net::Conn;
+use crate::net::ServerAddr;
+use crate::net::{fill, poll_fill};
 use crate::pool::{Grant, Limits, Pool};
 use crate::prepared::{self, Kind};
 use crate::protocol::{self, Params, Scanner, Severity, Step};
 use crate::registry::State;
-use crate::server::{LoginInfo, ServerAddr, ServerConn, ServerCreds};
+use crate::server::{LoginInfo, ServerConn, ServerCreds};
 use crate::stats::C;
 use crate::{Error, Shared};
-
-/// The client's socket with its read buffer.
-pub(crate) struct Conn {
-    pub stream: Stream,
-    pub rbuf: BytesMut,
-}
-
-impl Conn {
-    pub async fn send(&mut self, buf: &[u8]) -> Result<(), Error> {
-        self.stream.send_all(buf).await.map_err(Error::client_io)
-    }
-
-    /// Send an error we originate (or a server's, as it was).
-    pub async fn send_error(&mut self, e: &Error, sev: Severity) {
-        let mut b = BytesMut::new();
-        match e {
-            Error::ServerError(f) => protocol::error_from_fields(&mut b, f),
-            _ => protocol::error_response(&mut b, sev, e.sqlstate(), &e.to_string()),
-        }
-        let _ = self.stream.write_all(&b).await;
-    }
-
-    /// Run the TLS handshake on this (plain TCP) connection.
-    pub async fn upgrade(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> Result<(), Error> {
-        let Stream::Tcp(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
-            return Err(Error::Protocol("TLS is only possible over TCP".into()));
-        };
-        let tls = acceptor
-            .accept(tcp)
-            .await
-            .map_err(|e| Error::Protocol(format!("TLS handshake failed: {e}")))?;
-        self.stream = Stream::ClientTls(Box::new(tls));
-        Ok(())
-    }
-
-    pub async fn read_password_message(&mut self) -> Result<Bytes, Error> {
-        match read_message(&mut self.stream, &mut self.rbuf, protocol::MAX_AUTH_MESSAGE).await {
-            Ok((b'p', body)) => Ok(body),
-            Ok((t, _)) => Err(Error::Protocol(format!(
-                "expected a password message, got message type '{}'",
-                t as char
-            ))),
-            Err(ReadError::Eof) => Err(Error::ClientGone),
-            Err(ReadError::Io(e)) => Err(Error::client_io(e)),
-            Err(ReadError::BadLength(l)) => Err(Error::Protocol(format!(
-                "invalid message length {l} during authentication"
-            ))),
-        }
-    }
-}
 
 /// Where a linked server is in the conversation: the release rule of
 /// `shared/reference/protocol-notes.md`, kept apart from I/O so it can be
@@ -543,7 +494,7 @@ impl Session {
                 }
             }
         }
-        self.reg.set(Some(crate::cancel::Target::of(&server)));
+        self.reg.set(Some(server.cancel_target()));
         self.state.reset();
         self.responses.clear();
         self.pending_parses.clear();

@@ -1,0 +1,359 @@
+//! Prometheus metrics and a health endpoint, served over HTTP/1 (hyper) on
+//! `metrics_addr`.
+//!
+//! The `pgbouncer_*` families carry prometheus-community pgbouncer_exporter's
+//! names and labels, so existing dashboards work unchanged; they are built at
+//! scrape time from the same counters and pool reports SHOW STATS / SHOW
+//! POOLS read, so the two never disagree. The live `tidepool_*` families
+//! (`metrics`) are appended.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::Encoder;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::stats::C;
+use crate::Shared;
+
+fn label(name: &str, value: &str) -> LabelPair {
+    let mut l = LabelPair::default();
+    l.set_name(name.to_string());
+    l.set_value(value.to_string());
+    l
+}
+
+/// One family built at scrape time.
+struct Family {
+    f: MetricFamily,
+}
+
+impl Family {
+    fn new(name: &str, help: &str, kind: MetricType) -> Family {
+        let mut f = MetricFamily::default();
+        f.set_name(name.to_string());
+        f.set_help(help.to_string());
+        f.set_field_type(kind);
+        Family { f }
+    }
+
+    fn add(&mut self, labels: &[(&str, &str)], value: f64) {
+        let mut m = Metric::default();
+        m.set_label(labels.iter().map(|(k, v)| label(k, v)).collect());
+        if self.f.get_field_type() == MetricType::COUNTER {
+            let mut c = Counter::default();
+            c.set_value(value);
+            m.set_counter(c);
+        } else {
+            let mut g = Gauge::default();
+            g.set_value(value);
+            m.set_gauge(g);
+        }
+        self.f.mut_metric().push(m);
+    }
+}
+
+/// The whole scrape, in Prometheus text format.
+pub fn render(shared: &Shared) -> String {
+    use MetricType::{COUNTER, GAUGE};
+    let cfg = shared.config();
+    let mut pools = shared.pools.all();
+    pools.sort_by(|a, b| a.key.cmp(&b.key));
+    let reports: Vec<_> = pools.iter().map(|p| (p, p.report())).collect();
+
+    let mut fams = Vec::new();
+    let mut up = Family::new("pgbouncer_up", "The pooler is up and answering.", GAUGE);
+    up.add(&[], 1.0);
+    fams.push(up);
+    let mut max_clients = Family::new(
+        "pgbouncer_config_max_client_connections",
+        "max_client_conn.",
+        GAUGE,
+    );
+    max_clients.add(&[], cfg.settings.max_client_conn as f64);
+    fams.push(max_clients);
+
+    type PoolFn = fn(&crate::pool::PoolReport) -> f64;
+    let pool_gauges: [(&str, &str, PoolFn); 8] = [
+        (
+            "pgbouncer_pools_client_active_connections",
+            "Client connections linked or idle.",
+            |r| r.clients.saturating_sub(r.waiting) as f64,
+        ),
+        (
+            "pgbouncer_pools_client_waiting_connections",
+            "Client connections waiting for a server.",
+            |r| r.waiting as f64,
+        ),
+        (
+            "pgbouncer_pools_server_active_connections",
+            "Server connections linked to a client.",
+            |r| r.servers.saturating_sub(r.idle) as f64,
+        ),
+        (
+            "pgbouncer_pools_server_idle_connections",
+            "Server connections idle in the pool.",
+            |r| r.idle as f64,
+        ),
+        (
+            "pgbouncer_pools_server_used_connections",
+            "Server connections released but not yet checked.",
+            |_| 0.0,
+        ),
+        (
+            "pgbouncer_pools_server_testing_connections",
+            "Server connections being tested.",
+            |_| 0.0,
+        ),
+        (
+            "pgbouncer_pools_server_login_connections",
+            "Server connections logging in.",
+            |_| 0.0,
+        ),
+        (
+            "pgbouncer_pools_client_maxwait_seconds",
+            "Longest current wait for a server.",
+            |r| r.maxwait.as_secs_f64(),
+        ),
+    ];
+    for (name, help, f) in pool_gauges {
+        let mut fam = Family::new(name, help, GAUGE);
+        for (p, r) in &reports {
+            fam.add(&[("database", &p.key.db), ("user", &p.key.user)], f(r));
+        }
+        fams.push(fam);
+    }
+
+    let totals = shared.stats.totals();
+    let stat_counters: [(&str, &str, C, f64); 7] = [
+        (
+            "pgbouncer_stats_queries_pooled_total",
+            "Queries pooled.",
+            C::Queries,
+            1.0,
+        ),
+        (
+            "pgbouncer_stats_queries_duration_seconds_total",
+            "Time spent in queries.",
+            C::QueryTime,
+            1e-6,
+        ),
+        (
+            "pgbouncer_stats_sql_transactions_pooled_total",
+            "Transactions pooled.",
+            C::Xacts,
+            1.0,
+        ),
+        (
+            "pgbouncer_stats_server_in_transaction_seconds_total",
+            "Time servers spent in transactions.",
+            C::XactTime,
+            1e-6,
+        ),
+        (
+            "pgbouncer_stats_client_wait_seconds_total",
+            "Time clients waited for a server.",
+            C::WaitTime,
+            1e-6,
+        ),
+        (
+            "pgbouncer_stats_received_bytes_total",
+            "Bytes received from clients.",
+            C::Received,
+            1.0,
+        ),
+        (
+            "pgbouncer_stats_sent_bytes_total",
+            "Bytes sent to clients.",
+            C::Sent,
+            1.0,
+        ),
+    ];
+    for (name, help, c, scale) in stat_counters {
+        let mut fam = Family::new(name, help, COUNTER);
+        for (db, t) in &totals {
+            fam.add(&[("database", db)], t.get(c) as f64 * scale);
+        }
+        fams.push(fam);
+    }
+
+    let dbs = crate::pool::database_names(&cfg, &pools);
+    let mut servers_by_db: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    for (p, r) in &reports {
+        *servers_by_db.entry(p.key.db.as_str()).or_default() += r.servers;
+    }
+    let mut pool_size = Family::new(
+        "pgbouncer_databases_pool_size",
+        "Configured pool size.",
+        GAUGE,
+    );
+    let mut current = Family::new(
+        "pgbouncer_databases_current_connections",
+        "Server connections.",
+        GAUGE,
+    );
+    let mut max = Family::new(
+        "pgbouncer_databases_max_connections",
+        "max_db_connections (0 = unlimited).",
+        GAUGE,
+    );
+    let mut paused = Family::new("pgbouncer_databases_paused", "1 when paused.", GAUGE);
+    let mut disabled = Family::new("pgbouncer_databases_disabled", "1 when disabled.", GAUGE);
+    for name in &dbs {
+        let Some(db) = cfg.database(name) else {
+            continue;
+        };
+        let l = [("database", name.as_str())];
+        pool_size.add(
+            &l,
+            db.cfg.pool_size.unwrap_or(cfg.settings.default_pool_size) as f64,
+        );
+        let servers = servers_by_db.get(name.as_str()).copied().unwrap_or(0);
+        current.add(&l, servers as f64);
+        max.add(&l, cfg.max_db_connections(&db) as f64);
+        paused.add(&l, shared.control.is_paused(name) as u8 as f64);
+        disabled.add(&l, shared.control.is_disabled(name) as u8 as f64);
+    }
+    fams.extend([pool_size, current, max, paused, disabled]);
+
+    let mut all: Vec<MetricFamily> = fams.into_iter().map(|f| f.f).collect();
+    all.extend(shared.metrics.registry.gather());
+    let mut out = Vec::with_capacity(16 * 1024);
+    // Encoding into a Vec cannot fail for well-formed families.
+    let _ = prometheus::TextEncoder::new().encode(&all, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// /health: 200 when tidepool accepts clients and no database in use has a
+/// recent server login failure; 503 with a JSON reason otherwise. Judged
+/// from pool state (the maintenance task probes idle pools), never a new
+/// connection per request.
+pub fn health(shared: &Shared) -> (StatusCode, String) {
+    if shared.control.all_paused() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"paused"}"#.to_string(),
+        );
+    }
+    if shared.control.shutdown_requested().borrow().is_some() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"status":"shutting down"}"#.to_string(),
+        );
+    }
+    let cfg = shared.config();
+    let retry = cfg
+        .settings
+        .server_login_retry
+        .0
+        .max(std::time::Duration::from_secs(5));
+    let mut down: Vec<(String, String)> = Vec::new();
+    for p in shared.pools.all() {
+        if let Some(e) = p.recent_failure(retry) {
+            if !down.iter().any(|(d, _)| *d == p.key.db) {
+                down.push((p.key.db.clone(), e.to_string()));
+            }
+        }
+    }
+    if down.is_empty() {
+        return (StatusCode::OK, r#"{"status":"ok"}"#.to_string());
+    }
+    down.sort();
+    let items: Vec<String> = down
+        .iter()
+        .map(|(db, why)| {
+            format!(
+                r#"{{"database":{},"error":{}}}"#,
+                json_str(db),
+                json_str(why)
+            )
+        })
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            r#"{{"status":"unreachable","databases":[{}]}}"#,
+            items.join(",")
+        ),
+    )
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, ctype, body) = match req.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            render(&shared),
+        ),
+        "/health" => {
+            let (s, b) = health(&shared);
+            (s, "application/json", b)
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(ctype) {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    Ok(resp)
+}
+
+/// Serve /metrics and /health until `stop` (the final stop: metrics keep
+/// answering while the pooler drains).
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => {
+                let Ok((stream, _)) = r else { continue };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(shared.clone(), req));
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                });
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Bind `metrics_addr`; `None` when it is empty (disabled).
+pub async fn bind(addr: &str) -> std::io::Result<Option<(TcpListener, SocketAddr)>> {
+    if addr.trim().is_empty() {
+        return Ok(None);
+    }
+    let l = TcpListener::bind(addr.trim()).await?;
+    let local = l.local_addr()?;
+    Ok(Some((l, local)))
+}
