@@ -16,7 +16,7 @@ use pgwire::messages::Message;
 use crate::config::{Config, PoolMode, SettingValue};
 use crate::net::Conn;
 use crate::net::{read_message, ReadError};
-use crate::protocol::{self, Severity};
+use crate::protocol::{self, backend, field, frontend, Severity, TxStatus};
 use crate::stats::NAMES;
 use crate::{Error, Shared};
 
@@ -128,8 +128,8 @@ pub(crate) async fn run(shared: &Arc<Shared>, conn: &mut Conn, role: Role) -> Re
             }
         };
         match tag {
-            b'X' => return Ok(()),
-            b'Q' => {
+            frontend::TERMINATE => return Ok(()),
+            frontend::QUERY => {
                 let text =
                     String::from_utf8_lossy(protocol::cstr(&body).map_or(&body[..], |(q, _)| q))
                         .into_owned();
@@ -144,7 +144,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, conn: &mut Conn, role: Role) -> Re
                         protocol::error_response(&mut out, Severity::Error, code, &e.to_string());
                     }
                 }
-                protocol::ready_for_query(&mut out, b'I');
+                protocol::ready_for_query(&mut out, TxStatus::Idle);
                 conn.send(&out).await?;
             }
             _ => {
@@ -167,8 +167,8 @@ async fn command(shared: &Arc<Shared>, text: &str, role: Role) -> Result<BytesMu
         .collect();
     let Some(verb) = words.first() else {
         let mut b = BytesMut::new();
-        // EmptyQueryResponse ('I'); pgwire keeps its unit struct private.
-        b.put_u8(b'I');
+        // pgwire keeps its EmptyQueryResponse unit struct private.
+        b.put_u8(backend::EMPTY_QUERY_RESPONSE);
         b.put_u32(4);
         return Ok(b);
     };
@@ -463,10 +463,10 @@ fn help(b: &mut BytesMut) {
                 \tSHOW SOCKETS|ACTIVE_SOCKETS|MEM|FDS|DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS\n\
                 \tPAUSE [<db>]\n\tKILL [<db>]\n\tKILL_CLIENT <id>\n\tRESUME [<db>]\n\tDISABLE <db>\n\tENABLE <db>\n\tRECONNECT [<db>]\n\tSUSPEND\n\tRELOAD\n\tSET key = value\n\tWAIT_CLOSE [<db>]\n\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]";
     let _ = NoticeResponse::new(vec![
-        (b'S', "NOTICE".into()),
-        (b'V', "NOTICE".into()),
-        (b'C', "00000".into()),
-        (b'M', text.into()),
+        (field::SEVERITY, "NOTICE".into()),
+        (field::SEVERITY_V, "NOTICE".into()),
+        (field::CODE, "00000".into()),
+        (field::MESSAGE, text.into()),
     ])
     .encode(b);
     let _ = CommandComplete::new("SHOW".into()).encode(b);

@@ -15,7 +15,7 @@ use crate::config::{is_admin_db, AuthType, Config, Secret, SslMode};
 use crate::net::Conn;
 use crate::net::{fill, Stream};
 use crate::pool::{Pool, PoolKey};
-use crate::protocol::{self, Params, Scanner, Severity, StartupPacket, StartupParams};
+use crate::protocol::{self, Params, Scanner, Severity, StartupPacket, StartupParams, TxStatus};
 use crate::session::{LinkState, Session};
 use crate::{Error, Shared};
 
@@ -207,7 +207,7 @@ async fn login(
                     .filter(|_| matches!(conn.stream, Stream::Tcp(_)));
                 match side {
                     Some(side) => {
-                        conn.send(b"S").await?;
+                        conn.send(&[protocol::ENCRYPTION_ACCEPTED]).await?;
                         // Bytes sent before our answer would be read as if
                         // they came through TLS: a known injection.
                         if !conn.rbuf.is_empty() {
@@ -220,12 +220,12 @@ async fn login(
                         }
                         accept_tls(shared, conn, side).await?;
                     }
-                    None => conn.send(b"N").await?,
+                    None => conn.send(&[protocol::ENCRYPTION_REFUSED]).await?,
                 }
             }
             StartupPacket::GssEnc => {
                 gss_asked = true;
-                conn.send(b"N").await?
+                conn.send(&[protocol::ENCRYPTION_REFUSED]).await?
             }
             StartupPacket::Cancel { pid, key } => {
                 if let Some(p) = shared.cancels.lookup(pid, &key) {
@@ -312,7 +312,7 @@ async fn login(
         crate::admin::welcome(&mut b);
         let reg = shared.cancels.register();
         protocol::backend_key_data(&mut b, reg.pid, reg.key);
-        protocol::ready_for_query(&mut b, b'I');
+        protocol::ready_for_query(&mut b, TxStatus::Idle);
         conn.send(&b).await?;
         if s.log_connections {
             info!(client = %peer, user = %user, database = %dbname, "login attempt: ok (admin console)");
@@ -486,7 +486,7 @@ async fn login(
     protocol::auth(&mut b, &Authentication::Ok);
     b.extend_from_slice(&statuses);
     protocol::backend_key_data(&mut b, session.reg.pid, session.reg.key);
-    protocol::ready_for_query(&mut b, b'I');
+    protocol::ready_for_query(&mut b, TxStatus::Idle);
     conn.send(&b).await?;
     session.stats.add(crate::stats::C::ClientLogins, 1);
     if s.log_connections {

@@ -5,8 +5,8 @@
 //! loop; the assertions inside are the invariants the session relies on.
 
 use crate::auth::scram::{ScramSecret, ScramServer};
-use crate::prepared::{Kind, Responses};
-use crate::protocol::{self, Scanner, Step};
+use crate::prepared::{Kind, Reply, Responses};
+use crate::protocol::{self, backend, frontend, Scanner, Step, TxStatus};
 use crate::session::LinkState;
 
 /// The frame scanner over a stream cut into arbitrary pieces: every step
@@ -26,7 +26,16 @@ pub fn frame_scanner(data: &[u8]) {
             have = (have + piece).min(stream.len());
             loop {
                 let buf = &stream[pos..have];
-                match sc.step(buf, |t| matches!(t, b'E' | b'S' | b'Z' | b'P')) {
+                let inspect = |t| {
+                    matches!(
+                        t,
+                        backend::ERROR_RESPONSE
+                            | backend::PARAMETER_STATUS
+                            | backend::READY_FOR_QUERY
+                            | frontend::PARSE
+                    )
+                };
+                match sc.step(buf, inspect) {
                     Ok(Step::Pass { n, .. }) => {
                         assert!(n > 0 && n <= buf.len(), "pass {n} of {}", buf.len());
                         pos += n;
@@ -34,10 +43,10 @@ pub fn frame_scanner(data: &[u8]) {
                     Ok(Step::Whole { tag, len }) => {
                         assert!(len >= 5 && len <= buf.len());
                         assert_eq!(tag, buf[0]);
-                        if tag == b'E' {
+                        if tag == backend::ERROR_RESPONSE {
                             let _ = protocol::ErrorFields::parse(&buf[5..len]);
                         }
-                        if tag == b'S' {
+                        if tag == backend::PARAMETER_STATUS {
                             let _ = protocol::parse_parameter_status(&buf[5..len]);
                         }
                         pos += len;
@@ -117,11 +126,11 @@ pub fn session_state(data: &[u8]) {
             0 => {
                 link.client_message(tag);
                 replies.forward(match tag {
-                    b'P' => Kind::Parse(Some(u64::from(dir))),
-                    b'B' => Kind::Bind(None),
-                    b'D' => Kind::DescribePortal,
-                    b'E' => Kind::Execute,
-                    b'C' => Kind::Close,
+                    frontend::PARSE => Kind::Parse(Some(u64::from(dir))),
+                    frontend::BIND => Kind::Bind(None),
+                    frontend::DESCRIBE => Kind::DescribePortal,
+                    frontend::EXECUTE => Kind::Execute,
+                    frontend::CLOSE => Kind::Close,
                     _ => Kind::Sync,
                 });
             }
@@ -129,9 +138,18 @@ pub fn session_state(data: &[u8]) {
                 link.server_message(tag);
                 let _ = replies.server(tag);
             }
-            2 => link.ready(tag),
+            2 => {
+                if let Some(status) = TxStatus::from_byte(tag) {
+                    link.ready(status);
+                }
+            }
             _ => {
-                replies.synthetic(tag);
+                replies.synthetic(match tag % 4 {
+                    0 => Reply::ParseComplete,
+                    1 => Reply::CloseComplete,
+                    2 => Reply::StalePlan,
+                    _ => Reply::Error,
+                });
                 if replies.synthetic_due() {
                     let _ = replies.take_synthetic();
                 }

@@ -433,7 +433,7 @@ impl Conn {
 
     pub async fn read_password_message(&mut self) -> Result<Bytes, Error> {
         match read_message(&mut self.stream, &mut self.rbuf, protocol::MAX_AUTH_MESSAGE).await {
-            Ok((b'p', body)) => Ok(body),
+            Ok((protocol::frontend::PASSWORD, body)) => Ok(body),
             Ok((t, _)) => Err(Error::Protocol(format!(
                 "expected a password message, got message type '{}'",
                 t as char

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::protocol::cstr;
+use crate::protocol::{backend, cstr, field, frontend};
 
 /// One distinct statement, as prepared on servers.
 #[derive(Debug)]
@@ -173,7 +173,7 @@ pub fn split_parse(body: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 pub fn build_parse(name: &[u8], rest: &[u8]) -> Bytes {
-    msg(b'P', &[name, b"\0", rest])
+    msg(frontend::PARSE, &[name, b"\0", rest])
 }
 
 /// Bind body: portal, statement, then the rest.
@@ -208,7 +208,7 @@ pub const LARGE_BIND_HEAD_MAX: usize = 64 * 1024;
 
 /// Look at `buf` (from a message boundary) for a large Bind.
 pub fn large_bind(buf: &[u8], max_len: u32) -> Result<LargeBind<'_>, &'static str> {
-    if buf.len() < 5 || buf[0] != b'B' {
+    if buf.len() < 5 || buf[0] != frontend::BIND {
         return Ok(LargeBind::No);
     }
     let len = crate::protocol::be_u32(&buf[1..5]);
@@ -235,7 +235,7 @@ pub fn large_bind(buf: &[u8], max_len: u32) -> Result<LargeBind<'_>, &'static st
 pub fn build_bind_head(portal: &[u8], stmt: &[u8], rest_len: usize) -> Bytes {
     let len = 4 + portal.len() + 1 + stmt.len() + 1 + rest_len;
     let mut b = BytesMut::with_capacity(len + 1 - rest_len);
-    b.put_u8(b'B');
+    b.put_u8(frontend::BIND);
     b.put_u32(len as u32);
     b.put_slice(portal);
     b.put_u8(0);
@@ -245,7 +245,7 @@ pub fn build_bind_head(portal: &[u8], stmt: &[u8], rest_len: usize) -> Bytes {
 }
 
 pub fn build_bind(portal: &[u8], stmt: &[u8], rest: &[u8]) -> Bytes {
-    msg(b'B', &[portal, b"\0", stmt, b"\0", rest])
+    msg(frontend::BIND, &[portal, b"\0", stmt, b"\0", rest])
 }
 
 /// Describe / Close body: kind (`S` or `P`) and a name.
@@ -265,12 +265,12 @@ pub fn build_target(tag: u8, kind: u8, name: &[u8]) -> Bytes {
 /// statement again. No line number: that is how a test tells ours apart.
 pub fn stale_plan_error() -> Bytes {
     let msg = pgwire::messages::response::ErrorResponse::new(vec![
-        (b'S', "ERROR".into()),
-        (b'V', "ERROR".into()),
-        (b'C', "0A000".into()),
-        (b'M', STALE_PLAN.into()),
-        (b'F', "plancache.c".into()),
-        (b'R', "RevalidateCachedQuery".into()),
+        (field::SEVERITY, "ERROR".into()),
+        (field::SEVERITY_V, "ERROR".into()),
+        (field::CODE, "0A000".into()),
+        (field::MESSAGE, STALE_PLAN.into()),
+        (field::FILE, "plancache.c".into()),
+        (field::ROUTINE, "RevalidateCachedQuery".into()),
     ]);
     let mut b = BytesMut::new();
     // Cannot exceed pgwire's limit for ErrorResponse (i32::MAX).
@@ -282,11 +282,11 @@ pub fn stale_plan_error() -> Bytes {
 /// already prepared (42P05).
 pub fn duplicate_statement_error(name: &[u8]) -> Bytes {
     let msg = pgwire::messages::response::ErrorResponse::new(vec![
-        (b'S', "ERROR".into()),
-        (b'V', "ERROR".into()),
-        (b'C', "42P05".into()),
+        (field::SEVERITY, "ERROR".into()),
+        (field::SEVERITY_V, "ERROR".into()),
+        (field::CODE, "42P05".into()),
         (
-            b'M',
+            field::MESSAGE,
             format!(
                 "prepared statement \"{}\" already exists",
                 String::from_utf8_lossy(name)
@@ -300,11 +300,11 @@ pub fn duplicate_statement_error(name: &[u8]) -> Bytes {
 }
 
 pub fn parse_complete() -> Bytes {
-    msg(b'1', &[])
+    msg(backend::PARSE_COMPLETE, &[])
 }
 
 pub fn close_complete() -> Bytes {
-    msg(b'3', &[])
+    msg(backend::CLOSE_COMPLETE, &[])
 }
 
 // ------------------------------------------------------------ responses
@@ -330,9 +330,19 @@ enum Expect {
     Forward(Kind),
     /// Ours (an injected Parse, an eviction Close): the reply is dropped.
     Swallow(Kind),
-    /// The client's reply is made here: `1` (ParseComplete), `3`
-    /// (CloseComplete) or `E` (the [`STALE_PLAN`] error).
-    Synthetic(u8),
+    /// The client's reply is made here.
+    Synthetic(Reply),
+}
+
+/// A reply the pooler makes in the place of a server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    ParseComplete,
+    CloseComplete,
+    /// The [`STALE_PLAN`] error.
+    StalePlan,
+    /// The next error queued by [`Responses::synthetic_error`].
+    Error,
 }
 
 /// What to do with one server message.
@@ -355,7 +365,7 @@ pub struct Responses {
     /// made the server skip it (the name then does not exist, as on
     /// PostgreSQL). The session pairs them with the names it registered.
     pub parse_outcomes: Vec<bool>,
-    /// The messages of `Synthetic(b'e')` replies, in order.
+    /// The messages of [`Reply::Error`] replies, in order.
     errors: VecDeque<Bytes>,
     /// An extended-protocol error came before the client's Sync did: the
     /// server ignores everything up to that Sync, so what the client sends
@@ -392,14 +402,14 @@ impl Responses {
     }
     /// A reply made here, in order; none inside a skipped stretch, where
     /// the server would have sent none either.
-    pub fn synthetic(&mut self, tag: u8) {
-        self.push(Expect::Synthetic(tag));
+    pub fn synthetic(&mut self, reply: Reply) {
+        self.push(Expect::Synthetic(reply));
     }
     /// An ErrorResponse made here, in order (as [`Responses::synthetic`]).
     pub fn synthetic_error(&mut self, msg: Bytes) {
         if !self.skipping {
             self.errors.push_back(msg);
-            self.q.push_back(Expect::Synthetic(b'e'));
+            self.q.push_back(Expect::Synthetic(Reply::Error));
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -422,15 +432,15 @@ impl Responses {
     /// Synthetic replies now at the head, to send the client in order.
     pub fn take_synthetic(&mut self) -> Vec<Bytes> {
         let mut out = Vec::new();
-        while let Some(Expect::Synthetic(tag)) = self.q.front() {
-            if *tag == b'1' {
+        while let Some(&Expect::Synthetic(reply)) = self.q.front() {
+            if reply == Reply::ParseComplete {
                 self.parse_outcomes.push(true);
             }
-            out.push(match *tag {
-                b'1' => parse_complete(),
-                b'3' => close_complete(),
-                b'e' => self.errors.pop_front().unwrap_or_else(stale_plan_error),
-                _ => stale_plan_error(),
+            out.push(match reply {
+                Reply::ParseComplete => parse_complete(),
+                Reply::CloseComplete => close_complete(),
+                Reply::Error => self.errors.pop_front().unwrap_or_else(stale_plan_error),
+                Reply::StalePlan => stale_plan_error(),
             });
             self.q.pop_front();
         }
@@ -440,13 +450,16 @@ impl Responses {
     /// A server message with this tag arrived.
     pub fn server(&mut self, tag: u8) -> Action {
         // Asynchronous messages belong to no request.
-        if matches!(tag, b'N' | b'A' | b'S') {
+        if matches!(
+            tag,
+            backend::NOTICE_RESPONSE | backend::NOTIFICATION_RESPONSE | backend::PARAMETER_STATUS
+        ) {
             return Action::Forward;
         }
         let Some(&head) = self.q.front() else {
             return Action::Forward;
         };
-        if tag == b'G' {
+        if tag == backend::COPY_IN_RESPONSE {
             // Extended-protocol COPY IN: the Sync sent after Execute reaches
             // the server during COPY and is ignored; another follows CopyDone.
             if matches!(head, Expect::Forward(Kind::Execute)) {
@@ -466,7 +479,7 @@ impl Responses {
             // Synthetics are taken before each server message.
             Expect::Synthetic(_) => return Action::Forward,
         };
-        if tag == b'E' {
+        if tag == backend::ERROR_RESPONSE {
             if kind == Kind::Sync {
                 // A failing Query (or FunctionCall): its ReadyForQuery
                 // still follows.
@@ -511,12 +524,19 @@ impl Responses {
             };
         }
         let done = match kind {
-            Kind::Parse(_) => tag == b'1',
-            Kind::Bind(_) => tag == b'2',
-            Kind::Close => tag == b'3',
-            Kind::DescribeStmt(_) | Kind::DescribePortal => matches!(tag, b'T' | b'n'),
-            Kind::Execute => matches!(tag, b'C' | b'I' | b's'),
-            Kind::Sync => tag == b'Z',
+            Kind::Parse(_) => tag == backend::PARSE_COMPLETE,
+            Kind::Bind(_) => tag == backend::BIND_COMPLETE,
+            Kind::Close => tag == backend::CLOSE_COMPLETE,
+            Kind::DescribeStmt(_) | Kind::DescribePortal => {
+                matches!(tag, backend::ROW_DESCRIPTION | backend::NO_DATA)
+            }
+            Kind::Execute => matches!(
+                tag,
+                backend::COMMAND_COMPLETE
+                    | backend::EMPTY_QUERY_RESPONSE
+                    | backend::PORTAL_SUSPENDED
+            ),
+            Kind::Sync => tag == backend::READY_FOR_QUERY,
         };
         if done {
             if is_client_parse(&head) {
@@ -537,23 +557,24 @@ impl Responses {
 fn is_client_parse(e: &Expect) -> bool {
     matches!(
         e,
-        Expect::Forward(Kind::Parse(Some(_))) | Expect::Synthetic(b'1')
+        Expect::Forward(Kind::Parse(Some(_))) | Expect::Synthetic(Reply::ParseComplete)
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::target;
 
     #[test]
     fn a_failing_query_keeps_its_ready_for_query() {
         let mut r = Responses::default();
         r.forward(Kind::Sync);
         r.forward(Kind::Sync);
-        assert_eq!(r.server(b'E'), Action::Forward);
-        assert_eq!(r.server(b'Z'), Action::Forward);
+        assert_eq!(r.server(backend::ERROR_RESPONSE), Action::Forward);
+        assert_eq!(r.server(backend::READY_FOR_QUERY), Action::Forward);
         assert!(!r.is_empty(), "the second Query is still owed its reply");
-        assert_eq!(r.server(b'Z'), Action::Forward);
+        assert_eq!(r.server(backend::READY_FOR_QUERY), Action::Forward);
         assert!(r.is_empty());
     }
 
@@ -564,24 +585,29 @@ mod tests {
         // server, and owed nothing, up to the Sync.
         let mut r = Responses::default();
         r.forward(Kind::Bind(Some(4)));
-        assert_eq!(r.server(b'E'), Action::Forward);
+        assert_eq!(r.server(backend::ERROR_RESPONSE), Action::Forward);
         assert_eq!(r.errored, Some(4));
         assert!(r.is_empty());
         r.forward(Kind::Execute);
         r.swallow(Kind::Parse(Some(5)));
-        r.synthetic(b'3');
+        r.synthetic(Reply::CloseComplete);
         assert_eq!(r.failed, vec![5], "the server never got statement 5");
         r.forward(Kind::Sync);
         r.forward(Kind::Sync); // a Query after it
-        r.synthetic(b'3'); // a Close after that: answered in turn
+        r.synthetic(Reply::CloseComplete); // a Close after that: answered in turn
         r.forward(Kind::Sync);
-        assert_eq!(r.server(b'Z'), Action::Forward);
+        assert_eq!(r.server(backend::READY_FOR_QUERY), Action::Forward);
         assert!(!r.synthetic_due());
-        for t in [b'T', b'D', b'C', b'Z'] {
+        for t in [
+            backend::ROW_DESCRIPTION,
+            backend::DATA_ROW,
+            backend::COMMAND_COMPLETE,
+            backend::READY_FOR_QUERY,
+        ] {
             assert_eq!(r.server(t), Action::Forward);
         }
         assert_eq!(r.take_synthetic().len(), 1);
-        assert_eq!(r.server(b'Z'), Action::Forward);
+        assert_eq!(r.server(backend::READY_FOR_QUERY), Action::Forward);
         assert!(r.is_empty());
     }
 
@@ -614,8 +640,8 @@ mod tests {
             split_bind(&b[5..]).unwrap(),
             (&b""[..], &b"s1"[..], &b"\0\0\0\0\0\0"[..])
         );
-        let d = build_target(b'D', b'S', b"x");
-        assert_eq!(split_target(&d[5..]), Some((b'S', &b"x"[..])));
+        let d = build_target(frontend::DESCRIBE, target::STATEMENT, b"x");
+        assert_eq!(split_target(&d[5..]), Some((target::STATEMENT, &b"x"[..])));
         assert!(split_bind(b"no nul").is_none());
         assert!(split_target(b"").is_none());
     }
@@ -626,18 +652,18 @@ mod tests {
         // Parse a (forwarded), Parse b (answered here), Bind, Sync; then
         // an error on a's Parse skips b.
         r.forward(Kind::Parse(Some(1)));
-        r.synthetic(b'1');
+        r.synthetic(Reply::ParseComplete);
         r.forward(Kind::Bind(None));
         r.forward(Kind::Sync);
-        assert_eq!(r.server(b'E'), Action::Forward);
+        assert_eq!(r.server(backend::ERROR_RESPONSE), Action::Forward);
         assert_eq!(r.parse_outcomes, vec![false, false]);
-        assert_eq!(r.server(b'Z'), Action::Forward);
+        assert_eq!(r.server(backend::READY_FOR_QUERY), Action::Forward);
         r.parse_outcomes.clear();
         // Both succeed.
         r.forward(Kind::Parse(Some(2)));
-        r.synthetic(b'1');
+        r.synthetic(Reply::ParseComplete);
         r.forward(Kind::Sync);
-        assert_eq!(r.server(b'1'), Action::Forward);
+        assert_eq!(r.server(backend::PARSE_COMPLETE), Action::Forward);
         assert_eq!(r.take_synthetic().len(), 1);
         assert_eq!(r.parse_outcomes, vec![true, true]);
     }
@@ -650,22 +676,31 @@ mod tests {
         r.forward(Kind::Parse(Some(1)));
         r.forward(Kind::Bind(None));
         r.forward(Kind::Execute);
-        r.synthetic(b'1');
+        r.synthetic(Reply::ParseComplete);
         r.forward(Kind::Bind(None));
         r.forward(Kind::Execute);
         r.forward(Kind::Sync);
         assert!(r.take_synthetic().is_empty());
-        for t in [b'1', b'2', b'D', b'D'] {
+        for t in [
+            backend::PARSE_COMPLETE,
+            backend::BIND_COMPLETE,
+            backend::DATA_ROW,
+            backend::DATA_ROW,
+        ] {
             assert_eq!(r.server(t), Action::Forward);
             assert!(r.take_synthetic().is_empty());
         }
-        assert_eq!(r.server(b'C'), Action::Forward);
+        assert_eq!(r.server(backend::COMMAND_COMPLETE), Action::Forward);
         assert_eq!(
             r.take_synthetic().len(),
             1,
             "ParseComplete right after the first Execute"
         );
-        for t in [b'2', b'C', b'Z'] {
+        for t in [
+            backend::BIND_COMPLETE,
+            backend::COMMAND_COMPLETE,
+            backend::READY_FOR_QUERY,
+        ] {
             assert_eq!(r.server(t), Action::Forward);
         }
         assert!(r.is_empty());
@@ -677,21 +712,21 @@ mod tests {
         r.swallow(Kind::Parse(Some(7)));
         r.forward(Kind::Bind(None));
         r.forward(Kind::Execute);
-        r.synthetic(b'1');
+        r.synthetic(Reply::ParseComplete);
         r.forward(Kind::Sync);
-        assert_eq!(r.server(b'1'), Action::Drop);
-        assert_eq!(r.server(b'2'), Action::Forward);
+        assert_eq!(r.server(backend::PARSE_COMPLETE), Action::Drop);
+        assert_eq!(r.server(backend::BIND_COMPLETE), Action::Forward);
         // Execute fails: the synthetic ParseComplete after it must not be
         // sent (the server would have skipped that Parse too).
-        assert_eq!(r.server(b'E'), Action::Forward);
+        assert_eq!(r.server(backend::ERROR_RESPONSE), Action::Forward);
         assert!(r.take_synthetic().is_empty());
-        assert_eq!(r.server(b'Z'), Action::Forward);
+        assert_eq!(r.server(backend::READY_FOR_QUERY), Action::Forward);
         assert!(r.is_empty());
         // A failing injected Parse reports its statement.
         let mut r = Responses::default();
         r.forward(Kind::Parse(Some(9)));
         r.forward(Kind::Sync);
-        r.server(b'E');
+        r.server(backend::ERROR_RESPONSE);
         assert_eq!(r.failed, vec![9]);
     }
 

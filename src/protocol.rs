@@ -29,6 +29,104 @@ pub const MAX_AUTH_MESSAGE: usize = 65_535 + 5;
 /// this are forwarded without being inspected.
 pub const MAX_INSPECTED: usize = 1 << 20;
 
+// ------------------------------------------------------------ message tags
+
+/// Message type bytes a client sends. Several letters mean one thing from a
+/// client and another from a server (`S` is Sync here, ParameterStatus
+/// there), so each direction has its own names.
+pub mod frontend {
+    pub const BIND: u8 = b'B';
+    pub const CLOSE: u8 = b'C';
+    pub const COPY_DATA: u8 = b'd';
+    pub const COPY_DONE: u8 = b'c';
+    pub const COPY_FAIL: u8 = b'f';
+    pub const DESCRIBE: u8 = b'D';
+    pub const EXECUTE: u8 = b'E';
+    pub const FLUSH: u8 = b'H';
+    pub const FUNCTION_CALL: u8 = b'F';
+    pub const PARSE: u8 = b'P';
+    /// PasswordMessage, SASLInitialResponse and SASLResponse.
+    pub const PASSWORD: u8 = b'p';
+    pub const QUERY: u8 = b'Q';
+    pub const SYNC: u8 = b'S';
+    pub const TERMINATE: u8 = b'X';
+}
+
+/// Message type bytes a server sends.
+pub mod backend {
+    pub const AUTHENTICATION: u8 = b'R';
+    pub const BACKEND_KEY_DATA: u8 = b'K';
+    pub const BIND_COMPLETE: u8 = b'2';
+    pub const CLOSE_COMPLETE: u8 = b'3';
+    pub const COMMAND_COMPLETE: u8 = b'C';
+    pub const COPY_IN_RESPONSE: u8 = b'G';
+    pub const DATA_ROW: u8 = b'D';
+    pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+    pub const ERROR_RESPONSE: u8 = b'E';
+    pub const NO_DATA: u8 = b'n';
+    pub const NOTICE_RESPONSE: u8 = b'N';
+    pub const NOTIFICATION_RESPONSE: u8 = b'A';
+    pub const PARAMETER_STATUS: u8 = b'S';
+    pub const PARSE_COMPLETE: u8 = b'1';
+    pub const PORTAL_SUSPENDED: u8 = b's';
+    pub const READY_FOR_QUERY: u8 = b'Z';
+    pub const ROW_DESCRIPTION: u8 = b'T';
+}
+
+/// What a Describe or Close names: its first body byte.
+pub mod target {
+    pub const STATEMENT: u8 = b'S';
+    pub const PORTAL: u8 = b'P';
+}
+
+/// Field types of ErrorResponse and NoticeResponse.
+pub mod field {
+    pub const SEVERITY: u8 = b'S';
+    /// The severity, never translated.
+    pub const SEVERITY_V: u8 = b'V';
+    pub const CODE: u8 = b'C';
+    pub const MESSAGE: u8 = b'M';
+    pub const DETAIL: u8 = b'D';
+    pub const HINT: u8 = b'H';
+    pub const FILE: u8 = b'F';
+    pub const ROUTINE: u8 = b'R';
+}
+
+/// The one-byte answers to SSLRequest and GSSENCRequest.
+pub const ENCRYPTION_ACCEPTED: u8 = b'S';
+pub const ENCRYPTION_REFUSED: u8 = b'N';
+
+/// The transaction status a ReadyForQuery carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TxStatus {
+    /// `I`: not in a transaction block.
+    #[default]
+    Idle,
+    /// `T`: in a transaction block.
+    InBlock,
+    /// `E`: in a failed transaction block.
+    Failed,
+}
+
+impl TxStatus {
+    pub fn from_byte(b: u8) -> Option<TxStatus> {
+        match b {
+            b'I' => Some(TxStatus::Idle),
+            b'T' => Some(TxStatus::InBlock),
+            b'E' => Some(TxStatus::Failed),
+            _ => None,
+        }
+    }
+
+    pub fn byte(self) -> u8 {
+        match self {
+            TxStatus::Idle => b'I',
+            TxStatus::InBlock => b'T',
+            TxStatus::Failed => b'E',
+        }
+    }
+}
+
 /// A framing error: the stream is out of sync or hostile.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
@@ -249,12 +347,12 @@ impl ErrorFields {
             let Some((v, rest)) = cstr(rest) else { break };
             let v = String::from_utf8_lossy(v).into_owned();
             match t {
-                b'V' => f.severity = v,
-                b'S' if f.severity.is_empty() => f.severity = v,
-                b'C' => f.code = v,
-                b'M' => f.message = v,
-                b'D' => f.detail = Some(v),
-                b'H' => f.hint = Some(v),
+                field::SEVERITY_V => f.severity = v,
+                field::SEVERITY if f.severity.is_empty() => f.severity = v,
+                field::CODE => f.code = v,
+                field::MESSAGE => f.message = v,
+                field::DETAIL => f.detail = Some(v),
+                field::HINT => f.hint = Some(v),
                 _ => {}
             }
             r = rest;
@@ -350,7 +448,7 @@ pub fn encode<M: Message>(buf: &mut BytesMut, m: &M) -> Result<(), FrameError> {
 /// PasswordMessage (cleartext or md5 answer), written by hand: pgwire caps
 /// it at 10,000 bytes, PostgreSQL takes up to 65,535.
 pub fn password(buf: &mut BytesMut, pw: &[u8]) {
-    buf.put_u8(b'p');
+    buf.put_u8(frontend::PASSWORD);
     buf.put_u32((4 + pw.len() + 1) as u32);
     buf.put_slice(pw);
     buf.put_u8(0);
@@ -369,10 +467,10 @@ pub fn error_response(buf: &mut BytesMut, sev: Severity, code: &str, message: &s
         Severity::Fatal => "FATAL",
     };
     let msg = ErrorResponse::new(vec![
-        (b'S', s.to_string()),
-        (b'V', s.to_string()),
-        (b'C', code.to_string()),
-        (b'M', message.to_string()),
+        (field::SEVERITY, s.to_string()),
+        (field::SEVERITY_V, s.to_string()),
+        (field::CODE, code.to_string()),
+        (field::MESSAGE, message.to_string()),
     ]);
     // Cannot exceed pgwire's limit for ErrorResponse (i32::MAX).
     let _ = msg.encode(buf);
@@ -381,25 +479,25 @@ pub fn error_response(buf: &mut BytesMut, sev: Severity, code: &str, message: &s
 /// Re-send an error the server gave us (login failures), keeping its fields.
 pub fn error_from_fields(buf: &mut BytesMut, f: &ErrorFields) {
     let mut fields = vec![
-        (b'S', f.severity.clone()),
-        (b'V', f.severity.clone()),
-        (b'C', f.code.clone()),
-        (b'M', f.message.clone()),
+        (field::SEVERITY, f.severity.clone()),
+        (field::SEVERITY_V, f.severity.clone()),
+        (field::CODE, f.code.clone()),
+        (field::MESSAGE, f.message.clone()),
     ];
     if let Some(d) = &f.detail {
-        fields.push((b'D', d.clone()));
+        fields.push((field::DETAIL, d.clone()));
     }
     if let Some(h) = &f.hint {
-        fields.push((b'H', h.clone()));
+        fields.push((field::HINT, h.clone()));
     }
     let _ = ErrorResponse::new(fields).encode(buf);
 }
 
-pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
+pub fn ready_for_query(buf: &mut BytesMut, status: TxStatus) {
     let st = match status {
-        b'T' => TransactionStatus::Transaction,
-        b'E' => TransactionStatus::Error,
-        _ => TransactionStatus::Idle,
+        TxStatus::InBlock => TransactionStatus::Transaction,
+        TxStatus::Failed => TransactionStatus::Error,
+        TxStatus::Idle => TransactionStatus::Idle,
     };
     let _ = ReadyForQuery::new(st).encode(buf);
 }
@@ -411,7 +509,7 @@ pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &[u8]) {
     let len = 4 + name.len() + 1 + value.len() + 1;
     buf.reserve(1 + len);
-    buf.put_u8(b'S');
+    buf.put_u8(backend::PARAMETER_STATUS);
     buf.put_u32(len as u32);
     buf.put_slice(name.as_bytes());
     buf.put_u8(0);
@@ -433,14 +531,14 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, unsupported: Vec<String>) 
 
 /// A simple Query with raw bytes (no String round trip).
 pub fn query(buf: &mut BytesMut, sql: &[u8]) {
-    buf.put_u8(b'Q');
+    buf.put_u8(frontend::QUERY);
     buf.put_u32((4 + sql.len() + 1) as u32);
     buf.put_slice(sql);
     buf.put_u8(0);
 }
 
 pub fn terminate(buf: &mut BytesMut) {
-    buf.put_u8(b'X');
+    buf.put_u8(frontend::TERMINATE);
     buf.put_u32(4);
 }
 

@@ -13,7 +13,9 @@ use crate::auth::scram::{ClientCreds, ScramClient, MECHANISM};
 use crate::auth::{md5_response, md5_secret};
 pub use crate::net::ServerAddr;
 use crate::net::{read_message, ReadError, Stream};
-use crate::protocol::{self, be_u32, parse_parameter_status, ErrorFields, Params};
+use crate::protocol::{
+    self, backend, be_u32, parse_parameter_status, ErrorFields, Params, TxStatus,
+};
 use crate::slot::Slot;
 use crate::Error;
 
@@ -89,7 +91,7 @@ impl Drop for ServerConn {
     fn drop(&mut self) {
         // Best effort Terminate so PostgreSQL logs a clean disconnect; the
         // socket closes right after either way.
-        let x = [b'X', 0, 0, 0, 4];
+        let x = [protocol::frontend::TERMINATE, 0, 0, 0, 4];
         match &self.stream {
             Stream::Tcp(s) => {
                 let _ = s.try_write(&x);
@@ -169,7 +171,7 @@ impl ServerConn {
                 .await
                 .map_err(|e| read_err(addr, e))?;
             match tag {
-                b'R' => {
+                backend::AUTHENTICATION => {
                     if body.len() < 4 {
                         return Err(server_io(addr, "malformed authentication request"));
                     }
@@ -240,17 +242,19 @@ impl ServerConn {
                         .await
                         .map_err(|e| server_io(addr, e))?;
                 }
-                b'E' => return Err(Error::ServerError(ErrorFields::parse(&body))),
-                b'S' => {
+                backend::ERROR_RESPONSE => {
+                    return Err(Error::ServerError(ErrorFields::parse(&body)))
+                }
+                backend::PARAMETER_STATUS => {
                     if let Some((n, v)) = parse_parameter_status(&body) {
                         params.set(&String::from_utf8_lossy(n), Bytes::copy_from_slice(v));
                     }
                 }
-                b'K' if body.len() >= 8 => {
+                backend::BACKEND_KEY_DATA if body.len() >= 8 => {
                     pid = be_u32(&body) as i32;
                     key = be_u32(&body[4..]) as i32;
                 }
-                b'Z' => break,
+                backend::READY_FOR_QUERY => break,
                 // NoticeResponse, NegotiateProtocolVersion: nothing to do.
                 _ => {}
             }
@@ -352,13 +356,13 @@ impl ServerConn {
                     }
                 })?;
             match tag {
-                b'E' => error = Some(ErrorFields::parse(&body)),
-                b'S' => self.record_parameter(&body),
-                b'Z' => {
+                backend::ERROR_RESPONSE => error = Some(ErrorFields::parse(&body)),
+                backend::PARAMETER_STATUS => self.record_parameter(&body),
+                backend::READY_FOR_QUERY => {
                     let status = body.first().copied().unwrap_or(0);
                     return match error {
                         Some(f) => Err(Error::ServerError(f)),
-                        None if status == b'I' => Ok(()),
+                        None if TxStatus::from_byte(status) == Some(TxStatus::Idle) => Ok(()),
                         None => Err(Error::ServerProtocol(format!(
                             "server not idle after a quiet query (status {})",
                             status as char
@@ -507,7 +511,7 @@ async fn negotiate_tls(stream: Stream, info: &LoginInfo) -> Result<Stream, Error
         .await
         .map_err(|e| server_io(addr, e))?;
     match answer[0] {
-        b'S' => {
+        protocol::ENCRYPTION_ACCEPTED => {
             let name = rustls::pki_types::ServerName::try_from(addr.host.clone())
                 .map_err(|e| server_io(addr, format!("invalid host name for TLS: {e}")))?;
             let tls = side
@@ -517,8 +521,8 @@ async fn negotiate_tls(stream: Stream, info: &LoginInfo) -> Result<Stream, Error
                 .map_err(|e| server_io(addr, format!("TLS handshake failed: {e}")))?;
             Ok(Stream::ServerTls(Box::new(tls)))
         }
-        b'N' if side.mode == SslMode::Prefer => Ok(Stream::Tcp(tcp)),
-        b'N' => Err(server_io(
+        protocol::ENCRYPTION_REFUSED if side.mode == SslMode::Prefer => Ok(Stream::Tcp(tcp)),
+        protocol::ENCRYPTION_REFUSED => Err(server_io(
             addr,
             format!(
                 "server does not support TLS and server_tls_sslmode = {}",

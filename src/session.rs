@@ -23,8 +23,8 @@ use crate::net::Conn;
 use crate::net::ServerAddr;
 use crate::net::{fill, poll_fill};
 use crate::pool::{Grant, Limits, Pool};
-use crate::prepared::{self, Kind};
-use crate::protocol::{self, Params, Scanner, Severity, Step};
+use crate::prepared::{self, Kind, Reply};
+use crate::protocol::{self, backend, frontend, target, Params, Scanner, Severity, Step, TxStatus};
 use crate::registry::State;
 use crate::server::{LoginInfo, ServerConn, ServerCreds};
 use crate::stats::C;
@@ -35,9 +35,9 @@ use crate::{Error, Shared};
 /// tested on its own.
 #[derive(Debug)]
 pub struct LinkState {
-    /// Sync points forwarded and not yet answered by ReadyForQuery: `Q`,
-    /// `S` (Sync) or `F` (FunctionCall), oldest first.
-    syncs: VecDeque<u8>,
+    /// Sync points forwarded and not yet answered by ReadyForQuery,
+    /// oldest first.
+    syncs: VecDeque<SyncKind>,
     /// A message that needs a later Sync (Parse, Bind, Execute...) was
     /// forwarded since the last sync point.
     unsynced: bool,
@@ -47,8 +47,16 @@ pub struct LinkState {
     /// CopyInResponse reached us (a client that pipelines its COPY data):
     /// that COPY is already over on the client's side when its `G` comes.
     early_copy_ends: u8,
-    /// Status of the last ReadyForQuery: `I`, `T` or `E`.
-    status: u8,
+    /// Status of the last ReadyForQuery.
+    status: TxStatus,
+}
+
+/// A client message the server answers with ReadyForQuery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SyncKind {
+    Query,
+    Sync,
+    FunctionCall,
 }
 
 impl Default for LinkState {
@@ -58,7 +66,7 @@ impl Default for LinkState {
             unsynced: false,
             in_copy_in: false,
             early_copy_ends: 0,
-            status: b'I',
+            status: TxStatus::Idle,
         }
     }
 }
@@ -71,31 +79,37 @@ impl LinkState {
         self.unsynced = false;
         self.in_copy_in = false;
         self.early_copy_ends = 0;
-        self.status = b'I';
+        self.status = TxStatus::Idle;
     }
 
     /// A client message (its type byte) is being forwarded.
     pub fn client_message(&mut self, tag: u8) {
-        match tag {
-            b'Q' | b'F' => {
-                self.syncs.push_back(tag);
-                self.unsynced = false;
-            }
+        let sync = match tag {
+            frontend::QUERY => SyncKind::Query,
+            frontend::FUNCTION_CALL => SyncKind::FunctionCall,
             // The server ignores Sync during COPY IN.
-            b'S' if !self.in_copy_in => {
-                self.syncs.push_back(tag);
-                self.unsynced = false;
+            frontend::SYNC if !self.in_copy_in => SyncKind::Sync,
+            frontend::COPY_DONE | frontend::COPY_FAIL if self.in_copy_in => {
+                self.in_copy_in = false;
+                return;
             }
-            b'c' | b'f' if self.in_copy_in => self.in_copy_in = false,
-            b'c' | b'f' => self.early_copy_ends = self.early_copy_ends.saturating_add(1),
-            b'd' | b'S' | b'H' => {}
-            _ => self.unsynced = true,
-        }
+            frontend::COPY_DONE | frontend::COPY_FAIL => {
+                self.early_copy_ends = self.early_copy_ends.saturating_add(1);
+                return;
+            }
+            frontend::COPY_DATA | frontend::SYNC | frontend::FLUSH => return,
+            _ => {
+                self.unsynced = true;
+                return;
+            }
+        };
+        self.syncs.push_back(sync);
+        self.unsynced = false;
     }
 
     /// A server message (its type byte) other than ReadyForQuery.
     pub fn server_message(&mut self, tag: u8) {
-        if tag == b'G' {
+        if tag == backend::COPY_IN_RESPONSE {
             if self.early_copy_ends > 0 {
                 self.early_copy_ends -= 1;
             } else {
@@ -104,14 +118,14 @@ impl LinkState {
             // An extended-protocol COPY: the Sync the client sent after
             // Execute reaches the server during COPY IN and is ignored;
             // the client sends another after CopyDone.
-            if self.syncs.front() == Some(&b'S') {
+            if self.syncs.front() == Some(&SyncKind::Sync) {
                 self.syncs.pop_front();
             }
         }
     }
 
     /// ReadyForQuery with this status.
-    pub fn ready(&mut self, status: u8) {
+    pub fn ready(&mut self, status: TxStatus) {
         self.syncs.pop_front();
         if self.syncs.is_empty() {
             // Nothing outstanding: a CopyDone counted above matched no
@@ -121,7 +135,7 @@ impl LinkState {
         self.status = status;
     }
 
-    pub fn status(&self) -> u8 {
+    pub fn status(&self) -> TxStatus {
         self.status
     }
 
@@ -137,7 +151,7 @@ impl LinkState {
 
     /// The server may be released (transaction mode): quiet and idle.
     pub fn releasable(&self) -> bool {
-        self.quiet() && self.status == b'I'
+        self.quiet() && self.status == TxStatus::Idle
     }
 
     /// A query is outstanding (for query_timeout).
@@ -749,7 +763,7 @@ impl Session {
                 .query
                 .map(|t| (self.times.query_start + t, Deadline::Query));
         }
-        if matches!(self.state.status(), b'T' | b'E') {
+        if matches!(self.state.status(), TxStatus::InBlock | TxStatus::Failed) {
             return t
                 .idle_transaction
                 .map(|t| (self.times.last_client_read + t, Deadline::IdleTransaction));
@@ -790,7 +804,7 @@ impl Session {
             }
             let body = (pos + 5, pos + 1 + len);
             match tag {
-                b'P' => match prepared::split_parse(&buf[body.0..body.1]) {
+                frontend::PARSE => match prepared::split_parse(&buf[body.0..body.1]) {
                     Some((n, _))
                         if !n.is_empty() && !held.contains(&n) && !self.stmts.contains_key(n) =>
                     {
@@ -798,24 +812,25 @@ impl Session {
                     }
                     _ => return Ok(false),
                 },
-                b'C' if matches!(
-                    prepared::split_target(&buf[body.0..body.1]),
-                    Some((b'S', n)) if !n.is_empty()
-                ) => {}
-                b'S' | b'H' => {}
+                frontend::CLOSE
+                    if matches!(
+                        prepared::split_target(&buf[body.0..body.1]),
+                        Some((target::STATEMENT, n)) if !n.is_empty()
+                    ) => {}
+                frontend::SYNC | frontend::FLUSH => {}
                 _ => return Ok(false),
             }
             plan.push((tag, body.0, body.1));
             pos = body.1;
         }
-        if pos != buf.len() || !matches!(plan.last(), Some((b'S', _, _))) {
+        if pos != buf.len() || !matches!(plan.last(), Some((frontend::SYNC, _, _))) {
             return Ok(false);
         }
         let mut out = BytesMut::new();
         for &(tag, a, b) in &plan {
             let body = &conn.rbuf[a..b];
             match tag {
-                b'P' => {
+                frontend::PARSE => {
                     if let Some((name, rest)) = prepared::split_parse(body) {
                         let stmt = self.shared.prepared.intern(rest);
                         self.stmts.insert(name.to_vec(), stmt);
@@ -823,13 +838,13 @@ impl Session {
                         out.extend_from_slice(&prepared::parse_complete());
                     }
                 }
-                b'C' => {
+                frontend::CLOSE => {
                     if let Some((_, name)) = prepared::split_target(body) {
                         self.stmts.remove(name);
                         out.extend_from_slice(&prepared::close_complete());
                     }
                 }
-                b'S' => protocol::ready_for_query(&mut out, b'I'),
+                frontend::SYNC => protocol::ready_for_query(&mut out, TxStatus::Idle),
                 _ => {}
             }
         }
@@ -841,7 +856,7 @@ impl Session {
 
     /// A lone Terminate from an unlinked client needs no server.
     fn peek_terminate(&self, conn: &Conn) -> ClientEnd {
-        if conn.rbuf.first() == Some(&b'X') && self.cscan.at_boundary() {
+        if conn.rbuf.first() == Some(&frontend::TERMINATE) && self.cscan.at_boundary() {
             ClientEnd::Terminate
         } else {
             ClientEnd::Open
@@ -861,7 +876,7 @@ impl Session {
         loop {
             let step = self
                 .cscan
-                .step(&conn.rbuf[pos..], |t| t == b'X')
+                .step(&conn.rbuf[pos..], |t| t == frontend::TERMINATE)
                 .map_err(|e| Error::Protocol(e.to_string()))?;
             match step {
                 Step::Pass { n, tag } => {
@@ -978,7 +993,7 @@ impl Session {
                                     // Not a name of ours: as it came (the
                                     // server answers for it).
                                     run_start = pos;
-                                    self.state.client_message(b'B');
+                                    self.state.client_message(frontend::BIND);
                                     self.responses.forward(Kind::Bind(None));
                                 }
                             }
@@ -992,16 +1007,24 @@ impl Session {
             let step = self
                 .cscan
                 .step(&conn.rbuf[pos..], |t| {
-                    matches!(t, b'X' | b'P' | b'B' | b'D' | b'C')
+                    matches!(
+                        t,
+                        frontend::TERMINATE
+                            | frontend::PARSE
+                            | frontend::BIND
+                            | frontend::DESCRIBE
+                            | frontend::CLOSE
+                    )
                 })
                 .map_err(|e| Error::Protocol(e.to_string()))?;
             if self.skip_to_sync {
                 let drop_len = match step {
                     Step::Pass {
-                        tag: Some(b'S'), ..
+                        tag: Some(frontend::SYNC),
+                        ..
                     } => None,
                     Step::Pass { n, .. } => Some(n),
-                    Step::Whole { tag, len } if tag != b'X' => Some(len),
+                    Step::Whole { tag, len } if tag != frontend::TERMINATE => Some(len),
                     _ => None,
                 };
                 if let Some(n) = drop_len {
@@ -1021,16 +1044,23 @@ impl Session {
                     if let Some(t) = tag {
                         self.times.message_in(self.state.busy());
                         match t {
-                            b'E' => self.responses.forward(Kind::Execute),
-                            b'Q' | b'F' => self.responses.forward(Kind::Sync),
-                            b'S' if !self.state.in_copy_in() => self.responses.forward(Kind::Sync),
+                            frontend::EXECUTE => self.responses.forward(Kind::Execute),
+                            frontend::QUERY | frontend::FUNCTION_CALL => {
+                                self.responses.forward(Kind::Sync)
+                            }
+                            frontend::SYNC if !self.state.in_copy_in() => {
+                                self.responses.forward(Kind::Sync)
+                            }
                             _ => {}
                         }
                         self.state.client_message(t);
                     }
                     pos += n;
                 }
-                Step::Whole { tag: b'X', .. } => {
+                Step::Whole {
+                    tag: frontend::TERMINATE,
+                    ..
+                } => {
                     end = ClientEnd::Terminate;
                     break;
                 }
@@ -1039,7 +1069,7 @@ impl Session {
                     let body = &conn.rbuf[pos + 5..pos + len];
                     let mut keep = false;
                     match tag {
-                        b'P' => match prepared::split_parse(body) {
+                        frontend::PARSE => match prepared::split_parse(body) {
                             Some((name, _))
                                 if !name.is_empty() && self.stmts.contains_key(name) =>
                             {
@@ -1065,7 +1095,7 @@ impl Session {
                                     self.responses.forward(Kind::Parse(Some(stmt.id)));
                                     self.stats.add(C::ServerParses, 1);
                                 } else {
-                                    self.responses.synthetic(b'1');
+                                    self.responses.synthetic(Reply::ParseComplete);
                                 }
                             }
                             _ => {
@@ -1073,7 +1103,7 @@ impl Session {
                                 self.responses.forward(Kind::Parse(None));
                             }
                         },
-                        b'B' => {
+                        frontend::BIND => {
                             self.stats.add(C::Binds, 1);
                             let known =
                                 prepared::split_bind(body).and_then(|(portal, name, rest)| {
@@ -1103,8 +1133,8 @@ impl Session {
                                 self.responses.forward(Kind::Bind(bound));
                             }
                         }
-                        b'D' => match prepared::split_target(body) {
-                            Some((b'S', name)) => {
+                        frontend::DESCRIBE => match prepared::split_target(body) {
+                            Some((target::STATEMENT, name)) => {
                                 let mut described = None;
                                 match self.stmts.get(name).cloned() {
                                     Some(stmt) => {
@@ -1120,7 +1150,9 @@ impl Session {
                                         ) {
                                             described = Some(stmt.id);
                                             r.own.push(prepared::build_target(
-                                                b'D', b'S', &stmt.name,
+                                                frontend::DESCRIBE,
+                                                target::STATEMENT,
+                                                &stmt.name,
                                             ));
                                         }
                                     }
@@ -1138,9 +1170,9 @@ impl Session {
                         _ => match prepared::split_target(body) {
                             // Close of a named statement: only this
                             // client's name goes; the server keeps it.
-                            Some((b'S', name)) if !name.is_empty() => {
+                            Some((target::STATEMENT, name)) if !name.is_empty() => {
                                 self.stmts.remove(name);
-                                self.responses.synthetic(b'3');
+                                self.responses.synthetic(Reply::CloseComplete);
                             }
                             _ => {
                                 keep = true;
@@ -1257,17 +1289,27 @@ impl Session {
             let step = self
                 .sscan
                 .step(&server.rbuf[pos..], |t| {
-                    t == b'Z'
-                        || t == b'S'
-                        || (transactional && t == b'C')
+                    t == backend::READY_FOR_QUERY
+                        || t == backend::PARAMETER_STATUS
+                        || (transactional && t == backend::COMMAND_COMPLETE)
                         || (track
-                            && matches!(t, b'1' | b'2' | b'3' | b'I' | b's' | b'n' | b'T' | b'E'))
+                            && matches!(
+                                t,
+                                backend::PARSE_COMPLETE
+                                    | backend::BIND_COMPLETE
+                                    | backend::CLOSE_COMPLETE
+                                    | backend::EMPTY_QUERY_RESPONSE
+                                    | backend::PORTAL_SUSPENDED
+                                    | backend::NO_DATA
+                                    | backend::ROW_DESCRIPTION
+                                    | backend::ERROR_RESPONSE
+                            ))
                 })
                 .map_err(|e| Error::ServerProtocol(e.to_string()))?;
             if track {
                 if let Step::Whole { tag, len } = step {
                     let action = self.responses.server(tag);
-                    if tag == b'E' {
+                    if tag == backend::ERROR_RESPONSE {
                         let f = protocol::ErrorFields::parse(&server.rbuf[pos + 5..pos + len]);
                         if f.message.contains(prepared::STALE_PLAN) {
                             // This server's plans are stale: close it once
@@ -1313,11 +1355,15 @@ impl Session {
                     }
                     pos += n;
                 }
-                Step::Whole { tag: b'Z', len } => {
-                    if len != 6 {
-                        return Err(Error::ServerProtocol("malformed ReadyForQuery".into()));
+                Step::Whole {
+                    tag: backend::READY_FOR_QUERY,
+                    len,
+                } => {
+                    let status = match (len, server.rbuf.get(pos + 5)) {
+                        (6, Some(&b)) => TxStatus::from_byte(b),
+                        _ => None,
                     }
-                    let status = server.rbuf[pos + 5];
+                    .ok_or_else(|| Error::ServerProtocol("malformed ReadyForQuery".into()))?;
                     self.state.ready(status);
                     // Timed now, counted once the reply is on its way.
                     let now = Instant::now();
@@ -1328,7 +1374,7 @@ impl Session {
                     finished = Some(Finished {
                         query: now.saturating_duration_since(self.times.query_start),
                         xact: match status {
-                            b'I' => self
+                            TxStatus::Idle => self
                                 .times
                                 .xact_start
                                 .take()
@@ -1336,7 +1382,7 @@ impl Session {
                             _ => None,
                         },
                     });
-                    if self.mode == PoolMode::Statement && status != b'I' {
+                    if self.mode == PoolMode::Statement && status != TxStatus::Idle {
                         // Forward what came before, then refuse: the
                         // server is closed (it is inside a transaction).
                         conn.send(&server.rbuf[..pos]).await?;
@@ -1350,7 +1396,10 @@ impl Session {
                     }
                     pos += len;
                 }
-                Step::Whole { tag: b'S', len } => {
+                Step::Whole {
+                    tag: backend::PARAMETER_STATUS,
+                    len,
+                } => {
                     let body = server.rbuf[pos + 5..pos + len].to_vec();
                     if let Some((n, v)) = protocol::parse_parameter_status(&body) {
                         let name = String::from_utf8_lossy(n);
@@ -1366,7 +1415,10 @@ impl Session {
                     server.record_parameter(&body);
                     pos += len;
                 }
-                Step::Whole { tag: b'C', len } => {
+                Step::Whole {
+                    tag: backend::COMMAND_COMPLETE,
+                    len,
+                } => {
                     let tag_text = &server.rbuf[pos + 5..pos + len];
                     if tag_text == b"DISCARD ALL\0" || tag_text == b"DEALLOCATE ALL\0" {
                         server.prepared.clear();
@@ -1508,7 +1560,11 @@ fn prepare_on(
         return false;
     }
     if let Some(old) = server.prepared.add(stmt, cap) {
-        own.push(prepared::build_target(b'C', b'S', &old));
+        own.push(prepared::build_target(
+            frontend::CLOSE,
+            target::STATEMENT,
+            &old,
+        ));
         responses.swallow(Kind::Close);
     }
     own.push(stmt.parse.clone());
@@ -1530,7 +1586,7 @@ fn use_on(
     if stale(stmt, server) {
         // An error in the request's place; the server is told nothing,
         // and what follows up to Sync is dropped as the server would.
-        responses.synthetic(b'E');
+        responses.synthetic(Reply::StalePlan);
         *skip_to_sync = true;
         return false;
     }
@@ -1640,6 +1696,7 @@ pub(crate) fn login_info(
 #[cfg(test)]
 mod tests {
     use super::{LinkState, Times};
+    use crate::protocol::{backend, TxStatus};
 
     /// A query starts at the read that brought it, or when its server was
     /// linked if later; a busy link starts nothing; the transaction keeps
@@ -1673,10 +1730,10 @@ mod tests {
         let mut s = LinkState::default();
         feed(&mut s, b"Q");
         assert!(!s.releasable());
-        s.ready(b'T');
+        s.ready(TxStatus::InBlock);
         assert!(s.quiet() && !s.releasable(), "inside a transaction");
         feed(&mut s, b"Q");
-        s.ready(b'I');
+        s.ready(TxStatus::Idle);
         assert!(s.releasable());
     }
 
@@ -1685,9 +1742,9 @@ mod tests {
         let mut s = LinkState::default();
         // P B E S P B E S: two syncs, then a third batch without its Sync.
         feed(&mut s, b"PBESPBES");
-        s.ready(b'I');
+        s.ready(TxStatus::Idle);
         assert!(!s.releasable(), "one Sync still unanswered");
-        s.ready(b'I');
+        s.ready(TxStatus::Idle);
         assert!(s.releasable());
         feed(&mut s, b"PBE");
         assert!(!s.releasable(), "Execute without Sync keeps the link");
@@ -1696,7 +1753,7 @@ mod tests {
         feed(&mut s, b"PDH");
         assert!(!s.releasable() && s.busy());
         feed(&mut s, b"BES");
-        s.ready(b'I');
+        s.ready(TxStatus::Idle);
         assert!(s.releasable());
     }
 
@@ -1706,9 +1763,9 @@ mod tests {
         // ErrorResponse + ReadyForQuery while the client still sends data.
         let mut s = LinkState::default();
         feed(&mut s, b"Q");
-        s.server_message(b'G');
+        s.server_message(backend::COPY_IN_RESPONSE);
         feed(&mut s, b"dd");
-        s.ready(b'I');
+        s.ready(TxStatus::Idle);
         assert!(!s.releasable(), "client still in COPY IN");
         feed(&mut s, b"dc");
         assert!(s.releasable());
@@ -1718,10 +1775,10 @@ mod tests {
     fn extended_copy_ignores_the_sync_sent_before_copy_data() {
         let mut s = LinkState::default();
         feed(&mut s, b"PBES");
-        s.server_message(b'G');
+        s.server_message(backend::COPY_IN_RESPONSE);
         feed(&mut s, b"ddSH");
         feed(&mut s, b"cS");
-        s.ready(b'I');
+        s.ready(TxStatus::Idle);
         assert!(
             s.releasable(),
             "one ReadyForQuery for the Sync after CopyDone"
@@ -1734,23 +1791,23 @@ mod tests {
         // CopyInResponse; we see them before the server's `G`.
         let mut s = LinkState::default();
         feed(&mut s, b"Qddc");
-        s.server_message(b'G');
-        s.ready(b'I');
+        s.server_message(backend::COPY_IN_RESPONSE);
+        s.ready(TxStatus::Idle);
         assert!(s.releasable(), "the COPY ended before its G reached us");
         // The same by the extended protocol, its first Sync ignored.
         let mut s = LinkState::default();
         feed(&mut s, b"PBESdcS");
-        s.server_message(b'G');
-        s.ready(b'I');
+        s.server_message(backend::COPY_IN_RESPONSE);
+        s.ready(TxStatus::Idle);
         assert!(s.releasable());
         // A COPY that failed before it began (no G): the CopyDone counted
         // early matches nothing, and the next COPY is held as usual.
         let mut s = LinkState::default();
         feed(&mut s, b"Qdc");
-        s.ready(b'I');
+        s.ready(TxStatus::Idle);
         feed(&mut s, b"Q");
-        s.server_message(b'G');
-        s.ready(b'I');
+        s.server_message(backend::COPY_IN_RESPONSE);
+        s.ready(TxStatus::Idle);
         assert!(!s.releasable(), "client still in COPY IN");
         feed(&mut s, b"c");
         assert!(s.releasable());
@@ -1761,7 +1818,7 @@ mod tests {
         let mut s = LinkState::default();
         feed(&mut s, b"F");
         assert!(s.busy());
-        s.ready(b'I');
+        s.ready(TxStatus::Idle);
         assert!(s.releasable());
     }
 }

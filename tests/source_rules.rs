@@ -1,7 +1,10 @@
-//! The modules of src/ import each other without a cycle: a new `use
-//! crate::x` that closes one fails here, naming the cycle. Edges are read
-//! from the text (`crate::x`, `crate::{x, y::z}`, and the root's
-//! re-exports such as `crate::Error`), which is all the check needs.
+//! Rules of the source tree that the compiler does not check:
+//! - the modules of src/ import each other without a cycle: a new `use
+//!   crate::x` that closes one fails here, naming the cycle. Edges are read
+//!   from the text (`crate::x`, `crate::{x, y::z}`, and the root's
+//!   re-exports such as `crate::Error`), which is all the check needs;
+//! - message type bytes are named (`protocol::frontend::SYNC`), never
+//!   written as `b'S'`, outside the protocol module.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -142,4 +145,30 @@ fn the_reader_sees_grouped_and_reexported_imports() {
     let ex = root_exports("pub use error::{Error, Result};\npub use app::Tidepool;\n");
     assert_eq!(ex.get("Error").map(String::as_str), Some("error"));
     assert_eq!(ex.get("Tidepool").map(String::as_str), Some("app"));
+}
+
+#[test]
+fn message_tags_are_named_outside_the_protocol_module() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = Vec::new();
+    for f in files {
+        if f.ends_with("protocol.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&f).unwrap();
+        // Unit tests may spell message sequences as byte strings.
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (i, line) in code.lines().enumerate() {
+            let b = line.as_bytes();
+            let bare = b.windows(4).any(|w| {
+                w[0] == b'b' && w[1] == b'\'' && w[2].is_ascii_alphanumeric() && w[3] == b'\''
+            });
+            if bare && !line.trim_start().starts_with("//") {
+                found.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "bare tag literals:\n{}", found.join("\n"));
 }
