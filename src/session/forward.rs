@@ -1,0 +1,310 @@
+//! Forwarding both ways as bytes: client messages to the server as they
+//! came (`forward_client`), and server output to the client while noting
+//! ReadyForQuery, COPY, parameter changes and LISTEN (`forward_server`).
+
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::extended::settle_parses;
+use super::{Session, TRACKED};
+use crate::config::PoolMode;
+use crate::net::Conn;
+use crate::prepared;
+use crate::protocol::{self, backend, frontend, Params, Severity, Step, TxStatus};
+use crate::stats::C;
+use crate::Error;
+
+/// What the client asked for.
+pub(super) enum ClientEnd {
+    Open,
+    Terminate,
+}
+
+/// A query that just got its ReadyForQuery: how long it took, and the
+/// transaction it ended, if any.
+struct Finished {
+    query: std::time::Duration,
+    xact: Option<std::time::Duration>,
+}
+
+impl Finished {
+    /// Count it in the stats and the histograms.
+    fn count(self, stats: &crate::stats::DbStats, metrics: &crate::metrics::DbMetrics) {
+        stats.add(C::Queries, 1);
+        stats.add(C::QueryTime, self.query.as_micros() as u64);
+        metrics.query_duration.observe(self.query.as_secs_f64());
+        if let Some(took) = self.xact {
+            stats.add(C::Xacts, 1);
+            stats.add(C::XactTime, took.as_micros() as u64);
+            metrics.xact_duration.observe(took.as_secs_f64());
+        }
+    }
+}
+
+impl Session {
+    /// Forward every complete piece of client input to the server.
+    pub(super) async fn forward_client(&mut self, conn: &mut Conn) -> Result<ClientEnd, Error> {
+        if self.track {
+            return self.forward_client_tracked(conn).await;
+        }
+        let Some(server) = self.server.as_mut() else {
+            return Ok(ClientEnd::Open);
+        };
+        let mut pos = 0;
+        let mut end = ClientEnd::Open;
+        loop {
+            let step = self
+                .cscan
+                .step(&conn.rbuf[pos..], |t| t == frontend::TERMINATE)
+                .map_err(|e| Error::Protocol(e.to_string()))?;
+            match step {
+                Step::Pass { n, tag } => {
+                    if let Some(t) = tag {
+                        self.times.message_in(self.state.busy());
+                        self.state.client_message(t);
+                    }
+                    pos += n;
+                }
+                Step::Whole { .. } => {
+                    // Terminate: never forwarded to a pooled server.
+                    end = ClientEnd::Terminate;
+                    break;
+                }
+                Step::More { want } => {
+                    let have = conn.rbuf.len() - pos;
+                    if want > have {
+                        conn.rbuf.reserve(want - have);
+                    }
+                    break;
+                }
+            }
+        }
+        if pos > 0 {
+            self.stats.add(C::Received, pos as u64);
+            // Written from the buffer, then consumed: splitting it off
+            // would turn the buffer into a shared one (an allocation).
+            server
+                .stream
+                .send_all(&conn.rbuf[..pos])
+                .await
+                .map_err(|e| Error::ServerGone(e.to_string()))?;
+            conn.rbuf.advance(pos);
+        }
+        if let ClientEnd::Terminate = end {
+            conn.rbuf.clear();
+        }
+        Ok(end)
+    }
+
+    /// Forward every complete piece of server output to the client, noting
+    /// ReadyForQuery, COPY, parameter changes and LISTEN.
+    pub(super) async fn forward_server(&mut self, conn: &mut Conn) -> Result<(), Error> {
+        let transactional = self.mode != PoolMode::Session;
+        let track = self.track;
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        let mut pos = 0;
+        // The last query finished in this read, counted after the send.
+        let mut finished: Option<Finished> = None;
+        loop {
+            let step = self
+                .sscan
+                .step(&server.rbuf[pos..], |t| {
+                    t == backend::READY_FOR_QUERY
+                        || t == backend::PARAMETER_STATUS
+                        || (transactional && t == backend::COMMAND_COMPLETE)
+                        || (track
+                            && matches!(
+                                t,
+                                backend::PARSE_COMPLETE
+                                    | backend::BIND_COMPLETE
+                                    | backend::CLOSE_COMPLETE
+                                    | backend::EMPTY_QUERY_RESPONSE
+                                    | backend::PORTAL_SUSPENDED
+                                    | backend::NO_DATA
+                                    | backend::ROW_DESCRIPTION
+                                    | backend::ERROR_RESPONSE
+                            ))
+                })
+                .map_err(|e| Error::ServerProtocol(e.to_string()))?;
+            if track {
+                if let Step::Whole { tag, len } = step {
+                    let action = self.responses.server(tag);
+                    if tag == backend::ERROR_RESPONSE {
+                        let f = protocol::ErrorFields::parse(&server.rbuf[pos + 5..pos + len]);
+                        if f.message.contains(prepared::STALE_PLAN) {
+                            // This server's plans are stale: close it once
+                            // released, and give the statement a new
+                            // server-side name, so that a client preparing
+                            // it again gets a fresh plan on every server.
+                            server.close_needed = true;
+                            if let Some(stmt) = self
+                                .responses
+                                .errored
+                                .and_then(|id| server.prepared.get(id))
+                            {
+                                self.shared.prepared.retire(&stmt);
+                            }
+                        }
+                    }
+                    self.responses.errored = None;
+                    for id in self.responses.failed.drain(..) {
+                        server.prepared.remove(id);
+                    }
+                    settle_parses(
+                        &mut self.responses,
+                        &mut self.pending_parses,
+                        &mut self.stmts,
+                    );
+                    if action == prepared::Action::Drop {
+                        // Our own request's reply: not the client's.
+                        conn.send(&server.rbuf[..pos]).await?;
+                        server.rbuf.advance(pos);
+                        server.rbuf.advance(len);
+                        pos = 0;
+                        continue;
+                    }
+                }
+            }
+            match step {
+                Step::Pass { n, tag } => {
+                    if let Some(t) = tag {
+                        self.state.server_message(t);
+                        if track {
+                            self.responses.server(t);
+                        }
+                    }
+                    pos += n;
+                }
+                Step::Whole {
+                    tag: backend::READY_FOR_QUERY,
+                    len,
+                } => {
+                    let status = match (len, server.rbuf.get(pos + 5)) {
+                        (6, Some(&b)) => TxStatus::from_byte(b),
+                        _ => None,
+                    }
+                    .ok_or_else(|| Error::ServerProtocol("malformed ReadyForQuery".into()))?;
+                    self.state.ready(status);
+                    // Timed now, counted once the reply is on its way.
+                    let now = Instant::now();
+                    self.ready_at = now;
+                    if let Some(done) = finished.take() {
+                        done.count(&self.stats, &self.metrics);
+                    }
+                    finished = Some(Finished {
+                        query: now.saturating_duration_since(self.times.query_start),
+                        xact: match status {
+                            TxStatus::Idle => self
+                                .times
+                                .xact_start
+                                .take()
+                                .map(|t| now.saturating_duration_since(t)),
+                            _ => None,
+                        },
+                    });
+                    if self.mode == PoolMode::Statement && status != TxStatus::Idle {
+                        // Forward what came before, then refuse: the
+                        // server is closed (it is inside a transaction).
+                        conn.send(&server.rbuf[..pos]).await?;
+                        server.rbuf.advance(pos);
+                        if let Some(done) = finished.take() {
+                            done.count(&self.stats, &self.metrics);
+                        }
+                        return Err(Error::NotSupported(
+                            "transaction blocks not allowed in statement pooling mode".into(),
+                        ));
+                    }
+                    pos += len;
+                }
+                Step::Whole {
+                    tag: backend::PARAMETER_STATUS,
+                    len,
+                } => {
+                    let body = server.rbuf[pos + 5..pos + len].to_vec();
+                    if let Some((n, v)) = protocol::parse_parameter_status(&body) {
+                        let name = String::from_utf8_lossy(n);
+                        let tracked = TRACKED.iter().any(|t| t.eq_ignore_ascii_case(&name))
+                            || self.cfg.settings.track_extra_parameters.contains_ci(&name)
+                            || self.wanted.get(&name).is_some();
+                        if tracked {
+                            let mut w = Params::clone(&self.wanted);
+                            w.set(&name, Bytes::copy_from_slice(v));
+                            self.wanted = self.pool.shared_settings(w);
+                        }
+                    }
+                    server.record_parameter(&body);
+                    pos += len;
+                }
+                Step::Whole {
+                    tag: backend::COMMAND_COMPLETE,
+                    len,
+                } => {
+                    let tag_text = &server.rbuf[pos + 5..pos + len];
+                    if tag_text == b"DISCARD ALL\0" || tag_text == b"DEALLOCATE ALL\0" {
+                        server.prepared.clear();
+                        self.stmts.clear();
+                    }
+                    // CommandComplete in transaction / statement mode:
+                    // LISTEN cannot work across servers. Say so instead of
+                    // losing notifications, and do not reuse the server.
+                    if &server.rbuf[pos + 5..pos + len] == b"LISTEN\0" {
+                        conn.send(&server.rbuf[..pos]).await?;
+                        server.rbuf.advance(pos);
+                        server.rbuf.advance(len);
+                        pos = 0;
+                        server.close_needed = true;
+                        let mut b = BytesMut::new();
+                        protocol::error_response(
+                            &mut b,
+                            Severity::Error,
+                            "0A000",
+                            &format!(
+                                "LISTEN is not supported in {} pooling mode: use pool_mode = session for database \"{}\"",
+                                self.mode, self.db.name
+                            ),
+                        );
+                        conn.send(&b).await?;
+                        continue;
+                    }
+                    pos += len;
+                }
+                Step::Whole { len, .. } => pos += len,
+                Step::More { want } => {
+                    let have = server.rbuf.len() - pos;
+                    if want > have {
+                        server.rbuf.reserve(want - have);
+                    }
+                    break;
+                }
+            }
+            if track && self.responses.synthetic_due() {
+                let due = self.responses.take_synthetic();
+                settle_parses(
+                    &mut self.responses,
+                    &mut self.pending_parses,
+                    &mut self.stmts,
+                );
+                if !due.is_empty() {
+                    conn.send(&server.rbuf[..pos]).await?;
+                    server.rbuf.advance(pos);
+                    pos = 0;
+                    for b in due {
+                        conn.send(&b).await?;
+                    }
+                }
+            }
+        }
+        if pos > 0 {
+            self.stats.add(C::Sent, pos as u64);
+            conn.send(&server.rbuf[..pos]).await?;
+            server.rbuf.advance(pos);
+        }
+        if let Some(done) = finished {
+            done.count(&self.stats, &self.metrics);
+        }
+        Ok(())
+    }
+}

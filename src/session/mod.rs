@@ -1,0 +1,679 @@
+//! The session loop: a logged-in client, and its server while linked.
+//!
+//! One task per client owns the client socket and, while linked, the server
+//! connection, and moves bytes between them with `select!` on both reads.
+//! Frames are forwarded as slices of the read buffer (written from it, then
+//! consumed with `advance`: no copy, no allocation);
+//! only the few message types the pooler must see are looked at.
+//!
+//! In session mode a server is linked on the client's first message and kept
+//! to the end. In transaction and statement mode it is released by the rule
+//! in [`LinkState`], and a new one linked on the next message.
+//!
+//! The loop's phases are files:
+//! - `mod.rs` (here): the session, its loop, linking, releasing, finishing;
+//! - `link_state.rs`: the release rule;
+//! - `forward.rs`: forwarding both ways, untouched;
+//! - `extended.rs`: the prepared-statement rewrite of client messages;
+//! - `timeouts.rs`: when queries began and which timeout is due.
+
+mod extended;
+mod forward;
+mod link_state;
+mod timeouts;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use tracing::debug;
+
+use crate::config::{Config, PoolMode, ResolvedDb};
+use crate::net::{fill, poll_fill, Conn, ServerAddr};
+use crate::pool::{Grant, Limits, Pool};
+use crate::prepared;
+use crate::protocol::{frontend, Params, Scanner, Severity};
+use crate::registry::State;
+use crate::server::{LoginInfo, ServerConn, ServerCreds};
+use crate::stats::C;
+use crate::{Error, Shared};
+
+use extended::Rewrites;
+use forward::ClientEnd;
+pub use link_state::LinkState;
+use timeouts::Deadline;
+pub use timeouts::Times;
+
+/// Parameters the pooler keeps in step across servers; others from `SET`
+/// are lost at release in transaction mode (as with PgBouncer).
+pub(crate) const TRACKED: &[&str] = &[
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "application_name",
+    "IntervalStyle",
+];
+
+/// A logged-in client and, while linked, its server.
+pub(crate) struct Session {
+    pub shared: Arc<Shared>,
+    pub cfg: Arc<Config>,
+    /// The client's user name (shared with its SHOW CLIENTS entry).
+    pub user: Arc<str>,
+    pub db: ResolvedDb,
+    pub pool: Arc<Pool>,
+    pub mode: PoolMode,
+    pub server: Option<Box<ServerConn>>,
+    /// The settings this client wants on its server.
+    pub wanted: Arc<Params>,
+    /// The pool's values of the tracked settings, for those the client did
+    /// not set (shared by the pool's clients).
+    pub defaults: Arc<Params>,
+    pub reg: crate::cancel::Registration,
+    pub state: LinkState,
+    pub cscan: Scanner,
+    pub sscan: Scanner,
+    /// When the client's reads, queries and transaction began.
+    pub times: Times,
+    /// When the last ReadyForQuery came: the time a server released after
+    /// it was last used, with no clock read of its own.
+    pub ready_at: Instant,
+    /// This database's counters.
+    pub stats: Arc<crate::stats::DbStats>,
+    /// Counted among the pool's clients (SHOW POOLS).
+    pub _pool_client: crate::pool::PoolClient,
+    /// Listed in SHOW CLIENTS; KILL reaches the session through it.
+    pub listed: crate::registry::Registered,
+    /// This database's histograms (tidepool_* metrics).
+    pub metrics: Arc<crate::metrics::DbMetrics>,
+    /// Rewrite named prepared statements (transaction / statement mode with
+    /// max_prepared_statements > 0).
+    pub track: bool,
+    /// This client's statement names.
+    pub stmts: HashMap<Vec<u8>, Arc<prepared::Stmt>>,
+    /// Names registered by Parses whose reply is still owed, oldest first:
+    /// one whose Parse the server skipped (an error earlier in the
+    /// pipeline) is unregistered, as PostgreSQL never created it.
+    pub pending_parses: VecDeque<(Vec<u8>, Arc<prepared::Stmt>)>,
+    /// Replies expected from the linked server (tracking only).
+    pub responses: prepared::Responses,
+    /// We answered a message with an error ourselves: like the server after
+    /// an error, drop what the client sends until its Sync.
+    pub skip_to_sync: bool,
+    /// Scratch space for rewriting client messages (tracking only): made
+    /// at the first rewrite, dropped by a lean idle client.
+    pub rewrites: Option<Box<Rewrites>>,
+    /// Counted in max_client_conn, and per database and user; held, not read.
+    pub _guards: [crate::ClientGuard; 3],
+}
+
+/// An idle client keeps a read buffer of up to this capacity, unless
+/// [`Shared::lean_idle`].
+const KEEP_BUFFER_MAX: usize = 4096;
+
+/// How [`Session::active`] stopped.
+enum Active {
+    Idle,
+    Ended,
+}
+
+impl Session {
+    fn max_len(&self) -> usize {
+        self.cfg.settings.max_packet_size as usize
+    }
+
+    fn limits(&self) -> Limits {
+        Limits::from_config(&self.cfg, &self.db, &self.user, &self.pool.key.user)
+    }
+
+    fn login_info(&self) -> LoginInfo {
+        login_info(
+            &self.cfg,
+            self.shared.tls(),
+            self.shared.registry.clone(),
+            &self.db,
+            &self.pool,
+        )
+    }
+
+    /// Get a server for this client: idle, new, or after waiting. An idle
+    /// server unused for longer than `server_check_delay` is checked first.
+    ///
+    /// `now` is when the request began; the flag says whether the server
+    /// came at once (an idle one, no check), so no wait needs timing.
+    async fn acquire(&mut self, now: Instant) -> Result<(Box<ServerConn>, bool), Error> {
+        let mut at_once = true;
+        loop {
+            // Nearly always an idle server: no limits to work out, no future.
+            let grant = match self.pool.take_idle() {
+                Some(s) => Grant::Server(s),
+                None => {
+                    at_once = false;
+                    self.pool.checkout(self.limits()).await?
+                }
+            };
+            match grant {
+                Grant::Server(mut s) => {
+                    if let Err(e) = s.rehome() {
+                        debug!(server = %s.addr, "cannot move a server to this thread, closing: {e}");
+                        continue;
+                    }
+                    let s_cfg = &self.cfg.settings;
+                    let delay = s_cfg.server_check_delay.0;
+                    if now.saturating_duration_since(s.last_used) >= delay {
+                        at_once = false;
+                        let q = s_cfg.server_check_query.clone();
+                        if let Err(e) = s.run_quiet(q.as_bytes(), self.max_len()).await {
+                            debug!(server = %s.addr, "server failed its check, closing: {e}");
+                            continue;
+                        }
+                    }
+                    return Ok((s, at_once));
+                }
+                Grant::Slot(slot) => {
+                    let retry = self.cfg.settings.server_login_retry.0;
+                    if let Some(e) = self.pool.recent_failure(retry) {
+                        return Err(e);
+                    }
+                    let info = self.login_info();
+                    let id = self.shared.next_id();
+                    let started = Instant::now();
+                    // Boxed: connecting is rare and its state large; it
+                    // would otherwise sit in every client's task.
+                    return match Box::pin(ServerConn::connect(&info, id, slot, &self.shared.timers))
+                        .await
+                    {
+                        Ok(mut s) => {
+                            self.shared
+                                .metrics
+                                .server_connect
+                                .with_label_values(&[self.db.name.as_str()])
+                                .observe(started.elapsed().as_secs_f64());
+                            if s.stream.is_tls() {
+                                self.shared
+                                    .metrics
+                                    .tls_handshakes
+                                    .with_label_values(&["server"])
+                                    .inc();
+                            }
+                            s.generation = self.shared.control.generation(&self.db.name);
+                            self.pool.login_succeeded(&s.params);
+                            self.pool.set_template(&info);
+                            debug!(server = %s.addr, pid = s.backend_pid, "new server connection");
+                            Ok((Box::new(s), false))
+                        }
+                        Err(e) => {
+                            if self.cfg.settings.log_pooler_errors {
+                                tracing::warn!(database = %self.db.name, user = %self.pool.key.user, "server login failed: {e}");
+                            }
+                            if crate::pool::is_transient(&e) {
+                                if let Some(pause) =
+                                    transient_retry(now, self.limits().wait_timeout)
+                                {
+                                    at_once = false;
+                                    self.shared.timers.sleep(pause).await;
+                                    continue;
+                                }
+                            }
+                            self.pool.login_failed(&e);
+                            Err(e)
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    /// Link a server and bring its settings in line with the client's.
+    pub async fn link(&mut self) -> Result<(), Error> {
+        // A reload applies from the next link: limits, timeouts, reset query.
+        self.cfg = self.shared.config();
+        let waited = Instant::now();
+        // The request's time, for SHOW CLIENTS / SERVERS request_time.
+        let asked = self.shared.registry.clock.micros(waited);
+        self.listed.entry.set_at(State::Waiting, 0, asked);
+        // PAUSE: new queries wait here until RESUME.
+        let paused = self.shared.control.is_paused(&self.db.name);
+        if paused {
+            self.shared.control.wait_unpaused(&self.db.name).await;
+        }
+        // SHUTDOWN WAIT_FOR_SERVERS: running transactions finish, no new
+        // one starts.
+        if self.shared.control.refuses_transactions() {
+            return Err(Error::ShuttingDown("server shutting down"));
+        }
+        let (mut server, at_once) = self.acquire(waited).await?;
+        // Timed only if it took a while: a second clock read otherwise.
+        let wait = if at_once && !paused {
+            std::time::Duration::ZERO
+        } else {
+            waited.elapsed()
+        };
+        // A query that waited for this server starts now, not when read.
+        self.times.query_start = waited + wait;
+        self.metrics.client_wait.observe(wait.as_secs_f64());
+        self.metrics.checkouts.inc();
+        self.listed.entry.set_at(State::Active, server.id, asked);
+        server
+            .registered
+            .entry
+            .set_at(State::Active, self.listed.entry.id, asked);
+        self.stats.add(C::WaitTime, wait.as_micros() as u64);
+        self.stats.add(C::ServerAssignments, 1);
+        let max = self.max_len();
+        // Brought in line with these very settings (the pool shares equal
+        // sets) and not changed since: nothing to compare.
+        let in_sync = server.synced.as_ref().is_some_and(|(wanted, defaults)| {
+            Arc::ptr_eq(wanted, &self.wanted) && Arc::ptr_eq(defaults, &self.defaults)
+        });
+        if !in_sync {
+            server.synced = None;
+            match server.sync_params(&self.wanted, &self.defaults, max).await {
+                Ok(respelled) => {
+                    if let Some(w) = respelled {
+                        self.wanted = self.pool.shared_settings(w);
+                    }
+                    server.synced = Some((self.wanted.clone(), self.defaults.clone()));
+                }
+                Err(e) => {
+                    // A bad value of the client's own (an unknown TimeZone,
+                    // say): the server is fine, the client is told.
+                    if matches!(e, Error::ServerError(_)) {
+                        server.last_used = Instant::now();
+                        self.pool.checkin(server);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.reg.set(Some(server.cancel_target()));
+        self.state.reset();
+        self.responses.clear();
+        self.pending_parses.clear();
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Give the server back (transaction / statement mode) after a
+    /// transaction ended cleanly.
+    async fn release(&mut self) {
+        self.reg.set(None);
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        if server.close_needed {
+            return;
+        }
+        if self.cfg.settings.server_reset_query_always {
+            let q = self.cfg.settings.server_reset_query.clone();
+            if server.reset(&q, self.max_len()).await.is_err() {
+                return;
+            }
+        }
+        // The ReadyForQuery that made it releasable came after the link;
+        // a release with none (nothing ran) reads the clock.
+        let at = if self.ready_at >= self.times.query_start {
+            self.ready_at
+        } else {
+            Instant::now()
+        };
+        self.return_server(server, at);
+    }
+
+    /// Give a clean server back, last used `at`.
+    fn return_server(&self, mut server: Box<ServerConn>, at: Instant) {
+        let now = self.shared.registry.clock.micros(at);
+        self.listed.entry.set_at(State::Idle, 0, now);
+        server.registered.entry.set_at(State::Idle, 0, now);
+        let lifetime = self.cfg.server_lifetime(&self.db);
+        if lifetime.is_some_and(|l| at.saturating_duration_since(server.created) >= l) {
+            return;
+        }
+        // RECONNECT since this server was made, or the database paused:
+        // close it rather than keep it.
+        if server.generation < self.shared.control.generation(&self.db.name)
+            || self.shared.control.is_paused(&self.db.name)
+        {
+            return;
+        }
+        server.last_used = at;
+        self.pool.checkin(server);
+    }
+
+    /// The session loop: link on the first message, forward both ways,
+    /// release per pool mode, until either side ends.
+    ///
+    /// Two levels, for memory: an unlinked client with nothing to read
+    /// waits here, in a small state; everything else (linking, forwarding,
+    /// releasing) runs in [`Session::active`], boxed, which returns when the
+    /// client is idle again. 10,000 idle clients then hold no forwarding
+    /// state, at the cost of one allocation per transaction. With few
+    /// clients connected (not [`Shared::lean_idle`]) memory does not count
+    /// and the allocation does: the client then waits inside `active`.
+    pub async fn run(&mut self, conn: &mut Conn) -> Result<(), Error> {
+        // Not the login's buffer: a client may connect and never query.
+        if conn.rbuf.is_empty() {
+            conn.rbuf = BytesMut::new();
+        }
+        loop {
+            if self.server.is_none() && conn.rbuf.is_empty() {
+                self.wait_for_client(conn).await?;
+            }
+            if let Active::Ended = Box::pin(self.active(conn)).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Serve the client from its next message until it is unlinked with
+    /// nothing left to read (`Idle`) or it ends (`Ended`).
+    async fn active(&mut self, conn: &mut Conn) -> Result<Active, Error> {
+        loop {
+            if self.server.is_some() && self.between_transactions(conn) {
+                self.release().await;
+            }
+            if self.server.is_none() {
+                if conn.rbuf.is_empty() {
+                    if self.shared.lean_idle() {
+                        // Nor the link's queues: an idle client holds none.
+                        self.state = LinkState::default();
+                        self.rewrites = None;
+                        self.responses = prepared::Responses::default();
+                        self.pending_parses = VecDeque::new();
+                        return Ok(Active::Idle);
+                    }
+                    // Few clients: wait in this state rather than give it
+                    // back, sparing an allocation per transaction.
+                    self.wait_for_client(conn).await?;
+                }
+                if let ClientEnd::Terminate = self.peek_terminate(conn) {
+                    return Ok(Active::Ended);
+                }
+                if self.track && self.answer_locally(conn).await? {
+                    continue;
+                }
+                let entry = self.listed.entry.clone();
+                tokio::select! {
+                    // In order: no random start (a draw per transaction).
+                    biased;
+                    r = self.link() => r?,
+                    _ = entry.kill.thrown() => return Err(killed()),
+                }
+            }
+            if let ClientEnd::Terminate = self.forward_client(conn).await? {
+                return Ok(Active::Ended);
+            }
+            self.forward_server(conn).await?;
+            if self.between_transactions(conn) {
+                continue;
+            }
+            let deadline = self.deadline();
+            let Some(server) = self.server.as_mut() else {
+                continue;
+            };
+            let sleep = async {
+                match deadline {
+                    Some((at, _)) => self.shared.timers.sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                // In order, with no random start (a draw per wait): the
+                // server first, so its replies drain before more requests
+                // are read.
+                biased;
+                r = fill(&mut server.stream, &mut server.rbuf) => {
+                    match r {
+                        Ok(true) => {}
+                        Ok(false) => return Err(Error::ServerGone("server closed the connection unexpectedly".into())),
+                        Err(e) => return Err(Error::ServerGone(e.to_string())),
+                    }
+                }
+                r = fill(&mut conn.stream, &mut conn.rbuf) => {
+                    if !r.map_err(Error::client_io)? {
+                        return Err(Error::ClientGone);
+                    }
+                    self.times.last_client_read = Instant::now();
+                }
+                _ = sleep => {
+                    let kind = deadline.map(|(_, k)| k);
+                    return Err(self.timeout_error(kind));
+                }
+                _ = self.listed.entry.kill.thrown() => return Err(killed()),
+            }
+        }
+    }
+
+    /// The server can go back to the pool (transaction and statement
+    /// mode): the transaction is over, nothing is half-forwarded or owed,
+    /// and no part of a next message waits in the client's buffer. Such a
+    /// part (a read that ended inside a message) keeps the server: the
+    /// loop then reads on, where releasing and linking again would spin
+    /// without ever reading the rest.
+    fn between_transactions(&self, conn: &Conn) -> bool {
+        self.mode != PoolMode::Session
+            && self.state.releasable()
+            && self.at_rest()
+            && conn.rbuf.is_empty()
+    }
+
+    /// No half-forwarded message on either side, no reply owed.
+    fn at_rest(&self) -> bool {
+        self.responses.is_empty()
+            && self.sscan.at_boundary()
+            && self.cscan.at_boundary()
+            && self.server.as_ref().is_some_and(|s| s.rbuf.is_empty())
+    }
+
+    /// Wait for the unlinked client's next bytes, up to client_idle_timeout.
+    ///
+    /// This is where an idle client spends its life, so it is written to be
+    /// small: a client may idle for hours between transactions, and 10,000
+    /// of them would otherwise hold 80 MB of read buffers and a few kB of
+    /// select/timeout state each. The buffer is given back, readiness is
+    /// polled with no buffer, a timer exists only when a timeout is set, and
+    /// the wait is one `poll_fn` (no read future kept: its size would push
+    /// every client's task into a larger allocation).
+    ///
+    /// With few clients connected (not [`Shared::lean_idle`]) the buffer is
+    /// kept while small: giving it back would cost a free and a malloc per
+    /// transaction for memory that does not count.
+    async fn wait_for_client(&mut self, conn: &mut Conn) -> Result<(), Error> {
+        let lean = self.shared.lean_idle();
+        if conn.rbuf.is_empty() && (conn.rbuf.capacity() > KEEP_BUFFER_MAX || lean) {
+            conn.rbuf = BytesMut::new();
+        }
+        let kill = &self.listed.entry.kill;
+        // The user's own client_idle_timeout ([users]) if set.
+        let mut idle_timer = self
+            .cfg
+            .client_timeouts(&self.user)
+            .client_idle
+            .map(|t| Box::pin(self.shared.timers.sleep(t)));
+        enum Woke {
+            Read(bool),
+            Killed,
+            TimedOut,
+        }
+        let woke = std::future::poll_fn(|cx| {
+            if kill.poll(cx).is_ready() {
+                return Poll::Ready(Ok(Woke::Killed));
+            }
+            if let Some(t) = idle_timer.as_mut() {
+                if std::future::Future::poll(t.as_mut(), cx).is_ready() {
+                    return Poll::Ready(Ok(Woke::TimedOut));
+                }
+            }
+            if conn.rbuf.capacity() == 0 {
+                // No buffer until there is something to read.
+                std::task::ready!(conn.stream.poll_read_ready(cx))?;
+            }
+            match poll_fill(&mut conn.stream, &mut conn.rbuf, cx) {
+                Poll::Ready(r) => Poll::Ready(r.map(Woke::Read)),
+                Poll::Pending => {
+                    // Readiness was spurious: wait without the buffer again.
+                    if lean && conn.rbuf.is_empty() {
+                        conn.rbuf = BytesMut::new();
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+        .map_err(Error::client_io)?;
+        drop(idle_timer);
+        match woke {
+            Woke::Killed => Err(killed()),
+            Woke::TimedOut => Err(self.timeout_error(Some(Deadline::ClientIdle))),
+            Woke::Read(false) => Err(Error::ClientGone),
+            Woke::Read(true) => {
+                self.times.last_client_read = Instant::now();
+                Ok(())
+            }
+        }
+    }
+
+    /// A lone Terminate from an unlinked client needs no server.
+    fn peek_terminate(&self, conn: &Conn) -> ClientEnd {
+        if conn.rbuf.first() == Some(&frontend::TERMINATE) && self.cscan.at_boundary() {
+            ClientEnd::Terminate
+        } else {
+            ClientEnd::Open
+        }
+    }
+
+    /// Unlink at the end of the session: reset and return a clean server,
+    /// close anything else. Tell the client why, where it can still hear.
+    pub async fn finish(&mut self, conn: &mut Conn, reason: &Result<(), Error>) {
+        self.reg.set(None);
+        if let Err(e) = reason {
+            if !e.client_unreachable() {
+                conn.send_error(e, Severity::Fatal).await;
+            }
+        }
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        let clean = self.state.releasable()
+            && self.at_rest_with(&server)
+            && !server.close_needed
+            && !matches!(
+                reason,
+                Err(Error::ServerGone(_)
+                    | Error::ServerProtocol(_)
+                    | Error::Timeout(_)
+                    | Error::Shutdown(_))
+            );
+        if !clean {
+            debug!(server = %server.addr, "closing server: client left with work in flight");
+            return;
+        }
+        let reset = self.mode == PoolMode::Session || self.cfg.settings.server_reset_query_always;
+        if reset {
+            let query = self.cfg.settings.server_reset_query.clone();
+            let max = self.max_len();
+            let r = self
+                .shared
+                .timers
+                .timeout(
+                    std::time::Duration::from_secs(10),
+                    server.reset(&query, max),
+                )
+                .await;
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    debug!("closing server: reset failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    debug!("closing server: reset timed out");
+                    return;
+                }
+            }
+        }
+        self.return_server(server, Instant::now());
+    }
+
+    fn at_rest_with(&self, server: &ServerConn) -> bool {
+        self.responses.is_empty()
+            && self.sscan.at_boundary()
+            && self.cscan.at_boundary()
+            && server.rbuf.is_empty()
+    }
+}
+
+/// After a transient server error (57P03: the database is starting up or
+/// recovering): how long to wait before connecting again, or None once the
+/// client has waited its `query_wait_timeout` (10 s when there is none).
+/// Waits grow with the time waited, from 50 ms to 1 s.
+fn transient_retry(
+    since: Instant,
+    wait_timeout: Option<std::time::Duration>,
+) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let waited = since.elapsed();
+    if waited >= wait_timeout.unwrap_or(Duration::from_secs(10)) {
+        return None;
+    }
+    Some((waited / 2).clamp(Duration::from_millis(50), Duration::from_secs(1)))
+}
+
+fn killed() -> Error {
+    Error::Shutdown("terminating connection due to administrator command (KILL)".into())
+}
+
+/// How to log into this pool's server.
+pub(crate) fn login_info(
+    cfg: &Arc<Config>,
+    tls: Arc<crate::tls::TlsContext>,
+    registry: Arc<crate::registry::Registry>,
+    db: &ResolvedDb,
+    pool: &Pool,
+) -> LoginInfo {
+    use crate::config::Secret;
+    let server_user = &pool.key.user;
+    let creds = if let Some(p) = &db.cfg.password {
+        ServerCreds::Plain(p.clone())
+    } else {
+        match cfg.userlist.get(server_user) {
+            Some(Secret::Plain(p)) => ServerCreds::Plain(p.clone()),
+            Some(Secret::Md5(h)) => ServerCreds::Md5(h.clone()),
+            Some(Secret::Scram(_)) => pool
+                .scram_keys()
+                .map(ServerCreds::ScramKeys)
+                .unwrap_or(ServerCreds::None),
+            None => ServerCreds::None,
+        }
+    };
+    let host = db
+        .cfg
+        .host
+        .as_deref()
+        .and_then(|h| h.split(',').map(str::trim).find(|h| !h.is_empty()))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            if cfg.settings.unix_socket_dir.is_empty() {
+                "127.0.0.1".to_string()
+            } else {
+                cfg.settings.unix_socket_dir.clone()
+            }
+        });
+    LoginInfo {
+        addr: Arc::new(ServerAddr {
+            host,
+            port: db.cfg.port,
+        }),
+        user: server_user.clone(),
+        database: db.dbname().to_string(),
+        creds,
+        connect_timeout: cfg.settings.server_connect_timeout.get(),
+        settings: cfg.clone(),
+        tls,
+        registry,
+        pool_db: db.name.clone(),
+    }
+}
