@@ -20,6 +20,7 @@
 mod extended;
 mod forward;
 mod link_state;
+mod rewriter;
 mod timeouts;
 
 use std::collections::{HashMap, VecDeque};
@@ -40,9 +41,9 @@ use crate::server::{LoginInfo, ServerConn, ServerCreds};
 use crate::stats::C;
 use crate::{Error, Shared};
 
-use extended::Rewrites;
 use forward::ClientEnd;
 pub use link_state::LinkState;
+use rewriter::Rewrites;
 use timeouts::Deadline;
 pub use timeouts::Times;
 

@@ -1,0 +1,503 @@
+//! One pass of the prepared-statement rewrite over what a client sent: each
+//! Parse, Bind, Describe and Close of a named statement is replaced by
+//! messages naming the server-side statement (with a Parse injected where
+//! the server lacks it); everything else goes as it came, written from the
+//! read buffer.
+//!
+//! The [`Rewriter`] borrows the session field by field, so that the linked
+//! server can be borrowed beside them; each message kind has a function of
+//! its own.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+
+use super::forward::ClientEnd;
+use super::timeouts::Times;
+use super::{LinkState, KEEP_BUFFER_MAX};
+use crate::net::Conn;
+use crate::prepared::{self, Kind, Reply, Responses, Stmt};
+use crate::protocol::{frontend, target, Scanner, Step};
+use crate::server::ServerConn;
+use crate::stats::{DbStats, C};
+use crate::Error;
+
+/// Up to this many bytes of rewritten client messages are copied into one
+/// write; beyond (a large COPY or Bind), the pieces are written as they are.
+const COALESCE_MAX: usize = 64 * 1024;
+
+/// One piece of what goes to the server after prepared-statement tracking:
+/// a range of the client's read buffer, or a message of ours.
+enum Seg {
+    Range(usize, usize),
+    Own(Bytes),
+}
+
+/// Scratch lists for rewriting client messages, kept by the session from
+/// one write to the next: made afresh, they were four allocations per
+/// transaction with `-M prepared`.
+#[derive(Default)]
+pub struct Rewrites {
+    segs: Vec<Seg>,
+    /// Messages of ours standing for the client message being handled.
+    own: Vec<Bytes>,
+    /// One write's bytes when they are coalesced.
+    out: Vec<u8>,
+}
+
+impl Rewrites {
+    /// Empty, keeping the capacity of a small write only.
+    fn clear(&mut self) {
+        self.segs.clear();
+        self.own.clear();
+        self.out.clear();
+        if self.out.capacity() > KEEP_BUFFER_MAX {
+            self.out = Vec::new();
+        }
+    }
+}
+
+/// The client messages held whole for the rewrite.
+fn inspected(t: u8) -> bool {
+    matches!(
+        t,
+        frontend::TERMINATE
+            | frontend::PARSE
+            | frontend::BIND
+            | frontend::DESCRIBE
+            | frontend::CLOSE
+    )
+}
+
+/// What one pass needs of the session, borrowed field by field.
+pub(super) struct Rewriter<'a> {
+    pub server: &'a mut ServerConn,
+    pub stmts: &'a mut HashMap<Vec<u8>, Arc<Stmt>>,
+    pub pending: &'a mut VecDeque<(Vec<u8>, Arc<Stmt>)>,
+    pub responses: &'a mut Responses,
+    pub state: &'a mut LinkState,
+    pub times: &'a mut Times,
+    pub cscan: &'a mut Scanner,
+    pub skip_to_sync: &'a mut bool,
+    pub stats: &'a DbStats,
+    pub cache: &'a prepared::Cache,
+    /// The session's scratch lists, taken at the first rewrite and given
+    /// back at the end of the pass. Plain traffic never touches them.
+    pub spare: &'a mut Option<Box<Rewrites>>,
+    /// `max_prepared_statements`: statements kept per server.
+    pub cap: usize,
+    pub max_packet_size: u32,
+    rw: Option<Box<Rewrites>>,
+    /// Where the bytes that go as they came begin.
+    run_start: usize,
+    /// How far the pass has read.
+    pos: usize,
+}
+
+impl<'a> Rewriter<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        server: &'a mut ServerConn,
+        stmts: &'a mut HashMap<Vec<u8>, Arc<Stmt>>,
+        pending: &'a mut VecDeque<(Vec<u8>, Arc<Stmt>)>,
+        responses: &'a mut Responses,
+        state: &'a mut LinkState,
+        times: &'a mut Times,
+        cscan: &'a mut Scanner,
+        skip_to_sync: &'a mut bool,
+        stats: &'a DbStats,
+        cache: &'a prepared::Cache,
+        spare: &'a mut Option<Box<Rewrites>>,
+        cap: usize,
+        max_packet_size: u32,
+    ) -> Rewriter<'a> {
+        Rewriter {
+            server,
+            stmts,
+            pending,
+            responses,
+            state,
+            times,
+            cscan,
+            skip_to_sync,
+            stats,
+            cache,
+            spare,
+            cap,
+            max_packet_size,
+            rw: None,
+            run_start: 0,
+            pos: 0,
+        }
+    }
+
+    /// The scratch lists, taken from the session at the first rewrite.
+    fn scratch(&mut self) -> &mut Rewrites {
+        let spare = &mut *self.spare;
+        self.rw
+            .get_or_insert_with(|| spare.take().unwrap_or_default())
+    }
+
+    /// What came since `run_start` goes as it was, before what comes next.
+    fn keep_run(&mut self) {
+        let (a, b) = (self.run_start, self.pos);
+        if b > a {
+            self.scratch().segs.push(Seg::Range(a, b));
+        }
+    }
+
+    /// Walk the client's buffer, rewriting as needed; stops at its end, at
+    /// an incomplete message, or at Terminate.
+    pub(super) fn scan(&mut self, conn: &mut Conn) -> Result<ClientEnd, Error> {
+        loop {
+            if self.cscan.at_boundary() {
+                match self.large_bind(&conn.rbuf)? {
+                    // Its names have not all arrived.
+                    None => return Ok(ClientEnd::Open),
+                    Some(true) => continue,
+                    Some(false) => {}
+                }
+            }
+            let step = self
+                .cscan
+                .step(&conn.rbuf[self.pos..], inspected)
+                .map_err(|e| Error::Protocol(e.to_string()))?;
+            if *self.skip_to_sync && self.skip(&step) {
+                continue;
+            }
+            match step {
+                Step::Pass { n, tag } => {
+                    if let Some(t) = tag {
+                        self.passing(t);
+                    }
+                    self.pos += n;
+                }
+                Step::Whole {
+                    tag: frontend::TERMINATE,
+                    ..
+                } => return Ok(ClientEnd::Terminate),
+                Step::Whole { tag, len } => {
+                    self.times.message_in(self.state.busy());
+                    let body = &conn.rbuf[self.pos + 5..self.pos + len];
+                    let keep = self.whole(tag, body);
+                    self.splice(tag, len, keep);
+                }
+                Step::More { want } => {
+                    let have = conn.rbuf.len() - self.pos;
+                    if want > have {
+                        conn.rbuf.reserve(want - have);
+                    }
+                    return Ok(ClientEnd::Open);
+                }
+            }
+        }
+    }
+
+    /// A Bind too large to hold whole at the current position: its head is
+    /// rewritten and the rest streams through. True if one was handled,
+    /// None if its names have not all arrived yet.
+    fn large_bind(&mut self, rbuf: &[u8]) -> Result<Option<bool>, Error> {
+        let found = prepared::large_bind(&rbuf[self.pos..], self.max_packet_size)
+            .map_err(|e| Error::Protocol(e.into()))?;
+        let (total, head, portal, name) = match found {
+            prepared::LargeBind::No => return Ok(Some(false)),
+            prepared::LargeBind::More => return Ok(None),
+            prepared::LargeBind::Head {
+                total,
+                head,
+                portal,
+                name,
+            } => (total, head, portal, name),
+        };
+        let stmt = self.stmts.get(name).cloned();
+        let portal = portal.to_vec();
+        // Its head is replaced (or dropped): what came before it goes as
+        // it was.
+        self.keep_run();
+        self.run_start = self.pos + head;
+        if !*self.skip_to_sync {
+            self.times.message_in(self.state.busy());
+            self.stats.add(C::Binds, 1);
+            match stmt {
+                Some(stmt) => {
+                    if self.use_stmt(&stmt) {
+                        let bind = prepared::build_bind_head(&portal, &stmt.name, total - head);
+                        self.scratch().own.push(bind);
+                        self.flush_own();
+                        self.responses.forward(Kind::Bind(Some(stmt.id)));
+                    }
+                }
+                None => {
+                    // Not a name of ours: as it came (the server answers
+                    // for it).
+                    self.run_start = self.pos;
+                    self.state.client_message(frontend::BIND);
+                    self.responses.forward(Kind::Bind(None));
+                }
+            }
+        }
+        // Dropped whole when skipping, like any message before Sync.
+        self.pos += head;
+        self.cscan.pass(total - head);
+        Ok(Some(true))
+    }
+
+    /// After an error of ours, drop what the client sends up to its Sync,
+    /// as the server would. True if `step` was dropped.
+    fn skip(&mut self, step: &Step) -> bool {
+        let drop_len = match *step {
+            Step::Pass {
+                tag: Some(frontend::SYNC),
+                ..
+            } => None,
+            Step::Pass { n, .. } => Some(n),
+            Step::Whole { tag, len } if tag != frontend::TERMINATE => Some(len),
+            _ => None,
+        };
+        if let Some(n) = drop_len {
+            self.keep_run();
+            self.pos += n;
+            self.run_start = self.pos;
+            return true;
+        }
+        if matches!(step, Step::Pass { .. }) {
+            *self.skip_to_sync = false;
+        }
+        false
+    }
+
+    /// A message passing through as it came: note what its reply will be.
+    fn passing(&mut self, t: u8) {
+        self.times.message_in(self.state.busy());
+        match t {
+            frontend::EXECUTE => self.responses.forward(Kind::Execute),
+            frontend::QUERY | frontend::FUNCTION_CALL => self.responses.forward(Kind::Sync),
+            frontend::SYNC if !self.state.in_copy_in() => self.responses.forward(Kind::Sync),
+            _ => {}
+        }
+        self.state.client_message(t);
+    }
+
+    /// A whole inspected message: true to forward it as it came, false when
+    /// it was replaced by the messages in the scratch list (or by none).
+    fn whole(&mut self, tag: u8, body: &[u8]) -> bool {
+        match tag {
+            frontend::PARSE => self.parse(body),
+            frontend::BIND => self.bind(body),
+            frontend::DESCRIBE => self.describe(body),
+            _ => self.close(body),
+        }
+    }
+
+    /// The message at `pos` (`len` bytes) goes as it came, or its
+    /// replacement goes in its place.
+    fn splice(&mut self, tag: u8, len: usize, keep: bool) {
+        if keep {
+            self.state.client_message(tag);
+        } else {
+            self.keep_run();
+            self.flush_own();
+            self.run_start = self.pos + len;
+        }
+        self.pos += len;
+    }
+
+    /// Our messages standing for the current one join the write, in order.
+    fn flush_own(&mut self) {
+        let Some(r) = self.rw.as_deref_mut() else {
+            return;
+        };
+        let Rewrites { segs, own, .. } = r;
+        for b in own.drain(..) {
+            self.state.client_message(b[0]);
+            segs.push(Seg::Own(b));
+        }
+    }
+
+    fn parse(&mut self, body: &[u8]) -> bool {
+        match prepared::split_parse(body) {
+            Some((name, _)) if !name.is_empty() && self.stmts.contains_key(name) => {
+                // PostgreSQL's error, in the Parse's place; the rest up to
+                // Sync is dropped as the server would.
+                self.responses
+                    .synthetic_error(prepared::duplicate_statement_error(name));
+                *self.skip_to_sync = true;
+                false
+            }
+            Some((name, rest)) if !name.is_empty() => {
+                let stmt = self.cache.intern(rest);
+                self.stats.add(C::ClientParses, 1);
+                self.stmts.insert(name.to_vec(), stmt.clone());
+                self.pending.push_back((name.to_vec(), stmt.clone()));
+                if self.prepare(&stmt) {
+                    self.responses.forward(Kind::Parse(Some(stmt.id)));
+                    self.stats.add(C::ServerParses, 1);
+                } else {
+                    self.responses.synthetic(Reply::ParseComplete);
+                }
+                false
+            }
+            _ => {
+                self.responses.forward(Kind::Parse(None));
+                true
+            }
+        }
+    }
+
+    fn bind(&mut self, body: &[u8]) -> bool {
+        self.stats.add(C::Binds, 1);
+        let known = prepared::split_bind(body).and_then(|(portal, name, rest)| {
+            let stmt = self.stmts.get(name)?.clone();
+            Some((portal, stmt, rest))
+        });
+        let Some((portal, stmt, rest)) = known else {
+            if !*self.skip_to_sync {
+                self.responses.forward(Kind::Bind(None));
+            }
+            return true;
+        };
+        let mut bound = None;
+        if self.use_stmt(&stmt) {
+            bound = Some(stmt.id);
+            let bind = prepared::build_bind(portal, &stmt.name, rest);
+            self.scratch().own.push(bind);
+        }
+        if !*self.skip_to_sync {
+            self.responses.forward(Kind::Bind(bound));
+        }
+        false
+    }
+
+    fn describe(&mut self, body: &[u8]) -> bool {
+        let Some((target::STATEMENT, name)) = prepared::split_target(body) else {
+            self.responses.forward(Kind::DescribePortal);
+            return true;
+        };
+        let Some(stmt) = self.stmts.get(name).cloned() else {
+            if !*self.skip_to_sync {
+                self.responses.forward(Kind::DescribeStmt(None));
+            }
+            return true;
+        };
+        let mut described = None;
+        if self.use_stmt(&stmt) {
+            described = Some(stmt.id);
+            let d = prepared::build_target(frontend::DESCRIBE, target::STATEMENT, &stmt.name);
+            self.scratch().own.push(d);
+        }
+        if !*self.skip_to_sync {
+            self.responses.forward(Kind::DescribeStmt(described));
+        }
+        false
+    }
+
+    fn close(&mut self, body: &[u8]) -> bool {
+        match prepared::split_target(body) {
+            // Close of a named statement: only this client's name goes; the
+            // server keeps it.
+            Some((target::STATEMENT, name)) if !name.is_empty() => {
+                self.stmts.remove(name);
+                self.responses.synthetic(Reply::CloseComplete);
+                false
+            }
+            _ => {
+                self.responses.forward(Kind::Close);
+                true
+            }
+        }
+    }
+
+    /// Put `stmt` on the server with a Parse among our messages, closing
+    /// the least recently used statement first when over `cap` (its reply
+    /// swallowed). False when the server has it already.
+    fn prepare(&mut self, stmt: &Arc<Stmt>) -> bool {
+        if self.server.prepared.has(stmt.id) {
+            return false;
+        }
+        if let Some(old) = self.server.prepared.add(stmt, self.cap) {
+            let close = prepared::build_target(frontend::CLOSE, target::STATEMENT, &old);
+            self.scratch().own.push(close);
+            self.responses.swallow(Kind::Close);
+        }
+        let parse = stmt.parse.clone();
+        self.scratch().own.push(parse);
+        true
+    }
+
+    /// Before a Bind or Describe of `stmt`: refuse it if its plan is stale
+    /// here (false), else prepare it on the server if it lacks it (the
+    /// ParseComplete swallowed, counted as a server-side Parse) and go on.
+    fn use_stmt(&mut self, stmt: &Arc<Stmt>) -> bool {
+        if stmt.retired() && !self.server.prepared.has(stmt.id) {
+            // Preparing it here would describe rows of a new shape to a
+            // client expecting the old one: an error in the request's
+            // place; the server is told nothing, and what follows up to
+            // Sync is dropped as the server would.
+            self.responses.synthetic(Reply::StalePlan);
+            *self.skip_to_sync = true;
+            return false;
+        }
+        if self.prepare(stmt) {
+            self.responses.swallow(Kind::Parse(Some(stmt.id)));
+            self.stats.add(C::ServerParses, 1);
+        }
+        true
+    }
+
+    /// Write what the pass read to the server: the read buffer's bytes with
+    /// our messages in place of the rewritten ones, coalesced into one write
+    /// when small; then consume them and give the scratch lists back.
+    pub(super) async fn send(mut self, conn: &mut Conn) -> Result<(), Error> {
+        let pos = self.pos;
+        if pos > 0 {
+            self.stats.add(C::Received, pos as u64);
+            let tail = Seg::Range(self.run_start, pos);
+            let (segs, out): (&[Seg], _) = match self.rw.as_deref_mut() {
+                Some(Rewrites { segs, out, .. }) => (segs, Some(out)),
+                None => (&[], None),
+            };
+            let rbuf = &conn.rbuf;
+            let parts = || {
+                segs.iter()
+                    .chain(std::iter::once(&tail))
+                    .map(|seg| match seg {
+                        Seg::Range(a, b) => &rbuf[*a..*b],
+                        Seg::Own(b) => &b[..],
+                    })
+                    .filter(|b| !b.is_empty())
+            };
+            let gone = |e: std::io::Error| Error::ServerGone(e.to_string());
+            let total: usize = if segs.is_empty() {
+                0
+            } else {
+                parts().map(<[u8]>::len).sum()
+            };
+            match out {
+                Some(out) if !segs.is_empty() && total <= COALESCE_MAX => {
+                    // Rewritten messages and what surrounds them in one
+                    // write: one TCP segment and one wake-up of the server,
+                    // not one per piece (a Bind renamed between an Execute
+                    // and a Sync).
+                    out.clear();
+                    out.reserve(total);
+                    for bytes in parts() {
+                        out.extend_from_slice(bytes);
+                    }
+                    self.server.stream.send_all(out).await.map_err(gone)?;
+                }
+                _ => {
+                    for bytes in parts() {
+                        self.server.stream.send_all(bytes).await.map_err(gone)?;
+                    }
+                }
+            }
+            conn.rbuf.advance(pos);
+        }
+        if let Some(mut r) = self.rw.take() {
+            r.clear();
+            *self.spare = Some(r);
+        }
+        Ok(())
+    }
+}
