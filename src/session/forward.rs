@@ -12,6 +12,7 @@ use crate::config::PoolMode;
 use crate::net::Conn;
 use crate::prepared;
 use crate::protocol::{self, backend, frontend, Params, Severity, Step, TxStatus};
+use crate::server::ServerConn;
 use crate::stats::C;
 use crate::Error;
 
@@ -100,72 +101,37 @@ impl Session {
     /// Forward every complete piece of server output to the client, noting
     /// ReadyForQuery, COPY, parameter changes and LISTEN.
     pub(super) async fn forward_server(&mut self, conn: &mut Conn) -> Result<(), Error> {
-        let transactional = self.mode != PoolMode::Session;
-        let track = self.track;
-        let Some(server) = self.server.as_mut() else {
+        // Out of the session while its output is read, so the session's
+        // other fields can be borrowed beside it; back on every path.
+        let Some(mut server) = self.server.take() else {
             return Ok(());
         };
+        let r = self.forward_server_from(conn, &mut server).await;
+        self.server = Some(server);
+        r
+    }
+
+    async fn forward_server_from(
+        &mut self,
+        conn: &mut Conn,
+        server: &mut ServerConn,
+    ) -> Result<(), Error> {
+        let (transactional, track) = (self.mode != PoolMode::Session, self.track);
         let mut pos = 0;
         // The last query finished in this read, counted after the send.
         let mut finished: Option<Finished> = None;
         loop {
             let step = self
                 .sscan
-                .step(&server.rbuf[pos..], |t| {
-                    t == backend::READY_FOR_QUERY
-                        || t == backend::PARAMETER_STATUS
-                        || (transactional && t == backend::COMMAND_COMPLETE)
-                        || (track
-                            && matches!(
-                                t,
-                                backend::PARSE_COMPLETE
-                                    | backend::BIND_COMPLETE
-                                    | backend::CLOSE_COMPLETE
-                                    | backend::EMPTY_QUERY_RESPONSE
-                                    | backend::PORTAL_SUSPENDED
-                                    | backend::NO_DATA
-                                    | backend::ROW_DESCRIPTION
-                                    | backend::ERROR_RESPONSE
-                            ))
-                })
+                .step(&server.rbuf[pos..], |t| inspected(t, transactional, track))
                 .map_err(|e| Error::ServerProtocol(e.to_string()))?;
-            if track {
-                if let Step::Whole { tag, len } = step {
-                    let action = self.responses.server(tag);
-                    if tag == backend::ERROR_RESPONSE {
-                        let f = protocol::ErrorFields::parse(&server.rbuf[pos + 5..pos + len]);
-                        if f.message.contains(prepared::STALE_PLAN) {
-                            // This server's plans are stale: close it once
-                            // released, and give the statement a new
-                            // server-side name, so that a client preparing
-                            // it again gets a fresh plan on every server.
-                            server.close_needed = true;
-                            if let Some(stmt) = self
-                                .responses
-                                .errored
-                                .and_then(|id| server.prepared.get(id))
-                            {
-                                self.shared.prepared.retire(&stmt);
-                            }
-                        }
-                    }
-                    self.responses.errored = None;
-                    for id in self.responses.failed.drain(..) {
-                        server.prepared.remove(id);
-                    }
-                    settle_parses(
-                        &mut self.responses,
-                        &mut self.pending_parses,
-                        &mut self.stmts,
-                    );
-                    if action == prepared::Action::Drop {
-                        // Our own request's reply: not the client's.
-                        conn.send(&server.rbuf[..pos]).await?;
-                        server.rbuf.advance(pos);
-                        server.rbuf.advance(len);
-                        pos = 0;
-                        continue;
-                    }
+            if let (true, Step::Whole { tag, len }) = (track, &step) {
+                if self.tracked_reply(server, *tag, pos, *len) == prepared::Action::Drop {
+                    // Our own request's reply: not the client's.
+                    conn.send(&server.rbuf[..pos]).await?;
+                    server.rbuf.advance(pos + len);
+                    pos = 0;
+                    continue;
                 }
             }
             match step {
@@ -182,29 +148,8 @@ impl Session {
                     tag: backend::READY_FOR_QUERY,
                     len,
                 } => {
-                    let status = match (len, server.rbuf.get(pos + 5)) {
-                        (6, Some(&b)) => TxStatus::from_byte(b),
-                        _ => None,
-                    }
-                    .ok_or_else(|| Error::ServerProtocol("malformed ReadyForQuery".into()))?;
-                    self.state.ready(status);
-                    // Timed now, counted once the reply is on its way.
-                    let now = Instant::now();
-                    self.ready_at = now;
-                    if let Some(done) = finished.take() {
-                        done.count(&self.stats, &self.metrics);
-                    }
-                    finished = Some(Finished {
-                        query: now.saturating_duration_since(self.times.query_start),
-                        xact: match status {
-                            TxStatus::Idle => self
-                                .times
-                                .xact_start
-                                .take()
-                                .map(|t| now.saturating_duration_since(t)),
-                            _ => None,
-                        },
-                    });
+                    let status =
+                        self.ready_for_query(&server.rbuf[pos..pos + len], &mut finished)?;
                     if self.mode == PoolMode::Statement && status != TxStatus::Idle {
                         // Forward what came before, then refuse: the
                         // server is closed (it is inside a transaction).
@@ -224,17 +169,7 @@ impl Session {
                     len,
                 } => {
                     let body = server.rbuf[pos + 5..pos + len].to_vec();
-                    if let Some((n, v)) = protocol::parse_parameter_status(&body) {
-                        let name = String::from_utf8_lossy(n);
-                        let tracked = TRACKED.iter().any(|t| t.eq_ignore_ascii_case(&name))
-                            || self.cfg.settings.track_extra_parameters.contains_ci(&name)
-                            || self.wanted.get(&name).is_some();
-                        if tracked {
-                            let mut w = Params::clone(&self.wanted);
-                            w.set(&name, Bytes::copy_from_slice(v));
-                            self.wanted = self.pool.shared_settings(w);
-                        }
-                    }
+                    self.parameter_status(&body);
                     server.record_parameter(&body);
                     pos += len;
                 }
@@ -242,31 +177,21 @@ impl Session {
                     tag: backend::COMMAND_COMPLETE,
                     len,
                 } => {
-                    let tag_text = &server.rbuf[pos + 5..pos + len];
-                    if tag_text == b"DISCARD ALL\0" || tag_text == b"DEALLOCATE ALL\0" {
+                    let effect = command_effect(&server.rbuf[pos + 5..pos + len]);
+                    if effect == Effect::ForgetStatements {
                         server.prepared.clear();
                         self.stmts.clear();
                     }
-                    // CommandComplete in transaction / statement mode:
-                    // LISTEN cannot work across servers. Say so instead of
-                    // losing notifications, and do not reuse the server.
-                    if &server.rbuf[pos + 5..pos + len] == b"LISTEN\0" {
-                        conn.send(&server.rbuf[..pos]).await?;
-                        server.rbuf.advance(pos);
-                        server.rbuf.advance(len);
-                        pos = 0;
+                    if effect == Effect::Listen {
+                        // LISTEN cannot work across servers: refused rather
+                        // than notifications lost, and the server is not
+                        // reused. What came before goes; LISTEN's own reply
+                        // is replaced.
                         server.close_needed = true;
-                        let mut b = BytesMut::new();
-                        protocol::error_response(
-                            &mut b,
-                            Severity::Error,
-                            "0A000",
-                            &format!(
-                                "LISTEN is not supported in {} pooling mode: use pool_mode = session for database \"{}\"",
-                                self.mode, self.db.name
-                            ),
-                        );
-                        conn.send(&b).await?;
+                        conn.send(&server.rbuf[..pos]).await?;
+                        server.rbuf.advance(pos + len);
+                        pos = 0;
+                        conn.send(&self.listen_refused()).await?;
                         continue;
                     }
                     pos += len;
@@ -307,4 +232,146 @@ impl Session {
         }
         Ok(())
     }
+
+    /// A whole server message met while tracking prepared statements (the
+    /// `len` bytes at `pos`): the reply queue's verdict on it. An error
+    /// saying a plan is stale retires the statement it answered.
+    fn tracked_reply(
+        &mut self,
+        server: &mut ServerConn,
+        tag: u8,
+        pos: usize,
+        len: usize,
+    ) -> prepared::Action {
+        let action = self.responses.server(tag);
+        if tag == backend::ERROR_RESPONSE {
+            let f = protocol::ErrorFields::parse(&server.rbuf[pos + 5..pos + len]);
+            if f.message.contains(prepared::STALE_PLAN) {
+                // This server's plans are stale: close it once released,
+                // and give the statement a new server-side name, so that a
+                // client preparing it again gets a fresh plan on every
+                // server.
+                server.close_needed = true;
+                if let Some(stmt) = self
+                    .responses
+                    .errored
+                    .and_then(|id| server.prepared.get(id))
+                {
+                    self.shared.prepared.retire(&stmt);
+                }
+            }
+        }
+        self.responses.errored = None;
+        for id in self.responses.failed.drain(..) {
+            server.prepared.remove(id);
+        }
+        settle_parses(
+            &mut self.responses,
+            &mut self.pending_parses,
+            &mut self.stmts,
+        );
+        action
+    }
+
+    /// ReadyForQuery (`msg`, whole): the link's state and the finished
+    /// query's times, counted once the reply is on its way.
+    fn ready_for_query(
+        &mut self,
+        msg: &[u8],
+        finished: &mut Option<Finished>,
+    ) -> Result<TxStatus, Error> {
+        let status = match msg {
+            [_, _, _, _, _, b] => TxStatus::from_byte(*b),
+            _ => None,
+        }
+        .ok_or_else(|| Error::ServerProtocol("malformed ReadyForQuery".into()))?;
+        self.state.ready(status);
+        let now = Instant::now();
+        self.ready_at = now;
+        if let Some(done) = finished.take() {
+            done.count(&self.stats, &self.metrics);
+        }
+        *finished = Some(Finished {
+            query: now.saturating_duration_since(self.times.query_start),
+            xact: match status {
+                TxStatus::Idle => self
+                    .times
+                    .xact_start
+                    .take()
+                    .map(|t| now.saturating_duration_since(t)),
+                _ => None,
+            },
+        });
+        Ok(status)
+    }
+
+    /// A server reported a new value of a setting the client keeps: the
+    /// client's record follows it.
+    fn parameter_status(&mut self, body: &[u8]) {
+        let Some((n, v)) = protocol::parse_parameter_status(body) else {
+            return;
+        };
+        let name = String::from_utf8_lossy(n);
+        let tracked = TRACKED.iter().any(|t| t.eq_ignore_ascii_case(&name))
+            || self.cfg.settings.track_extra_parameters.contains_ci(&name)
+            || self.wanted.get(&name).is_some();
+        if tracked {
+            let mut w = Params::clone(&self.wanted);
+            w.set(&name, Bytes::copy_from_slice(v));
+            self.wanted = self.pool.shared_settings(w);
+        }
+    }
+
+    fn listen_refused(&self) -> BytesMut {
+        let mut b = BytesMut::new();
+        protocol::error_response(
+            &mut b,
+            Severity::Error,
+            "0A000",
+            &format!(
+                "LISTEN is not supported in {} pooling mode: use pool_mode = session for database \"{}\"",
+                self.mode, self.db.name
+            ),
+        );
+        b
+    }
+}
+
+/// What a CommandComplete in transaction or statement mode asks of the
+/// session.
+#[derive(Debug, PartialEq, Eq)]
+enum Effect {
+    None,
+    /// DISCARD ALL, DEALLOCATE ALL: every prepared statement is gone.
+    ForgetStatements,
+    Listen,
+}
+
+fn command_effect(tag: &[u8]) -> Effect {
+    match tag {
+        b"DISCARD ALL\0" | b"DEALLOCATE ALL\0" => Effect::ForgetStatements,
+        b"LISTEN\0" => Effect::Listen,
+        _ => Effect::None,
+    }
+}
+
+/// The server messages held whole: ReadyForQuery and ParameterStatus
+/// always, CommandComplete in transaction and statement mode, and the
+/// replies the prepared-statement queue follows when tracking.
+fn inspected(t: u8, transactional: bool, track: bool) -> bool {
+    t == backend::READY_FOR_QUERY
+        || t == backend::PARAMETER_STATUS
+        || (transactional && t == backend::COMMAND_COMPLETE)
+        || (track
+            && matches!(
+                t,
+                backend::PARSE_COMPLETE
+                    | backend::BIND_COMPLETE
+                    | backend::CLOSE_COMPLETE
+                    | backend::EMPTY_QUERY_RESPONSE
+                    | backend::PORTAL_SUSPENDED
+                    | backend::NO_DATA
+                    | backend::ROW_DESCRIPTION
+                    | backend::ERROR_RESPONSE
+            ))
 }
