@@ -1,7 +1,7 @@
 //! The admin console: the virtual database `pgbouncer` (also `tidepool`),
 //! simple query protocol, PgBouncer's commands and column lists
-//! (`shared/reference/pgbouncer-compat.md`), in the same order and with the
-//! same types: counts as int8, stats as numeric, times as text.
+//! (docs/admin.md), in the same order and with the same types: counts as
+//! int8, stats as numeric, times as text.
 //!
 //! Users in `admin_users` may run everything, users in `stats_users` the
 //! read-only SHOW commands (anything else: 42501).

@@ -2,12 +2,11 @@
 //!
 //! Every error the pooler can hit maps to a [`Side`] (whose fault it is) and a
 //! SQLSTATE, so the code that reports an error to a client never has to guess
-//! which code to send. The list of codes follows
-//! `shared/reference/protocol-notes.md`.
+//! which code to send. docs/protocol.md lists the codes.
 
 use std::io;
 
-/// Whose fault an error is: drives logging and, later, the metrics labels.
+/// Whose fault an error is: drives logging and the metrics' `side` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
     /// The client sent something wrong or failed to authenticate.

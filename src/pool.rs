@@ -413,10 +413,10 @@ impl Pool {
         use_reserve: bool,
         since: &mut Option<Instant>,
     ) -> Result<Attempt, Error> {
-        let (mut inner, idle) = self.idle_server(self.lock());
-        if let Some(s) = idle {
-            return Ok(Attempt::Server(s));
-        }
+        let mut inner = match self.idle_server(self.lock()) {
+            Ok(s) => return Ok(Attempt::Server(s)),
+            Err(inner) => inner,
+        };
         let mut limited = false;
         let cap = limits.pool_size.max(1) + if use_reserve { limits.reserve_size } else { 0 };
         if inner.total < cap {
@@ -491,34 +491,34 @@ impl Pool {
     /// An idle server right now, or none; no waiting, no slot. The common
     /// checkout, with no future: `checkout` is for the rest.
     pub fn take_idle(&self) -> Option<Box<ServerConn>> {
-        self.idle_server(self.lock()).1
+        self.idle_server(self.lock()).ok()
     }
 
     /// The most recently used usable idle server whose socket this thread's
-    /// event loop watches, else the most recently used usable one. Dead or
-    /// stale ones met on the way are closed.
+    /// event loop watches, else the most recently used usable one; or, when
+    /// there is none, the lock back. Dead or stale ones met on the way are
+    /// closed. The liveness probe is a syscall, made with the lock let go.
     fn idle_server<'a>(
         &'a self,
         mut inner: MutexGuard<'a, Inner>,
-    ) -> (MutexGuard<'a, Inner>, Option<Box<ServerConn>>) {
-        if inner.idle.is_empty() {
-            return (inner, None);
-        }
+    ) -> Result<Box<ServerConn>, MutexGuard<'a, Inner>> {
         let here = std::thread::current().id();
-        while let Some(s) = match inner.idle.iter().rposition(|s| s.home == here) {
-            Some(i) => inner.idle.remove(i),
-            None => inner.idle.pop_back(),
-        } {
-            if s.usable() {
-                return (inner, Some(s));
-            }
-            // Dropping it frees its slot, which takes this lock: free it
-            // with the lock let go.
+        loop {
+            let found = match inner.idle.iter().rposition(|s| s.home == here) {
+                Some(i) => inner.idle.remove(i),
+                None => inner.idle.pop_back(),
+            };
+            let Some(s) = found else {
+                return Err(inner);
+            };
             drop(inner);
+            if s.usable() {
+                return Ok(s);
+            }
+            // Dropping it frees its slot, which takes this lock.
             drop(s);
             inner = self.lock();
         }
-        (inner, None)
     }
 
     /// A slot right now, or none: for warming the pool. Never taken while
@@ -789,17 +789,16 @@ impl Pool {
         drop(idle);
     }
 
-    /// Close idle servers past `idle_timeout` or `lifetime`.
+    /// Close idle servers past `idle_timeout` or `lifetime`, and dead ones.
     pub fn maintain(&self, idle_timeout: Option<Duration>, lifetime: Option<Duration>) {
         let mut closing = Vec::new();
-        {
+        let count = {
             let mut inner = self.lock();
             let mut keep = VecDeque::with_capacity(inner.idle.len());
             while let Some(s) = inner.idle.pop_front() {
                 let idle_expired = idle_timeout.is_some_and(|t| s.last_used.elapsed() >= t);
                 let life_expired = lifetime.is_some_and(|t| s.created.elapsed() >= t);
-                // A server that sent something while idle, or closed, is dead.
-                if idle_expired || life_expired || !s.usable() {
+                if idle_expired || life_expired {
                     closing.push(s);
                 } else {
                     keep.push_back(s);
@@ -807,9 +806,22 @@ impl Pool {
             }
             inner.idle = keep;
             inner.waiters.retain(|w| !w.tx.is_closed());
-        }
+            inner.idle.len()
+        };
         // Dropped outside the lock: each frees its slot.
         drop(closing);
+        // A server that sent something while idle, or closed, is dead. Each
+        // is probed (a syscall) out of the list with the lock let go, one
+        // at a time, oldest first, and put back behind the others if alive:
+        // after a full turn the order is what it was.
+        for _ in 0..count {
+            let Some(s) = self.lock().idle.pop_front() else {
+                break;
+            };
+            if s.usable() {
+                self.lock().idle.push_back(s);
+            }
+        }
     }
 
     /// Everything SHOW POOLS and the metrics report.

@@ -1,5 +1,5 @@
 //! Protocol-level named prepared statements in transaction and statement
-//! mode (see `shared/reference/protocol-notes.md`).
+//! mode (docs/prepared-statements.md).
 //!
 //! A global [`Cache`] keyed by the raw bytes of (query, parameter types)
 //! gives each distinct statement one server-side name. Each client maps its

@@ -59,7 +59,7 @@ mod tests {
 
     #[test]
     fn md5_matches_the_reference_example() {
-        // shared/reference: user admin, password 1234.
+        // PostgreSQL's md5 secret of user admin, password 1234.
         assert_eq!(
             md5_secret("1234", "admin"),
             "45f2603610af569b6155c45067268c6b"

@@ -3,8 +3,8 @@
 //! Both formats are read into the same [`Config`] through the same key
 //! tables ([`settings`]): each value is turned into its text form and handed
 //! to the table's setter, so a key, its default and its validation exist
-//! once. A reload (admin issue) builds a whole new `Config` and swaps an
-//! `Arc`; nothing here is global.
+//! once. A reload (RELOAD, SIGHUP) builds a whole new `Config` and swaps
+//! an `Arc`; nothing here is global.
 
 pub mod settings;
 pub mod userlist;
@@ -142,8 +142,7 @@ impl Config {
         Config::build(path, raw)
     }
 
-    /// Parse TOML text as if read from `path` (tests, and `--check` on stdin
-    /// later).
+    /// Parse TOML text as if read from `path` (tests).
     pub fn from_toml_str(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
         let raw = read_toml(path, text, &mut errors);

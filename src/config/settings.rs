@@ -1,9 +1,9 @@
 //! Every config key tidepool knows, with its default, in one place.
 //!
 //! The `settings!` macro turns one list into the typed struct, its `Default`,
-//! a setter from text (used by both the ini and the TOML reader, and later by
-//! the console's `SET`) and a key table (used by SHOW CONFIG and the docs).
-//! Names and defaults are PgBouncer's (`shared/reference/pgbouncer-compat.md`).
+//! a setter from text (used by the ini and TOML readers and the console's
+//! `SET`) and a key table (used by SHOW CONFIG and the docs). Names and
+//! defaults are PgBouncer's (docs/configuration.md).
 
 use super::values::{AuthType, List, PoolMode, Secs, SettingValue, SslMode};
 

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use crate::protocol::{backend, frontend, TxStatus};
 
 /// Where a linked server is in the conversation: the release rule of
-/// `shared/reference/protocol-notes.md`, kept apart from I/O so it can be
+/// docs/protocol.md, kept apart from I/O so it can be
 /// tested on its own.
 #[derive(Debug)]
 pub struct LinkState {
