@@ -1,7 +1,7 @@
 //! The fuzz targets' corpora (`fuzz/corpus/<target>/`), replayed on
 //! stable Rust: every input cargo-fuzz ever kept, or that once crashed a
 //! target and was added, runs through the same harness body
-//! (`tidepool::fuzzing`) at every test run. Each seed is also mutated a
+//! (`tidepool::fuzzing`) at every test run. The seeds are also mutated a
 //! bounded number of times with a fixed-seed generator, a small fuzz run
 //! that needs no nightly toolchain.
 
@@ -16,9 +16,10 @@ const TARGETS: &[(&str, Target)] = &[
     ("session_state", tidepool::fuzzing::session_state),
 ];
 
-/// Mutations per seed: enough to reach the error paths near each seed,
-/// few enough to keep the test at a second or two in a debug build.
-const MUTATIONS: usize = 2_000;
+/// Mutated inputs per target, spread over its seeds: enough to reach the
+/// error paths near each seed, few enough to keep the test at a second or
+/// two in a debug build.
+const MUTATIONS: usize = 40_000;
 
 fn corpus(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -95,10 +96,12 @@ fn every_corpus_input_runs_clean() {
 fn mutated_corpus_inputs_run_clean() {
     for (name, run) in TARGETS {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ name.len() as u64);
-        for f in corpus(name) {
+        let files = corpus(name);
+        let per_seed = (MUTATIONS / files.len().max(1)).max(16);
+        for f in files {
             let seed = std::fs::read(&f).unwrap();
             let mut data = seed.clone();
-            for i in 0..MUTATIONS {
+            for i in 0..per_seed {
                 // Mostly stacked edits, now and then back to the seed.
                 if i % 16 == 0 {
                     data.clone_from(&seed);
