@@ -562,15 +562,23 @@ impl Pool {
     /// cancel has landed, so it cannot cancel the next client's query.
     pub fn checkin(&self, server: Box<ServerConn>) {
         if server.cancels.busy() {
-            if let Some(me) = self.me.upgrade() {
+            return self.checkin_after_cancels(server);
+        }
+        self.hand_over(Grant::Server(server));
+    }
+
+    /// Hand `server` on once the cancels on their way to it have landed.
+    #[cold]
+    fn checkin_after_cancels(&self, server: Box<ServerConn>) {
+        match self.me.upgrade() {
+            Some(me) => {
                 tokio::spawn(async move {
                     server.cancels.clone().idle().await;
                     me.hand_over(Grant::Server(server));
                 });
-                return;
             }
+            None => drop(server),
         }
-        self.hand_over(Grant::Server(server));
     }
 
     fn hand_over(&self, mut grant: Grant) {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::{Buf, BytesMut};
 
 use super::forward::ClientEnd;
-use super::rewriter::Rewriter;
+use super::rewriter::{pieces, Pieces, Rewriter};
 use super::Session;
 use crate::net::Conn;
 use crate::prepared;
@@ -118,7 +118,27 @@ impl Session {
             self.cfg.settings.max_packet_size,
         );
         let end = pass.scan(conn)?;
-        pass.send(conn).await?;
+        let (pos, run_start, mut rw) = pass.finish();
+        if pos > 0 {
+            self.stats.add(C::Received, pos as u64);
+            let Some(server) = self.server.as_mut() else {
+                return Ok(end);
+            };
+            let gone = |e: std::io::Error| Error::ServerGone(e.to_string());
+            match pieces(&conn.rbuf, rw.as_deref_mut(), run_start, pos) {
+                Pieces::One([]) => {}
+                Pieces::One(b) => server.stream.send_all(b).await.map_err(gone)?,
+                Pieces::Many(list) => {
+                    for b in list.into_iter().filter(|b| !b.is_empty()) {
+                        server.stream.send_all(b).await.map_err(gone)?;
+                    }
+                }
+            }
+            conn.rbuf.advance(pos);
+        }
+        if let Some(r) = rw {
+            r.recycle(&mut self.rewrites);
+        }
         if let ClientEnd::Terminate = end {
             conn.rbuf.clear();
         }
@@ -144,7 +164,21 @@ impl Session {
 /// Pair the outcomes of the client's named Parses with the names they
 /// registered; a skipped one's name goes (if it still names that
 /// statement).
+#[inline]
 pub(super) fn settle_parses(
+    responses: &mut prepared::Responses,
+    pending: &mut VecDeque<(Vec<u8>, Arc<prepared::Stmt>)>,
+    stmts: &mut HashMap<Vec<u8>, Arc<prepared::Stmt>>,
+) {
+    // Called at every reply the queue follows; there is nearly never an
+    // outcome to settle (measured: 84 instructions per transaction when
+    // this check was inside the out-of-line loop).
+    if !responses.parse_outcomes.is_empty() {
+        settle_pending(responses, pending, stmts);
+    }
+}
+
+fn settle_pending(
     responses: &mut prepared::Responses,
     pending: &mut VecDeque<(Vec<u8>, Arc<prepared::Stmt>)>,
     stmts: &mut HashMap<Vec<u8>, Arc<prepared::Stmt>>,

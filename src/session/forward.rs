@@ -2,13 +2,16 @@
 //! came (`forward_client`), and server output to the client while noting
 //! ReadyForQuery, COPY, parameter changes and LISTEN (`forward_server`).
 
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::extended::settle_parses;
+use super::timeouts::Times;
 use super::{Session, TRACKED};
-use crate::config::PoolMode;
+use crate::config::{Config, PoolMode};
 use crate::net::Conn;
 use crate::prepared;
 use crate::protocol::{self, backend, frontend, Params, Severity, Step, TxStatus};
@@ -30,6 +33,21 @@ struct Finished {
 }
 
 impl Finished {
+    /// A query that got its ReadyForQuery (with `status`) `now`; an idle
+    /// status also ends the transaction.
+    fn at(now: Instant, status: TxStatus, times: &mut Times) -> Finished {
+        Finished {
+            query: now.saturating_duration_since(times.query_start),
+            xact: match status {
+                TxStatus::Idle => times
+                    .xact_start
+                    .take()
+                    .map(|t| now.saturating_duration_since(t)),
+                _ => None,
+            },
+        }
+    }
+
     /// Count it in the stats and the histograms.
     fn count(self, stats: &crate::stats::DbStats, metrics: &crate::metrics::DbMetrics) {
         stats.add(C::Queries, 1);
@@ -99,23 +117,14 @@ impl Session {
     }
 
     /// Forward every complete piece of server output to the client, noting
-    /// ReadyForQuery, COPY, parameter changes and LISTEN.
+    /// ReadyForQuery, COPY, parameter changes and LISTEN. One async
+    /// function on purpose: the per-message work is in plain functions
+    /// below, since a nested future cost about 140 instructions per
+    /// transaction (`macro.py --callgrind`).
     pub(super) async fn forward_server(&mut self, conn: &mut Conn) -> Result<(), Error> {
-        // Out of the session while its output is read, so the session's
-        // other fields can be borrowed beside it; back on every path.
-        let Some(mut server) = self.server.take() else {
+        let Some(server) = self.server.as_mut() else {
             return Ok(());
         };
-        let r = self.forward_server_from(conn, &mut server).await;
-        self.server = Some(server);
-        r
-    }
-
-    async fn forward_server_from(
-        &mut self,
-        conn: &mut Conn,
-        server: &mut ServerConn,
-    ) -> Result<(), Error> {
         let (transactional, track) = (self.mode != PoolMode::Session, self.track);
         let mut pos = 0;
         // The last query finished in this read, counted after the send.
@@ -126,7 +135,16 @@ impl Session {
                 .step(&server.rbuf[pos..], |t| inspected(t, transactional, track))
                 .map_err(|e| Error::ServerProtocol(e.to_string()))?;
             if let (true, Step::Whole { tag, len }) = (track, &step) {
-                if self.tracked_reply(server, *tag, pos, *len) == prepared::Action::Drop {
+                let action = tracked_reply(
+                    &mut self.responses,
+                    &mut self.pending_parses,
+                    &mut self.stmts,
+                    &self.shared.prepared,
+                    server,
+                    *tag,
+                    (pos, *len),
+                );
+                if action == prepared::Action::Drop {
                     // Our own request's reply: not the client's.
                     conn.send(&server.rbuf[..pos]).await?;
                     server.rbuf.advance(pos + len);
@@ -148,8 +166,19 @@ impl Session {
                     tag: backend::READY_FOR_QUERY,
                     len,
                 } => {
-                    let status =
-                        self.ready_for_query(&server.rbuf[pos..pos + len], &mut finished)?;
+                    let status = match (len, server.rbuf.get(pos + 5)) {
+                        (6, Some(&b)) => TxStatus::from_byte(b),
+                        _ => None,
+                    }
+                    .ok_or_else(|| Error::ServerProtocol("malformed ReadyForQuery".into()))?;
+                    self.state.ready(status);
+                    // Timed now, counted once the reply is on its way.
+                    let now = Instant::now();
+                    self.ready_at = now;
+                    if let Some(done) = finished.take() {
+                        done.count(&self.stats, &self.metrics);
+                    }
+                    finished = Some(Finished::at(now, status, &mut self.times));
                     if self.mode == PoolMode::Statement && status != TxStatus::Idle {
                         // Forward what came before, then refuse: the
                         // server is closed (it is inside a transaction).
@@ -169,7 +198,9 @@ impl Session {
                     len,
                 } => {
                     let body = server.rbuf[pos + 5..pos + len].to_vec();
-                    self.parameter_status(&body);
+                    if let Some(w) = followed_setting(&body, &self.wanted, &self.cfg) {
+                        self.wanted = self.pool.shared_settings(w);
+                    }
                     server.record_parameter(&body);
                     pos += len;
                 }
@@ -191,7 +222,7 @@ impl Session {
                         conn.send(&server.rbuf[..pos]).await?;
                         server.rbuf.advance(pos + len);
                         pos = 0;
-                        conn.send(&self.listen_refused()).await?;
+                        conn.send(&listen_refused(self.mode, &self.db.name)).await?;
                         continue;
                     }
                     pos += len;
@@ -232,109 +263,69 @@ impl Session {
         }
         Ok(())
     }
+}
 
-    /// A whole server message met while tracking prepared statements (the
-    /// `len` bytes at `pos`): the reply queue's verdict on it. An error
-    /// saying a plan is stale retires the statement it answered.
-    fn tracked_reply(
-        &mut self,
-        server: &mut ServerConn,
-        tag: u8,
-        pos: usize,
-        len: usize,
-    ) -> prepared::Action {
-        let action = self.responses.server(tag);
-        if tag == backend::ERROR_RESPONSE {
-            let f = protocol::ErrorFields::parse(&server.rbuf[pos + 5..pos + len]);
-            if f.message.contains(prepared::STALE_PLAN) {
-                // This server's plans are stale: close it once released,
-                // and give the statement a new server-side name, so that a
-                // client preparing it again gets a fresh plan on every
-                // server.
-                server.close_needed = true;
-                if let Some(stmt) = self
-                    .responses
-                    .errored
-                    .and_then(|id| server.prepared.get(id))
-                {
-                    self.shared.prepared.retire(&stmt);
-                }
+/// A whole server message met while tracking prepared statements (the
+/// `len` bytes at `pos`): the reply queue's verdict on it. An error saying
+/// a plan is stale retires the statement it answered.
+fn tracked_reply(
+    responses: &mut prepared::Responses,
+    pending: &mut VecDeque<(Vec<u8>, Arc<prepared::Stmt>)>,
+    stmts: &mut HashMap<Vec<u8>, Arc<prepared::Stmt>>,
+    cache: &prepared::Cache,
+    server: &mut ServerConn,
+    tag: u8,
+    (pos, len): (usize, usize),
+) -> prepared::Action {
+    let action = responses.server(tag);
+    if tag == backend::ERROR_RESPONSE {
+        let f = protocol::ErrorFields::parse(&server.rbuf[pos + 5..pos + len]);
+        if f.message.contains(prepared::STALE_PLAN) {
+            // This server's plans are stale: close it once released, and
+            // give the statement a new server-side name, so that a client
+            // preparing it again gets a fresh plan on every server.
+            server.close_needed = true;
+            if let Some(stmt) = responses.errored.and_then(|id| server.prepared.get(id)) {
+                cache.retire(&stmt);
             }
         }
-        self.responses.errored = None;
-        for id in self.responses.failed.drain(..) {
-            server.prepared.remove(id);
-        }
-        settle_parses(
-            &mut self.responses,
-            &mut self.pending_parses,
-            &mut self.stmts,
-        );
-        action
     }
+    responses.errored = None;
+    for id in responses.failed.drain(..) {
+        server.prepared.remove(id);
+    }
+    settle_parses(responses, pending, stmts);
+    action
+}
 
-    /// ReadyForQuery (`msg`, whole): the link's state and the finished
-    /// query's times, counted once the reply is on its way.
-    fn ready_for_query(
-        &mut self,
-        msg: &[u8],
-        finished: &mut Option<Finished>,
-    ) -> Result<TxStatus, Error> {
-        let status = match msg {
-            [_, _, _, _, _, b] => TxStatus::from_byte(*b),
-            _ => None,
-        }
-        .ok_or_else(|| Error::ServerProtocol("malformed ReadyForQuery".into()))?;
-        self.state.ready(status);
-        let now = Instant::now();
-        self.ready_at = now;
-        if let Some(done) = finished.take() {
-            done.count(&self.stats, &self.metrics);
-        }
-        *finished = Some(Finished {
-            query: now.saturating_duration_since(self.times.query_start),
-            xact: match status {
-                TxStatus::Idle => self
-                    .times
-                    .xact_start
-                    .take()
-                    .map(|t| now.saturating_duration_since(t)),
-                _ => None,
-            },
-        });
-        Ok(status)
+/// A ParameterStatus (`body`) for a setting the client keeps: its new set
+/// of values, to follow the server.
+fn followed_setting(body: &[u8], wanted: &Params, cfg: &Config) -> Option<Params> {
+    let (n, v) = protocol::parse_parameter_status(body)?;
+    let name = String::from_utf8_lossy(n);
+    let tracked = TRACKED.iter().any(|t| t.eq_ignore_ascii_case(&name))
+        || cfg.settings.track_extra_parameters.contains_ci(&name)
+        || wanted.get(&name).is_some();
+    if !tracked {
+        return None;
     }
+    let mut w = wanted.clone();
+    w.set(&name, Bytes::copy_from_slice(v));
+    Some(w)
+}
 
-    /// A server reported a new value of a setting the client keeps: the
-    /// client's record follows it.
-    fn parameter_status(&mut self, body: &[u8]) {
-        let Some((n, v)) = protocol::parse_parameter_status(body) else {
-            return;
-        };
-        let name = String::from_utf8_lossy(n);
-        let tracked = TRACKED.iter().any(|t| t.eq_ignore_ascii_case(&name))
-            || self.cfg.settings.track_extra_parameters.contains_ci(&name)
-            || self.wanted.get(&name).is_some();
-        if tracked {
-            let mut w = Params::clone(&self.wanted);
-            w.set(&name, Bytes::copy_from_slice(v));
-            self.wanted = self.pool.shared_settings(w);
-        }
-    }
-
-    fn listen_refused(&self) -> BytesMut {
-        let mut b = BytesMut::new();
-        protocol::error_response(
-            &mut b,
-            Severity::Error,
-            "0A000",
-            &format!(
-                "LISTEN is not supported in {} pooling mode: use pool_mode = session for database \"{}\"",
-                self.mode, self.db.name
-            ),
-        );
-        b
-    }
+/// The error that replaces LISTEN's reply in transaction or statement mode.
+fn listen_refused(mode: PoolMode, db: &str) -> BytesMut {
+    let mut b = BytesMut::new();
+    protocol::error_response(
+        &mut b,
+        Severity::Error,
+        "0A000",
+        &format!(
+            "LISTEN is not supported in {mode} pooling mode: use pool_mode = session for database \"{db}\""
+        ),
+    );
+    b
 }
 
 /// What a CommandComplete in transaction or statement mode asks of the
