@@ -74,6 +74,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
+#[allow(clippy::too_many_lines)]
 async fn run(a: Args) -> Result<(), String> {
     let info = format!(
         "host={} port={} user={} password={} dbname={} connect_timeout=60",

@@ -59,7 +59,7 @@ impl Gate {
 }
 
 /// One cancel counted on a server's [`Gate`] until dropped.
-pub struct InFlight(Arc<Gate>);
+pub(crate) struct InFlight(Arc<Gate>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -85,7 +85,7 @@ pub struct Pending {
 }
 
 /// A client's link, as the cancel path sees it.
-pub type Link = Arc<Mutex<Option<Target>>>;
+pub(crate) type Link = Arc<Mutex<Option<Target>>>;
 
 struct Entry {
     key: i32,
@@ -176,7 +176,7 @@ impl Registry {
 
 /// Deliver a cancel to a server. The server stays out of the pool (its
 /// gate counts this cancel) until this has finished.
-pub async fn forward(p: Pending, timers: &crate::threads::Timers) {
+pub(crate) async fn forward(p: Pending, timers: &crate::threads::Timers) {
     let t = &p.target;
     let res = async {
         let mut s = t.addr.connect().await?;

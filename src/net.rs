@@ -205,20 +205,20 @@ impl AsyncWrite for Stream {
 }
 
 /// Read buffer growth step: small, so idle connections stay cheap.
-pub const READ_CHUNK: usize = 8192;
+pub(crate) const READ_CHUNK: usize = 8192;
 
 /// The first read into an empty, unallocated buffer: enough for a startup
 /// packet, a login message or a typical query, so logins and idle clients
 /// waking up do not allocate (and fragment the heap with) a full chunk.
-pub const FIRST_READ: usize = 1024;
+pub(crate) const FIRST_READ: usize = 1024;
 
 /// Grow a read buffer only when less than this is free: a transaction's
 /// query and reply fit in the first kilobyte, and growing it each time
 /// would be a reallocation per transaction.
-pub const MIN_SPARE: usize = 512;
+pub(crate) const MIN_SPARE: usize = 512;
 
 /// Read more bytes into `buf`; `Ok(false)` at end of stream.
-pub async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<bool> {
+pub(crate) async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Result<bool> {
     let spare = make_room(buf);
     let n = r.read_buf(buf).await?;
     Ok(filled(buf, n, spare))
@@ -230,7 +230,7 @@ pub async fn fill<R: AsyncRead + Unpin>(r: &mut R, buf: &mut BytesMut) -> io::Re
 /// (`wait_for_client`). Where a read is polled many times in a row (the
 /// session's `select!`), `fill` is cheaper: it makes tokio's read future
 /// once, not at every poll (about 120 instructions a transaction).
-pub fn poll_fill<R: AsyncRead + Unpin>(
+pub(crate) fn poll_fill<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
@@ -272,7 +272,7 @@ fn filled(buf: &mut BytesMut, n: usize, spare: usize) -> bool {
 
 /// Why reading a whole message failed.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     Io(io::Error),
     Eof,
     BadLength(u32),
@@ -280,7 +280,7 @@ pub enum ReadError {
 
 /// Read one whole typed message (type byte, length, body) with a length
 /// limit checked before any allocation. Leftover bytes stay in `buf`.
-pub async fn read_message<R: AsyncRead + Unpin>(
+pub(crate) async fn read_message<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut BytesMut,
     max_len: usize,
@@ -310,7 +310,7 @@ pub async fn read_message<R: AsyncRead + Unpin>(
 
 /// TCP options for every socket we open or accept: no Nagle (the pooler
 /// batches its own writes), keepalive as configured.
-pub fn tune_tcp(s: &TcpStream, settings: &crate::config::Settings) {
+pub(crate) fn tune_tcp(s: &TcpStream, settings: &crate::config::Settings) {
     let _ = s.set_nodelay(true);
     if settings.tcp_keepalive {
         let sock = socket2::SockRef::from(s);
@@ -404,12 +404,12 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    pub async fn send(&mut self, buf: &[u8]) -> Result<(), Error> {
+    pub(crate) async fn send(&mut self, buf: &[u8]) -> Result<(), Error> {
         self.stream.send_all(buf).await.map_err(Error::client_io)
     }
 
     /// Send an error we originate (or a server's, as it was).
-    pub async fn send_error(&mut self, e: &Error, sev: Severity) {
+    pub(crate) async fn send_error(&mut self, e: &Error, sev: Severity) {
         let mut b = BytesMut::new();
         match e {
             Error::ServerError(f) => protocol::error_from_fields(&mut b, f),
@@ -419,7 +419,10 @@ impl Conn {
     }
 
     /// Run the TLS handshake on this (plain TCP) connection.
-    pub async fn upgrade(&mut self, acceptor: &tokio_rustls::TlsAcceptor) -> Result<(), Error> {
+    pub(crate) async fn upgrade(
+        &mut self,
+        acceptor: &tokio_rustls::TlsAcceptor,
+    ) -> Result<(), Error> {
         let Stream::Tcp(tcp) = std::mem::replace(&mut self.stream, Stream::Closed) else {
             return Err(Error::Protocol("TLS is only possible over TCP".into()));
         };
@@ -431,7 +434,7 @@ impl Conn {
         Ok(())
     }
 
-    pub async fn read_password_message(&mut self) -> Result<Bytes, Error> {
+    pub(crate) async fn read_password_message(&mut self) -> Result<Bytes, Error> {
         match read_message(&mut self.stream, &mut self.rbuf, protocol::MAX_AUTH_MESSAGE).await {
             Ok((protocol::frontend::PASSWORD, body)) => Ok(body),
             Ok((t, _)) => Err(Error::Protocol(format!(

@@ -46,7 +46,7 @@ impl Stmt {
 }
 
 /// The error for a retired statement, as PostgreSQL words it.
-pub const STALE_PLAN: &str = "cached plan must not change result type";
+pub(crate) const STALE_PLAN: &str = "cached plan must not change result type";
 
 /// Every statement any client prepared, by (query, types).
 #[derive(Default)]
@@ -167,17 +167,17 @@ fn msg(tag: u8, parts: &[&[u8]]) -> Bytes {
 }
 
 /// Parse body: name, then `rest` = query + parameter types.
-pub fn split_parse(body: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(crate) fn split_parse(body: &[u8]) -> Option<(&[u8], &[u8])> {
     let (name, rest) = cstr(body)?;
     Some((name, rest))
 }
 
-pub fn build_parse(name: &[u8], rest: &[u8]) -> Bytes {
+pub(crate) fn build_parse(name: &[u8], rest: &[u8]) -> Bytes {
     msg(frontend::PARSE, &[name, b"\0", rest])
 }
 
 /// Bind body: portal, statement, then the rest.
-pub fn split_bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+pub(crate) fn split_bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     let (portal, after) = cstr(body)?;
     let (stmt, rest) = cstr(after)?;
     Some((portal, stmt, rest))
@@ -187,7 +187,7 @@ pub fn split_bind(body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
 /// held whole, it would cost its size in memory two or three times over.
 /// Its names are rewritten and the rest streams through.
 #[derive(Debug, PartialEq, Eq)]
-pub enum LargeBind<'a> {
+pub(crate) enum LargeBind<'a> {
     /// Not a Bind over [`crate::protocol::MAX_INSPECTED`] bytes.
     No,
     /// One, whose names have not all arrived yet.
@@ -204,10 +204,10 @@ pub enum LargeBind<'a> {
 
 /// Names longer than this in a large Bind are a protocol error, not a
 /// reason to buffer more (PostgreSQL's own names stop at 63 bytes).
-pub const LARGE_BIND_HEAD_MAX: usize = 64 * 1024;
+pub(crate) const LARGE_BIND_HEAD_MAX: usize = 64 * 1024;
 
 /// Look at `buf` (from a message boundary) for a large Bind.
-pub fn large_bind(buf: &[u8], max_len: u32) -> Result<LargeBind<'_>, &'static str> {
+pub(crate) fn large_bind(buf: &[u8], max_len: u32) -> Result<LargeBind<'_>, &'static str> {
     if buf.len() < 5 || buf[0] != frontend::BIND {
         return Ok(LargeBind::No);
     }
@@ -232,7 +232,7 @@ pub fn large_bind(buf: &[u8], max_len: u32) -> Result<LargeBind<'_>, &'static st
 
 /// The head of a Bind naming `stmt`, whose `rest_len` bytes of parameters
 /// and result formats follow as they were.
-pub fn build_bind_head(portal: &[u8], stmt: &[u8], rest_len: usize) -> Bytes {
+pub(crate) fn build_bind_head(portal: &[u8], stmt: &[u8], rest_len: usize) -> Bytes {
     let len = 4 + portal.len() + 1 + stmt.len() + 1 + rest_len;
     let mut b = BytesMut::with_capacity(len + 1 - rest_len);
     b.put_u8(frontend::BIND);
@@ -244,18 +244,18 @@ pub fn build_bind_head(portal: &[u8], stmt: &[u8], rest_len: usize) -> Bytes {
     b.freeze()
 }
 
-pub fn build_bind(portal: &[u8], stmt: &[u8], rest: &[u8]) -> Bytes {
+pub(crate) fn build_bind(portal: &[u8], stmt: &[u8], rest: &[u8]) -> Bytes {
     msg(frontend::BIND, &[portal, b"\0", stmt, b"\0", rest])
 }
 
 /// Describe / Close body: kind (`S` or `P`) and a name.
-pub fn split_target(body: &[u8]) -> Option<(u8, &[u8])> {
+pub(crate) fn split_target(body: &[u8]) -> Option<(u8, &[u8])> {
     let (&kind, rest) = body.split_first()?;
     let (name, _) = cstr(rest)?;
     Some((kind, name))
 }
 
-pub fn build_target(tag: u8, kind: u8, name: &[u8]) -> Bytes {
+pub(crate) fn build_target(tag: u8, kind: u8, name: &[u8]) -> Bytes {
     msg(tag, &[&[kind], name, b"\0"])
 }
 
@@ -263,7 +263,7 @@ pub fn build_target(tag: u8, kind: u8, name: &[u8]) -> Bytes {
 /// it names: drivers recognise it by the routine (asyncpg's
 /// InvalidCachedStatementError, pgjdbc's re-prepare) and then prepare the
 /// statement again. No line number: that is how a test tells ours apart.
-pub fn stale_plan_error() -> Bytes {
+pub(crate) fn stale_plan_error() -> Bytes {
     let msg = pgwire::messages::response::ErrorResponse::new(vec![
         (field::SEVERITY, "ERROR".into()),
         (field::SEVERITY_V, "ERROR".into()),
@@ -280,7 +280,7 @@ pub fn stale_plan_error() -> Bytes {
 
 /// PostgreSQL's answer to a Parse naming a statement the client has
 /// already prepared (42P05).
-pub fn duplicate_statement_error(name: &[u8]) -> Bytes {
+pub(crate) fn duplicate_statement_error(name: &[u8]) -> Bytes {
     let msg = pgwire::messages::response::ErrorResponse::new(vec![
         (field::SEVERITY, "ERROR".into()),
         (field::SEVERITY_V, "ERROR".into()),
@@ -299,11 +299,11 @@ pub fn duplicate_statement_error(name: &[u8]) -> Bytes {
     b.freeze()
 }
 
-pub fn parse_complete() -> Bytes {
+pub(crate) fn parse_complete() -> Bytes {
     msg(backend::PARSE_COMPLETE, &[])
 }
 
-pub fn close_complete() -> Bytes {
+pub(crate) fn close_complete() -> Bytes {
     msg(backend::CLOSE_COMPLETE, &[])
 }
 
@@ -311,7 +311,7 @@ pub fn close_complete() -> Bytes {
 
 /// What a forwarded client message will be answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// ParseComplete; the statement id registered on the server, if any.
     Parse(Option<u64>),
     /// Bind, Describe of a statement: which cached statement, if any (a
@@ -336,7 +336,7 @@ enum Expect {
 
 /// A reply the pooler makes in the place of a server's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
+pub(crate) enum Reply {
     ParseComplete,
     CloseComplete,
     /// The [`STALE_PLAN`] error.
@@ -347,14 +347,14 @@ pub enum Reply {
 
 /// What to do with one server message.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Forward,
     Drop,
 }
 
 /// The ordered queue of expected responses on a linked server.
 #[derive(Debug, Default)]
-pub struct Responses {
+pub(crate) struct Responses {
     q: VecDeque<Expect>,
     /// Statements whose Parse failed (the caller unregisters them).
     pub failed: Vec<u64>,
@@ -394,28 +394,28 @@ impl Responses {
         }
         self.q.push_back(e);
     }
-    pub fn forward(&mut self, k: Kind) {
+    pub(crate) fn forward(&mut self, k: Kind) {
         self.push(Expect::Forward(k));
     }
-    pub fn swallow(&mut self, k: Kind) {
+    pub(crate) fn swallow(&mut self, k: Kind) {
         self.push(Expect::Swallow(k));
     }
     /// A reply made here, in order; none inside a skipped stretch, where
     /// the server would have sent none either.
-    pub fn synthetic(&mut self, reply: Reply) {
+    pub(crate) fn synthetic(&mut self, reply: Reply) {
         self.push(Expect::Synthetic(reply));
     }
     /// An ErrorResponse made here, in order (as [`Responses::synthetic`]).
-    pub fn synthetic_error(&mut self, msg: Bytes) {
+    pub(crate) fn synthetic_error(&mut self, msg: Bytes) {
         if !self.skipping {
             self.errors.push_back(msg);
             self.q.push_back(Expect::Synthetic(Reply::Error));
         }
     }
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.q.is_empty()
     }
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.q.clear();
         self.errors.clear();
         self.parse_outcomes.clear();
@@ -425,12 +425,12 @@ impl Responses {
     /// A synthetic reply is at the head (checked before every server
     /// message: cheaper than taking an empty list).
     #[inline]
-    pub fn synthetic_due(&self) -> bool {
+    pub(crate) fn synthetic_due(&self) -> bool {
         matches!(self.q.front(), Some(Expect::Synthetic(_)))
     }
 
     /// Synthetic replies now at the head, to send the client in order.
-    pub fn take_synthetic(&mut self) -> Vec<Bytes> {
+    pub(crate) fn take_synthetic(&mut self) -> Vec<Bytes> {
         let mut out = Vec::new();
         while let Some(&Expect::Synthetic(reply)) = self.q.front() {
             if reply == Reply::ParseComplete {
@@ -448,7 +448,7 @@ impl Responses {
     }
 
     /// A server message with this tag arrived.
-    pub fn server(&mut self, tag: u8) -> Action {
+    pub(crate) fn server(&mut self, tag: u8) -> Action {
         // Asynchronous messages belong to no request.
         if matches!(
             tag,

@@ -122,7 +122,7 @@ impl Kill {
 }
 
 /// Now, in Unix microseconds.
-pub fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)

@@ -133,6 +133,7 @@ fn psql_through(port: u16) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)]
 async fn a_pgbouncer_ini_runs_unchanged() {
     let pg = pg();
     let d = tempfile::tempdir().unwrap();

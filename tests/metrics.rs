@@ -17,6 +17,7 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)]
 async fn metrics_after_pgbench_have_exporter_names_and_histograms() {
     let p = Pooler::start(
         &format!("pool_mode = \"transaction\"\nadmin_users = \"{MD5_USER}\"\n"),

@@ -721,6 +721,7 @@ async fn a_pipeline_cut_at_every_byte_gets_the_same_replies() {
     cut_everywhere("session").await;
 }
 
+#[allow(clippy::too_many_lines)]
 async fn cut_everywhere(mode: &str) {
     // One server: in transaction and statement mode another client's query
     // runs on it at every cut, between our requests.

@@ -9,7 +9,7 @@ use crate::protocol::{backend, frontend, TxStatus};
 /// docs/protocol.md, kept apart from I/O so it can be
 /// tested on its own.
 #[derive(Debug)]
-pub struct LinkState {
+pub(crate) struct LinkState {
     /// Sync points forwarded and not yet answered by ReadyForQuery,
     /// oldest first.
     syncs: VecDeque<SyncKind>,
@@ -49,7 +49,7 @@ impl Default for LinkState {
 impl LinkState {
     /// Back to a fresh link's state, keeping the queue's allocation (one
     /// per client, not one per transaction).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.syncs.clear();
         self.unsynced = false;
         self.in_copy_in = false;
@@ -58,7 +58,7 @@ impl LinkState {
     }
 
     /// A client message (its type byte) is being forwarded.
-    pub fn client_message(&mut self, tag: u8) {
+    pub(crate) fn client_message(&mut self, tag: u8) {
         let sync = match tag {
             frontend::QUERY => SyncKind::Query,
             frontend::FUNCTION_CALL => SyncKind::FunctionCall,
@@ -83,7 +83,7 @@ impl LinkState {
     }
 
     /// A server message (its type byte) other than ReadyForQuery.
-    pub fn server_message(&mut self, tag: u8) {
+    pub(crate) fn server_message(&mut self, tag: u8) {
         if tag == backend::COPY_IN_RESPONSE {
             if self.early_copy_ends > 0 {
                 self.early_copy_ends -= 1;
@@ -100,7 +100,7 @@ impl LinkState {
     }
 
     /// ReadyForQuery with this status.
-    pub fn ready(&mut self, status: TxStatus) {
+    pub(crate) fn ready(&mut self, status: TxStatus) {
         self.syncs.pop_front();
         if self.syncs.is_empty() {
             // Nothing outstanding: a CopyDone counted above matched no
@@ -110,27 +110,27 @@ impl LinkState {
         self.status = status;
     }
 
-    pub fn status(&self) -> TxStatus {
+    pub(crate) fn status(&self) -> TxStatus {
         self.status
     }
 
-    pub fn in_copy_in(&self) -> bool {
+    pub(crate) fn in_copy_in(&self) -> bool {
         self.in_copy_in
     }
 
     /// Nothing outstanding: every sync point answered, nothing forwarded
     /// since, no COPY IN.
-    pub fn quiet(&self) -> bool {
+    pub(crate) fn quiet(&self) -> bool {
         self.syncs.is_empty() && !self.unsynced && !self.in_copy_in
     }
 
     /// The server may be released (transaction mode): quiet and idle.
-    pub fn releasable(&self) -> bool {
+    pub(crate) fn releasable(&self) -> bool {
         self.quiet() && self.status == TxStatus::Idle
     }
 
     /// A query is outstanding (for query_timeout).
-    pub fn busy(&self) -> bool {
+    pub(crate) fn busy(&self) -> bool {
         !self.syncs.is_empty() || self.unsynced
     }
 }

@@ -42,10 +42,10 @@ use crate::stats::C;
 use crate::{Error, Shared};
 
 use forward::ClientEnd;
-pub use link_state::LinkState;
+pub(crate) use link_state::LinkState;
 use rewriter::Rewrites;
 use timeouts::Deadline;
-pub use timeouts::Times;
+pub(crate) use timeouts::Times;
 
 /// Parameters the pooler keeps in step across servers; others from `SET`
 /// are lost at release in transaction mode (as with PgBouncer).
@@ -229,7 +229,7 @@ impl Session {
     }
 
     /// Link a server and bring its settings in line with the client's.
-    pub async fn link(&mut self) -> Result<(), Error> {
+    pub(crate) async fn link(&mut self) -> Result<(), Error> {
         // A reload applies from the next link: limits, timeouts, reset query.
         self.cfg = self.shared.config();
         let waited = Instant::now();
@@ -354,7 +354,7 @@ impl Session {
     /// state, at the cost of one allocation per transaction. With few
     /// clients connected (not [`Shared::lean_idle`]) memory does not count
     /// and the allocation does: the client then waits inside `active`.
-    pub async fn run(&mut self, conn: &mut Conn) -> Result<(), Error> {
+    pub(crate) async fn run(&mut self, conn: &mut Conn) -> Result<(), Error> {
         // Not the login's buffer: a client may connect and never query.
         if conn.rbuf.is_empty() {
             conn.rbuf = BytesMut::new();
@@ -548,7 +548,7 @@ impl Session {
 
     /// Unlink at the end of the session: reset and return a clean server,
     /// close anything else. Tell the client why, where it can still hear.
-    pub async fn finish(&mut self, conn: &mut Conn, reason: &Result<(), Error>) {
+    pub(crate) async fn finish(&mut self, conn: &mut Conn, reason: &Result<(), Error>) {
         self.reg.set(None);
         if let Err(e) = reason {
             if !e.client_unreachable() {

@@ -38,7 +38,7 @@ enum Seg {
 /// one write to the next: made afresh, they were four allocations per
 /// transaction with `-M prepared`.
 #[derive(Default)]
-pub struct Rewrites {
+pub(crate) struct Rewrites {
     segs: Vec<Seg>,
     /// Messages of ours standing for the client message being handled.
     own: Vec<Bytes>,

@@ -10,7 +10,7 @@ use crate::Error;
 /// When a client's reads, queries and transaction began, from the clock
 /// reads the session makes anyway.
 #[derive(Clone, Copy, Debug)]
-pub struct Times {
+pub(crate) struct Times {
     /// When the client last sent anything (idle timeouts).
     pub last_client_read: Instant,
     /// When the outstanding query began (query_timeout, query_time): when
@@ -23,7 +23,7 @@ pub struct Times {
 }
 
 impl Times {
-    pub fn new(now: Instant) -> Times {
+    pub(crate) fn new(now: Instant) -> Times {
         Times {
             last_client_read: now,
             query_start: now,

@@ -7,7 +7,7 @@
 //! binary exits, the pipe closes and the watchdog stops the server and
 //! removes the directory.
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -159,6 +159,7 @@ fn run(mut c: Command, what: &str) {
     );
 }
 
+#[allow(clippy::too_many_lines)]
 fn start_pg(tls: bool) -> Pg {
     let bin = pg_bin();
     let dir = tempfile::Builder::new()

@@ -1,0 +1,85 @@
+//! The console's operations that change the pooler's state at once:
+//! RESUME, DISABLE / ENABLE, RECONNECT, KILL, KILL_CLIENT, SHUTDOWN and the
+//! console's RELOAD. (PAUSE and WAIT_CLOSE wait, and live beside the
+//! command loop.)
+
+use std::sync::Arc;
+
+use crate::control::Shutdown;
+use crate::{Error, Shared};
+
+/// RELOAD from the console: the details go to the log, as PgBouncer's do,
+/// and to the console after its words.
+pub(super) fn reload_from_console(shared: &Shared) -> Result<(), Error> {
+    super::reload(shared).map_err(|e| {
+        tracing::error!("RELOAD failed: {e}");
+        Error::InvalidConfig(format!(
+            "RELOAD failed, see logs for additional details: {e}"
+        ))
+    })
+}
+
+pub(super) fn resume(shared: &Shared, db: Option<&str>) -> Result<(), Error> {
+    if shared.control.shutting_down().is_some() {
+        return Err(Error::ShuttingDown("pooler is shutting down"));
+    }
+    shared.control.resume(db);
+    Ok(())
+}
+
+pub(super) fn disable(shared: &Shared, db: Option<&str>, disabled: bool) -> Result<(), Error> {
+    let verb = if disabled { "DISABLE" } else { "ENABLE" };
+    let db = db.ok_or_else(|| Error::Protocol(format!("{verb} needs a database name")))?;
+    shared.control.set_disabled(db, disabled);
+    Ok(())
+}
+
+/// Servers of the database(s) are closed once released; idle ones now.
+pub(super) fn reconnect(shared: &Shared, db: Option<&str>) {
+    for p in shared.pools.all() {
+        if db.is_none_or(|d| d == p.key.db) {
+            shared.control.reconnect(&p.key.db);
+            p.close_idle();
+        }
+    }
+    if let Some(d) = db {
+        shared.control.reconnect(d);
+    }
+}
+
+/// End the database(s)' clients now and close their idle servers.
+pub(super) fn kill(shared: &Shared, db: Option<&str>) {
+    for e in shared.registry.clients() {
+        if db.is_none_or(|d| d == &*e.database) {
+            e.kill.throw();
+        }
+    }
+    for p in shared.pools.all() {
+        if db.is_none_or(|d| d == p.key.db) {
+            p.close_idle();
+        }
+    }
+}
+
+pub(super) fn kill_client(shared: &Shared, id: Option<&str>) -> Result<(), Error> {
+    let id: u64 = id
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Error::Protocol("KILL_CLIENT needs a client id (SHOW CLIENTS)".into()))?;
+    let e = shared
+        .registry
+        .client(id)
+        .ok_or_else(|| Error::Protocol(format!("no client with id {id}")))?;
+    e.kill.throw();
+    Ok(())
+}
+
+pub(super) fn shutdown(shared: &Arc<Shared>, mode: Option<&str>) -> Result<(), Error> {
+    let how = match mode {
+        None => Shutdown::Now,
+        Some("WAIT_FOR_SERVERS") => Shutdown::WaitForServers,
+        Some("WAIT_FOR_CLIENTS") => Shutdown::WaitForClients,
+        Some(other) => return Err(Error::Protocol(format!("unknown SHUTDOWN mode {other}"))),
+    };
+    shared.begin_shutdown(how, false);
+    Ok(())
+}
