@@ -8,7 +8,14 @@
 //! waiting client.
 //!
 //! The pool's lock is a `std::sync::Mutex` held only for a few pointer moves,
-//! never across an await.
+//! never across an await or a syscall. `limits.rs` holds the limits and the
+//! counts shared by a database's or a user's pools.
+
+mod limits;
+mod welcome;
+
+pub use limits::Limits;
+use limits::{counter, release, Counter, LimitedWait};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -16,10 +23,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
 use crate::auth::scram::ClientCreds;
-use crate::config::{Config, ResolvedDb};
+use crate::config::Config;
 use crate::protocol::{ErrorFields, Params};
 use crate::server::{LoginInfo, ServerConn};
 use crate::slot::Capacity;
@@ -32,66 +39,6 @@ use crate::Error;
 pub struct PoolKey {
     pub db: String,
     pub user: String,
-}
-
-/// A count shared by the pools of one database or one user
-/// (`max_db_connections`, `max_user_connections`).
-#[derive(Default)]
-pub struct Counter {
-    pub count: AtomicU32,
-    /// Woken whenever `count` drops, for waiters blocked by the limit.
-    pub freed: Notify,
-    /// The pools counted here, for evicting an idle server of one of them
-    /// when another pool of the same database or user is at the limit.
-    pools: Mutex<Vec<Weak<Pool>>>,
-    /// Clients waiting because this limit is reached: a server going idle
-    /// in any pool counted here wakes them (it can be evicted for them).
-    limited: AtomicU32,
-}
-
-/// Counts a waiter on its counters' `limited` while it lives.
-struct LimitedWait<'a>(&'a Counter, &'a Counter);
-
-impl<'a> LimitedWait<'a> {
-    fn new(db: &'a Counter, user: &'a Counter) -> Self {
-        db.limited.fetch_add(1, Ordering::AcqRel);
-        user.limited.fetch_add(1, Ordering::AcqRel);
-        LimitedWait(db, user)
-    }
-}
-
-impl Drop for LimitedWait<'_> {
-    fn drop(&mut self) {
-        self.0.limited.fetch_sub(1, Ordering::AcqRel);
-        self.1.limited.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Counter {
-    fn add_pool(&self, p: &Arc<Pool>) {
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        pools.retain(|w| w.strong_count() > 0);
-        pools.push(Arc::downgrade(p));
-    }
-
-    /// Close the idle server used least recently among this counter's
-    /// pools, as PgBouncer does when a database or user is at its limit:
-    /// an idle server of one pool must not starve a waiting client of
-    /// another. True if one was closed (and the count will drop).
-    fn evict_idle(&self) -> bool {
-        let pools: Vec<Arc<Pool>> = {
-            let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-            pools.iter().filter_map(Weak::upgrade).collect()
-        };
-        let oldest = pools
-            .iter()
-            .filter_map(|p| p.oldest_idle().map(|t| (t, p)))
-            .min_by_key(|(t, _)| *t);
-        match oldest {
-            Some((_, p)) => p.close_oldest_idle(),
-            None => false,
-        }
-    }
 }
 
 /// What a waiter is handed.
@@ -196,40 +143,6 @@ const WELCOME_STATUSES: usize = 8;
 /// clients beyond keep a copy of their own (still correct, only the
 /// per-link shortcut is lost for them).
 const SHARED_SETTINGS: usize = 64;
-
-/// The limits a checkout obeys; read from the config at each checkout so a
-/// reload applies to the next one.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub pool_size: u32,
-    /// Extra servers a client may get after waiting `reserve_timeout`.
-    pub reserve_size: u32,
-    pub reserve_timeout: Duration,
-    pub max_db: u32,
-    pub max_user: u32,
-    pub wait_timeout: Option<Duration>,
-    pub login_retry: Duration,
-}
-
-impl Limits {
-    /// The limits in force for a client of `db` whose server user is `user`.
-    pub fn from_config(cfg: &Config, db: &ResolvedDb, client_user: &str, user: &str) -> Limits {
-        let s = &cfg.settings;
-        let u = cfg.users.get(user);
-        Limits {
-            pool_size: cfg.pool_size(db, user),
-            reserve_size: u
-                .and_then(|u| u.reserve_pool_size)
-                .or(db.cfg.reserve_pool_size)
-                .unwrap_or(s.reserve_pool_size),
-            reserve_timeout: s.reserve_pool_timeout.0,
-            max_db: cfg.max_db_connections(db),
-            max_user: cfg.max_user_connections(user),
-            wait_timeout: cfg.query_wait_timeout(db, client_user),
-            login_retry: s.server_login_retry.0,
-        }
-    }
-}
 
 pub struct Pool {
     pub key: PoolKey,
@@ -681,79 +594,6 @@ impl Pool {
             .clone()
     }
 
-    pub fn welcome(&self) -> Option<Arc<Params>> {
-        self.lock().welcome.clone()
-    }
-
-    /// The pool's values of the settings tracked across servers, drawn from
-    /// `welcome` by `make` under `cfg`: worked out once per welcome and
-    /// config, not at every login.
-    pub fn tracked_defaults(
-        &self,
-        welcome: &Arc<Params>,
-        cfg: &Arc<Config>,
-        make: impl FnOnce() -> Params,
-    ) -> Arc<Params> {
-        if let Some((w, c, d)) = &self.lock().defaults {
-            if Arc::ptr_eq(w, welcome) && Arc::ptr_eq(c, cfg) {
-                return d.clone();
-            }
-        }
-        let d = self.shared_settings(make());
-        self.lock().defaults = Some((welcome.clone(), cfg.clone(), d.clone()));
-        d
-    }
-
-    /// The welcome's ParameterStatus messages for clients whose own
-    /// settings are `wanted` (a set from [`Pool::shared_settings`]),
-    /// encoded by `make` once per welcome and set: every login of a pool
-    /// sends the same dozen messages, and clients with equal settings share
-    /// one `Arc`, so most logins copy one block instead of encoding them.
-    pub fn welcome_statuses(
-        &self,
-        welcome: &Arc<Params>,
-        wanted: &Arc<Params>,
-        make: impl FnOnce() -> Bytes,
-    ) -> Bytes {
-        {
-            let inner = self.lock();
-            let hit = inner
-                .statuses
-                .iter()
-                .find(|(w, c, _)| Arc::ptr_eq(w, welcome) && Arc::ptr_eq(c, wanted));
-            if let Some((_, _, b)) = hit {
-                return b.clone();
-            }
-        }
-        let b = make();
-        let mut inner = self.lock();
-        // A new welcome (the servers' settings changed) retires the old.
-        inner.statuses.retain(|(w, _, _)| Arc::ptr_eq(w, welcome));
-        if inner.statuses.len() >= WELCOME_STATUSES {
-            inner.statuses.remove(0);
-        }
-        inner
-            .statuses
-            .push((welcome.clone(), wanted.clone(), b.clone()));
-        b
-    }
-
-    /// One shared copy of a set of settings (the pool's tracked defaults, or
-    /// a client's own values): clients that want the same hold the same
-    /// `Arc`, not a copy each, and a server brought in line with one of
-    /// them is known to suit the others without comparing values.
-    pub fn shared_settings(&self, p: Params) -> Arc<Params> {
-        let mut inner = self.lock();
-        if let Some(a) = inner.settings.iter().find(|a| ***a == p) {
-            return a.clone();
-        }
-        let a = Arc::new(p);
-        if inner.settings.len() < SHARED_SETTINGS {
-            inner.settings.push(a.clone());
-        }
-        a
-    }
-
     /// Tell the waiters whose `query_wait_timeout` has passed by `now`
     /// (the maintenance task calls this a few times a second).
     pub fn expire_waiters(&self, now: Instant) {
@@ -866,13 +706,6 @@ impl Capacity for Pool {
     }
 }
 
-fn release(c: &Counter) {
-    let _ = c
-        .count
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-    c.freed.notify_waiters();
-}
-
 /// Databases to report: configured ones (not `*`) and those reached
 /// through `*` that have pools, sorted. SHOW DATABASES and /metrics agree.
 pub fn database_names(cfg: &Config, pools: &[Arc<crate::pool::Pool>]) -> Vec<String> {
@@ -900,14 +733,6 @@ pub struct Pools {
     /// See [`Pool::limit_lock`].
     limit_lock: Arc<Mutex<()>>,
     timers: Timers,
-}
-
-fn counter(map: &Mutex<HashMap<String, Arc<Counter>>>, name: &str) -> Arc<Counter> {
-    map.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(name.to_string())
-        .or_default()
-        .clone()
 }
 
 impl Pools {
@@ -951,158 +776,4 @@ impl Pools {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits(n: u32) -> Limits {
-        Limits {
-            pool_size: n,
-            reserve_size: 0,
-            reserve_timeout: Duration::from_secs(5),
-            max_db: 0,
-            max_user: 0,
-            wait_timeout: Some(Duration::from_secs(5)),
-            login_retry: Duration::from_secs(15),
-        }
-    }
-
-    fn key() -> PoolKey {
-        PoolKey {
-            db: "d".into(),
-            user: "u".into(),
-        }
-    }
-
-    #[tokio::test]
-    async fn slots_are_bounded_and_freed_slots_go_to_waiters_in_order() {
-        let pools = Pools::default();
-        let p = pools.get(&key());
-        let Grant::Slot(a) = p.checkout(limits(2)).await.unwrap() else {
-            panic!()
-        };
-        let Grant::Slot(_b) = p.checkout(limits(2)).await.unwrap() else {
-            panic!()
-        };
-        assert_eq!(p.counts().0, 2);
-        // Two waiters queue up in order.
-        let (order_tx, mut order_rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut tasks = Vec::new();
-        for i in 0..2 {
-            let pc = p.clone();
-            let tx = order_tx.clone();
-            tasks.push(tokio::spawn(async move {
-                let g = pc.checkout(limits(2)).await;
-                tx.send(i).unwrap();
-                g
-            }));
-            // Wait until the waiter is queued before starting the next one.
-            while p.counts().2 < i + 1 {
-                tokio::task::yield_now().await;
-            }
-        }
-        drop(a);
-        assert_eq!(order_rx.recv().await, Some(0));
-        let first = tasks.remove(0).await.unwrap().unwrap();
-        assert!(matches!(first, Grant::Slot(_)));
-        assert_eq!(p.counts().0, 2, "the freed slot moved, it was not lost");
-        drop(first);
-        assert_eq!(order_rx.recv().await, Some(1));
-        let second = tasks.remove(0).await.unwrap().unwrap();
-        drop(second);
-        drop(_b);
-        assert_eq!(p.counts().0, 0, "every slot given back");
-    }
-
-    #[tokio::test]
-    async fn wait_times_out() {
-        let pools = Pools::default();
-        let p = pools.get(&key());
-        let _a = p.checkout(limits(1)).await.unwrap();
-        let mut l = limits(1);
-        l.wait_timeout = Some(Duration::from_millis(20));
-        let waiter = {
-            let p = p.clone();
-            tokio::spawn(async move { p.checkout(l).await.map(|_| ()) })
-        };
-        while p.counts().2 < 1 {
-            tokio::task::yield_now().await;
-        }
-        // Not yet due: still waiting.
-        p.expire_waiters(Instant::now());
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished());
-        p.expire_waiters(Instant::now() + Duration::from_secs(1));
-        let e = waiter.await.unwrap().err().unwrap();
-        assert_eq!(e.sqlstate(), "57014");
-        // The abandoned waiter does not swallow the next freed slot.
-        drop(_a);
-        assert_eq!(p.counts().0, 0);
-        assert!(matches!(
-            p.checkout(limits(1)).await.unwrap(),
-            Grant::Slot(_)
-        ));
-    }
-
-    #[tokio::test]
-    async fn reserve_pool_opens_after_reserve_timeout() {
-        let pools = Pools::default();
-        let p = pools.get(&key());
-        let mut l = limits(1);
-        l.reserve_size = 1;
-        l.reserve_timeout = Duration::from_millis(30);
-        let _a = p.checkout(l).await.unwrap();
-        // The second checkout gets the reserve slot after waiting.
-        let b = p.checkout(l).await.unwrap();
-        assert!(matches!(b, Grant::Slot(_)));
-        assert_eq!(p.counts().0, 2);
-        // And no more than that.
-        l.wait_timeout = Some(Duration::from_millis(100));
-        let third = {
-            let p = p.clone();
-            tokio::spawn(async move { p.checkout(l).await.map(|_| ()) })
-        };
-        while p.counts().2 < 1 {
-            tokio::task::yield_now().await;
-        }
-        p.expire_waiters(Instant::now() + Duration::from_secs(10));
-        assert!(third.await.unwrap().is_err());
-    }
-
-    #[tokio::test]
-    async fn db_limit_spans_pools() {
-        let pools = Pools::default();
-        let p1 = pools.get(&key());
-        let p2 = pools.get(&PoolKey {
-            db: "d".into(),
-            user: "other".into(),
-        });
-        let mut l = limits(5);
-        l.max_db = 1;
-        let a = p1.checkout(l).await.unwrap();
-        let waiter = {
-            let p2 = p2.clone();
-            tokio::spawn(async move { p2.checkout(l).await.map(|_| ()) })
-        };
-        while p2.counts().2 < 1 {
-            tokio::task::yield_now().await;
-        }
-        assert!(!waiter.is_finished());
-        drop(a);
-        waiter.await.unwrap().unwrap();
-    }
-
-    #[tokio::test]
-    async fn login_failure_is_reported_to_the_next_checkout() {
-        let pools = Pools::default();
-        let p = pools.get(&key());
-        p.login_failed(&Error::ServerConnect {
-            server: "127.0.0.1:1".into(),
-            reason: "refused".into(),
-        });
-        let e = p.checkout(limits(2)).await.err().unwrap();
-        assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
-        let mut l = limits(2);
-        l.login_retry = Duration::ZERO;
-        assert!(p.checkout(l).await.is_ok());
-    }
-}
+mod tests;
