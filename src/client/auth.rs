@@ -1,0 +1,222 @@
+//! Authenticating a client against auth_file: md5, SCRAM-SHA-256(-PLUS),
+//! cleartext, trust, cert; an unknown user gets the same exchange as a
+//! known one and fails the same way.
+
+use bytes::{Bytes, BytesMut};
+use pgwire::messages::startup::Authentication;
+use rand::RngCore;
+use tracing::info;
+
+use crate::auth::scram::{ScramSecret, ScramServer, MECHANISM, MECHANISM_PLUS};
+use crate::auth::{ct_eq, md5_response_matches, md5_secret};
+use crate::config::{AuthType, Config, Secret};
+use crate::net::Conn;
+use crate::protocol;
+use crate::Error;
+
+/// Check the client's password per `auth_type`. Returns the client's SCRAM
+/// ClientKey when SCRAM was used (for logging into servers).
+pub(super) async fn authenticate(
+    cfg: &Config,
+    conn: &mut Conn,
+    user: &str,
+    binding: Option<Vec<u8>>,
+    mock_key: &[u8; 32],
+) -> Result<Option<[u8; 32]>, Error> {
+    let s = &cfg.settings;
+    let secret = cfg.userlist.get(user);
+    let unknown = || Error::NotAllowed(format!("no such user: \"{user}\""));
+    match s.auth_type {
+        AuthType::Any => return Ok(None),
+        AuthType::Cert => {
+            // The user is the certificate's CN; the chain was verified
+            // against client_tls_ca_file during the handshake.
+            let cn = conn
+                .stream
+                .peer_certificate()
+                .and_then(|c| crate::tls::common_name(&c))
+                .ok_or_else(|| {
+                    Error::NotAllowed("auth_type cert: no client certificate was sent".into())
+                })?;
+            if cn != user {
+                return Err(Error::NotAllowed(format!(
+                    "certificate common name \"{cn}\" does not match user \"{user}\""
+                )));
+            }
+            return Ok(None);
+        }
+        AuthType::Trust => {
+            if !s.auth_file.is_empty() && secret.is_none() {
+                return Err(unknown());
+            }
+            return Ok(None);
+        }
+        _ => {}
+    }
+    let wrong = || Error::WrongPassword(user.to_string());
+    let Some(secret) = secret else {
+        // An unknown user goes through the same exchange as a known one
+        // and fails the same way: the answer must not tell who exists.
+        info!(user = %user, "no such user");
+        return mock_exchange(cfg, conn, user, binding, mock_key)
+            .await
+            .and(Err(wrong()));
+    };
+    let mut b = BytesMut::new();
+    match (s.auth_type, secret) {
+        (AuthType::Plain, _) => {
+            protocol::auth(&mut b, &Authentication::CleartextPassword);
+            conn.send(&b).await?;
+            let body = conn.read_password_message().await?;
+            let pw = protocol::cstr(&body).map(|(p, _)| p).unwrap_or(&body);
+            let ok = match secret {
+                Secret::Plain(p) => ct_eq(p.as_bytes(), pw),
+                Secret::Md5(h) => {
+                    let pw = String::from_utf8_lossy(pw);
+                    ct_eq(md5_secret(&pw, user).as_bytes(), h.as_bytes())
+                }
+                Secret::Scram(sec) => {
+                    let pw = String::from_utf8_lossy(pw);
+                    let again = ScramSecret::from_password(&pw, &sec.salt, sec.iterations);
+                    ct_eq(&again.stored_key, &sec.stored_key)
+                }
+            };
+            if ok {
+                Ok(None)
+            } else {
+                Err(wrong())
+            }
+        }
+        (AuthType::Md5, Secret::Plain(_) | Secret::Md5(_)) => {
+            let hexsecret = match secret {
+                Secret::Plain(p) => std::borrow::Cow::Owned(md5_secret(p, user)),
+                Secret::Md5(h) => std::borrow::Cow::Borrowed(h.as_str()),
+                Secret::Scram(_) => unreachable!("matched above"),
+            };
+            let mut salt = [0u8; 4];
+            rand::rng().fill_bytes(&mut salt);
+            protocol::auth(&mut b, &Authentication::MD5Password(salt.to_vec()));
+            conn.send(&b).await?;
+            let body = conn.read_password_message().await?;
+            let got = protocol::cstr(&body).map(|(p, _)| p).unwrap_or(&body);
+            if md5_response_matches(hexsecret.as_bytes(), &salt, got) {
+                Ok(None)
+            } else {
+                Err(wrong())
+            }
+        }
+        (AuthType::ScramSha256, Secret::Md5(_)) => Err(Error::NotAllowed(format!(
+            "user \"{user}\" has an md5 secret in auth_file, which cannot be used for SCRAM authentication"
+        ))),
+        // md5 with a SCRAM secret stored, or scram-sha-256: SCRAM.
+        (_, _) => {
+            let sec = match secret {
+                Secret::Scram(sec) => sec.clone(),
+                Secret::Plain(p) => ScramSecret::generate(p, s.scram_iterations),
+                Secret::Md5(_) => return Err(wrong()),
+            };
+            scram_exchange(conn, sec, user, binding).await.map(Some)
+        }
+    }
+}
+
+/// The password exchange `auth_type` asks for, for a user with no secret:
+/// it cannot succeed. For SCRAM the salt is derived from the name, so it
+/// is the same at every attempt, as a real user's is.
+async fn mock_exchange(
+    cfg: &Config,
+    conn: &mut Conn,
+    user: &str,
+    binding: Option<Vec<u8>>,
+    mock_key: &[u8; 32],
+) -> Result<(), Error> {
+    let mut b = BytesMut::new();
+    match cfg.settings.auth_type {
+        AuthType::Plain | AuthType::Md5 => {
+            let req = if cfg.settings.auth_type == AuthType::Plain {
+                Authentication::CleartextPassword
+            } else {
+                let mut salt = [0u8; 4];
+                rand::rng().fill_bytes(&mut salt);
+                Authentication::MD5Password(salt.to_vec())
+            };
+            protocol::auth(&mut b, &req);
+            conn.send(&b).await?;
+            conn.read_password_message().await?;
+            Ok(())
+        }
+        _ => {
+            use sha2::Digest;
+            let mut h = sha2::Sha256::new();
+            h.update(mock_key);
+            h.update(user.as_bytes());
+            let salt = h.finalize()[..16].to_vec();
+            let secret = ScramSecret {
+                iterations: cfg.settings.scram_iterations,
+                salt,
+                stored_key: rand::random(),
+                server_key: rand::random(),
+            };
+            scram_exchange(conn, secret, user, binding)
+                .await
+                .map(|_| ())
+        }
+    }
+}
+
+/// SCRAM-SHA-256, and SCRAM-SHA-256-PLUS when the client is on TLS
+/// (`binding` is then the hash of our certificate).
+async fn scram_exchange(
+    conn: &mut Conn,
+    secret: ScramSecret,
+    user: &str,
+    binding: Option<Vec<u8>>,
+) -> Result<[u8; 32], Error> {
+    let wrong = || Error::WrongPassword(user.to_string());
+    let mut mechanisms = Vec::new();
+    if binding.is_some() {
+        mechanisms.push(MECHANISM_PLUS.to_string());
+    }
+    mechanisms.push(MECHANISM.to_string());
+    let mut b = BytesMut::new();
+    protocol::auth(&mut b, &Authentication::SASL(mechanisms));
+    conn.send(&b).await?;
+    let body = conn.read_password_message().await?;
+    // SASLInitialResponse: mechanism, Int32 length (-1 = none), data.
+    let (mech, rest) = protocol::cstr(&body)
+        .ok_or_else(|| Error::Protocol("malformed SASLInitialResponse".into()))?;
+    let offered_plus = binding.is_some();
+    let server = if mech == MECHANISM.as_bytes() {
+        ScramServer::new(secret).with_channel_binding(offered_plus, None)
+    } else if mech == MECHANISM_PLUS.as_bytes() && offered_plus {
+        ScramServer::new(secret).with_channel_binding(true, binding)
+    } else {
+        return Err(Error::Protocol(format!(
+            "unsupported SASL mechanism \"{}\"",
+            String::from_utf8_lossy(mech)
+        )));
+    };
+    if rest.len() < 4 {
+        return Err(Error::Protocol("malformed SASLInitialResponse".into()));
+    }
+    let n = protocol::be_u32(rest) as usize;
+    let data = rest
+        .get(4..4 + n)
+        .ok_or_else(|| Error::Protocol("malformed SASLInitialResponse".into()))?;
+    let mut server = server;
+    let first = server
+        .client_first(data)
+        .map_err(|e| Error::Protocol(e.to_string()))?;
+    b.clear();
+    protocol::auth(&mut b, &Authentication::SASLContinue(Bytes::from(first)));
+    conn.send(&b).await?;
+    let body = conn.read_password_message().await?;
+    let ok = server.client_final(&body).map_err(|_| wrong())?;
+    b.clear();
+    protocol::auth(
+        &mut b,
+        &Authentication::SASLFinal(Bytes::from(ok.server_final)),
+    );
+    conn.send(&b).await?;
+    Ok(ok.client_key)
+}
