@@ -38,7 +38,22 @@ impl std::fmt::Debug for Stream {
     }
 }
 
+/// The OS user this process runs as (the owner of `/proc/self`), for
+/// comparing with a Unix socket peer's; None where /proc is missing.
+pub(crate) fn own_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
 impl Stream {
+    /// The OS user at the other end of a Unix socket (SO_PEERCRED).
+    pub fn unix_peer_uid(&self) -> Option<u32> {
+        match self {
+            Stream::Unix(s) => s.peer_cred().ok().map(|c| c.uid()),
+            _ => None,
+        }
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::ClientTls(_) | Stream::ServerTls(_))
     }

@@ -556,3 +556,25 @@ print("ok")
     assert!(out.trim_end().ends_with("ok"), "{out}");
     assert!(out.contains("POOLS 17"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_pgbouncer_on_the_unix_socket_from_our_own_os_user_needs_no_password() {
+    let p = Pooler::start("", "").await;
+    let local = connect(&format!(
+        "host={} port={} user=pgbouncer dbname=pgbouncer",
+        p.dir.path().display(),
+        p.port
+    ))
+    .await
+    .expect("user pgbouncer over the Unix socket is let in");
+    let rows = local.simple_query("SHOW VERSION").await.unwrap();
+    assert!(rows.len() > 1, "the console answers");
+    // Over TCP the same user must authenticate (and is unknown here).
+    let e = connect(&format!(
+        "host=127.0.0.1 port={} user=pgbouncer password=x dbname=pgbouncer",
+        p.port
+    ))
+    .await
+    .expect_err("not over TCP");
+    assert_eq!(sqlstate(&e), "28P01");
+}

@@ -307,12 +307,21 @@ async fn login(
             (Stream::ClientTls(_), Some(side)) => Some(side.cert_hash.clone()),
             _ => None,
         };
-        authenticate(cfg, conn, user, binding, &shared.mock_auth_key).await?;
-        let role = crate::admin::role(cfg, user).ok_or_else(|| {
-            Error::NotAllowed(format!(
-                "user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"
-            ))
-        })?;
+        // As PgBouncer: user pgbouncer over the Unix socket, from the OS
+        // user this process runs as, is an admin without a password.
+        let local_superuser = user == "pgbouncer"
+            && conn.stream.unix_peer_uid().is_some()
+            && conn.stream.unix_peer_uid() == crate::net::own_uid();
+        let role = if local_superuser {
+            crate::admin::Role::Admin
+        } else {
+            authenticate(cfg, conn, user, binding, &shared.mock_auth_key).await?;
+            crate::admin::role(cfg, user).ok_or_else(|| {
+                Error::NotAllowed(format!(
+                    "user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"
+                ))
+            })?
+        };
         let mut b = BytesMut::new();
         protocol::auth(&mut b, &Authentication::Ok);
         crate::admin::welcome(&mut b);
