@@ -18,6 +18,7 @@ pub(crate) mod error;
 pub mod exporter;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod logging;
 pub(crate) mod metrics;
 pub(crate) mod net;
 pub mod pool;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tidepool::control::Shutdown;
+use tidepool::logging::{LogFile, PgbouncerFormat, Sinks};
 use tidepool::{Config, Tidepool};
 
 #[derive(Parser, Debug)]
@@ -55,21 +56,36 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let verbose = args.verbose as u32 + config.settings.verbose;
-    let level = match (args.quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "info",
-        (false, 1) => "debug",
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEPOOL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Logs go to stderr, as PgBouncer's do; colour only on a terminal.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // PgBouncer's line format, to logfile if set and to stderr unless -q
+    // (src/logging.rs).
+    let logfile = match config.settings.logfile.as_str() {
+        "" => None,
+        path => match LogFile::open(std::path::Path::new(path)) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("tidepool: cannot open logfile {path}: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
+        // Plain text: logs are read by tools, and colour codes break them.
+        .with_ansi(false)
+        .event_format(PgbouncerFormat::default())
+        .with_writer(Sinks {
+            file: logfile.clone(),
+            stderr: !args.quiet,
+        })
         .init();
+    tracing::info!("tidepool {} starting", env!("CARGO_PKG_VERSION"));
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -98,13 +114,14 @@ fn main() -> ExitCode {
         workers,
         timers,
     } = threads;
-    main.block_on(run(config, workers, timers))
+    main.block_on(run(config, workers, timers, logfile))
 }
 
 async fn run(
     config: Config,
     workers: Vec<tokio::runtime::Handle>,
     timers: tidepool::threads::Timers,
+    logfile: Option<LogFile>,
 ) -> ExitCode {
     let pidfile = config.settings.pidfile.clone();
     let app = match Tidepool::start_with_workers(config, workers, timers).await {
@@ -119,7 +136,7 @@ async fn run(
             tracing::error!("cannot write pidfile {pidfile}: {e}");
         }
     }
-    let how = wait_for_signal(&app).await;
+    let how = wait_for_signal(&app, logfile.as_ref()).await;
     tracing::info!("shutting down ({how:?})");
     drain(&app, how).await;
     app.shutdown().await;
@@ -132,7 +149,7 @@ async fn run(
 /// Run until SIGTERM, SIGINT, SIGQUIT or the console's SHUTDOWN; SIGHUP
 /// reloads the config (as RELOAD does), keeping the old one if the new one
 /// is invalid; SIGUSR1 / SIGUSR2 pause and resume.
-async fn wait_for_signal(app: &Tidepool) -> Shutdown {
+async fn wait_for_signal(app: &Tidepool, logfile: Option<&LogFile>) -> Shutdown {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
@@ -160,6 +177,9 @@ async fn wait_for_signal(app: &Tidepool) -> Shutdown {
                 }
             }
             _ = hup.recv() => {
+                if let Some(f) = logfile {
+                    f.reopen();
+                }
                 if let Err(e) = tidepool::admin::reload(shared) {
                     tracing::error!("SIGHUP: {e}");
                 }

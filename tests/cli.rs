@@ -383,3 +383,54 @@ async fn shutdown_wait_for_clients_lets_a_transaction_finish() {
     .await;
     assert!(exited, "exits once the last client has left");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logfile_gets_pgbouncer_lines_and_is_opened_again_after_a_move() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("tidepool.log");
+    let b = Binary::start(&format!("logfile = \"{}\"", log.display()), "", None).await;
+    let info = b.conninfo(MD5_USER, MD5_PASS, DB);
+    drop(connect(&info).await.unwrap());
+    let has = |path: &std::path::Path, needle: &str| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .contains(needle)
+    };
+    assert!(
+        wait_until(10, || async { has(&log, "login attempt") }).await,
+        "a login is logged"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains('\u{1b}'), "no escape codes: {text}");
+    let first = text.lines().next().unwrap_or_default();
+    let shape = first.len() > 30
+        && first.as_bytes()[4] == b'-'
+        && first[19..].starts_with('.')
+        && first[23..].starts_with(" UTC [")
+        && first.contains("] LOG ");
+    assert!(shape, "PgBouncer's line shape: {first}");
+    assert!(
+        first.contains("starting"),
+        "the startup line first: {first}"
+    );
+    // logrotate: the file is moved away, then SIGHUP.
+    let moved = d.path().join("tidepool.log.1");
+    std::fs::rename(&log, &moved).unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &b.child.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(
+        wait_until(10, || async {
+            drop(connect(&info).await);
+            has(&log, "login attempt")
+        })
+        .await,
+        "a new file is written"
+    );
+    assert!(
+        has(&moved, "login attempt"),
+        "the old lines stay in the moved file"
+    );
+}

@@ -97,7 +97,8 @@ settings!(
         unix_socket_group: String = "", RESTART | TODO;
         so_reuseport: bool = "0", RESTART | TODO;
         pidfile: String = "", RESTART;
-        logfile: String = "", TODO;
+        /// PgBouncer's log lines are appended here (opened again when moved, and at SIGHUP); stderr too unless `-q`.
+        logfile: String = "", RESTART;
         verbose: u32 = "0", 0;
         user: String = "", RESTART | TODO;
         pool_mode: PoolMode = "session", 0;

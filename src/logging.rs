@@ -1,0 +1,232 @@
+//! Log output as PgBouncer writes it, so that tools which read PgBouncer's
+//! logs (pgBadger, runbooks' greps) read tidepool's:
+//!
+//! ```text
+//! 2026-11-30 08:06:07.123 UTC [4242] LOG closing because: client close request client=127.0.0.1:51234
+//! ```
+//!
+//! Lines go to `logfile` when it is set and to stderr unless `-q` (as
+//! PgBouncer's `--quiet`, which silences stderr only). The file is opened
+//! for appending, and opened again when it was moved or deleted (checked
+//! at most once a second, and at once after [`LogFile::reopen`], which
+//! SIGHUP calls), so logrotate needs no copytruncate. Colour only when
+//! stderr is a terminal.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+
+/// PgBouncer's line prefix: time with milliseconds, pid, level word.
+pub struct PgbouncerFormat {
+    pid: u32,
+}
+
+impl Default for PgbouncerFormat {
+    fn default() -> Self {
+        PgbouncerFormat {
+            pid: std::process::id(),
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for PgbouncerFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            Level::ERROR => "ERROR",
+            Level::WARN => "WARNING",
+            Level::INFO => "LOG",
+            Level::DEBUG => "DEBUG",
+            Level::TRACE => "NOISE",
+        };
+        write!(
+            writer,
+            "{} [{}] {level} ",
+            timestamp(SystemTime::now()),
+            self.pid
+        )?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
+}
+
+/// `2026-11-30 08:06:07.123 UTC`.
+pub fn timestamp(t: SystemTime) -> String {
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+struct Open {
+    file: Option<File>,
+    /// The file's identity when opened: (device, inode).
+    id: Option<(u64, u64)>,
+    checked: Instant,
+}
+
+/// The log file, shared by every thread that logs.
+#[derive(Clone)]
+pub struct LogFile {
+    path: PathBuf,
+    open: Arc<Mutex<Open>>,
+}
+
+/// How often the file's identity is checked against the path's.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl LogFile {
+    /// Open `path` for appending (created if missing).
+    pub fn open(path: &Path) -> io::Result<LogFile> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(LogFile {
+            path: path.to_path_buf(),
+            open: Arc::new(Mutex::new(Open {
+                file: Some(file),
+                id: identity(path),
+                checked: Instant::now(),
+            })),
+        })
+    }
+
+    /// Open the path again at the next line (SIGHUP).
+    pub fn reopen(&self) {
+        let mut o = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        o.id = None;
+        o.checked = Instant::now() - CHECK_EVERY;
+    }
+
+    fn write_line(&self, buf: &[u8]) -> io::Result<()> {
+        let mut o = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if o.checked.elapsed() >= CHECK_EVERY {
+            o.checked = Instant::now();
+            let now = identity(&self.path);
+            if now.is_none() || now != o.id {
+                // Moved, deleted or asked for: a new file at the path.
+                if let Ok(f) = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)
+                {
+                    o.file = Some(f);
+                    o.id = identity(&self.path);
+                }
+            }
+        }
+        match o.file.as_mut() {
+            Some(f) => f.write_all(buf),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One line's writer: the line is collected, then written whole.
+pub struct LineWriter {
+    file: Option<LogFile>,
+    stderr: bool,
+    buf: Vec<u8>,
+}
+
+impl Write for LineWriter {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if let Some(f) = &self.file {
+            let _ = f.write_line(&self.buf);
+        }
+        if self.stderr {
+            let _ = io::stderr().write_all(&self.buf);
+        }
+    }
+}
+
+/// Where lines go: the log file, stderr, or both.
+#[derive(Clone)]
+pub struct Sinks {
+    pub file: Option<LogFile>,
+    pub stderr: bool,
+}
+
+impl<'a> MakeWriter<'a> for Sinks {
+    type Writer = LineWriter;
+
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter {
+            file: self.file.clone(),
+            stderr: self.stderr,
+            buf: Vec::with_capacity(128),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_have_milliseconds_in_utc() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_042);
+        assert_eq!(timestamp(t), "2026-11-18 11:06:40.042 UTC");
+    }
+
+    #[test]
+    fn a_moved_log_file_is_opened_again() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("t.log");
+        let f = LogFile::open(&path).unwrap();
+        f.write_line(b"one\n").unwrap();
+        std::fs::rename(&path, d.path().join("t.log.1")).unwrap();
+        f.reopen();
+        f.write_line(b"two\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("t.log.1")).unwrap(),
+            "one\n"
+        );
+    }
+}
