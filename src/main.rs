@@ -9,7 +9,11 @@ use tidepool::logging::{LogFile, PgbouncerFormat, Sinks};
 use tidepool::{Config, Tidepool};
 
 #[derive(Parser, Debug)]
-#[command(name = "tidepool", version, about = "A PostgreSQL connection pooler")]
+#[command(
+    name = "tidepool",
+    version = tidepool::VERSION,
+    about = "A PostgreSQL connection pooler"
+)]
 struct Args {
     /// Config file: TOML, or PgBouncer's pgbouncer.ini (a file ending in .ini).
     #[arg(value_name = "CONFIG")]

@@ -434,3 +434,26 @@ async fn logfile_gets_pgbouncer_lines_and_is_opened_again_after_a_move() {
         "the old lines stay in the moved file"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_version_is_what_version_prints_and_the_console_is_a_client() {
+    let (_child, port, _dir, _path) = start_binary("").await;
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let admin = connect(&format!(
+        "host=127.0.0.1 port={port} user={MD5_USER} password={MD5_PASS} dbname=pgbouncer"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(simple_row(&admin, "SHOW VERSION").await, vec![s(&printed)]);
+    let rows = admin.simple_query("SHOW CLIENTS").await.unwrap();
+    let console = rows.iter().any(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get("database") == Some("pgbouncer"),
+        _ => false,
+    });
+    assert!(console, "SHOW CLIENTS lists the console's own connection");
+}

@@ -533,10 +533,7 @@ fn show_state(c: &Ctx<'_>, _: &str) -> Result<Table, Error> {
 fn show_version(_: &Ctx<'_>, _: &str) -> Result<Table, Error> {
     use Kind::*;
     let mut t = Table::new(&[("version", Text)]);
-    t.rows.push(vec![n(format!(
-        "tidepool {} (PgBouncer 1.25.0 compatible)",
-        env!("CARGO_PKG_VERSION")
-    ))]);
+    t.rows.push(vec![n(format!("tidepool {}", crate::VERSION))]);
     Ok(t)
 }
 

@@ -83,7 +83,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer) {
     };
     let session = match session {
         Login::Session(s) => s,
-        Login::Admin(role, _guard) => {
+        Login::Admin(role, _guard, _listed) => {
             let r = Box::pin(crate::admin::run(&shared, &mut conn, role)).await;
             if let Err(e) = r {
                 if !e.client_unreachable() {
@@ -332,7 +332,24 @@ async fn login(
         if s.log_connections {
             info!(client = %peer, user = %user, database = %dbname, "login attempt: ok (admin console)");
         }
-        return Ok(Some(Login::Admin(role, guard)));
+        // Listed in SHOW CLIENTS like any client, as PgBouncer lists the
+        // console's own connections.
+        let (addr, port) = match peer {
+            Peer::Tcp(a) => (crate::registry::Place::Ip(a.ip()), a.port()),
+            Peer::Unix => (crate::registry::Place::Unix, 0),
+        };
+        let listed = shared.registry.add_client(crate::registry::Entry::new(
+            shared.next_id(),
+            user.into(),
+            dbname.into(),
+            addr,
+            port,
+            conn.stream.tcp().and_then(|t| t.local_addr().ok()),
+            conn.stream.is_tls(),
+            String::new(),
+            0,
+        ));
+        return Ok(Some(Login::Admin(role, guard, listed)));
     }
     let db = cfg
         .database(dbname)
@@ -531,5 +548,11 @@ fn pool_defaults(pool: &Pool, welcome: &Arc<Params>, cfg: &Arc<Config>) -> Arc<P
 /// What a successful login leads to.
 enum Login {
     Session(Box<Session>),
-    Admin(crate::admin::Role, crate::ClientGuard),
+    /// A console client: its role, its place in max_client_conn and its
+    /// SHOW CLIENTS entry, held for the connection's life.
+    Admin(
+        crate::admin::Role,
+        crate::ClientGuard,
+        crate::registry::Registered,
+    ),
 }
