@@ -578,3 +578,37 @@ async fn user_pgbouncer_on_the_unix_socket_from_our_own_os_user_needs_no_passwor
     .expect_err("not over TCP");
     assert_eq!(sqlstate(&e), "28P01");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_errors_use_pgbouncers_words() {
+    let p = Pooler::start(&format!("admin_users = \"{MD5_USER}\""), "").await;
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    let refused = |sql: &'static str, want: &'static str| {
+        let admin = &admin;
+        async move {
+            let e = admin.simple_query(sql).await.expect_err(sql);
+            let msg = e
+                .as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_default();
+            assert_eq!(msg, want, "{sql}");
+            assert_eq!(sqlstate(&e), "08P01", "{sql}");
+        }
+    };
+    refused("KILL_CLIENT abc", "invalid client pointer supplied").await;
+    refused("KILL_CLIENT 999999", "client not found").await;
+    refused("KILL nosuchdb", "no such database: nosuchdb").await;
+    refused("RESUME", "pooler is not paused/suspended").await;
+    refused("RESUME appdb", "database appdb is not paused").await;
+    // DISABLE: a login to it is refused with PgBouncer's words.
+    admin.simple_query("DISABLE appdb").await.unwrap();
+    let e = connect(&p.conninfo(MD5_USER, MD5_PASS, DB))
+        .await
+        .expect_err("disabled");
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert_eq!(msg, "database \"appdb\" is disabled");
+    admin.simple_query("ENABLE appdb").await.unwrap();
+}

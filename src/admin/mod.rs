@@ -134,7 +134,7 @@ async fn command(shared: &Arc<Shared>, text: &str, role: Role) -> Result<BytesMu
         "RESUME" => ops::resume(shared, db)?,
         "DISABLE" | "ENABLE" => ops::disable(shared, db, verb == "DISABLE")?,
         "RECONNECT" => ops::reconnect(shared, db),
-        "KILL" => ops::kill(shared, db),
+        "KILL" => ops::kill(shared, db)?,
         "KILL_CLIENT" => ops::kill_client(shared, db)?,
         "SHUTDOWN" => ops::shutdown(shared, words.get(1).map(String::as_str))?,
         // tidepool has no online restart to hand sockets to: SUSPEND holds

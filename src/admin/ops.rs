@@ -23,8 +23,29 @@ pub(super) fn resume(shared: &Shared, db: Option<&str>) -> Result<(), Error> {
     if shared.control.shutting_down().is_some() {
         return Err(Error::ShuttingDown("pooler is shutting down"));
     }
-    shared.control.resume(db);
+    let control = &shared.control;
+    match db {
+        None if !control.all_paused() && !control.is_suspended() => {
+            return Err(Error::Protocol("pooler is not paused/suspended".into()))
+        }
+        Some(d) => {
+            known(shared, d)?;
+            if !control.is_paused(d) {
+                return Err(Error::Protocol(format!("database {d} is not paused")));
+            }
+        }
+        None => {}
+    }
+    control.resume(db);
     Ok(())
+}
+
+/// A database the console may name: configured, or reached through `*`.
+fn known(shared: &Shared, db: &str) -> Result<(), Error> {
+    match shared.config().database(db) {
+        Some(_) => Ok(()),
+        None => Err(Error::Protocol(format!("no such database: {db}"))),
+    }
 }
 
 pub(super) fn disable(shared: &Shared, db: Option<&str>, disabled: bool) -> Result<(), Error> {
@@ -48,7 +69,10 @@ pub(super) fn reconnect(shared: &Shared, db: Option<&str>) {
 }
 
 /// End the database(s)' clients now and close their idle servers.
-pub(super) fn kill(shared: &Shared, db: Option<&str>) {
+pub(super) fn kill(shared: &Shared, db: Option<&str>) -> Result<(), Error> {
+    if let Some(d) = db {
+        known(shared, d)?;
+    }
     for e in shared.registry.clients() {
         if db.is_none_or(|d| d == &*e.database) {
             e.kill.throw();
@@ -59,16 +83,18 @@ pub(super) fn kill(shared: &Shared, db: Option<&str>) {
             p.close_idle();
         }
     }
+    Ok(())
 }
 
 pub(super) fn kill_client(shared: &Shared, id: Option<&str>) -> Result<(), Error> {
+    // PgBouncer's words.
     let id: u64 = id
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error::Protocol("KILL_CLIENT needs a client id (SHOW CLIENTS)".into()))?;
+        .ok_or_else(|| Error::Protocol("invalid client pointer supplied".into()))?;
     let e = shared
         .registry
         .client(id)
-        .ok_or_else(|| Error::Protocol(format!("no client with id {id}")))?;
+        .ok_or_else(|| Error::Protocol("client not found".into()))?;
     e.kill.throw();
     Ok(())
 }

@@ -359,7 +359,7 @@ async fn login(
     }
     if shared.control.is_disabled(dbname) {
         return Err(Error::Unavailable(format!(
-            "database \"{dbname}\" does not allow connections (DISABLE)"
+            "database \"{dbname}\" is disabled"
         )));
     }
 
