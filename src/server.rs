@@ -66,14 +66,16 @@ pub struct ServerConn {
     /// Cancel requests still being delivered to this server: it must not go
     /// back to the pool while a cancel may still hit its next client.
     pub cancels: Arc<crate::cancel::Gate>,
+    /// Listed in SHOW SERVERS until dropped. Declared (so dropped) before
+    /// `slot`: a server is off the list when its freed capacity wakes a
+    /// WAIT_CLOSE.
+    pub registered: crate::registry::Registered,
     /// Its share of the pool's capacity; freed when this is dropped.
     pub slot: Slot,
     /// Set once a lifetime / config change asks for it to be closed.
     pub close_needed: bool,
     /// The database's RECONNECT generation when this server was made.
     pub generation: u64,
-    /// Listed in SHOW SERVERS until dropped.
-    pub registered: crate::registry::Registered,
     /// Named statements prepared on this server (transaction mode).
     pub prepared: crate::prepared::ServerStmts,
     /// The thread whose event loop watches this socket (the one that

@@ -167,8 +167,14 @@ fn arg(text: &str, n: usize) -> Option<String> {
 async fn pause(shared: &Arc<Shared>, db: Option<&str>) -> Result<(), Error> {
     shared.control.pause(db);
     let mut changes = shared.control.subscribe();
-    let mut tick = shared.timers.interval(std::time::Duration::from_millis(20));
+    // Woken when a server goes back to its pool or away (and by RESUME),
+    // not by polling.
+    let watch = &shared.pools.watch;
+    let _watching = watch.watch();
     loop {
+        let servers_changed = watch.changed();
+        tokio::pin!(servers_changed);
+        servers_changed.as_mut().enable();
         let still_paused = match db {
             Some(d) => shared.control.is_paused(d),
             None => shared.control.all_paused(),
@@ -195,7 +201,7 @@ async fn pause(shared: &Arc<Shared>, db: Option<&str>) -> Result<(), Error> {
             return Ok(());
         }
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = servers_changed => {}
             _ = changes.changed() => {}
         }
     }
@@ -204,8 +210,12 @@ async fn pause(shared: &Arc<Shared>, db: Option<&str>) -> Result<(), Error> {
 /// WAIT_CLOSE: wait until the servers of the database(s) made before the
 /// last RECONNECT / RELOAD are gone (all of them when none is named).
 async fn wait_close(shared: &Arc<Shared>, db: Option<&str>) {
-    let mut tick = shared.timers.interval(std::time::Duration::from_millis(20));
+    let watch = &shared.pools.watch;
+    let _watching = watch.watch();
     loop {
+        let servers_changed = watch.changed();
+        tokio::pin!(servers_changed);
+        servers_changed.as_mut().enable();
         let left = shared
             .registry
             .servers()
@@ -219,7 +229,8 @@ async fn wait_close(shared: &Arc<Shared>, db: Option<&str>) {
                 p.close_idle();
             }
         }
-        tick.tick().await;
+        // A server still in use goes when it is released.
+        servers_changed.await;
     }
 }
 

@@ -18,12 +18,12 @@ pub use limits::Limits;
 use limits::{counter, release, Counter, LimitedWait};
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use crate::auth::scram::ClientCreds;
 use crate::config::Config;
@@ -158,6 +158,8 @@ pub struct Pool {
     /// then rolled back (a rollback would wake waiters for nothing, and a
     /// waiter woken for nothing tried again at once: a busy loop).
     limit_lock: Arc<Mutex<()>>,
+    /// Shared by every pool: see [`Watch`].
+    watch: Arc<Watch>,
     /// SCRAM keys recovered from a client's proof, for logging into servers
     /// when auth_file holds only a SCRAM secret.
     scram_keys: Mutex<Option<ClientCreds>>,
@@ -210,6 +212,7 @@ impl Pool {
         db_count: Arc<Counter>,
         user_count: Arc<Counter>,
         limit_lock: Arc<Mutex<()>>,
+        watch: Arc<Watch>,
         timers: Timers,
     ) -> Arc<Pool> {
         Arc::new_cyclic(|me| Pool {
@@ -220,6 +223,7 @@ impl Pool {
             db_count,
             user_count,
             limit_lock,
+            watch,
             scram_keys: Mutex::new(None),
             template: Mutex::new(None),
             clients: AtomicU32::new(0),
@@ -505,6 +509,7 @@ impl Pool {
                             Grant::Server(s) => {
                                 inner.idle.push_back(s);
                                 drop(inner);
+                                self.watch.notify();
                                 // A client of another pool waiting for this
                                 // database's or user's limit can have it.
                                 for c in [&self.db_count, &self.user_count] {
@@ -545,6 +550,8 @@ impl Pool {
             drop(inner);
             self.counters_freed();
         }
+        // A server went away.
+        self.watch.notify();
     }
 
     fn counters_freed(&self) {
@@ -724,6 +731,43 @@ pub fn database_names(cfg: &Config, pools: &[Arc<crate::pool::Pool>]) -> Vec<Str
     names
 }
 
+/// Wakes the console's PAUSE and WAIT_CLOSE when a server goes back to
+/// its pool or goes away; costs one atomic load per event while nobody
+/// waits.
+#[derive(Default)]
+pub struct Watch {
+    changed: Notify,
+    watchers: AtomicUsize,
+}
+
+/// Counts a waiter on [`Watch`] while it lives.
+pub struct Watching<'a>(&'a Watch);
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.0.watchers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Watch {
+    /// Count a waiter in; take this before checking the condition.
+    pub fn watch(&self) -> Watching<'_> {
+        self.watchers.fetch_add(1, Ordering::AcqRel);
+        Watching(self)
+    }
+
+    /// Resolves at the next change (enable it before checking).
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
+    fn notify(&self) {
+        if self.watchers.load(Ordering::Acquire) > 0 {
+            self.changed.notify_waiters();
+        }
+    }
+}
+
 /// Every pool, by key, with the per-database and per-user counters.
 #[derive(Default)]
 pub struct Pools {
@@ -732,6 +776,8 @@ pub struct Pools {
     user_counts: Mutex<HashMap<String, Arc<Counter>>>,
     /// See [`Pool::limit_lock`].
     limit_lock: Arc<Mutex<()>>,
+    /// Servers going back or away, for the console's waits.
+    pub watch: Arc<Watch>,
     timers: Timers,
 }
 
@@ -757,6 +803,7 @@ impl Pools {
             db_count.clone(),
             user_count.clone(),
             self.limit_lock.clone(),
+            self.watch.clone(),
             self.timers.clone(),
         );
         db_count.add_pool(&p);
