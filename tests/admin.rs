@@ -612,3 +612,33 @@ async fn console_errors_use_pgbouncers_words() {
     assert_eq!(msg, "database \"appdb\" is disabled");
     admin.simple_query("ENABLE appdb").await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_close_returns_when_the_last_old_server_is_released() {
+    let p = Pooler::start(
+        &format!("pool_mode = \"transaction\"\nadmin_users = \"{MD5_USER}\""),
+        "",
+    )
+    .await;
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    admin.simple_query("RECONNECT appdb").await.unwrap();
+    let waiting = {
+        let admin2 = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+        tokio::spawn(async move { admin2.simple_query("WAIT_CLOSE appdb").await.map(|_| ()) })
+    };
+    // The transaction's server is still there, so WAIT_CLOSE cannot be done.
+    let servers = admin.simple_query("SHOW SERVERS").await.unwrap();
+    let open = servers
+        .iter()
+        .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some(DB)));
+    assert!(open);
+    assert!(!waiting.is_finished());
+    c.batch_execute("COMMIT").await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+        .await
+        .expect("WAIT_CLOSE returns once the server is released and closed")
+        .unwrap()
+        .unwrap();
+}
