@@ -40,7 +40,6 @@ async fn pool_serves_again_after_postgres_restarts() {
     assert!(unhealthy, "/health turned 503 naming the database");
     assert_eq!(http_get(metrics, "/metrics").await.0, 200);
     // While it is down: a clear error, promptly, never a hang.
-    let start = Instant::now();
     let r = tokio::time::timeout(Duration::from_secs(20), c.simple_query("SELECT 1"))
         .await
         .expect("a query while PostgreSQL is down must not hang");
@@ -64,11 +63,9 @@ async fn pool_serves_again_after_postgres_restarts() {
         msg.contains("127.0.0.1"),
         "the error names the server: {e} {msg}"
     );
-    assert!(start.elapsed() < Duration::from_secs(20));
 
     pg.pg_ctl(&["-w", "start"]);
-    // Back within server_login_retry (1 s) plus a login.
-    let back = Instant::now();
+    // Back within server_login_retry (1 s) plus a login (15 s at most).
     let ok = wait_until(15, || async {
         match connect(&p.conninfo(MD5_USER, MD5_PASS, DB)).await {
             Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
@@ -79,7 +76,6 @@ async fn pool_serves_again_after_postgres_restarts() {
     assert!(ok, "the pool did not serve again");
     let healthy = wait_until(15, || async { http_get(metrics, "/health").await.0 == 200 }).await;
     assert!(healthy, "/health back to 200");
-    assert!(back.elapsed() < Duration::from_secs(15));
 }
 
 /// PostgreSQL crashes (a backend killed with SIGKILL) and recovers at once:

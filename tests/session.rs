@@ -291,7 +291,6 @@ async fn cancel_reaches_the_linked_server() {
     let p = Pooler::start("", "").await;
     let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
     let token = c.cancel_token();
-    let start = Instant::now();
     let q = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await.map(|_| ()) });
     let monitor = pg.direct("postgres").await;
     let running = wait_until(20, || async {
@@ -308,12 +307,13 @@ async fn cancel_reaches_the_linked_server() {
     .await;
     assert!(running, "the query never started");
     token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    let e = q.await.unwrap().expect_err("the query was cancelled");
+    // Within 25 s: cancelled, not finished (it sleeps 30).
+    let e = tokio::time::timeout(Duration::from_secs(25), q)
+        .await
+        .expect("cancelled, not finished")
+        .unwrap()
+        .expect_err("the query was cancelled");
     assert_eq!(sqlstate(&e), "57014");
-    assert!(
-        start.elapsed() < Duration::from_secs(25),
-        "cancelled, not finished"
-    );
 }
 
 /// Send raw bytes as a new client; return what came back before the close.
@@ -418,18 +418,20 @@ async fn unreachable_server_is_named_in_the_error() {
         &format!("down = \"host=127.0.0.1 port={dead} dbname=x\"\n"),
     )
     .await;
-    let start = Instant::now();
-    let e = connect(&p.conninfo(MD5_USER, MD5_PASS, "down"))
-        .await
-        .err()
-        .unwrap();
+    let e = tokio::time::timeout(
+        Duration::from_secs(10),
+        connect(&p.conninfo(MD5_USER, MD5_PASS, "down")),
+    )
+    .await
+    .expect("refused promptly, not left hanging")
+    .err()
+    .unwrap();
     let msg = e
         .as_db_error()
         .map(|d| d.message().to_string())
         .unwrap_or_default();
     assert_eq!(sqlstate(&e), "08001", "{e}");
     assert!(msg.contains(&format!("127.0.0.1:{dead}")), "{msg}");
-    assert!(start.elapsed() < Duration::from_secs(10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

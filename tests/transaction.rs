@@ -420,16 +420,14 @@ async fn server_killed_mid_transaction_and_idle_servers_that_died() {
         .unwrap()
         .parse()
         .unwrap();
-    let start = Instant::now();
     monitor
         .execute("SELECT pg_terminate_backend($1)", &[&pid])
         .await
         .unwrap();
-    let e = victim
-        .simple_query("SELECT 1")
+    let e = tokio::time::timeout(Duration::from_secs(10), victim.simple_query("SELECT 1"))
         .await
+        .expect("told at once, not left hanging")
         .expect_err("its server is gone");
-    assert!(start.elapsed() < Duration::from_secs(5));
     assert!(e.is_closed() || e.code().is_some(), "{e}");
     assert_eq!(
         simple_row(&bystander, "SELECT 2").await,
@@ -523,13 +521,15 @@ async fn timeouts(as_binary: bool) {
     // query_timeout: a long query is cut off with 57014.
     let p = pooler("pool_mode = \"transaction\"\nquery_timeout = 1\n").await;
     let c = p.connect(MD5_USER, MD5_PASS, DB).await;
-    let start = Instant::now();
-    let e = c
-        .simple_query("SELECT pg_sleep(20)")
-        .await
-        .expect_err("query_timeout");
+    // Cut off well before the sleep ends.
+    let e = tokio::time::timeout(
+        Duration::from_secs(15),
+        c.simple_query("SELECT pg_sleep(20)"),
+    )
+    .await
+    .expect("cut off by query_timeout")
+    .expect_err("query_timeout");
     assert_eq!(sqlstate(&e), "57014", "{e}");
-    assert!(start.elapsed() < Duration::from_secs(15));
     let c = p.connect(MD5_USER, MD5_PASS, DB).await;
     assert_eq!(
         simple_row(&c, "SELECT pg_sleep(0.1)::text || 'ok'").await,
