@@ -65,10 +65,21 @@ where
     }
 }
 
-/// `2026-11-30 08:06:07.123 UTC`.
+/// `2026-11-30 08:06:07.123 UTC`: a log line's time.
 pub fn timestamp(t: SystemTime) -> String {
-    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() as i64;
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_millis());
+    let secs = utc_seconds(t);
+    format!("{}.{ms:03} UTC", secs.trim_end_matches(" UTC"))
+}
+
+/// `2026-11-30 08:06:07 UTC`: PgBouncer's time as text (the console's
+/// SHOW columns, the log lines without their milliseconds).
+pub fn utc_seconds(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil from days (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -81,11 +92,10 @@ pub fn timestamp(t: SystemTime) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03} UTC",
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
         rem / 3600,
         rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
+        rem % 60
     )
 }
 

@@ -12,18 +12,21 @@
 //! counts shared by a database's or a user's pools.
 
 mod limits;
+mod watch;
 mod welcome;
+
+pub use watch::{Watch, Watching};
 
 pub use limits::Limits;
 use limits::{counter, release, Counter, LimitedWait};
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
 use crate::auth::scram::ClientCreds;
 use crate::config::Config;
@@ -729,43 +732,6 @@ pub fn database_names(cfg: &Config, pools: &[Arc<crate::pool::Pool>]) -> Vec<Str
     }
     names.sort();
     names
-}
-
-/// Wakes the console's PAUSE and WAIT_CLOSE when a server goes back to
-/// its pool or goes away; costs one atomic load per event while nobody
-/// waits.
-#[derive(Default)]
-pub struct Watch {
-    changed: Notify,
-    watchers: AtomicUsize,
-}
-
-/// Counts a waiter on [`Watch`] while it lives.
-pub struct Watching<'a>(&'a Watch);
-
-impl Drop for Watching<'_> {
-    fn drop(&mut self) {
-        self.0.watchers.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Watch {
-    /// Count a waiter in; take this before checking the condition.
-    pub fn watch(&self) -> Watching<'_> {
-        self.watchers.fetch_add(1, Ordering::AcqRel);
-        Watching(self)
-    }
-
-    /// Resolves at the next change (enable it before checking).
-    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
-        self.changed.notified()
-    }
-
-    fn notify(&self) {
-        if self.watchers.load(Ordering::Acquire) > 0 {
-            self.changed.notify_waiters();
-        }
-    }
 }
 
 /// Every pool, by key, with the per-database and per-user counters.
