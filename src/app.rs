@@ -138,6 +138,7 @@ impl Tidepool {
         })
     }
 
+    /// The context every task shares.
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
@@ -152,10 +153,12 @@ impl Tidepool {
         self.tcp_addrs.first().copied()
     }
 
+    /// Every TCP address bound.
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         &self.tcp_addrs
     }
 
+    /// The Unix socket's path, when one is bound.
     pub fn unix_socket(&self) -> Option<&std::path::Path> {
         self.unix_path.as_deref()
     }

@@ -12,6 +12,7 @@
 //!   `Pool::checkin`), so a cancel still travelling cannot land on the next
 //!   client's query.
 
+use crate::sync::Locked;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -116,13 +117,13 @@ impl Drop for Registration {
 
 impl Registration {
     pub fn set(&self, target: Option<Target>) {
-        *self.link.lock().unwrap_or_else(|p| p.into_inner()) = target;
+        *self.link.locked() = target;
     }
 }
 
 impl Registry {
     fn lock(&self) -> std::sync::MutexGuard<'_, FxHashMap<i32, Entry>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+        self.map.locked()
     }
 
     /// A fresh random (pid, key) for a client.
@@ -164,7 +165,7 @@ impl Registry {
             }
             e.link.clone()
         };
-        let link = link.lock().unwrap_or_else(|p| p.into_inner());
+        let link = link.locked();
         let target = link.as_ref()?.clone();
         let in_flight = target.gate.enter();
         Some(Pending {

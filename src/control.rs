@@ -6,6 +6,7 @@
 //! set behind a short lock plus a watch channel, so a PAUSE waiting for its
 //! servers is woken by a RESUME instead of hanging (PgBouncer issue 715).
 
+use crate::sync::Locked;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
@@ -23,6 +24,7 @@ struct Sets {
     generation: HashMap<String, u64>,
 }
 
+/// PAUSE, SUSPEND, DISABLE, RECONNECT and shutdown: what the console asked for.
 pub struct Control {
     /// SUSPEND in force (RESUME ends it).
     suspended: AtomicBool,
@@ -70,7 +72,7 @@ impl Default for Control {
 
 impl Control {
     fn sets(&self) -> std::sync::MutexGuard<'_, Sets> {
-        self.sets.lock().unwrap_or_else(|p| p.into_inner())
+        self.sets.locked()
     }
 
     fn bump(&self) {
@@ -78,6 +80,7 @@ impl Control {
         self.changed.send_replace(v);
     }
 
+    /// PAUSE one database, or all with `None`.
     pub fn pause(&self, db: Option<&str>) {
         {
             let mut s = self.sets();
@@ -98,6 +101,7 @@ impl Control {
         self.pause(None);
     }
 
+    /// True after SUSPEND until RESUME.
     pub fn is_suspended(&self) -> bool {
         self.suspended.load(Ordering::Acquire)
     }
@@ -109,6 +113,7 @@ impl Control {
         v
     }
 
+    /// RESUME one database, or all with `None` (also ends SUSPEND).
     pub fn resume(&self, db: Option<&str>) {
         {
             let mut s = self.sets();
@@ -128,6 +133,7 @@ impl Control {
         self.bump();
     }
 
+    /// True while `db` is paused, by name or as a whole.
     pub fn is_paused(&self, db: &str) -> bool {
         if !self.any_paused.load(Ordering::Acquire) {
             return false;
@@ -136,6 +142,7 @@ impl Control {
         s.all_paused || s.paused.contains(db)
     }
 
+    /// True while everything is paused.
     pub fn all_paused(&self) -> bool {
         self.sets().all_paused
     }
@@ -162,6 +169,7 @@ impl Control {
         self.changed.subscribe()
     }
 
+    /// DISABLE / ENABLE a database.
     pub fn set_disabled(&self, db: &str, disabled: bool) {
         let mut s = self.sets();
         if disabled {
@@ -171,15 +179,18 @@ impl Control {
         }
     }
 
+    /// True while `db` is disabled.
     pub fn is_disabled(&self, db: &str) -> bool {
         self.sets().disabled.contains(db)
     }
 
+    /// RECONNECT: servers of `db` older than now are closed when released.
     pub fn reconnect(&self, db: &str) {
         *self.sets().generation.entry(db.to_string()).or_default() += 1;
         self.any_reconnect.store(true, Ordering::Release);
     }
 
+    /// The RECONNECT generation of `db`.
     pub fn generation(&self, db: &str) -> u64 {
         if !self.any_reconnect.load(Ordering::Acquire) {
             return 0;
@@ -187,6 +198,7 @@ impl Control {
         self.sets().generation.get(db).copied().unwrap_or(0)
     }
 
+    /// Asks the main loop to shut down `how`.
     pub fn request_shutdown(&self, how: Shutdown) {
         self.shutting.store(how as u8 + 1, Ordering::Release);
         self.shutdown.send_replace(Some(how));
@@ -211,6 +223,7 @@ impl Control {
             && self.shutting_down() != Some(Shutdown::WaitForClients)
     }
 
+    /// Wakes when a shutdown is requested.
     pub fn shutdown_requested(&self) -> watch::Receiver<Option<Shutdown>> {
         self.shutdown.subscribe()
     }

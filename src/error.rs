@@ -21,28 +21,40 @@ pub enum Side {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
+    /// The client broke the protocol; the text is what it is told.
     Protocol(String),
     #[error("client connection closed")]
+    /// The client closed its end.
     ClientGone,
     #[error("client I/O error: {0}")]
+    /// The client's socket failed.
     ClientIo(#[source] io::Error),
     #[error("password authentication failed for user \"{0}\"")]
+    /// A wrong password (or an unknown user, told the same).
     WrongPassword(String),
     #[error("{0}")]
+    /// Login refused for another reason than the password.
     NotAllowed(String),
     #[error("no such database: {0}")]
+    /// The database is not in the config.
     UnknownDatabase(String),
     #[error("{0}")]
+    /// A client limit is reached.
     TooManyClients(String),
     #[error("{0}")]
+    /// Not supported by tidepool or in this pool mode.
     NotSupported(String),
     #[error("{0}")]
+    /// A timeout: query, login, wait.
     Timeout(String),
     #[error("{0}")]
+    /// client_idle_timeout.
     IdleTimeout(String),
     #[error("{0}")]
+    /// idle_transaction_timeout.
     IdleInTransaction(String),
     #[error("{0}")]
+    /// The server is shutting down (admin shutdown, 57P01).
     Shutdown(String),
     /// The pooler is shutting down: no new login or transaction (PgBouncer
     /// answers these with 08P01).
@@ -51,23 +63,37 @@ pub enum Error {
     /// Cannot connect now: database disabled, paused, not ready.
     #[error("{0}")]
     Unavailable(String),
-    /// The server could not be reached or logged into by us.
+    /// The server could not be reached or logged into by us. `reason` is
+    /// what logs and the cached login error show; `source` keeps the I/O
+    /// error when there was one.
     #[error("could not connect to server {server}: {reason}")]
-    ServerConnect { server: String, reason: String },
+    ServerConnect {
+        /// The server, as host:port.
+        server: String,
+        /// What went wrong, for logs and the client.
+        reason: String,
+        #[source]
+        /// The I/O error, when there was one.
+        source: Option<io::Error>,
+    },
     /// An error the server sent (login failure): passed to the client as is.
     #[error("{}", .0.message)]
     ServerError(crate::protocol::ErrorFields),
     #[error("server connection lost: {0}")]
-    ServerGone(String),
+    /// The server's socket failed or closed.
+    ServerGone(#[source] io::Error),
     #[error("server protocol error: {0}")]
-    ServerProtocol(String),
+    /// The server broke the protocol.
+    ServerProtocol(#[source] crate::protocol::FrameError),
     #[error("internal error: {0}")]
+    /// A bug of ours: the text says where.
     Internal(String),
     /// A new config that was refused (RELOAD): the old one stays.
     #[error("new configuration refused, the old one stays in force:\n{0}")]
     InvalidConfig(String),
 }
 
+/// Results with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -125,6 +151,20 @@ impl Error {
         matches!(self, Error::ClientGone | Error::ClientIo(_))
     }
 
+    /// The server's socket failed or closed.
+    pub fn server_gone(e: io::Error) -> Self {
+        Error::ServerGone(e)
+    }
+
+    /// The server closed its end.
+    pub fn server_closed() -> Self {
+        Error::ServerGone(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "server closed the connection unexpectedly",
+        ))
+    }
+
+    /// A client socket error: a peer gone away is [`Error::ClientGone`].
     pub fn client_io(e: io::Error) -> Self {
         match e.kind() {
             io::ErrorKind::UnexpectedEof
@@ -151,18 +191,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn io_errors_keep_their_source() {
+        use std::error::Error as _;
+        let e = Error::server_gone(io::Error::from(io::ErrorKind::ConnectionReset));
+        let src = e.source().and_then(|s| s.downcast_ref::<io::Error>());
+        assert_eq!(src.map(|s| s.kind()), Some(io::ErrorKind::ConnectionReset));
+        let e = Error::ServerProtocol(crate::protocol::FrameError::BadLength(2));
+        assert!(e.source().is_some());
+        assert_eq!(
+            e.to_string(),
+            "server protocol error: invalid message length 2"
+        );
+    }
+
+    #[test]
     fn sqlstates_follow_the_reference() {
         assert_eq!(Error::WrongPassword("u".into()).sqlstate(), "28P01");
         assert_eq!(Error::UnknownDatabase("d".into()).sqlstate(), "3D000");
         assert_eq!(Error::TooManyClients("x".into()).sqlstate(), "53300");
         assert_eq!(Error::Protocol("x".into()).sqlstate(), "08P01");
         assert_eq!(Error::NotAllowed("x".into()).sqlstate(), "28000");
-        assert_eq!(Error::ServerGone("x".into()).sqlstate(), "08006");
+        assert_eq!(Error::server_closed().sqlstate(), "08006");
         assert_eq!(Error::Timeout("x".into()).side(), Side::Internal);
         assert_eq!(
             Error::ServerConnect {
                 server: "a".into(),
-                reason: "b".into()
+                reason: "b".into(),
+                source: None,
             }
             .side(),
             Side::Server

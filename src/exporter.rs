@@ -18,6 +18,7 @@ use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricT
 use prometheus::Encoder;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use MetricType::{COUNTER, GAUGE};
 
 use crate::stats::C;
 use crate::Shared;
@@ -59,11 +60,11 @@ impl Family {
     }
 }
 
-/// The whole scrape, in Prometheus text format.
-// Over 100 lines: one family after another, in the exporter's order; to be split by family group.
-#[allow(clippy::too_many_lines)]
+type Reports<'a> = [(&'a Arc<crate::pool::Pool>, crate::pool::PoolReport)];
+
+/// The whole scrape, in Prometheus text format: the exporter's families in
+/// its order (process, pools, stats, databases), then tidepool's own.
 pub fn render(shared: &Shared) -> String {
-    use MetricType::{COUNTER, GAUGE};
     let cfg = shared.config();
     let mut pools = shared.pools.all();
     pools.sort_by(|a, b| a.key.cmp(&b.key));
@@ -80,114 +81,142 @@ pub fn render(shared: &Shared) -> String {
     );
     max_clients.add(&[], cfg.settings.max_client_conn as f64);
     fams.push(max_clients);
+    pool_families(&reports, &mut fams);
+    stat_families(shared, &mut fams);
+    database_families(shared, &cfg, &pools, &reports, &mut fams);
 
-    type PoolFn = fn(&crate::pool::PoolReport) -> f64;
-    let pool_gauges: [(&str, &str, PoolFn); 8] = [
-        (
-            "pgbouncer_pools_client_active_connections",
-            "Client connections linked or idle.",
-            |r| r.clients.saturating_sub(r.waiting) as f64,
-        ),
-        (
-            "pgbouncer_pools_client_waiting_connections",
-            "Client connections waiting for a server.",
-            |r| r.waiting as f64,
-        ),
-        (
-            "pgbouncer_pools_server_active_connections",
-            "Server connections linked to a client.",
-            |r| r.servers.saturating_sub(r.idle) as f64,
-        ),
-        (
-            "pgbouncer_pools_server_idle_connections",
-            "Server connections idle in the pool.",
-            |r| r.idle as f64,
-        ),
-        (
-            "pgbouncer_pools_server_used_connections",
-            "Server connections released but not yet checked.",
-            |_| 0.0,
-        ),
-        (
-            "pgbouncer_pools_server_testing_connections",
-            "Server connections being tested.",
-            |_| 0.0,
-        ),
-        (
-            "pgbouncer_pools_server_login_connections",
-            "Server connections logging in.",
-            |_| 0.0,
-        ),
-        (
-            "pgbouncer_pools_client_maxwait_seconds",
-            "Longest current wait for a server.",
-            |r| r.maxwait.as_secs_f64(),
-        ),
-    ];
-    for (name, help, f) in pool_gauges {
+    let mut all: Vec<MetricFamily> = fams.into_iter().map(|f| f.f).collect();
+    all.extend(shared.metrics.registry.gather());
+    let mut out = Vec::with_capacity(16 * 1024);
+    // Encoding into a Vec cannot fail for well-formed families.
+    let _ = prometheus::TextEncoder::new().encode(&all, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+type PoolFn = fn(&crate::pool::PoolReport) -> f64;
+
+/// SHOW POOLS as gauges, labelled by database and user.
+const POOL_GAUGES: [(&str, &str, PoolFn); 8] = [
+    (
+        "pgbouncer_pools_client_active_connections",
+        "Client connections linked or idle.",
+        |r| r.clients.saturating_sub(r.waiting) as f64,
+    ),
+    (
+        "pgbouncer_pools_client_waiting_connections",
+        "Client connections waiting for a server.",
+        |r| r.waiting as f64,
+    ),
+    (
+        "pgbouncer_pools_server_active_connections",
+        "Server connections linked to a client.",
+        |r| r.servers.saturating_sub(r.idle) as f64,
+    ),
+    (
+        "pgbouncer_pools_server_idle_connections",
+        "Server connections idle in the pool.",
+        |r| r.idle as f64,
+    ),
+    (
+        "pgbouncer_pools_server_used_connections",
+        "Server connections released but not yet checked.",
+        |_| 0.0,
+    ),
+    (
+        "pgbouncer_pools_server_testing_connections",
+        "Server connections being tested.",
+        |_| 0.0,
+    ),
+    (
+        "pgbouncer_pools_server_login_connections",
+        "Server connections logging in.",
+        |_| 0.0,
+    ),
+    (
+        "pgbouncer_pools_client_maxwait_seconds",
+        "Longest current wait for a server.",
+        |r| r.maxwait.as_secs_f64(),
+    ),
+];
+
+fn pool_families(reports: &Reports<'_>, fams: &mut Vec<Family>) {
+    for (name, help, f) in POOL_GAUGES {
         let mut fam = Family::new(name, help, GAUGE);
-        for (p, r) in &reports {
+        for (p, r) in reports {
             fam.add(&[("database", &p.key.db), ("user", &p.key.user)], f(r));
         }
         fams.push(fam);
     }
+}
 
+/// SHOW STATS totals as counters per database; times in seconds.
+const STAT_COUNTERS: [(&str, &str, C, f64); 7] = [
+    (
+        "pgbouncer_stats_queries_pooled_total",
+        "Queries pooled.",
+        C::Queries,
+        1.0,
+    ),
+    (
+        "pgbouncer_stats_queries_duration_seconds_total",
+        "Time spent in queries.",
+        C::QueryTime,
+        1e-6,
+    ),
+    (
+        "pgbouncer_stats_sql_transactions_pooled_total",
+        "Transactions pooled.",
+        C::Xacts,
+        1.0,
+    ),
+    (
+        "pgbouncer_stats_server_in_transaction_seconds_total",
+        "Time servers spent in transactions.",
+        C::XactTime,
+        1e-6,
+    ),
+    (
+        "pgbouncer_stats_client_wait_seconds_total",
+        "Time clients waited for a server.",
+        C::WaitTime,
+        1e-6,
+    ),
+    (
+        "pgbouncer_stats_received_bytes_total",
+        "Bytes received from clients.",
+        C::Received,
+        1.0,
+    ),
+    (
+        "pgbouncer_stats_sent_bytes_total",
+        "Bytes sent to clients.",
+        C::Sent,
+        1.0,
+    ),
+];
+
+fn stat_families(shared: &Shared, fams: &mut Vec<Family>) {
     let totals = shared.stats.totals();
-    let stat_counters: [(&str, &str, C, f64); 7] = [
-        (
-            "pgbouncer_stats_queries_pooled_total",
-            "Queries pooled.",
-            C::Queries,
-            1.0,
-        ),
-        (
-            "pgbouncer_stats_queries_duration_seconds_total",
-            "Time spent in queries.",
-            C::QueryTime,
-            1e-6,
-        ),
-        (
-            "pgbouncer_stats_sql_transactions_pooled_total",
-            "Transactions pooled.",
-            C::Xacts,
-            1.0,
-        ),
-        (
-            "pgbouncer_stats_server_in_transaction_seconds_total",
-            "Time servers spent in transactions.",
-            C::XactTime,
-            1e-6,
-        ),
-        (
-            "pgbouncer_stats_client_wait_seconds_total",
-            "Time clients waited for a server.",
-            C::WaitTime,
-            1e-6,
-        ),
-        (
-            "pgbouncer_stats_received_bytes_total",
-            "Bytes received from clients.",
-            C::Received,
-            1.0,
-        ),
-        (
-            "pgbouncer_stats_sent_bytes_total",
-            "Bytes sent to clients.",
-            C::Sent,
-            1.0,
-        ),
-    ];
-    for (name, help, c, scale) in stat_counters {
+    for (name, help, c, scale) in STAT_COUNTERS {
         let mut fam = Family::new(name, help, COUNTER);
         for (db, t) in &totals {
             fam.add(&[("database", db)], t.get(c) as f64 * scale);
         }
         fams.push(fam);
     }
+}
 
-    let dbs = crate::pool::database_names(&cfg, &pools);
+/// SHOW DATABASES as gauges per database.
+fn database_families(
+    shared: &Shared,
+    cfg: &crate::config::Config,
+    pools: &[Arc<crate::pool::Pool>],
+    reports: &Reports<'_>,
+    fams: &mut Vec<Family>,
+) {
+    let dbs = crate::pool::database_names(cfg, pools);
     let mut servers_by_db: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
-    for (p, r) in &reports {
+    for (p, r) in reports {
         *servers_by_db.entry(p.key.db.as_str()).or_default() += r.servers;
     }
     let mut pool_size = Family::new(
@@ -223,13 +252,6 @@ pub fn render(shared: &Shared) -> String {
         disabled.add(&l, shared.control.is_disabled(name) as u8 as f64);
     }
     fams.extend([pool_size, current, max, paused, disabled]);
-
-    let mut all: Vec<MetricFamily> = fams.into_iter().map(|f| f.f).collect();
-    all.extend(shared.metrics.registry.gather());
-    let mut out = Vec::with_capacity(16 * 1024);
-    // Encoding into a Vec cannot fail for well-formed families.
-    let _ = prometheus::TextEncoder::new().encode(&all, &mut out);
-    String::from_utf8(out).unwrap_or_default()
 }
 
 /// /health: 200 when tidepool accepts clients and no database in use has a

@@ -6,6 +6,8 @@
 //! reload swaps the `Arc<Config>` inside it.
 
 #![forbid(unsafe_code)]
+// The library only: benches and tests are programs, not API.
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod app;
@@ -30,6 +32,7 @@ pub(crate) mod session;
 pub(crate) mod shared;
 pub(crate) mod slot;
 pub mod stats;
+pub(crate) mod sync;
 pub mod threads;
 pub mod tls;
 

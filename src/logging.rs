@@ -12,6 +12,7 @@
 //! SIGHUP calls), so logrotate needs no copytruncate. Colour only when
 //! stderr is a terminal.
 
+use crate::sync::Locked;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -137,13 +138,13 @@ impl LogFile {
 
     /// Open the path again at the next line (SIGHUP).
     pub fn reopen(&self) {
-        let mut o = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut o = self.open.locked();
         o.id = None;
         o.checked = Instant::now() - CHECK_EVERY;
     }
 
     fn write_line(&self, buf: &[u8]) -> io::Result<()> {
-        let mut o = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut o = self.open.locked();
         if o.checked.elapsed() >= CHECK_EVERY {
             o.checked = Instant::now();
             let now = identity(&self.path);
@@ -198,7 +199,9 @@ impl Drop for LineWriter {
 /// Where lines go: the log file, stderr, or both.
 #[derive(Clone)]
 pub struct Sinks {
+    /// The logfile, when set.
     pub file: Option<LogFile>,
+    /// Whether to write to stderr too (not with `-q`).
     pub stderr: bool,
 }
 

@@ -3,6 +3,7 @@
 //! does atomic adds). `exporter` serves them with the `pgbouncer_*`
 //! families built at scrape time.
 
+use crate::sync::Locked;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 /// Latency buckets, seconds: 100 µs to 60 s.
@@ -112,7 +113,7 @@ impl Metrics {
     /// The handles for `db`, made once and shared: a session holds one
     /// pointer, not four.
     pub fn db(&self, db: &str) -> std::sync::Arc<DbMetrics> {
-        let mut map = self.per_db.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.per_db.locked();
         if let Some(m) = map.get(db) {
             return m.clone();
         }

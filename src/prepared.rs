@@ -9,6 +9,7 @@
 //! server lacks a statement; ParseComplete / CloseComplete are synthesised or
 //! swallowed in order, by the [`Responses`] queue.
 
+use crate::sync::Locked;
 use std::collections::{HashMap, VecDeque};
 
 use rustc_hash::FxHashMap;
@@ -58,7 +59,7 @@ pub struct Cache {
 impl Cache {
     /// The entry for a Parse body's query-and-types part (`rest`).
     pub fn intern(&self, rest: &[u8]) -> Arc<Stmt> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.locked();
         if let Some(s) = map.get(rest) {
             return s.clone();
         }
@@ -82,14 +83,14 @@ impl Cache {
     /// statement would keep failing on a direct connection.
     pub fn retire(&self, stmt: &Stmt) {
         stmt.retired.store(true, Ordering::Relaxed);
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.locked();
         if map.get(stmt.key()).is_some_and(|s| s.id == stmt.id) {
             map.remove(stmt.key());
         }
     }
 
     pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.map.locked().len()
     }
 
     pub fn is_empty(&self) -> bool {

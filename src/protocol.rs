@@ -16,7 +16,9 @@ use pgwire::messages::Message;
 
 /// Startup codes (the Int32 after the length, in place of a version).
 pub const SSL_REQUEST: u32 = 80877103;
+/// GSSENCRequest.
 pub const GSSENC_REQUEST: u32 = 80877104;
+/// CancelRequest.
 pub const CANCEL_REQUEST: u32 = 80877102;
 /// Protocol 3.0 as a startup version number.
 pub const PROTOCOL_3_0: u32 = 196608;
@@ -35,65 +37,105 @@ pub const MAX_INSPECTED: usize = 1 << 20;
 /// client and another from a server (`S` is Sync here, ParameterStatus
 /// there), so each direction has its own names.
 pub mod frontend {
+    /// Bind ('B').
     pub const BIND: u8 = b'B';
+    /// Close ('C').
     pub const CLOSE: u8 = b'C';
+    /// CopyData ('d').
     pub const COPY_DATA: u8 = b'd';
+    /// CopyDone ('c').
     pub const COPY_DONE: u8 = b'c';
+    /// CopyFail ('f').
     pub const COPY_FAIL: u8 = b'f';
+    /// Describe ('D').
     pub const DESCRIBE: u8 = b'D';
+    /// Execute ('E').
     pub const EXECUTE: u8 = b'E';
+    /// Flush ('H').
     pub const FLUSH: u8 = b'H';
+    /// FunctionCall ('F').
     pub const FUNCTION_CALL: u8 = b'F';
+    /// Parse ('P').
     pub const PARSE: u8 = b'P';
     /// PasswordMessage, SASLInitialResponse and SASLResponse.
     pub const PASSWORD: u8 = b'p';
+    /// Query ('Q').
     pub const QUERY: u8 = b'Q';
+    /// Sync ('S').
     pub const SYNC: u8 = b'S';
+    /// Terminate ('X').
     pub const TERMINATE: u8 = b'X';
 }
 
 /// Message type bytes a server sends.
 pub mod backend {
+    /// Authentication ('R').
     pub const AUTHENTICATION: u8 = b'R';
+    /// BackendKeyData ('K').
     pub const BACKEND_KEY_DATA: u8 = b'K';
+    /// BindComplete ('2').
     pub const BIND_COMPLETE: u8 = b'2';
+    /// CloseComplete ('3').
     pub const CLOSE_COMPLETE: u8 = b'3';
+    /// CommandComplete ('C').
     pub const COMMAND_COMPLETE: u8 = b'C';
+    /// CopyInResponse ('G').
     pub const COPY_IN_RESPONSE: u8 = b'G';
+    /// DataRow ('D').
     pub const DATA_ROW: u8 = b'D';
+    /// EmptyQueryResponse ('I').
     pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+    /// ErrorResponse ('E').
     pub const ERROR_RESPONSE: u8 = b'E';
+    /// NoData ('n').
     pub const NO_DATA: u8 = b'n';
+    /// NoticeResponse ('N').
     pub const NOTICE_RESPONSE: u8 = b'N';
+    /// NotificationResponse ('A').
     pub const NOTIFICATION_RESPONSE: u8 = b'A';
+    /// ParameterStatus ('S').
     pub const PARAMETER_STATUS: u8 = b'S';
+    /// ParseComplete ('1').
     pub const PARSE_COMPLETE: u8 = b'1';
+    /// PortalSuspended ('s').
     pub const PORTAL_SUSPENDED: u8 = b's';
+    /// ReadyForQuery ('Z').
     pub const READY_FOR_QUERY: u8 = b'Z';
+    /// RowDescription ('T').
     pub const ROW_DESCRIPTION: u8 = b'T';
 }
 
 /// What a Describe or Close names: its first body byte.
 pub mod target {
+    /// A prepared statement.
     pub const STATEMENT: u8 = b'S';
+    /// A portal.
     pub const PORTAL: u8 = b'P';
 }
 
 /// Field types of ErrorResponse and NoticeResponse.
 pub mod field {
+    /// The severity, localized.
     pub const SEVERITY: u8 = b'S';
     /// The severity, never translated.
     pub const SEVERITY_V: u8 = b'V';
+    /// The SQLSTATE.
     pub const CODE: u8 = b'C';
+    /// The primary message.
     pub const MESSAGE: u8 = b'M';
+    /// The detail.
     pub const DETAIL: u8 = b'D';
+    /// The hint.
     pub const HINT: u8 = b'H';
+    /// The source file.
     pub const FILE: u8 = b'F';
+    /// The source routine.
     pub const ROUTINE: u8 = b'R';
 }
 
 /// The one-byte answers to SSLRequest and GSSENCRequest.
 pub const ENCRYPTION_ACCEPTED: u8 = b'S';
+/// Not encrypted: go on in plain text.
 pub const ENCRYPTION_REFUSED: u8 = b'N';
 
 /// The transaction status a ReadyForQuery carries.
@@ -109,6 +151,7 @@ pub enum TxStatus {
 }
 
 impl TxStatus {
+    /// The status of ReadyForQuery's byte (`I`, `T`, `E`).
     pub fn from_byte(b: u8) -> Option<TxStatus> {
         match b {
             b'I' => Some(TxStatus::Idle),
@@ -118,6 +161,7 @@ impl TxStatus {
         }
     }
 
+    /// The byte ReadyForQuery carries.
     pub fn byte(self) -> u8 {
         match self {
             TxStatus::Idle => b'I',
@@ -131,16 +175,23 @@ impl TxStatus {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
     #[error("invalid message length {0}")]
+    /// A length below 4.
     BadLength(u32),
     #[error("message length {0} exceeds max_packet_size {1}")]
+    /// A length over max_packet_size.
     TooLarge(u32, u32),
     #[error("malformed {0} message")]
+    /// A message whose body does not parse: which kind.
     Malformed(&'static str),
+    /// A server ended a query we sent on its own not idle.
+    #[error("server not idle after a quiet query (status {})", char::from(*.0))]
+    NotIdle(u8),
     /// One of our own messages could not be encoded (over pgwire's limit).
     #[error("cannot encode a message: {0}")]
     Encode(String),
 }
 
+/// The big-endian u32 at the start of `b`, which must hold 4 bytes.
 pub fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
@@ -150,9 +201,18 @@ pub fn be_u32(b: &[u8]) -> u32 {
 /// The first packet of a connection.
 #[derive(Debug, PartialEq, Eq)]
 pub enum StartupPacket {
+    /// SSLRequest.
     Ssl,
+    /// GSSENCRequest.
     GssEnc,
-    Cancel { pid: i32, key: Bytes },
+    /// CancelRequest.
+    Cancel {
+        /// The backend process id the client was given.
+        pid: i32,
+        /// The secret key it was given (4 bytes in protocol 3.0).
+        key: Bytes,
+    },
+    /// StartupMessage.
     Startup(StartupParams),
 }
 
@@ -160,11 +220,14 @@ pub enum StartupPacket {
 /// as raw bytes (a client's encoding may not be UTF-8).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct StartupParams {
+    /// The protocol minor version asked for.
     pub minor: u16,
+    /// Name and value pairs, in order.
     pub params: Vec<(String, Bytes)>,
 }
 
 impl StartupParams {
+    /// The value of `name`.
     pub fn get(&self, name: &str) -> Option<&Bytes> {
         self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
@@ -237,11 +300,24 @@ pub enum Step {
     /// Forward this many bytes as they are. `tag` is set when they start a
     /// new message (its type byte), so callers can count messages without
     /// holding them whole.
-    Pass { n: usize, tag: Option<u8> },
+    Pass {
+        /// Bytes to forward.
+        n: usize,
+        /// The type byte of the message they start, if they start one.
+        tag: Option<u8>,
+    },
     /// A whole message of an inspected type, `len` bytes including header.
-    Whole { tag: u8, len: usize },
+    Whole {
+        /// Its type byte.
+        tag: u8,
+        /// Its length, header included.
+        len: usize,
+    },
     /// Need more bytes; `want` is how many the buffer should hold in all.
-    More { want: usize },
+    More {
+        /// Bytes the buffer should hold from the current position.
+        want: usize,
+    },
 }
 
 /// Walks a byte stream message by message without copying. Only the types
@@ -258,6 +334,7 @@ pub struct Scanner {
 }
 
 impl Scanner {
+    /// A scanner refusing messages longer than `max_packet_size`.
     pub fn new(max_packet_size: u32) -> Self {
         Scanner {
             remaining: 0,
@@ -289,6 +366,7 @@ impl Scanner {
         self.remaining == 0
     }
 
+    /// The next step through `buf`: messages whose type `inspect` accepts are returned whole.
     pub fn step(&mut self, buf: &[u8], inspect: impl Fn(u8) -> bool) -> Result<Step, FrameError> {
         if self.remaining > 0 {
             if buf.is_empty() {
@@ -327,10 +405,15 @@ impl Scanner {
 /// The fields of an ErrorResponse or NoticeResponse that we act on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ErrorFields {
+    /// `S`.
     pub severity: String,
+    /// `C`.
     pub code: String,
+    /// `M`.
     pub message: String,
+    /// `D`.
     pub detail: Option<String>,
+    /// `H`.
     pub hint: Option<String>,
 }
 
@@ -401,12 +484,14 @@ fn param_name(name: &str) -> Cow<'static, str> {
 }
 
 impl Params {
+    /// The value of `name`, ignoring case.
     pub fn get(&self, name: &str) -> Option<&Bytes> {
         self.0
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     }
+    /// Sets `name`, replacing a value of any case.
     pub fn set(&mut self, name: &str, value: Bytes) {
         match self
             .0
@@ -417,6 +502,7 @@ impl Params {
             None => self.0.push((param_name(name), value)),
         }
     }
+    /// Removes `name`, ignoring case.
     pub fn remove(&mut self, name: &str) {
         self.0.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
     }
@@ -425,12 +511,15 @@ impl Params {
     pub fn shrink_to_fit(&mut self) {
         self.0.shrink_to_fit();
     }
+    /// Every name and value.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Bytes)> {
         self.0.iter().map(|(k, v)| (k.as_ref(), v))
     }
+    /// How many.
     pub fn len(&self) -> usize {
         self.0.len()
     }
+    /// True with none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -457,10 +546,13 @@ pub fn password(buf: &mut BytesMut, pw: &[u8]) {
 /// Severity of an error we originate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
+    /// The statement fails; the session goes on.
     Error,
+    /// The connection ends.
     Fatal,
 }
 
+/// Appends an ErrorResponse.
 pub fn error_response(buf: &mut BytesMut, sev: Severity, code: &str, message: &str) {
     let s = match sev {
         Severity::Error => "ERROR",
@@ -493,6 +585,7 @@ pub fn error_from_fields(buf: &mut BytesMut, f: &ErrorFields) {
     let _ = ErrorResponse::new(fields).encode(buf);
 }
 
+/// Appends a ReadyForQuery.
 pub fn ready_for_query(buf: &mut BytesMut, status: TxStatus) {
     let st = match status {
         TxStatus::InBlock => TransactionStatus::Transaction,
@@ -517,14 +610,17 @@ pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &[u8]) {
     buf.put_u8(0);
 }
 
+/// Appends a BackendKeyData.
 pub fn backend_key_data(buf: &mut BytesMut, pid: i32, key: i32) {
     let _ = BackendKeyData::new(pid, SecretKey::I32(key)).encode(buf);
 }
 
+/// Appends an Authentication request.
 pub fn auth(buf: &mut BytesMut, a: &Authentication) {
     let _ = a.encode(buf);
 }
 
+/// Appends a NegotiateProtocolVersion naming the options we decline.
 pub fn negotiate_protocol_version(buf: &mut BytesMut, unsupported: Vec<String>) {
     let _ = NegotiateProtocolVersion::new(PROTOCOL_3_0 as i32, unsupported).encode(buf);
 }
@@ -537,6 +633,7 @@ pub fn query(buf: &mut BytesMut, sql: &[u8]) {
     buf.put_u8(0);
 }
 
+/// Appends a Terminate.
 pub fn terminate(buf: &mut BytesMut) {
     buf.put_u8(frontend::TERMINATE);
     buf.put_u32(4);

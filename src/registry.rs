@@ -2,6 +2,7 @@
 //! KILL. Entries hold what was known at connect time plus a few atomics the
 //! session updates at link and release (no lock on the hot path).
 
+use crate::sync::Locked;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -260,10 +261,7 @@ pub struct Registered {
 impl Drop for Registered {
     fn drop(&mut self) {
         if let Some(r) = self.registry.upgrade() {
-            r.map(self.map)
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&self.entry.id);
+            r.map(self.map).locked().remove(&self.entry.id);
         }
     }
 }
@@ -279,10 +277,7 @@ impl Registry {
 
     fn add(self: &Arc<Self>, which: &'static str, e: Entry) -> Registered {
         let entry = Arc::new(e);
-        self.map(which)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(entry.id, entry.clone());
+        self.map(which).locked().insert(entry.id, entry.clone());
         Registered {
             entry,
             map: which,
@@ -299,12 +294,7 @@ impl Registry {
     }
 
     fn list(map: &Map) -> Vec<Arc<Entry>> {
-        let mut v: Vec<_> = map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut v: Vec<_> = map.locked().values().cloned().collect();
         v.sort_by_key(|e| e.id);
         v
     }
@@ -318,11 +308,7 @@ impl Registry {
     }
 
     pub fn client(&self, id: u64) -> Option<Arc<Entry>> {
-        self.clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned()
+        self.clients.locked().get(&id).cloned()
     }
 }
 

@@ -14,7 +14,7 @@ use crate::auth::{md5_response, md5_secret};
 pub(crate) use crate::net::ServerAddr;
 use crate::net::{read_message, ReadError, Stream};
 use crate::protocol::{
-    self, backend, be_u32, parse_parameter_status, ErrorFields, Params, TxStatus,
+    self, backend, be_u32, parse_parameter_status, ErrorFields, FrameError, Params, TxStatus,
 };
 use crate::slot::Slot;
 use crate::Error;
@@ -107,18 +107,185 @@ impl Drop for ServerConn {
     }
 }
 
-fn server_io(addr: &ServerAddr, e: impl std::fmt::Display) -> Error {
+/// The login failed on I/O: the error is kept as the source.
+fn server_io(addr: &ServerAddr, e: std::io::Error) -> Error {
     Error::ServerConnect {
         server: addr.to_string(),
         reason: e.to_string(),
+        source: Some(e),
+    }
+}
+
+/// The login failed on I/O in a step named by `what`.
+fn server_io_in(addr: &ServerAddr, what: &'static str, e: std::io::Error) -> Error {
+    Error::ServerConnect {
+        server: addr.to_string(),
+        reason: format!("{what}: {e}"),
+        source: Some(e),
+    }
+}
+
+/// The login failed for a reason of the server's or ours, not I/O.
+fn login_refused(addr: &ServerAddr, reason: impl std::fmt::Display) -> Error {
+    Error::ServerConnect {
+        server: addr.to_string(),
+        reason: reason.to_string(),
+        source: None,
     }
 }
 
 fn read_err(addr: &ServerAddr, e: ReadError) -> Error {
     match e {
         ReadError::Io(e) => server_io(addr, e),
-        ReadError::Eof => server_io(addr, "server closed the connection during login"),
-        ReadError::BadLength(l) => server_io(addr, format!("invalid message length {l}")),
+        ReadError::Eof => login_refused(addr, "server closed the connection during login"),
+        ReadError::BadLength(l) => login_refused(addr, format!("invalid message length {l}")),
+    }
+}
+
+/// What a server login has learned so far.
+#[derive(Default)]
+struct Login {
+    params: Params,
+    pid: i32,
+    key: i32,
+    scram: Option<ScramClient>,
+}
+
+impl Login {
+    /// Answers one Authentication request into `out`; false when the
+    /// request needs no answer (AuthenticationOk, SASLFinal).
+    fn answer(&mut self, info: &LoginInfo, body: &[u8], out: &mut BytesMut) -> Result<bool, Error> {
+        let addr = &info.addr;
+        if body.len() < 4 {
+            return Err(login_refused(addr, "malformed authentication request"));
+        }
+        let data = &body[4..];
+        match be_u32(body) {
+            0 => return Ok(false),
+            3 => {
+                let ServerCreds::Plain(p) = &info.creds else {
+                    return Err(no_password(info, "cleartext"));
+                };
+                protocol::password(out, p.as_bytes());
+            }
+            5 => {
+                if data.len() < 4 {
+                    return Err(login_refused(addr, "malformed md5 request"));
+                }
+                let secret = match &info.creds {
+                    ServerCreds::Plain(p) => md5_secret(p, &info.user),
+                    ServerCreds::Md5(s) => s.clone(),
+                    _ => return Err(no_password(info, "md5")),
+                };
+                let resp = md5_response(&secret, &data[..4]);
+                protocol::password(out, resp.as_bytes());
+            }
+            10 => self.scram_start(info, data, out)?,
+            11 => {
+                let c = self
+                    .scram
+                    .as_mut()
+                    .ok_or_else(|| login_refused(addr, "unexpected SASLContinue"))?;
+                let fin = c.server_first(data).map_err(|e| login_refused(addr, e))?;
+                protocol::encode(out, &SASLResponse::new(Bytes::from(fin)))?;
+            }
+            12 => {
+                let c = self
+                    .scram
+                    .as_ref()
+                    .ok_or_else(|| login_refused(addr, "unexpected SASLFinal"))?;
+                c.server_final(data).map_err(|e| login_refused(addr, e))?;
+                return Ok(false);
+            }
+            other => {
+                return Err(login_refused(
+                    addr,
+                    format!("unsupported authentication request {other}"),
+                ))
+            }
+        }
+        Ok(true)
+    }
+
+    /// AuthenticationSASL: pick SCRAM-SHA-256 and send client-first.
+    fn scram_start(
+        &mut self,
+        info: &LoginInfo,
+        mechs: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), Error> {
+        let mechs: Vec<&[u8]> = mechs.split(|&b| b == 0).collect();
+        if !mechs.contains(&MECHANISM.as_bytes()) {
+            return Err(login_refused(&info.addr, "server offers no SCRAM-SHA-256"));
+        }
+        let creds = match &info.creds {
+            ServerCreds::Plain(p) => ClientCreds::Password(p.clone()),
+            ServerCreds::ScramKeys(k) => k.clone(),
+            _ => return Err(no_password(info, "SCRAM-SHA-256")),
+        };
+        let c = ScramClient::new(creds);
+        let first = Bytes::from(c.client_first());
+        protocol::encode(
+            out,
+            &SASLInitialResponse::new(MECHANISM.to_string(), Some(first)),
+        )?;
+        self.scram = Some(c);
+        Ok(())
+    }
+
+    /// The logged-in server, registered for SHOW SERVERS.
+    fn into_conn(
+        self,
+        info: &LoginInfo,
+        id: u64,
+        slot: Slot,
+        stream: Stream,
+        rbuf: BytesMut,
+    ) -> ServerConn {
+        let addr = &info.addr;
+        let now = Instant::now();
+        let (port, local) = match stream.tcp() {
+            Some(t) => (
+                t.peer_addr().map(|a| a.port()).unwrap_or(addr.port),
+                t.local_addr().ok(),
+            ),
+            None => (addr.port, None),
+        };
+        let place = match addr.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => crate::registry::Place::Ip(ip),
+            Err(_) => crate::registry::Place::Named(addr.host.as_str().into()),
+        };
+        let registered = info.registry.add_server(crate::registry::Entry::new(
+            id,
+            info.user.as_str().into(),
+            info.pool_db.as_str().into(),
+            place,
+            port,
+            local,
+            stream.is_tls(),
+            String::new(),
+            self.pid,
+        ));
+        ServerConn {
+            id,
+            stream,
+            rbuf,
+            params: self.params,
+            applied: Params::default(),
+            backend_pid: self.pid,
+            backend_key: self.key,
+            addr: addr.clone(),
+            created: now,
+            last_used: now,
+            cancels: Arc::default(),
+            slot,
+            close_needed: false,
+            generation: 0,
+            registered,
+            prepared: crate::prepared::ServerStmts::default(),
+            home: std::thread::current().id(),
+            synced: None,
+        }
     }
 }
 
@@ -133,7 +300,7 @@ impl ServerConn {
         let fut = Self::connect_inner(info, id, slot);
         match info.connect_timeout {
             Some(t) => timers.timeout(t, fut).await.unwrap_or_else(|_| {
-                Err(server_io(
+                Err(login_refused(
                     &info.addr,
                     format!("timed out after {:?} (server_connect_timeout)", t),
                 ))
@@ -142,8 +309,8 @@ impl ServerConn {
         }
     }
 
-    // Over 100 lines: the server login conversation; to be split by authentication method.
-    #[allow(clippy::too_many_lines)]
+    /// The login conversation: startup packet, authentication, then the
+    /// server's parameters and key until ReadyForQuery.
     async fn connect_inner(info: &LoginInfo, id: u64, slot: Slot) -> Result<ServerConn, Error> {
         let addr = &info.addr;
         let mut stream = addr.connect().await.map_err(|e| server_io(addr, e))?;
@@ -166,9 +333,7 @@ impl ServerConn {
             .map_err(|e| server_io(addr, e))?;
 
         let mut rbuf = BytesMut::with_capacity(1024);
-        let mut params = Params::default();
-        let (mut pid, mut key) = (0, 0);
-        let mut scram: Option<ScramClient> = None;
+        let mut login = Login::default();
         let max = crate::protocol::MAX_INSPECTED;
         loop {
             let (tag, body) = read_message(&mut stream, &mut rbuf, max)
@@ -176,136 +341,33 @@ impl ServerConn {
                 .map_err(|e| read_err(addr, e))?;
             match tag {
                 backend::AUTHENTICATION => {
-                    if body.len() < 4 {
-                        return Err(server_io(addr, "malformed authentication request"));
-                    }
-                    let code = be_u32(&body);
-                    let data = body.slice(4..);
                     out.clear();
-                    match code {
-                        0 => continue,
-                        3 => {
-                            let ServerCreds::Plain(p) = &info.creds else {
-                                return Err(no_password(info, "cleartext"));
-                            };
-                            protocol::password(&mut out, p.as_bytes());
-                        }
-                        5 => {
-                            if data.len() < 4 {
-                                return Err(server_io(addr, "malformed md5 request"));
-                            }
-                            let secret = match &info.creds {
-                                ServerCreds::Plain(p) => md5_secret(p, &info.user),
-                                ServerCreds::Md5(s) => s.clone(),
-                                _ => return Err(no_password(info, "md5")),
-                            };
-                            let resp = md5_response(&secret, &data[..4]);
-                            protocol::password(&mut out, resp.as_bytes());
-                        }
-                        10 => {
-                            let mechs: Vec<&[u8]> = data.split(|&b| b == 0).collect();
-                            if !mechs.contains(&MECHANISM.as_bytes()) {
-                                return Err(server_io(addr, "server offers no SCRAM-SHA-256"));
-                            }
-                            let creds = match &info.creds {
-                                ServerCreds::Plain(p) => ClientCreds::Password(p.clone()),
-                                ServerCreds::ScramKeys(k) => k.clone(),
-                                _ => return Err(no_password(info, "SCRAM-SHA-256")),
-                            };
-                            let c = ScramClient::new(creds);
-                            let first = Bytes::from(c.client_first());
-                            protocol::encode(
-                                &mut out,
-                                &SASLInitialResponse::new(MECHANISM.to_string(), Some(first)),
-                            )?;
-                            scram = Some(c);
-                        }
-                        11 => {
-                            let c = scram
-                                .as_mut()
-                                .ok_or_else(|| server_io(addr, "unexpected SASLContinue"))?;
-                            let fin = c.server_first(&data).map_err(|e| server_io(addr, e))?;
-                            protocol::encode(&mut out, &SASLResponse::new(Bytes::from(fin)))?;
-                        }
-                        12 => {
-                            let c = scram
-                                .as_ref()
-                                .ok_or_else(|| server_io(addr, "unexpected SASLFinal"))?;
-                            c.server_final(&data).map_err(|e| server_io(addr, e))?;
-                            continue;
-                        }
-                        other => {
-                            return Err(server_io(
-                                addr,
-                                format!("unsupported authentication request {other}"),
-                            ))
-                        }
+                    if login.answer(info, &body, &mut out)? {
+                        stream
+                            .write_all(&out)
+                            .await
+                            .map_err(|e| server_io(addr, e))?;
                     }
-                    stream
-                        .write_all(&out)
-                        .await
-                        .map_err(|e| server_io(addr, e))?;
                 }
                 backend::ERROR_RESPONSE => {
                     return Err(Error::ServerError(ErrorFields::parse(&body)))
                 }
                 backend::PARAMETER_STATUS => {
                     if let Some((n, v)) = parse_parameter_status(&body) {
-                        params.set(&String::from_utf8_lossy(n), Bytes::copy_from_slice(v));
+                        let name = String::from_utf8_lossy(n);
+                        login.params.set(&name, Bytes::copy_from_slice(v));
                     }
                 }
                 backend::BACKEND_KEY_DATA if body.len() >= 8 => {
-                    pid = be_u32(&body) as i32;
-                    key = be_u32(&body[4..]) as i32;
+                    login.pid = be_u32(&body) as i32;
+                    login.key = be_u32(&body[4..]) as i32;
                 }
                 backend::READY_FOR_QUERY => break,
                 // NoticeResponse, NegotiateProtocolVersion: nothing to do.
                 _ => {}
             }
         }
-        let now = Instant::now();
-        let (port, local) = match stream.tcp() {
-            Some(t) => (
-                t.peer_addr().map(|a| a.port()).unwrap_or(addr.port),
-                t.local_addr().ok(),
-            ),
-            None => (addr.port, None),
-        };
-        let place = match addr.host.parse::<std::net::IpAddr>() {
-            Ok(ip) => crate::registry::Place::Ip(ip),
-            Err(_) => crate::registry::Place::Named(addr.host.as_str().into()),
-        };
-        let registered = info.registry.add_server(crate::registry::Entry::new(
-            id,
-            info.user.as_str().into(),
-            info.pool_db.as_str().into(),
-            place,
-            port,
-            local,
-            stream.is_tls(),
-            String::new(),
-            pid,
-        ));
-        Ok(ServerConn {
-            id,
-            stream,
-            rbuf,
-            params,
-            applied: Params::default(),
-            backend_pid: pid,
-            backend_key: key,
-            addr: addr.clone(),
-            created: now,
-            last_used: now,
-            cancels: Arc::default(),
-            slot,
-            close_needed: false,
-            generation: 0,
-            registered,
-            prepared: crate::prepared::ServerStmts::default(),
-            home: std::thread::current().id(),
-            synced: None,
-        })
+        Ok(login.into_conn(info, id, slot, stream, rbuf))
     }
 
     /// Move this server's socket to the current thread's event loop, if
@@ -346,18 +408,18 @@ impl ServerConn {
     pub async fn run_quiet(&mut self, sql: &[u8], max_len: usize) -> Result<(), Error> {
         let mut out = BytesMut::new();
         protocol::query(&mut out, sql);
-        let gone = |e: std::io::Error| Error::ServerGone(e.to_string());
-        self.stream.write_all(&out).await.map_err(gone)?;
+        self.stream
+            .write_all(&out)
+            .await
+            .map_err(Error::server_gone)?;
         let mut error = None;
         loop {
             let (tag, body) = read_message(&mut self.stream, &mut self.rbuf, max_len)
                 .await
                 .map_err(|e| match e {
-                    ReadError::Io(e) => Error::ServerGone(e.to_string()),
-                    ReadError::Eof => Error::ServerGone("server closed the connection".into()),
-                    ReadError::BadLength(l) => {
-                        Error::ServerProtocol(format!("invalid message length {l}"))
-                    }
+                    ReadError::Io(e) => Error::server_gone(e),
+                    ReadError::Eof => Error::server_closed(),
+                    ReadError::BadLength(l) => Error::ServerProtocol(FrameError::BadLength(l)),
                 })?;
             match tag {
                 backend::ERROR_RESPONSE => error = Some(ErrorFields::parse(&body)),
@@ -367,10 +429,7 @@ impl ServerConn {
                     return match error {
                         Some(f) => Err(Error::ServerError(f)),
                         None if TxStatus::from_byte(status) == Some(TxStatus::Idle) => Ok(()),
-                        None => Err(Error::ServerProtocol(format!(
-                            "server not idle after a quiet query (status {})",
-                            status as char
-                        ))),
+                        None => Err(Error::ServerProtocol(FrameError::NotIdle(status))),
                     };
                 }
                 _ => {}
@@ -517,23 +576,23 @@ async fn negotiate_tls(stream: Stream, info: &LoginInfo) -> Result<Stream, Error
     match answer[0] {
         protocol::ENCRYPTION_ACCEPTED => {
             let name = rustls::pki_types::ServerName::try_from(addr.host.clone())
-                .map_err(|e| server_io(addr, format!("invalid host name for TLS: {e}")))?;
+                .map_err(|e| login_refused(addr, format!("invalid host name for TLS: {e}")))?;
             let tls = side
                 .connector
                 .connect(name, tcp)
                 .await
-                .map_err(|e| server_io(addr, format!("TLS handshake failed: {e}")))?;
+                .map_err(|e| server_io_in(addr, "TLS handshake failed", e))?;
             Ok(Stream::ServerTls(Box::new(tls)))
         }
         protocol::ENCRYPTION_REFUSED if side.mode == SslMode::Prefer => Ok(Stream::Tcp(tcp)),
-        protocol::ENCRYPTION_REFUSED => Err(server_io(
+        protocol::ENCRYPTION_REFUSED => Err(login_refused(
             addr,
             format!(
                 "server does not support TLS and server_tls_sslmode = {}",
                 side.mode
             ),
         )),
-        other => Err(server_io(
+        other => Err(login_refused(
             addr,
             format!("unexpected answer to SSLRequest: {:?}", other as char),
         )),
@@ -541,11 +600,11 @@ async fn negotiate_tls(stream: Stream, info: &LoginInfo) -> Result<Stream, Error
 }
 
 fn no_password(info: &LoginInfo, method: &str) -> Error {
-    Error::ServerConnect {
-        server: info.addr.to_string(),
-        reason: format!(
+    login_refused(
+        &info.addr,
+        format!(
             "server asks for {method} authentication for user \"{}\" and tidepool has no usable password (set password= in [databases] or a plaintext/matching secret in auth_file)",
             info.user
         ),
-    }
+    )
 }

@@ -1,6 +1,7 @@
 //! The state every task shares: one context passed explicitly to every
 //! task; a config reload swaps the `Arc<Config>` inside it.
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,11 +21,17 @@ pub const LEAN_IDLE_ABOVE: u64 = 1000;
 pub struct Shared {
     config: ArcSwap<Config>,
     tls: ArcSwap<tls::TlsContext>,
+    /// Every pool.
     pub pools: pool::Pools,
+    /// Cancel keys of the connected clients.
     pub cancels: Arc<cancel::Registry>,
+    /// SHOW STATS counters.
     pub stats: stats::Stats,
+    /// PAUSE, DISABLE, shutdown.
     pub control: control::Control,
+    /// SHOW CLIENTS / SERVERS entries.
     pub registry: Arc<registry::Registry>,
+    /// The tidepool_* metrics.
     pub metrics: metrics::Metrics,
     /// Named prepared statements of every client (transaction mode).
     pub prepared: prepared::Cache,
@@ -49,6 +56,7 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The context for a config, TLS setup and the timers.
     pub fn new(config: Config, tls: tls::TlsContext, timers: threads::Timers) -> Arc<Shared> {
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
@@ -77,10 +85,12 @@ impl Shared {
         self.config.load_full()
     }
 
+    /// Puts a new config in force (RELOAD).
     pub fn swap_config(&self, c: Config) {
         self.config.store(Arc::new(c));
     }
 
+    /// Puts new TLS settings in force (RELOAD).
     pub fn swap_tls(&self, t: tls::TlsContext) {
         self.tls.store(Arc::new(t));
     }
@@ -90,6 +100,7 @@ impl Shared {
         self.tls.load_full()
     }
 
+    /// A new connection id.
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -147,7 +158,7 @@ impl Shared {
 }
 
 fn named(map: &Mutex<HashMap<String, Arc<AtomicU64>>>, name: &str) -> Arc<AtomicU64> {
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = map.locked();
     // Looked up before any key is made: `entry` would take an owned
     // `String`, an allocation per login for a name nearly always there.
     if let Some(c) = map.get(name) {

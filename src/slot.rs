@@ -12,11 +12,13 @@ pub trait Capacity: Send + Sync {
     fn slot_freed(&self);
 }
 
+/// A place in a pool's server count, given back when dropped.
 pub struct Slot {
     owner: Option<Weak<dyn Capacity>>,
 }
 
 impl Slot {
+    /// A slot counted in `owner`.
     pub fn new(owner: Weak<dyn Capacity>) -> Slot {
         Slot { owner: Some(owner) }
     }

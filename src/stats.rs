@@ -5,6 +5,7 @@
 //! relaxed atomics: no lock on the hot path. Every `stats_period` the
 //! maintenance task rolls the totals into per-second averages.
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,10 +30,15 @@ pub const NAMES: [&str; 12] = [
 /// Index of each counter in [`Totals`].
 #[derive(Debug, Clone, Copy)]
 pub enum C {
+    /// Server links (SHOW STATS `total_server_assignment_count`).
     ServerAssignments = 0,
+    /// Transactions.
     Xacts,
+    /// Queries.
     Queries,
+    /// Bytes from clients.
     Received,
+    /// Bytes to clients.
     Sent,
     /// Microseconds.
     XactTime,
@@ -40,9 +46,13 @@ pub enum C {
     QueryTime,
     /// Microseconds.
     WaitTime,
+    /// Parses from clients.
     ClientParses,
+    /// Parses sent to servers.
     ServerParses,
+    /// Binds.
     Binds,
+    /// Client logins.
     ClientLogins,
 }
 
@@ -54,10 +64,12 @@ pub struct DbStats {
 
 impl DbStats {
     #[inline]
+    /// Adds `n` to a counter.
     pub fn add(&self, c: C, n: u64) {
         self.c[c as usize].fetch_add(n, Ordering::Relaxed);
     }
 
+    /// The counters now.
     pub fn snapshot(&self) -> Totals {
         Totals(std::array::from_fn(|i| self.c[i].load(Ordering::Relaxed)))
     }
@@ -68,6 +80,7 @@ impl DbStats {
 pub struct Totals(pub [u64; 12]);
 
 impl Totals {
+    /// One counter.
     pub fn get(&self, c: C) -> u64 {
         self.0[c as usize]
     }
@@ -91,8 +104,7 @@ impl Stats {
     /// The counters of a database, created on first use.
     pub fn db(&self, name: &str) -> Arc<DbStats> {
         self.dbs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .entry(name.to_string())
             .or_default()
             .clone()
@@ -100,7 +112,7 @@ impl Stats {
 
     /// Every database's totals, by name.
     pub fn totals(&self) -> Vec<(String, Totals)> {
-        let dbs = self.dbs.lock().unwrap_or_else(|p| p.into_inner());
+        let dbs = self.dbs.locked();
         let mut v: Vec<_> = dbs.iter().map(|(k, d)| (k.clone(), d.snapshot())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -108,7 +120,7 @@ impl Stats {
 
     /// Per-second averages over the last period rolled.
     pub fn averages(&self) -> Vec<(String, Totals)> {
-        let a = self.averages.lock().unwrap_or_else(|p| p.into_inner());
+        let a = self.averages.locked();
         let mut v: Vec<_> = self
             .totals()
             .into_iter()
@@ -126,7 +138,7 @@ impl Stats {
     pub fn roll(&self) {
         let now = Instant::now();
         let totals = self.totals();
-        let mut a = self.averages.lock().unwrap_or_else(|p| p.into_inner());
+        let mut a = self.averages.locked();
         if let Some(at) = a.at {
             let secs = now.duration_since(at).as_secs_f64().max(1e-3);
             let mut per = HashMap::new();

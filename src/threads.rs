@@ -53,18 +53,21 @@ impl Timers {
     }
 
     #[allow(clippy::disallowed_methods)]
+    /// Sleeps for `d`.
     pub fn sleep(&self, d: Duration) -> Sleep {
         let _on = self.on.as_ref().map(Handle::enter);
         tokio::time::sleep(d)
     }
 
     #[allow(clippy::disallowed_methods)]
+    /// Sleeps until `at`.
     pub fn sleep_until(&self, at: Instant) -> Sleep {
         let _on = self.on.as_ref().map(Handle::enter);
         tokio::time::sleep_until(at.into())
     }
 
     #[allow(clippy::disallowed_methods)]
+    /// Runs `f` for at most `d`.
     pub fn timeout<F: IntoFuture>(&self, d: Duration, f: F) -> Timeout<F::IntoFuture> {
         let _on = self.on.as_ref().map(Handle::enter);
         tokio::time::timeout(d, f)
@@ -84,8 +87,11 @@ impl Timers {
 /// `block_on`), the handles of the others, each on a thread of its own,
 /// and the timer thread.
 pub struct Threads {
+    /// The runtime of the main thread (accept loops, maintenance).
     pub main: Runtime,
+    /// The worker threads' handles.
     pub workers: Vec<Handle>,
+    /// Their timers.
     pub timers: Timers,
 }
 

@@ -19,14 +19,18 @@ use sha2::Digest;
 
 use crate::config::{Settings, SslMode};
 
+/// The ALPN protocol name of direct TLS (PostgreSQL 17).
 pub const ALPN: &[u8] = b"postgresql";
 
 /// A TLS file or setting that could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{key}: {path}: {reason}")]
 pub struct TlsError {
+    /// The config key naming the file.
     pub key: &'static str,
+    /// The file.
     pub path: String,
+    /// What is wrong with it.
     pub reason: String,
 }
 
@@ -40,7 +44,9 @@ fn err(key: &'static str, path: &Path, reason: impl std::fmt::Display) -> TlsErr
 
 /// tidepool as the TLS server, for clients.
 pub struct ClientSide {
+    /// client_tls_sslmode.
     pub mode: SslMode,
+    /// The handshake with clients.
     pub acceptor: tokio_rustls::TlsAcceptor,
     /// `tls-server-end-point` channel binding data: the hash of our
     /// certificate, for SCRAM-SHA-256-PLUS.
@@ -49,13 +55,17 @@ pub struct ClientSide {
 
 /// tidepool as the TLS client, towards PostgreSQL.
 pub struct ServerSide {
+    /// server_tls_sslmode.
     pub mode: SslMode,
+    /// The handshake with servers.
     pub connector: tokio_rustls::TlsConnector,
 }
 
 /// Both sides; swapped whole on reload.
 pub struct TlsContext {
+    /// Client-facing TLS, when configured.
     pub client: Option<ClientSide>,
+    /// Server-facing TLS.
     pub server: ServerSide,
 }
 

@@ -25,10 +25,13 @@ use show::show;
 /// Whether a user may use the console, and how much.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Every command.
     Admin,
+    /// SHOW commands only (stats_users).
     Stats,
 }
 
+/// The console role of `user` under `cfg`, if any.
 pub fn role(cfg: &Config, user: &str) -> Option<Role> {
     if cfg.settings.admin_users.contains(user) {
         Some(Role::Admin)

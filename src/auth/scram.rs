@@ -15,6 +15,7 @@ use super::ct_eq;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// The SASL mechanism name.
 pub const MECHANISM: &str = "SCRAM-SHA-256";
 /// With channel binding (`tls-server-end-point`), offered on TLS only.
 pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
@@ -23,27 +24,38 @@ pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScramError {
     #[error("malformed SCRAM message: {0}")]
+    /// A message did not parse; the name says which.
     Malformed(&'static str),
     #[error("channel binding is not supported")]
+    /// The client asked for channel binding we cannot give.
     ChannelBinding,
     #[error("channel binding downgrade: the client says the server cannot bind, but it offered SCRAM-SHA-256-PLUS")]
+    /// The client says the server offers binding (`y`) though we do.
     Downgrade,
     #[error("channel binding data does not match")]
+    /// The channel binding data does not match this TLS connection.
     BindingMismatch,
     #[error("SCRAM nonce mismatch")]
+    /// The nonce does not extend the one sent.
     Nonce,
     #[error("SCRAM proof does not match")]
+    /// The client proof is wrong: a wrong password.
     BadProof,
     #[error("server signature does not match")]
+    /// The server's signature is wrong: it does not know the password.
     BadServerSignature,
 }
 
 /// A stored secret: `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ScramSecret {
+    /// PBKDF2 iterations.
     pub iterations: u32,
+    /// The salt, decoded.
     pub salt: Vec<u8>,
+    /// StoredKey: H(ClientKey).
     pub stored_key: [u8; 32],
+    /// ServerKey.
     pub server_key: [u8; 32],
 }
 
@@ -84,6 +96,7 @@ pub fn keys_from_salted(salted: &[u8; 32]) -> ([u8; 32], [u8; 32]) {
 }
 
 impl ScramSecret {
+    /// Parses `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`.
     pub fn parse(s: &str) -> Option<ScramSecret> {
         let rest = s.strip_prefix("SCRAM-SHA-256$")?;
         let (iter_salt, keys) = rest.split_once('$')?;
@@ -97,6 +110,7 @@ impl ScramSecret {
         })
     }
 
+    /// Derives a secret from a password, as PostgreSQL does.
     pub fn from_password(password: &str, salt: &[u8], iterations: u32) -> ScramSecret {
         let salted = salted_password(password.as_bytes(), salt, iterations);
         let (client_key, server_key) = keys_from_salted(&salted);
@@ -165,6 +179,7 @@ pub struct ScramSuccess {
 }
 
 impl ScramServer {
+    /// The server side of an exchange against `secret`.
     pub fn new(secret: ScramSecret) -> Self {
         ScramServer {
             secret,
@@ -285,11 +300,14 @@ impl ScramServer {
 /// What we log into a server with.
 #[derive(Clone)]
 pub enum ClientCreds {
+    /// The password itself.
     Password(String),
     /// ClientKey recovered from a client's proof, and the ServerKey of the
     /// stored secret: works when the server's secret is the same one.
     Keys {
+        /// ClientKey, learnt from a client's proof (pass-through).
         client_key: [u8; 32],
+        /// ServerKey.
         server_key: [u8; 32],
     },
 }
@@ -303,6 +321,7 @@ pub struct ScramClient {
 }
 
 impl ScramClient {
+    /// The client side of an exchange with `creds`.
     pub fn new(creds: ClientCreds) -> Self {
         ScramClient {
             creds,

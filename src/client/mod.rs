@@ -12,9 +12,9 @@ use crate::auth::scram::ClientCreds;
 use crate::config::{is_admin_db, AuthType, Config, Secret, SslMode};
 use crate::net::Conn;
 use crate::net::Stream;
-use crate::pool::{Pool, PoolKey};
-use crate::protocol::{self, Params, Scanner, Severity, StartupPacket, TxStatus};
-use crate::session::{LinkState, Session};
+use crate::pool::PoolKey;
+use crate::protocol::{self, Params, Severity, StartupPacket, TxStatus};
+use crate::session::{NewSession, Session};
 use crate::{Error, Shared};
 
 mod auth;
@@ -127,16 +127,16 @@ async fn end_session(mut live: Box<Live>, reason: Result<(), Error>) {
     } = &mut *live;
     if let Err(e) = &reason {
         if !matches!(e, Error::ClientGone) {
-            session.shared.metrics.error(e);
+            session.shared().metrics.error(e);
         }
     }
     session.finish(conn, &reason).await;
-    if session.cfg.settings.log_disconnections {
+    if session.config().settings.log_disconnections {
         let why = match &reason {
             Ok(()) => "client close request".to_string(),
             Err(e) => e.to_string(),
         };
-        info!(client = %peer, user = %session.user, database = %session.db.name, "closing because: {why}");
+        info!(client = %peer, user = %session.user(), database = %session.database(), "closing because: {why}");
     }
 }
 
@@ -165,8 +165,11 @@ struct Who {
 /// Read the startup packet (answering SSL/GSS requests), authenticate, and
 /// link to a pool. `Ok(None)` for a connection that ends without a session
 /// (a CancelRequest).
-// Over 100 lines: the login, one future to keep an idle client small; its steps are next to move out.
-#[allow(clippy::too_many_lines)]
+///
+/// One boxed future, dropped once the session starts; its steps are
+/// functions of their own. Split so, the future is 1,776 bytes, against
+/// 2,440 as one 290-line function (`size_of_val` on the future): the steps'
+/// locals no longer each keep a slot across every await.
 async fn login(
     shared: &Arc<Shared>,
     cfg: &Arc<Config>,
@@ -175,29 +178,75 @@ async fn login(
     who: &mut Who,
 ) -> Result<Option<Login>, Error> {
     let tls = shared.tls();
-    // PostgreSQL 17 direct TLS: the first byte is a TLS ClientHello.
-    if let Stream::Tcp(tcp) = &conn.stream {
-        let mut first = [0u8; 1];
-        if tcp.peek(&mut first).await.map_err(Error::client_io)? == 1 && first[0] == 0x16 {
-            let side = tls.client.as_ref().ok_or_else(|| {
-                Error::Protocol("direct TLS connection, but TLS is not configured".into())
-            })?;
-            accept_tls(shared, conn, side).await?;
-            let alpn_ok = match &conn.stream {
-                Stream::ClientTls(t) => t.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN),
-                _ => false,
-            };
-            if !alpn_ok {
-                return Err(Error::Protocol(
-                    "direct TLS connections must use ALPN \"postgresql\"".into(),
-                ));
-            }
-        }
+    direct_tls(shared, conn, &tls).await?;
+    let Some(startup) = negotiate(shared, conn, peer, &tls).await? else {
+        return Ok(None);
+    };
+    require_tls(&tls, conn)?;
+    let s = &cfg.settings;
+    who.user = text_param(&startup, "user")
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| Error::NotAllowed("no user name specified in startup packet".into()))?;
+    who.database = text_param(&startup, "database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or_else(|| who.user.clone());
+    let (wanted, unsupported) = client_settings(&startup, s)?;
+    if startup.minor > 0 || !unsupported.is_empty() {
+        let mut b = BytesMut::new();
+        protocol::negotiate_protocol_version(&mut b, unsupported);
+        conn.send(&b).await?;
     }
+    let guard = shared.client_guard(s.max_client_conn)?;
+    if is_admin_db(&who.database) {
+        return admin_login(shared, cfg, conn, peer, who, guard)
+            .await
+            .map(Some);
+    }
+    let session = session_login(shared, cfg, conn, peer, who, wanted, guard).await?;
+    Ok(Some(Login::Session(session)))
+}
+
+/// PostgreSQL 17 direct TLS: the first byte is a TLS ClientHello.
+async fn direct_tls(
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+    tls: &crate::tls::TlsContext,
+) -> Result<(), Error> {
+    let Stream::Tcp(tcp) = &conn.stream else {
+        return Ok(());
+    };
+    let mut first = [0u8; 1];
+    if tcp.peek(&mut first).await.map_err(Error::client_io)? != 1 || first[0] != 0x16 {
+        return Ok(());
+    }
+    let side = tls.client.as_ref().ok_or_else(|| {
+        Error::Protocol("direct TLS connection, but TLS is not configured".into())
+    })?;
+    accept_tls(shared, conn, side).await?;
+    let alpn_ok = match &conn.stream {
+        Stream::ClientTls(t) => t.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN),
+        _ => false,
+    };
+    if !alpn_ok {
+        return Err(Error::Protocol(
+            "direct TLS connections must use ALPN \"postgresql\"".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads packets up to the StartupMessage, answering SSLRequest and
+/// GSSENCRequest and forwarding a CancelRequest (then `None`).
+async fn negotiate(
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+    peer: &Peer,
+    tls: &crate::tls::TlsContext,
+) -> Result<Option<protocol::StartupParams>, Error> {
     // One SSLRequest and one GSSENCRequest at most, as PostgreSQL allows:
     // a client repeating them gets no answer per request.
     let (mut ssl_asked, mut gss_asked) = (false, false);
-    let startup = loop {
+    loop {
         match read_startup(conn).await? {
             StartupPacket::Ssl if ssl_asked || matches!(conn.stream, Stream::ClientTls(_)) => {
                 return Err(Error::Protocol("SSLRequest repeated".into()))
@@ -207,27 +256,7 @@ async fn login(
             }
             StartupPacket::Ssl => {
                 ssl_asked = true;
-                let side = tls
-                    .client
-                    .as_ref()
-                    .filter(|_| matches!(conn.stream, Stream::Tcp(_)));
-                match side {
-                    Some(side) => {
-                        conn.send(&[protocol::ENCRYPTION_ACCEPTED]).await?;
-                        // Bytes sent before our answer would be read as if
-                        // they came through TLS: a known injection.
-                        if !conn.rbuf.is_empty() {
-                            // Close without a word: the client expects TLS
-                            // now, and the reason is logged.
-                            conn.stream = Stream::Closed;
-                            return Err(Error::Protocol(
-                                "bytes received after SSLRequest before the TLS handshake".into(),
-                            ));
-                        }
-                        accept_tls(shared, conn, side).await?;
-                    }
-                    None => conn.send(&[protocol::ENCRYPTION_REFUSED]).await?,
-                }
+                answer_ssl_request(shared, conn, tls).await?;
             }
             StartupPacket::GssEnc => {
                 gss_asked = true;
@@ -240,34 +269,63 @@ async fn login(
                 }
                 return Ok(None);
             }
-            StartupPacket::Startup(p) => break p,
-        }
-    };
-    if let Some(side) = &tls.client {
-        let required = matches!(
-            side.mode,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
-        );
-        // Unix sockets are local and cannot carry TLS in libpq: exempt.
-        if required && matches!(conn.stream, Stream::Tcp(_)) {
-            return Err(Error::NotAllowed(format!(
-                "TLS is required (client_tls_sslmode = {}): connect with sslmode=require or stronger",
-                side.mode
-            )));
+            StartupPacket::Startup(p) => return Ok(Some(p)),
         }
     }
-    let s = &cfg.settings;
-    // Kept in `who` (for the error log of a failed login) and borrowed
-    // from there: no second copy per login.
-    who.user = text_param(&startup, "user")
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| Error::NotAllowed("no user name specified in startup packet".into()))?;
-    who.database = text_param(&startup, "database")
-        .filter(|d| !d.is_empty())
-        .unwrap_or_else(|| who.user.clone());
-    let (user, dbname) = (who.user.as_str(), who.database.as_str());
+}
 
-    // Settings the client asked for, applied to servers with SET.
+/// 'S' and the TLS handshake when TLS is configured, else 'N'.
+async fn answer_ssl_request(
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+    tls: &crate::tls::TlsContext,
+) -> Result<(), Error> {
+    let side = tls
+        .client
+        .as_ref()
+        .filter(|_| matches!(conn.stream, Stream::Tcp(_)));
+    let Some(side) = side else {
+        return conn.send(&[protocol::ENCRYPTION_REFUSED]).await;
+    };
+    conn.send(&[protocol::ENCRYPTION_ACCEPTED]).await?;
+    // Bytes sent before our answer would be read as if they came through
+    // TLS: a known injection.
+    if !conn.rbuf.is_empty() {
+        // Close without a word: the client expects TLS now, and the reason
+        // is logged.
+        conn.stream = Stream::Closed;
+        return Err(Error::Protocol(
+            "bytes received after SSLRequest before the TLS handshake".into(),
+        ));
+    }
+    accept_tls(shared, conn, side).await
+}
+
+/// client_tls_sslmode require and stronger refuse plain TCP.
+fn require_tls(tls: &crate::tls::TlsContext, conn: &Conn) -> Result<(), Error> {
+    let Some(side) = &tls.client else {
+        return Ok(());
+    };
+    let required = matches!(
+        side.mode,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+    );
+    // Unix sockets are local and cannot carry TLS in libpq: exempt.
+    if required && matches!(conn.stream, Stream::Tcp(_)) {
+        return Err(Error::NotAllowed(format!(
+            "TLS is required (client_tls_sslmode = {}): connect with sslmode=require or stronger",
+            side.mode
+        )));
+    }
+    Ok(())
+}
+
+/// The settings the client asked for (applied to servers with SET), and
+/// the `_pq_.` protocol options it sent, which we decline.
+fn client_settings(
+    startup: &protocol::StartupParams,
+    s: &crate::config::Settings,
+) -> Result<(Params, Vec<String>), Error> {
     let mut wanted = Params::default();
     let mut unsupported = Vec::new();
     for (k, v) in &startup.params {
@@ -294,115 +352,115 @@ async fn login(
             },
         }
     }
-    if startup.minor > 0 || !unsupported.is_empty() {
-        let mut b = BytesMut::new();
-        protocol::negotiate_protocol_version(&mut b, unsupported);
-        conn.send(&b).await?;
-    }
+    Ok((wanted, unsupported))
+}
 
-    let guard = shared.client_guard(s.max_client_conn)?;
-
-    if is_admin_db(dbname) {
-        let binding = match (&conn.stream, &tls.client) {
-            (Stream::ClientTls(_), Some(side)) => Some(side.cert_hash.clone()),
-            _ => None,
-        };
-        // As PgBouncer: user pgbouncer over the Unix socket, from the OS
-        // user this process runs as, is an admin without a password.
-        let local_superuser = user == "pgbouncer"
-            && conn.stream.unix_peer_uid().is_some()
-            && conn.stream.unix_peer_uid() == crate::net::own_uid();
-        let role = if local_superuser {
-            crate::admin::Role::Admin
-        } else {
-            authenticate(cfg, conn, user, binding, &shared.mock_auth_key).await?;
-            crate::admin::role(cfg, user).ok_or_else(|| {
-                Error::NotAllowed(format!(
-                    "user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"
-                ))
-            })?
-        };
-        let mut b = BytesMut::new();
-        protocol::auth(&mut b, &Authentication::Ok);
-        crate::admin::welcome(&mut b);
-        let reg = shared.cancels.register();
-        protocol::backend_key_data(&mut b, reg.pid, reg.key);
-        protocol::ready_for_query(&mut b, TxStatus::Idle);
-        conn.send(&b).await?;
-        if s.log_connections {
-            info!(client = %peer, user = %user, database = %dbname, "login attempt: ok (admin console)");
-        }
-        // Listed in SHOW CLIENTS like any client, as PgBouncer lists the
-        // console's own connections.
-        let (addr, port) = match peer {
-            Peer::Tcp(a) => (crate::registry::Place::Ip(a.ip()), a.port()),
-            Peer::Unix => (crate::registry::Place::Unix, 0),
-        };
-        let listed = shared.registry.add_client(crate::registry::Entry::new(
-            shared.next_id(),
-            user.into(),
-            dbname.into(),
-            addr,
-            port,
-            conn.stream.tcp().and_then(|t| t.local_addr().ok()),
-            conn.stream.is_tls(),
-            String::new(),
-            0,
-        ));
-        return Ok(Some(Login::Admin(role, guard, listed)));
-    }
-    let db = cfg
-        .database(dbname)
-        .ok_or_else(|| Error::UnknownDatabase(dbname.to_string()))?;
-    if shared.control.shutting_down().is_some() {
-        return Err(Error::ShuttingDown("pooler is shutting down"));
-    }
-    if shared.control.is_disabled(dbname) {
-        return Err(Error::Unavailable(format!(
-            "database \"{dbname}\" is disabled"
-        )));
-    }
-
-    let binding = match (&conn.stream, &tls.client) {
+/// The TLS certificate hash for SCRAM-SHA-256-PLUS, over client TLS.
+fn channel_binding(conn: &Conn, tls: &crate::tls::TlsContext) -> Option<Vec<u8>> {
+    match (&conn.stream, &tls.client) {
         (Stream::ClientTls(_), Some(side)) => Some(side.cert_hash.clone()),
         _ => None,
-    };
-    if s.auth_type == AuthType::Any && db.cfg.user.is_none() {
-        // The config check refuses this; never log in as the client's
-        // own choice of role without a password.
-        error!(client = %peer, database = %dbname, "auth_type any requires a forced user");
-        return Err(Error::NotAllowed("bouncer config error".into()));
     }
-    let client_key = authenticate(cfg, conn, user, binding, &shared.mock_auth_key).await?;
-    let db_guard = shared.db_client_guard(
-        &db.name,
-        db.cfg
-            .max_db_client_connections
-            .unwrap_or(s.max_db_client_connections),
-    )?;
-    let user_guard = shared.user_client_guard(
-        user,
-        cfg.users
-            .get(user)
-            .and_then(|u| u.max_user_client_connections)
-            .unwrap_or(s.max_user_client_connections),
-    )?;
-    // AuthenticationOk goes out with the welcome below, in one write (one
-    // TCP segment less per login). If the first server login fails first,
-    // the client gets its error instead, as after a failed password.
+}
 
-    // Fill in the database entry's defaults for settings the client did
-    // not send.
-    for (name, v) in [
-        ("client_encoding", &db.cfg.client_encoding),
-        ("DateStyle", &db.cfg.datestyle),
-        ("TimeZone", &db.cfg.timezone),
-        ("application_name", &db.cfg.application_name),
-    ] {
-        if let (Some(v), None) = (v, wanted.get(name)) {
-            wanted.set(name, Bytes::copy_from_slice(v.as_bytes()));
-        }
+/// The client's SHOW CLIENTS entry. Names equal to the pool's share its
+/// allocation.
+fn list_client(
+    shared: &Shared,
+    conn: &Conn,
+    peer: &Peer,
+    names: (Arc<str>, Arc<str>),
+    app: String,
+) -> crate::registry::Registered {
+    let (addr, port) = match peer {
+        Peer::Tcp(a) => (crate::registry::Place::Ip(a.ip()), a.port()),
+        Peer::Unix => (crate::registry::Place::Unix, 0),
+    };
+    shared.registry.add_client(crate::registry::Entry::new(
+        shared.next_id(),
+        names.0,
+        names.1,
+        addr,
+        port,
+        conn.stream.tcp().and_then(|t| t.local_addr().ok()),
+        conn.stream.is_tls(),
+        app,
+        0,
+    ))
+}
+
+/// A console login: user pgbouncer over the Unix socket from our own OS
+/// user, or a password and a name in admin_users / stats_users.
+async fn admin_login(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Config>,
+    conn: &mut Conn,
+    peer: &Peer,
+    who: &Who,
+    guard: crate::ClientGuard,
+) -> Result<Login, Error> {
+    let user = who.user.as_str();
+    // As PgBouncer: user pgbouncer over the Unix socket, from the OS user
+    // this process runs as, is an admin without a password.
+    let local_superuser = user == "pgbouncer"
+        && conn.stream.unix_peer_uid().is_some()
+        && conn.stream.unix_peer_uid() == crate::net::own_uid();
+    let role = if local_superuser {
+        crate::admin::Role::Admin
+    } else {
+        let binding = channel_binding(conn, &shared.tls());
+        authenticate(cfg, conn, user, binding, &shared.mock_auth_key).await?;
+        crate::admin::role(cfg, user).ok_or_else(|| {
+            Error::NotAllowed(format!(
+                "user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"
+            ))
+        })?
+    };
+    let mut b = BytesMut::new();
+    protocol::auth(&mut b, &Authentication::Ok);
+    crate::admin::welcome(&mut b);
+    let reg = shared.cancels.register();
+    protocol::backend_key_data(&mut b, reg.pid, reg.key);
+    protocol::ready_for_query(&mut b, TxStatus::Idle);
+    conn.send(&b).await?;
+    if cfg.settings.log_connections {
+        info!(client = %peer, user = %user, database = %who.database, "login attempt: ok (admin console)");
     }
+    // Listed in SHOW CLIENTS like any client, as PgBouncer lists the
+    // console's own connections.
+    let names = (user.into(), who.database.as_str().into());
+    let listed = list_client(shared, conn, peer, names, String::new());
+    Ok(Login::Admin(role, guard, listed))
+}
+
+/// A pooled login: the database's checks, the password, the per-database
+/// and per-user client limits, then the session and its welcome.
+async fn session_login(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Config>,
+    conn: &mut Conn,
+    peer: &Peer,
+    who: &Who,
+    mut wanted: Params,
+    guard: crate::ClientGuard,
+) -> Result<Box<Session>, Error> {
+    let s = &cfg.settings;
+    let (user, dbname) = (who.user.as_str(), who.database.as_str());
+    let db = admit(shared, cfg, peer, dbname)?;
+    let binding = channel_binding(conn, &shared.tls());
+    let client_key = authenticate(cfg, conn, user, binding, &shared.mock_auth_key).await?;
+    let db_limit = db
+        .cfg
+        .max_db_client_connections
+        .unwrap_or(s.max_db_client_connections);
+    let db_guard = shared.db_client_guard(&db.name, db_limit)?;
+    let user_limit = cfg
+        .users
+        .get(user)
+        .and_then(|u| u.max_user_client_connections)
+        .unwrap_or(s.max_user_client_connections);
+    let user_guard = shared.user_client_guard(user, user_limit)?;
+    database_defaults(&db, &mut wanted);
 
     let server_user = db.cfg.user.clone().unwrap_or_else(|| user.to_string());
     let key = PoolKey {
@@ -418,131 +476,79 @@ async fn login(
             });
         }
     }
-
-    let reg = shared.cancels.register();
-    let listed = {
-        let (addr, port) = match peer {
-            Peer::Tcp(a) => (crate::registry::Place::Ip(a.ip()), a.port()),
-            Peer::Unix => (crate::registry::Place::Unix, 0),
-        };
-        let shared_name = |name: &str, pooled: &Arc<str>| -> Arc<str> {
-            if name == &**pooled {
-                pooled.clone()
-            } else {
-                name.into()
-            }
-        };
-        let app = wanted
-            .get("application_name")
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
-        shared.registry.add_client(crate::registry::Entry::new(
-            shared.next_id(),
-            shared_name(user, &pool.user_name),
-            shared_name(dbname, &pool.db_name),
-            addr,
-            port,
-            conn.stream.tcp().and_then(|t| t.local_addr().ok()),
-            conn.stream.is_tls(),
-            app,
-            0,
-        ))
+    let shared_name = |name: &str, pooled: &Arc<str>| -> Arc<str> {
+        if name == &**pooled {
+            pooled.clone()
+        } else {
+            name.into()
+        }
     };
-    // Tracked settings the client did not ask for take the pool's
-    // defaults, so a server another client changed is set back on link.
-    // Known once a server of the pool has logged in.
-    let known = pool.welcome();
-    let defaults = match &known {
-        Some(w) => pool_defaults(&pool, w, cfg),
-        None => Arc::default(),
-    };
-    let now = std::time::Instant::now();
-    let mode = cfg.pool_mode(&db, &server_user);
-    let mut session = Session {
+    let names = (
+        shared_name(user, &pool.user_name),
+        shared_name(dbname, &pool.db_name),
+    );
+    let app = wanted
+        .get("application_name")
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    let listed = list_client(shared, conn, peer, names, app);
+    let mut session = Box::new(Session::new(NewSession {
         shared: shared.clone(),
         cfg: cfg.clone(),
-        mode,
-        _pool_client: pool.client(),
-        user: listed.entry.user.clone(),
+        mode: cfg.pool_mode(&db, &server_user),
         db,
         pool,
-        server: None,
-        wanted: Arc::new(wanted),
-        defaults,
-        reg,
-        state: LinkState::default(),
-        cscan: Scanner::whole(s.max_packet_size),
-        sscan: Scanner::new(s.max_packet_size),
-        times: crate::session::Times::new(now),
-        ready_at: now,
-        stats: shared.stats.db(dbname),
-        metrics: shared.metrics.db(dbname),
-        track: mode != crate::config::PoolMode::Session && s.max_prepared_statements > 0,
-        stmts: Default::default(),
-        pending_parses: Default::default(),
-        responses: Default::default(),
-        skip_to_sync: false,
-        rewrites: None,
+        wanted,
+        reg: shared.cancels.register(),
         listed,
-        _guards: [guard, db_guard, user_guard],
-    };
-
-    // The welcome: a real server's parameters with the client's own values.
-    let welcome = match known {
-        Some(w) => w,
-        None => {
-            // First client of this pool: link now, which records it.
-            session.link().await?;
-            let w = session.pool.welcome().unwrap_or_default();
-            session.defaults = pool_defaults(&session.pool, &w, &session.cfg);
-            w
-        }
-    };
-    let mut wanted = Params::clone(&session.wanted);
-    wanted.shrink_to_fit();
-    session.wanted = session.pool.shared_settings(wanted);
-    let statuses = session
-        .pool
-        .welcome_statuses(&welcome, &session.wanted, || {
-            // Sized for the whole welcome at once: growing it message by
-            // message reallocated it about ten times.
-            let size: usize = welcome.iter().map(|(n, v)| n.len() + v.len() + 7).sum();
-            let mut b = BytesMut::with_capacity(size);
-            for (name, value) in welcome.iter() {
-                let v = session.wanted.get(name).unwrap_or(value);
-                protocol::parameter_status(&mut b, name, v);
-            }
-            b.freeze()
-        });
-    let mut b = BytesMut::with_capacity(statuses.len() + 64);
-    protocol::auth(&mut b, &Authentication::Ok);
-    b.extend_from_slice(&statuses);
-    protocol::backend_key_data(&mut b, session.reg.pid, session.reg.key);
-    protocol::ready_for_query(&mut b, TxStatus::Idle);
-    conn.send(&b).await?;
-    session.stats.add(crate::stats::C::ClientLogins, 1);
+        guards: [guard, db_guard, user_guard],
+    }));
+    session.greet(conn).await?;
     if s.log_connections {
-        info!(client = %peer, user = %session.user, database = %session.db.name, "login attempt: ok");
+        info!(client = %peer, user = %session.user(), database = %session.database(), "login attempt: ok");
     }
-    Ok(Some(Login::Session(Box::new(session))))
+    Ok(session)
 }
 
-/// The pool's values of the tracked settings, drawn from its welcome.
-/// One copy per pool and config: a client keeps only its own values.
-fn pool_defaults(pool: &Pool, welcome: &Arc<Params>, cfg: &Arc<Config>) -> Arc<Params> {
-    pool.tracked_defaults(welcome, cfg, || {
-        let mut defaults = Params::default();
-        for (name, value) in welcome.iter() {
-            let tracked = crate::session::TRACKED
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(name))
-                || cfg.settings.track_extra_parameters.contains_ci(name);
-            if tracked {
-                defaults.set(name, value.clone());
-            }
+/// The database exists, is enabled, and we are not shutting down.
+fn admit(
+    shared: &Shared,
+    cfg: &Config,
+    peer: &Peer,
+    dbname: &str,
+) -> Result<crate::config::ResolvedDb, Error> {
+    let db = cfg
+        .database(dbname)
+        .ok_or_else(|| Error::UnknownDatabase(dbname.to_string()))?;
+    if shared.control.shutting_down().is_some() {
+        return Err(Error::ShuttingDown("pooler is shutting down"));
+    }
+    if shared.control.is_disabled(dbname) {
+        return Err(Error::Unavailable(format!(
+            "database \"{dbname}\" is disabled"
+        )));
+    }
+    if cfg.settings.auth_type == AuthType::Any && db.cfg.user.is_none() {
+        // The config check refuses this; never log in as the client's own
+        // choice of role without a password.
+        error!(client = %peer, database = %dbname, "auth_type any requires a forced user");
+        return Err(Error::NotAllowed("bouncer config error".into()));
+    }
+    Ok(db)
+}
+
+/// The database entry's values for settings the client did not send.
+fn database_defaults(db: &crate::config::ResolvedDb, wanted: &mut Params) {
+    for (name, v) in [
+        ("client_encoding", &db.cfg.client_encoding),
+        ("DateStyle", &db.cfg.datestyle),
+        ("TimeZone", &db.cfg.timezone),
+        ("application_name", &db.cfg.application_name),
+    ] {
+        if let (Some(v), None) = (v, wanted.get(name)) {
+            wanted.set(name, Bytes::copy_from_slice(v.as_bytes()));
         }
-        defaults
-    })
+    }
 }
 
 /// What a successful login leads to.

@@ -6,11 +6,13 @@
 //! once. A reload (RELOAD, SIGHUP) builds a whole new `Config` and swaps
 //! an `Arc`; nothing here is global.
 
+mod build;
 mod read;
 pub mod settings;
 pub mod userlist;
 pub mod values;
 
+use build::{build_databases, build_settings, build_users, check_auth_type, check_listeners};
 pub use read::parse_connstring;
 use read::{read_ini, read_toml};
 
@@ -27,9 +29,13 @@ pub use values::{AuthType, List, PoolMode, Secs, SettingValue, SslMode};
 /// One problem in a config file: which file, where, which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The file the problem is in.
     pub file: PathBuf,
+    /// Its line, when known.
     pub line: Option<usize>,
+    /// The key, when one is at fault.
     pub key: Option<String>,
+    /// What is wrong.
     pub reason: String,
 }
 
@@ -67,12 +73,16 @@ impl std::error::Error for ConfigErrors {}
 /// A loaded, validated configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
+    /// The file read.
     pub path: PathBuf,
+    /// `[pgbouncer]` / `[general]`.
     pub settings: Settings,
     /// Shared (Arc) so that each client's resolved database is a pointer,
     /// not a copy of every key.
     pub databases: BTreeMap<String, Arc<DatabaseConfig>>,
+    /// `[users]`.
     pub users: BTreeMap<String, UserConfig>,
+    /// The auth_file's entries.
     pub userlist: Userlist,
     /// Things that load but deserve a word at startup (unimplemented keys).
     pub warnings: Vec<String>,
@@ -82,11 +92,14 @@ pub struct Config {
 /// filled in).
 #[derive(Debug, Clone)]
 pub struct ResolvedDb {
+    /// The name the client asked for.
     pub name: String,
+    /// Its entry (or the `*` entry's).
     pub cfg: Arc<DatabaseConfig>,
 }
 
 impl ResolvedDb {
+    /// The server-side database name (`dbname=`, else the client's name).
     pub fn dbname(&self) -> &str {
         self.cfg.dbname.as_deref().unwrap_or(&self.name)
     }
@@ -114,8 +127,11 @@ struct Raw {
 /// A client's timeouts (see [`Config::client_timeouts`]); `None` = off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientTimeouts {
+    /// query_timeout.
     pub query: Option<Duration>,
+    /// idle_transaction_timeout.
     pub idle_transaction: Option<Duration>,
+    /// client_idle_timeout.
     pub client_idle: Option<Duration>,
 }
 
@@ -156,128 +172,18 @@ impl Config {
         Config::build(path, raw)
     }
 
-    // Over 100 lines: validation of a whole config in one pass; to be split by section.
-    #[allow(clippy::too_many_lines)]
+    /// Validates a whole config: each section on its own, then the
+    /// checks that span sections. Every error is collected, not only the
+    /// first, so an operator fixes a file in one pass.
     fn build(path: &Path, raw: Raw) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        let mut settings = Settings::default();
-        for e in &raw.general {
-            match settings.set(&e.key, &e.value) {
-                Ok(()) => {}
-                Err(SetError::Unknown)
-                    if raw.ini && settings::PGBOUNCER_ONLY_KEYS.contains(&e.key.as_str()) =>
-                {
-                    warnings.push(format!(
-                        "{}: {} is not implemented by tidepool yet; ignored",
-                        where_(e),
-                        e.key
-                    ));
-                }
-                Err(err) => errors.push(entry_error(e, err)),
-            }
-        }
-        for k in Settings::KEYS {
-            if !k.implemented() && settings.get(k.name).as_deref() != Some(k.default) {
-                warnings.push(format!(
-                    "{} = {} is accepted but not implemented yet; it has no effect",
-                    k.name,
-                    settings.get(k.name).unwrap_or_default()
-                ));
-            }
-        }
-        let mut databases = BTreeMap::new();
-        for (name, entries) in &raw.databases {
-            let mut db = DatabaseConfig::default();
-            for e in entries {
-                // PgBouncer before 1.24 (Debian 12 has 1.18) calls it
-                // reserve_pool; 1.24 still reads the old name.
-                let key = match e.key.as_str() {
-                    "reserve_pool" => "reserve_pool_size",
-                    k => k,
-                };
-                if let Err(err) = db.set(key, &e.value) {
-                    errors.push(entry_error(e, err));
-                }
-            }
-            if is_admin_db(name) {
-                errors.push(ConfigError {
-                    file: entries.first().map(|e| e.file.clone()).unwrap_or_default(),
-                    line: entries.first().and_then(|e| e.line),
-                    key: Some(name.clone()),
-                    reason: "this database name is reserved for the admin console".into(),
-                });
-            }
-            databases.insert(name.clone(), Arc::new(db));
-        }
-        let mut users = BTreeMap::new();
-        for (name, entries) in &raw.users {
-            let mut u = UserConfig::default();
-            for e in entries {
-                if let Err(err) = u.set(&e.key, &e.value) {
-                    errors.push(entry_error(e, err));
-                }
-            }
-            users.insert(name.clone(), u);
-        }
-
+        let settings = build_settings(&raw, &mut errors, &mut warnings);
+        let databases = build_databases(&raw, &mut errors);
+        let users = build_users(&raw, &mut errors);
         let userlist = load_userlist(path, &raw, &settings, &mut errors);
-        match settings.auth_type {
-            AuthType::Cert if settings.client_tls_sslmode == SslMode::Disable => {
-                errors.push(ConfigError {
-                    file: path.to_path_buf(),
-                    line: general_line(&raw, "auth_type"),
-                    key: Some("auth_type".into()),
-                    reason:
-                        "auth_type cert needs client TLS (client_tls_sslmode other than disable)"
-                            .into(),
-                })
-            }
-            AuthType::Hba | AuthType::Pam | AuthType::Ldap => errors.push(ConfigError {
-                file: path.to_path_buf(),
-                line: general_line(&raw, "auth_type"),
-                key: Some("auth_type".into()),
-                reason: format!("auth_type {} is not supported yet", settings.auth_type),
-            }),
-            _ => {}
-        }
-        if settings.auth_type == AuthType::Any {
-            // With no forced user a passwordless client would reach
-            // PostgreSQL as whichever role it names.
-            for (name, db) in &databases {
-                if db.user.is_none() {
-                    let first = raw
-                        .databases
-                        .iter()
-                        .find(|(n, _)| n == name)
-                        .and_then(|(_, e)| e.first());
-                    errors.push(ConfigError {
-                        file: first.map(|e| e.file.clone()).unwrap_or_default(),
-                        line: first.and_then(|e| e.line),
-                        key: Some(name.clone()),
-                        reason: "auth_type any requires a forced user (user=) on every database"
-                            .into(),
-                    });
-                }
-            }
-        }
-        if settings.listen_addr.trim().is_empty() && settings.unix_socket_dir.is_empty() {
-            errors.push(ConfigError {
-                file: path.to_path_buf(),
-                line: None,
-                key: Some("listen_addr".into()),
-                reason: "listen_addr and unix_socket_dir are both empty: nothing to listen on"
-                    .into(),
-            });
-        }
-        if settings.max_packet_size < 1024 {
-            errors.push(ConfigError {
-                file: path.to_path_buf(),
-                line: general_line(&raw, "max_packet_size"),
-                key: Some("max_packet_size".into()),
-                reason: "must be at least 1024".into(),
-            });
-        }
+        check_auth_type(path, &raw, &settings, &databases, &mut errors);
+        check_listeners(path, &raw, &settings, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -303,6 +209,7 @@ impl Config {
         })
     }
 
+    /// The pool mode for a database and user: user, then database, then the general setting.
     pub fn pool_mode(&self, db: &ResolvedDb, user: &str) -> PoolMode {
         self.users
             .get(user)
@@ -311,6 +218,7 @@ impl Config {
             .unwrap_or(self.settings.pool_mode)
     }
 
+    /// The pool size for a database and user.
     pub fn pool_size(&self, db: &ResolvedDb, user: &str) -> u32 {
         self.users
             .get(user)
@@ -341,6 +249,7 @@ impl Config {
         }
     }
 
+    /// query_wait_timeout for a database and user; `None` = wait for ever.
     pub fn query_wait_timeout(&self, db: &ResolvedDb, user: &str) -> Option<Duration> {
         self.users
             .get(user)
@@ -350,6 +259,7 @@ impl Config {
             .get()
     }
 
+    /// server_lifetime, the database's own first.
     pub fn server_lifetime(&self, db: &ResolvedDb) -> Option<Duration> {
         db.cfg
             .server_lifetime
@@ -357,12 +267,14 @@ impl Config {
             .get()
     }
 
+    /// max_db_connections, the database's own first; 0 = no limit.
     pub fn max_db_connections(&self, db: &ResolvedDb) -> u32 {
         db.cfg
             .max_db_connections
             .unwrap_or(self.settings.max_db_connections)
     }
 
+    /// max_user_connections, the user's own first; 0 = no limit.
     pub fn max_user_connections(&self, user: &str) -> u32 {
         self.users
             .get(user)

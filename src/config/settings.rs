@@ -16,15 +16,20 @@ pub const TODO: u8 = 2;
 /// One row of a key table.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyInfo {
+    /// The key as written in the config.
     pub name: &'static str,
+    /// Its default, as text.
     pub default: &'static str,
+    /// `RESTART`, `TODO`: see the constants.
     pub flags: u8,
 }
 
 impl KeyInfo {
+    /// Whether RELOAD and SET may change it.
     pub fn changeable(&self) -> bool {
         self.flags & RESTART == 0
     }
+    /// Whether tidepool acts on it.
     pub fn implemented(&self) -> bool {
         self.flags & TODO == 0
     }
@@ -33,7 +38,9 @@ impl KeyInfo {
 /// Why a key could not be set.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SetError {
+    /// No such key.
     Unknown,
+    /// The value does not parse: why.
     Invalid(String),
 }
 
@@ -41,7 +48,7 @@ macro_rules! settings {
     ($(#[$sm:meta])* $struct:ident { $( $(#[doc = $doc:expr])* $name:ident : $ty:ty = $default:literal, $flags:expr; )* }) => {
         $(#[$sm])*
         #[derive(Debug, Clone, PartialEq)]
-        pub struct $struct { $( $(#[doc = $doc])* pub $name: $ty, )* }
+        pub struct $struct { $( $(#[doc = $doc])* #[doc = concat!("\n\nKey `", stringify!($name), "`, default `", $default, "`.")] pub $name: $ty, )* }
 
         impl Default for $struct {
             fn default() -> Self {
@@ -77,6 +84,7 @@ macro_rules! settings {
                 }
             }
 
+            /// The key table's row for `key`.
             pub fn key_info(key: &str) -> Option<&'static KeyInfo> {
                 Self::KEYS.iter().find(|k| k.name == key)
             }

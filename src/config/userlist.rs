@@ -11,9 +11,11 @@ use crate::auth::scram::ScramSecret;
 /// A stored secret, in one of the three forms PgBouncer accepts.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Secret {
+    /// A plaintext password.
     Plain(String),
     /// `md5` + md5hex(password ‖ username), kept as the 32 hex digits.
     Md5(String),
+    /// A SCRAM-SHA-256 secret.
     Scram(ScramSecret),
 }
 
@@ -29,6 +31,7 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
+    /// Reads one auth_file password field.
     pub fn parse(s: &str) -> Secret {
         if let Some(hex) = s.strip_prefix("md5") {
             if hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -45,6 +48,7 @@ impl Secret {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The auth_file: user name to secret.
 pub struct Userlist {
     users: HashMap<String, Secret>,
 }
@@ -73,18 +77,22 @@ impl Userlist {
         (Userlist { users }, problems)
     }
 
+    /// The secret of `user`.
     pub fn get(&self, user: &str) -> Option<&Secret> {
         self.users.get(user)
     }
 
+    /// How many users.
     pub fn len(&self) -> usize {
         self.users.len()
     }
 
+    /// True with no user.
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
     }
 
+    /// Adds or replaces `user`'s secret.
     pub fn insert(&mut self, user: &str, secret: Secret) {
         self.users.insert(user.to_string(), secret);
     }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 /// A value a config key can hold.
 pub trait SettingValue: Sized + Clone {
+    /// Reads the config text form.
     fn parse(s: &str) -> Result<Self, String>;
+    /// The config text form (SHOW CONFIG).
     fn show(&self) -> String;
 }
 
@@ -68,6 +70,7 @@ impl<T: SettingValue> SettingValue for Option<T> {
 pub struct Secs(pub Duration);
 
 impl Secs {
+    /// True for 0, which means "off" for most keys.
     pub fn is_zero(&self) -> bool {
         self.0.is_zero()
     }
@@ -117,9 +120,11 @@ impl SettingValue for Secs {
 pub struct List(pub Vec<String>);
 
 impl List {
+    /// True when an item equals `s`, ignoring ASCII case.
     pub fn contains_ci(&self, s: &str) -> bool {
         self.0.iter().any(|x| x.eq_ignore_ascii_case(s))
     }
+    /// True when an item equals `s`.
     pub fn contains(&self, s: &str) -> bool {
         self.0.iter().any(|x| x == s)
     }
@@ -143,7 +148,7 @@ macro_rules! enum_value {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub enum $name { $($variant),* }
+        pub enum $name { $(#[doc = concat!("`", $text, "`")] $variant),* }
         impl SettingValue for $name {
             fn parse(s: &str) -> Result<Self, String> {
                 match s.trim().to_ascii_lowercase().as_str() {

@@ -2,6 +2,7 @@
 //! shared by the pools of one database or one user
 //! (`max_db_connections`, `max_user_connections`).
 
+use crate::sync::Locked;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -47,7 +48,7 @@ impl Drop for LimitedWait<'_> {
 
 impl Counter {
     pub(super) fn add_pool(&self, p: &Arc<Pool>) {
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pools = self.pools.locked();
         pools.retain(|w| w.strong_count() > 0);
         pools.push(Arc::downgrade(p));
     }
@@ -58,7 +59,7 @@ impl Counter {
     /// another. True if one was closed (and the count will drop).
     pub(super) fn evict_idle(&self) -> bool {
         let pools: Vec<Arc<Pool>> = {
-            let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+            let pools = self.pools.locked();
             pools.iter().filter_map(Weak::upgrade).collect()
         };
         let oldest = pools
@@ -76,13 +77,19 @@ impl Counter {
 /// reload applies to the next one.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// default_pool_size or the database's / user's pool_size.
     pub pool_size: u32,
     /// Extra servers a client may get after waiting `reserve_timeout`.
     pub reserve_size: u32,
+    /// How long a waiter waits before the reserve pool may serve it.
     pub reserve_timeout: Duration,
+    /// max_db_connections (0 = none).
     pub max_db: u32,
+    /// max_user_connections (0 = none).
     pub max_user: u32,
+    /// query_wait_timeout.
     pub wait_timeout: Option<Duration>,
+    /// How long a failed server login is reported without retrying.
     pub login_retry: Duration,
 }
 
@@ -114,9 +121,5 @@ pub(super) fn release(c: &Counter) {
 }
 
 pub(super) fn counter(map: &Mutex<HashMap<String, Arc<Counter>>>, name: &str) -> Arc<Counter> {
-    map.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(name.to_string())
-        .or_default()
-        .clone()
+    map.locked().entry(name.to_string()).or_default().clone()
 }

@@ -17,6 +17,7 @@ mod welcome;
 
 pub use watch::{Watch, Watching};
 
+use crate::sync::Locked;
 pub use limits::Limits;
 use limits::{counter, release, Counter, LimitedWait};
 
@@ -40,7 +41,9 @@ use crate::Error;
 /// Which pool: the database name clients asked for and the server user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
+    /// The database name clients use.
     pub db: String,
+    /// The user servers log in as.
     pub user: String,
 }
 
@@ -82,6 +85,7 @@ impl LoginFailure {
             None => Error::ServerConnect {
                 server: self.server.clone(),
                 reason: cached(&self.reason),
+                source: None,
             },
         }
     }
@@ -147,11 +151,14 @@ const WELCOME_STATUSES: usize = 8;
 /// per-link shortcut is lost for them).
 const SHARED_SETTINGS: usize = 64;
 
+/// The servers of one (database, user), idle and in use, and its waiters.
 pub struct Pool {
+    /// The (database, user) this pool serves.
     pub key: PoolKey,
     /// The key's names, shared with every connection listing them (SHOW
     /// CLIENTS / SERVERS) instead of a copy each.
     pub db_name: Arc<str>,
+    /// The user name, shared with the pool's SHOW CLIENTS entries.
     pub user_name: Arc<str>,
     inner: Mutex<Inner>,
     db_count: Arc<Counter>,
@@ -194,10 +201,15 @@ impl Drop for PoolClient {
 /// A pool's numbers at one moment.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PoolReport {
+    /// Servers open.
     pub servers: u32,
+    /// Of which idle.
     pub idle: u32,
+    /// Clients waiting for a server.
     pub waiting: u32,
+    /// The longest current wait.
     pub maxwait: Duration,
+    /// Clients of this pool.
     pub clients: u32,
 }
 
@@ -240,7 +252,7 @@ impl Pool {
         // A panic while holding this lock cannot leave the pool's lists
         // inconsistent (each critical section is a few moves), so a
         // poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.locked()
     }
 
     /// A new slot, for tests and for the first server of a pool.
@@ -377,7 +389,7 @@ impl Pool {
         }
         // Counts only drop outside this lock, so what is checked here
         // still holds when both are raised.
-        let _held = self.limit_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _held = self.limit_lock.locked();
         let room = |c: &Counter, max: u32| max == 0 || c.count.load(Ordering::Acquire) < max;
         if !room(&self.db_count, limits.max_db) || !room(&self.user_count, limits.max_user) {
             return false;
@@ -458,7 +470,7 @@ impl Pool {
 
     /// True (and noted) when the last health probe is older than `every`.
     pub fn probe_due(&self, every: Duration) -> bool {
-        let mut last = self.last_probe.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last_probe.locked();
         if last.is_some_and(|t| t.elapsed() < every) {
             return false;
         }
@@ -466,15 +478,14 @@ impl Pool {
         true
     }
 
+    /// Remembers how to log in a server, for the maintenance task (min_pool_size).
     pub fn set_template(&self, info: &LoginInfo) {
-        *self.template.lock().unwrap_or_else(|p| p.into_inner()) = Some(info.clone());
+        *self.template.locked() = Some(info.clone());
     }
 
+    /// How to log in a server, once a client has shown it.
     pub fn template(&self) -> Option<LoginInfo> {
-        self.template
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.template.locked().clone()
     }
 
     /// Give a clean server back: to the first waiter, or to the idle list.
@@ -572,10 +583,11 @@ impl Pool {
         }
     }
 
+    /// Records a failed server login, reported to waiters for server_login_retry.
     pub fn login_failed(&self, err: &Error) {
         let (fields, server, reason) = match err {
             Error::ServerError(f) => (Some(f.clone()), String::new(), String::new()),
-            Error::ServerConnect { server, reason } => (None, server.clone(), reason.clone()),
+            Error::ServerConnect { server, reason, .. } => (None, server.clone(), reason.clone()),
             other => (None, String::new(), other.to_string()),
         };
         self.lock().login_failure = Some(LoginFailure {
@@ -593,15 +605,14 @@ impl Pool {
         (f.at.elapsed() < retry).then(|| f.to_error())
     }
 
+    /// SCRAM keys learnt from a client, to log servers in as it.
     pub fn set_scram_keys(&self, keys: ClientCreds) {
-        *self.scram_keys.lock().unwrap_or_else(|p| p.into_inner()) = Some(keys);
+        *self.scram_keys.locked() = Some(keys);
     }
 
+    /// The SCRAM keys to log servers in with, once learnt.
     pub fn scram_keys(&self) -> Option<ClientCreds> {
-        self.scram_keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.scram_keys.locked().clone()
     }
 
     /// Tell the waiters whose `query_wait_timeout` has passed by `now`
@@ -748,6 +759,7 @@ pub struct Pools {
 }
 
 impl Pools {
+    /// No pools yet.
     pub fn new(timers: Timers) -> Pools {
         Pools {
             timers,
@@ -755,8 +767,9 @@ impl Pools {
         }
     }
 
+    /// The pool of `key`, made on first use.
     pub fn get(&self, key: &PoolKey) -> Arc<Pool> {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.locked();
         if let Some(p) = map.get(key) {
             return p.clone();
         }
@@ -778,13 +791,9 @@ impl Pools {
         p
     }
 
+    /// Every pool.
     pub fn all(&self) -> Vec<Arc<Pool>> {
-        self.map
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.map.locked().values().cloned().collect()
     }
 }
 

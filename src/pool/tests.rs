@@ -145,6 +145,7 @@ async fn login_failure_is_reported_to_the_next_checkout() {
     p.login_failed(&Error::ServerConnect {
         server: "127.0.0.1:1".into(),
         reason: "refused".into(),
+        source: None,
     });
     let e = p.checkout(limits(2)).await.err().unwrap();
     assert!(e.to_string().contains("127.0.0.1:1"), "{e}");

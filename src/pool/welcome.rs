@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::protocol::Params;
 
 impl Pool {
+    /// The parameters a server of this pool reported at login, once one has.
     pub fn welcome(&self) -> Option<Arc<Params>> {
         self.lock().welcome.clone()
     }

@@ -124,7 +124,7 @@ impl Session {
             let Some(server) = self.server.as_mut() else {
                 return Ok(end);
             };
-            let gone = |e: std::io::Error| Error::ServerGone(e.to_string());
+            let gone = Error::server_gone;
             match pieces(&conn.rbuf, rw.as_deref_mut(), run_start, pos) {
                 Pieces::One([]) => {}
                 Pieces::One(b) => server.stream.send_all(b).await.map_err(gone)?,

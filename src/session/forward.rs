@@ -10,11 +10,12 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::extended::settle_parses;
 use super::timeouts::Times;
-use super::{Session, TRACKED};
+use super::{LinkState, Session, TRACKED};
 use crate::config::{Config, PoolMode};
 use crate::net::Conn;
+use crate::pool::Pool;
 use crate::prepared;
-use crate::protocol::{self, backend, frontend, Params, Severity, Step, TxStatus};
+use crate::protocol::{self, backend, frontend, FrameError, Params, Severity, Step, TxStatus};
 use crate::server::ServerConn;
 use crate::stats::C;
 use crate::Error;
@@ -45,6 +46,18 @@ impl Finished {
                     .map(|t| now.saturating_duration_since(t)),
                 _ => None,
             },
+        }
+    }
+
+    /// Count the one in `slot`, if any, and empty the slot.
+    #[inline]
+    fn count_taken(
+        slot: &mut Option<Finished>,
+        stats: &crate::stats::DbStats,
+        metrics: &crate::metrics::DbMetrics,
+    ) {
+        if let Some(done) = slot.take() {
+            done.count(stats, metrics);
         }
     }
 
@@ -107,7 +120,7 @@ impl Session {
                 .stream
                 .send_all(&conn.rbuf[..pos])
                 .await
-                .map_err(|e| Error::ServerGone(e.to_string()))?;
+                .map_err(Error::server_gone)?;
             conn.rbuf.advance(pos);
         }
         if let ClientEnd::Terminate = end {
@@ -121,8 +134,6 @@ impl Session {
     /// function on purpose: the per-message work is in plain functions
     /// below, since a nested future cost about 140 instructions per
     /// transaction (`macro.py --callgrind`).
-    // Over 100 lines: one async function on purpose (see its comment); the per-message work is already in plain functions.
-    #[allow(clippy::too_many_lines)]
     pub(super) async fn forward_server(&mut self, conn: &mut Conn) -> Result<(), Error> {
         let Some(server) = self.server.as_mut() else {
             return Ok(());
@@ -132,10 +143,7 @@ impl Session {
         // The last query finished in this read, counted after the send.
         let mut finished: Option<Finished> = None;
         loop {
-            let step = self
-                .sscan
-                .step(&server.rbuf[pos..], |t| inspected(t, transactional, track))
-                .map_err(|e| Error::ServerProtocol(e.to_string()))?;
+            let step = scan_server(&mut self.sscan, &server.rbuf[pos..], transactional, track)?;
             if let (true, Step::Whole { tag, len }) = (track, &step) {
                 let action = tracked_reply(
                     &mut self.responses,
@@ -157,10 +165,7 @@ impl Session {
             match step {
                 Step::Pass { n, tag } => {
                     if let Some(t) = tag {
-                        self.state.server_message(t);
-                        if track {
-                            self.responses.server(t);
-                        }
+                        note_passed(&mut self.state, &mut self.responses, track, t);
                     }
                     pos += n;
                 }
@@ -168,30 +173,20 @@ impl Session {
                     tag: backend::READY_FOR_QUERY,
                     len,
                 } => {
-                    let status = match (len, server.rbuf.get(pos + 5)) {
-                        (6, Some(&b)) => TxStatus::from_byte(b),
-                        _ => None,
-                    }
-                    .ok_or_else(|| Error::ServerProtocol("malformed ReadyForQuery".into()))?;
+                    let status = ready_status(&server.rbuf, pos, len)?;
                     self.state.ready(status);
                     // Timed now, counted once the reply is on its way.
                     let now = Instant::now();
                     self.ready_at = now;
-                    if let Some(done) = finished.take() {
-                        done.count(&self.stats, &self.metrics);
-                    }
+                    Finished::count_taken(&mut finished, &self.stats, &self.metrics);
                     finished = Some(Finished::at(now, status, &mut self.times));
                     if self.mode == PoolMode::Statement && status != TxStatus::Idle {
                         // Forward what came before, then refuse: the
                         // server is closed (it is inside a transaction).
                         conn.send(&server.rbuf[..pos]).await?;
                         server.rbuf.advance(pos);
-                        if let Some(done) = finished.take() {
-                            done.count(&self.stats, &self.metrics);
-                        }
-                        return Err(Error::NotSupported(
-                            "transaction blocks not allowed in statement pooling mode".into(),
-                        ));
+                        Finished::count_taken(&mut finished, &self.stats, &self.metrics);
+                        return Err(statement_mode_refusal());
                     }
                     pos += len;
                 }
@@ -199,23 +194,14 @@ impl Session {
                     tag: backend::PARAMETER_STATUS,
                     len,
                 } => {
-                    let body = server.rbuf[pos + 5..pos + len].to_vec();
-                    if let Some(w) = followed_setting(&body, &self.wanted, &self.cfg) {
-                        self.wanted = self.pool.shared_settings(w);
-                    }
-                    server.record_parameter(&body);
+                    note_parameter(&mut self.wanted, &self.cfg, &self.pool, server, (pos, len));
                     pos += len;
                 }
                 Step::Whole {
                     tag: backend::COMMAND_COMPLETE,
                     len,
                 } => {
-                    let effect = command_effect(&server.rbuf[pos + 5..pos + len]);
-                    if effect == Effect::ForgetStatements {
-                        server.prepared.clear();
-                        self.stmts.clear();
-                    }
-                    if effect == Effect::Listen {
+                    if note_command(server, &mut self.stmts, (pos, len)) == Effect::Listen {
                         // LISTEN cannot work across servers: refused rather
                         // than notifications lost, and the server is not
                         // reused. What came before goes; LISTEN's own reply
@@ -231,16 +217,12 @@ impl Session {
                 }
                 Step::Whole { len, .. } => pos += len,
                 Step::More { want } => {
-                    let have = server.rbuf.len() - pos;
-                    if want > have {
-                        server.rbuf.reserve(want - have);
-                    }
+                    reserve_more(&mut server.rbuf, pos, want);
                     break;
                 }
             }
             if track && self.responses.synthetic_due() {
-                let due = self.responses.take_synthetic();
-                settle_parses(
+                let due = take_synthetic(
                     &mut self.responses,
                     &mut self.pending_parses,
                     &mut self.stmts,
@@ -249,9 +231,7 @@ impl Session {
                     conn.send(&server.rbuf[..pos]).await?;
                     server.rbuf.advance(pos);
                     pos = 0;
-                    for b in due {
-                        conn.send(&b).await?;
-                    }
+                    conn.send(&due).await?;
                 }
             }
         }
@@ -260,11 +240,105 @@ impl Session {
             conn.send(&server.rbuf[..pos]).await?;
             server.rbuf.advance(pos);
         }
-        if let Some(done) = finished {
-            done.count(&self.stats, &self.metrics);
-        }
+        Finished::count_taken(&mut finished, &self.stats, &self.metrics);
         Ok(())
     }
+}
+
+/// A server message passed through untouched: the link state and, when
+/// tracking, the reply queue note its tag.
+#[inline]
+fn note_passed(state: &mut LinkState, responses: &mut prepared::Responses, track: bool, t: u8) {
+    state.server_message(t);
+    if track {
+        responses.server(t);
+    }
+}
+
+/// The status byte of the ReadyForQuery `len` bytes at `pos`.
+#[inline]
+fn ready_status(rbuf: &[u8], pos: usize, len: usize) -> Result<TxStatus, Error> {
+    match (len, rbuf.get(pos + 5)) {
+        (6, Some(&b)) => TxStatus::from_byte(b),
+        _ => None,
+    }
+    .ok_or(Error::ServerProtocol(FrameError::Malformed(
+        "ReadyForQuery",
+    )))
+}
+
+fn statement_mode_refusal() -> Error {
+    Error::NotSupported("transaction blocks not allowed in statement pooling mode".into())
+}
+
+/// A ParameterStatus (`len` bytes at `pos`): recorded on the server, and
+/// followed in the client's settings when it is one the client keeps.
+fn note_parameter(
+    wanted: &mut Arc<Params>,
+    cfg: &Config,
+    pool: &Pool,
+    server: &mut ServerConn,
+    (pos, len): (usize, usize),
+) {
+    let body = server.rbuf[pos + 5..pos + len].to_vec();
+    if let Some(w) = followed_setting(&body, wanted, cfg) {
+        *wanted = pool.shared_settings(w);
+    }
+    server.record_parameter(&body);
+}
+
+/// A CommandComplete (`len` bytes at `pos`) in transaction or statement
+/// mode: DISCARD ALL and DEALLOCATE ALL forget every prepared statement.
+#[inline]
+fn note_command(
+    server: &mut ServerConn,
+    stmts: &mut HashMap<Vec<u8>, Arc<prepared::Stmt>>,
+    (pos, len): (usize, usize),
+) -> Effect {
+    let effect = command_effect(&server.rbuf[pos + 5..pos + len]);
+    if effect == Effect::ForgetStatements {
+        server.prepared.clear();
+        stmts.clear();
+    }
+    effect
+}
+
+/// Room for the rest of a message of which `rbuf[pos..]` is the start.
+#[inline]
+fn reserve_more(rbuf: &mut BytesMut, pos: usize, want: usize) {
+    let have = rbuf.len() - pos;
+    if want > have {
+        rbuf.reserve(want - have);
+    }
+}
+
+/// The replies we owe the client ourselves, now due, in one buffer; the
+/// Parses they settle are settled.
+fn take_synthetic(
+    responses: &mut prepared::Responses,
+    pending: &mut VecDeque<(Vec<u8>, Arc<prepared::Stmt>)>,
+    stmts: &mut HashMap<Vec<u8>, Arc<prepared::Stmt>>,
+) -> BytesMut {
+    let due = responses.take_synthetic();
+    settle_parses(responses, pending, stmts);
+    let mut out = BytesMut::with_capacity(due.iter().map(|b| b.len()).sum());
+    for b in due {
+        out.extend_from_slice(&b);
+    }
+    out
+}
+
+/// The next step through the server's output.
+#[inline]
+fn scan_server(
+    sscan: &mut protocol::Scanner,
+    buf: &[u8],
+    transactional: bool,
+    track: bool,
+) -> Result<Step, Error> {
+    sscan
+        .step(buf, |t| inspected(t, transactional, track))
+        .map_err(Error::ServerProtocol)
 }
 
 /// A whole server message met while tracking prepared statements (the

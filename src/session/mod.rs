@@ -12,6 +12,7 @@
 //!
 //! The loop's phases are files:
 //! - `mod.rs` (here): the session, its loop, linking, releasing, finishing;
+//! - `start.rs`: building a session from a login, and the welcome;
 //! - `link_state.rs`: the release rule;
 //! - `forward.rs`: forwarding both ways, untouched;
 //! - `extended.rs`: the prepared-statement rewrite of client messages;
@@ -21,6 +22,7 @@ mod extended;
 mod forward;
 mod link_state;
 mod rewriter;
+mod start;
 mod timeouts;
 
 use std::collections::{HashMap, VecDeque};
@@ -44,6 +46,7 @@ use crate::{Error, Shared};
 use forward::ClientEnd;
 pub(crate) use link_state::LinkState;
 use rewriter::Rewrites;
+pub(crate) use start::NewSession;
 use timeouts::Deadline;
 pub(crate) use timeouts::Times;
 
@@ -60,55 +63,55 @@ pub(crate) const TRACKED: &[&str] = &[
 
 /// A logged-in client and, while linked, its server.
 pub(crate) struct Session {
-    pub shared: Arc<Shared>,
-    pub cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    cfg: Arc<Config>,
     /// The client's user name (shared with its SHOW CLIENTS entry).
-    pub user: Arc<str>,
-    pub db: ResolvedDb,
-    pub pool: Arc<Pool>,
-    pub mode: PoolMode,
-    pub server: Option<Box<ServerConn>>,
+    user: Arc<str>,
+    db: ResolvedDb,
+    pool: Arc<Pool>,
+    mode: PoolMode,
+    server: Option<Box<ServerConn>>,
     /// The settings this client wants on its server.
-    pub wanted: Arc<Params>,
+    wanted: Arc<Params>,
     /// The pool's values of the tracked settings, for those the client did
     /// not set (shared by the pool's clients).
-    pub defaults: Arc<Params>,
-    pub reg: crate::cancel::Registration,
-    pub state: LinkState,
-    pub cscan: Scanner,
-    pub sscan: Scanner,
+    defaults: Arc<Params>,
+    reg: crate::cancel::Registration,
+    state: LinkState,
+    cscan: Scanner,
+    sscan: Scanner,
     /// When the client's reads, queries and transaction began.
-    pub times: Times,
+    times: Times,
     /// When the last ReadyForQuery came: the time a server released after
     /// it was last used, with no clock read of its own.
-    pub ready_at: Instant,
+    ready_at: Instant,
     /// This database's counters.
-    pub stats: Arc<crate::stats::DbStats>,
+    stats: Arc<crate::stats::DbStats>,
     /// Counted among the pool's clients (SHOW POOLS).
-    pub _pool_client: crate::pool::PoolClient,
+    _pool_client: crate::pool::PoolClient,
     /// Listed in SHOW CLIENTS; KILL reaches the session through it.
-    pub listed: crate::registry::Registered,
+    listed: crate::registry::Registered,
     /// This database's histograms (tidepool_* metrics).
-    pub metrics: Arc<crate::metrics::DbMetrics>,
+    metrics: Arc<crate::metrics::DbMetrics>,
     /// Rewrite named prepared statements (transaction / statement mode with
     /// max_prepared_statements > 0).
-    pub track: bool,
+    track: bool,
     /// This client's statement names.
-    pub stmts: HashMap<Vec<u8>, Arc<prepared::Stmt>>,
+    stmts: HashMap<Vec<u8>, Arc<prepared::Stmt>>,
     /// Names registered by Parses whose reply is still owed, oldest first:
     /// one whose Parse the server skipped (an error earlier in the
     /// pipeline) is unregistered, as PostgreSQL never created it.
-    pub pending_parses: VecDeque<(Vec<u8>, Arc<prepared::Stmt>)>,
+    pending_parses: VecDeque<(Vec<u8>, Arc<prepared::Stmt>)>,
     /// Replies expected from the linked server (tracking only).
-    pub responses: prepared::Responses,
+    responses: prepared::Responses,
     /// We answered a message with an error ourselves: like the server after
     /// an error, drop what the client sends until its Sync.
-    pub skip_to_sync: bool,
+    skip_to_sync: bool,
     /// Scratch space for rewriting client messages (tracking only): made
     /// at the first rewrite, dropped by a lean idle client.
-    pub rewrites: Option<Box<Rewrites>>,
+    rewrites: Option<Box<Rewrites>>,
     /// Counted in max_client_conn, and per database and user; held, not read.
-    pub _guards: [crate::ClientGuard; 3],
+    _guards: [crate::ClientGuard; 3],
 }
 
 /// An idle client keeps a read buffer of up to this capacity, unless
@@ -229,7 +232,7 @@ impl Session {
     }
 
     /// Link a server and bring its settings in line with the client's.
-    pub(crate) async fn link(&mut self) -> Result<(), Error> {
+    async fn link(&mut self) -> Result<(), Error> {
         // A reload applies from the next link: limits, timeouts, reset query.
         self.cfg = self.shared.config();
         let waited = Instant::now();
@@ -429,8 +432,8 @@ impl Session {
                 r = fill(&mut server.stream, &mut server.rbuf) => {
                     match r {
                         Ok(true) => {}
-                        Ok(false) => return Err(Error::ServerGone("server closed the connection unexpectedly".into())),
-                        Err(e) => return Err(Error::ServerGone(e.to_string())),
+                        Ok(false) => return Err(Error::server_closed()),
+                        Err(e) => return Err(Error::server_gone(e)),
                     }
                 }
                 r = fill(&mut conn.stream, &mut conn.rbuf) => {
