@@ -401,6 +401,9 @@ fn spawn_connect(
             Ok(_) if !Arc::ptr_eq(&shared.config(), &info.settings) => {}
             Ok(mut s) => {
                 s.generation = generation;
+                if info.settings.settings.log_connections {
+                    s.log_new(&pool.key.db, &pool.key.user);
+                }
                 pool.login_succeeded(&s.params);
                 pool.checkin(Box::new(s));
             }

@@ -20,41 +20,39 @@ pub enum Side {
 /// An error the pooler reports or acts on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
     /// The client broke the protocol; the text is what it is told.
+    #[error("{0}")]
     Protocol(String),
-    #[error("client connection closed")]
     /// The client closed its end.
+    #[error("client connection closed")]
     ClientGone,
-    #[error("client I/O error: {0}")]
     /// The client's socket failed.
+    #[error("client I/O error: {0}")]
     ClientIo(#[source] io::Error),
-    #[error("password authentication failed for user \"{0}\"")]
     /// A wrong password (or an unknown user, told the same).
+    #[error("password authentication failed for user \"{0}\"")]
     WrongPassword(String),
+    /// Authentication failed, in PgBouncer's words (`SASL authentication
+    /// failed`, `"trust" authentication failed`).
     #[error("{0}")]
+    AuthFailed(&'static str),
     /// Login refused for another reason than the password.
+    #[error("{0}")]
     NotAllowed(String),
-    #[error("no such database: {0}")]
     /// The database is not in the config.
+    #[error("no such database: {0}")]
     UnknownDatabase(String),
-    #[error("{0}")]
     /// A client limit is reached.
+    #[error("{0}")]
     TooManyClients(String),
-    #[error("{0}")]
     /// Not supported by tidepool or in this pool mode.
+    #[error("{0}")]
     NotSupported(String),
+    /// A timeout that ends the client's connection.
     #[error("{0}")]
-    /// A timeout: query, login, wait.
-    Timeout(String),
-    #[error("{0}")]
-    /// client_idle_timeout.
-    IdleTimeout(String),
-    #[error("{0}")]
-    /// idle_transaction_timeout.
-    IdleInTransaction(String),
-    #[error("{0}")]
+    Timeout(#[from] Timeout),
     /// The server is shutting down (admin shutdown, 57P01).
+    #[error("{0}")]
     Shutdown(String),
     /// The pooler is shutting down: no new login or transaction (PgBouncer
     /// answers these with 08P01).
@@ -72,21 +70,21 @@ pub enum Error {
         server: String,
         /// What went wrong, for logs and the client.
         reason: String,
-        #[source]
         /// The I/O error, when there was one.
+        #[source]
         source: Option<io::Error>,
     },
     /// An error the server sent (login failure): passed to the client as is.
     #[error("{}", .0.message)]
     ServerError(crate::protocol::ErrorFields),
-    #[error("server connection lost: {0}")]
     /// The server's socket failed or closed.
+    #[error("server connection lost: {0}")]
     ServerGone(#[source] io::Error),
-    #[error("server protocol error: {0}")]
     /// The server broke the protocol.
+    #[error("server protocol error: {0}")]
     ServerProtocol(#[source] crate::protocol::FrameError),
-    #[error("internal error: {0}")]
     /// A bug of ours: the text says where.
+    #[error("internal error: {0}")]
     Internal(String),
     /// A new config that was refused (RELOAD): the old one stays.
     #[error("new configuration refused, the old one stays in force:\n{0}")]
@@ -96,6 +94,33 @@ pub enum Error {
 /// Results with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A timeout that ends a client's connection. The texts are PgBouncer's,
+/// which clients and log searches match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Timeout {
+    /// query_timeout: a query ran too long.
+    #[error("query timeout")]
+    Query,
+    /// idle_transaction_timeout: idle inside a transaction too long.
+    #[error("idle transaction timeout")]
+    IdleTransaction,
+    /// transaction_timeout: a transaction lasted too long.
+    #[error("transaction timeout")]
+    Transaction,
+    /// client_idle_timeout: no query for too long.
+    #[error("client_idle_timeout")]
+    ClientIdle,
+    /// query_wait_timeout: no server became free in time.
+    #[error("query_wait_timeout")]
+    QueryWait,
+    /// client_login_timeout: the login took too long.
+    #[error("client_login_timeout")]
+    ClientLogin,
+    /// PAUSE gave up waiting because RESUME came first.
+    #[error("PAUSE interrupted: RESUME was issued while it waited")]
+    PauseInterrupted,
+}
+
 impl Error {
     /// Whose fault it is.
     pub fn side(&self) -> Side {
@@ -104,6 +129,7 @@ impl Error {
             | Error::ClientGone
             | Error::ClientIo(_)
             | Error::WrongPassword(_)
+            | Error::AuthFailed(_)
             | Error::NotAllowed(_)
             | Error::UnknownDatabase(_) => Side::Client,
             Error::ServerConnect { .. }
@@ -113,8 +139,6 @@ impl Error {
             Error::TooManyClients(_)
             | Error::NotSupported(_)
             | Error::Timeout(_)
-            | Error::IdleTimeout(_)
-            | Error::IdleInTransaction(_)
             | Error::Shutdown(_)
             | Error::ShuttingDown(_)
             | Error::Unavailable(_)
@@ -127,14 +151,14 @@ impl Error {
     pub fn sqlstate(&self) -> &str {
         match self {
             Error::Protocol(_) | Error::ClientGone | Error::ClientIo(_) => "08P01",
-            Error::WrongPassword(_) => "28P01",
+            Error::WrongPassword(_) | Error::AuthFailed(_) => "28P01",
             Error::NotAllowed(_) => "28000",
             Error::UnknownDatabase(_) => "3D000",
             Error::TooManyClients(_) => "53300",
             Error::NotSupported(_) => "0A000",
-            Error::Timeout(_) => "57014",
-            Error::IdleTimeout(_) => "57P05",
-            Error::IdleInTransaction(_) => "25P03",
+            // As PgBouncer, which closes the client with 08P01 and the
+            // timeout's name as the message.
+            Error::Timeout(_) => "08P01",
             Error::Shutdown(_) => "57P01",
             Error::ShuttingDown(_) => "08P01",
             Error::Unavailable(_) => "57P03",
@@ -212,7 +236,8 @@ mod tests {
         assert_eq!(Error::Protocol("x".into()).sqlstate(), "08P01");
         assert_eq!(Error::NotAllowed("x".into()).sqlstate(), "28000");
         assert_eq!(Error::server_closed().sqlstate(), "08006");
-        assert_eq!(Error::Timeout("x".into()).side(), Side::Internal);
+        assert_eq!(Error::Timeout(Timeout::Query).side(), Side::Internal);
+        assert_eq!(Error::Timeout(Timeout::Query).to_string(), "query timeout");
         assert_eq!(
             Error::ServerConnect {
                 server: "a".into(),

@@ -42,5 +42,5 @@ pub use app::Tidepool;
 /// "tidepool ": the same text, as PgBouncer's are.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (PgBouncer 1.25.0 compatible)");
 pub use config::Config;
-pub use error::{Error, Result, Side};
+pub use error::{Error, Result, Side, Timeout};
 pub use shared::{ClientGuard, Shared, LEAN_IDLE_ABOVE};

@@ -2,7 +2,7 @@
 //! logs (pgBadger, runbooks' greps) read tidepool's:
 //!
 //! ```text
-//! 2026-11-30 08:06:07.123 UTC [4242] LOG closing because: client close request client=127.0.0.1:51234
+//! 2026-11-30 08:06:07.123 UTC [4242] LOG C-0x1f: db/user@127.0.0.1:51234 closing because: client close request (age=3s)
 //! ```
 //!
 //! Lines go to `logfile` when it is set and to stderr unless `-q` (as
@@ -64,6 +64,40 @@ where
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }
+}
+
+/// PgBouncer's prefix of a line about one connection:
+/// `C-0x1f: db/user@127.0.0.1:51234` for a client, `S-0x20: ...` for a
+/// server (ours are connection ids, PgBouncer's are addresses).
+pub(crate) struct Tag<'a> {
+    /// `C` for a client, `S` for a server.
+    pub(crate) kind: char,
+    /// The connection's id (SHOW CLIENTS / SERVERS `id`).
+    pub(crate) id: u64,
+    /// Its database.
+    pub(crate) db: &'a str,
+    /// Its user.
+    pub(crate) user: &'a str,
+    /// The peer: `host:port` or `unix`.
+    pub(crate) peer: &'a dyn std::fmt::Display,
+}
+
+impl std::fmt::Display for Tag<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}-{:#x}: {}/{}@{}",
+            self.kind, self.id, self.db, self.user, self.peer
+        )
+    }
+}
+
+/// Seconds since `t`, for `(age=Ns)`.
+pub(crate) fn age(t: SystemTime) -> u64 {
+    SystemTime::now()
+        .duration_since(t)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// `2026-11-30 08:06:07.123 UTC`: a log line's time.
@@ -220,6 +254,19 @@ impl<'a> MakeWriter<'a> for Sinks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connection_lines_start_as_pgbouncer_s() {
+        let peer = "127.0.0.1:5000";
+        let tag = Tag {
+            kind: 'C',
+            id: 31,
+            db: "p0",
+            user: "bob",
+            peer: &peer,
+        };
+        assert_eq!(tag.to_string(), "C-0x1f: p0/bob@127.0.0.1:5000");
+    }
 
     #[test]
     fn timestamps_have_milliseconds_in_utc() {

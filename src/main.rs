@@ -97,7 +97,7 @@ fn main() -> ExitCode {
     // of its own, and the acceptor deals new clients out to them in turn.
     // A client's session, and the servers it uses, then stay on one
     // thread, woken by one event loop; tokio's work-stealing runtime cost a
-    // third more CPU per transaction (docs/performance.md). By default half
+    // third more CPU per transaction (docs/design-decisions.md). By default half
     // the CPUs: a pooler usually shares its machine, and fewer loops wake
     // less often per transaction.
     let threads = match config.settings.worker_threads {

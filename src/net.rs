@@ -54,6 +54,32 @@ impl Stream {
         }
     }
 
+    /// PgBouncer's `tls=` in log lines: `no`, or OpenSSL's names of the
+    /// version and cipher (`TLSv1.3/TLS_AES_256_GCM_SHA384`).
+    pub fn tls_description(&self) -> String {
+        let (version, suite) = match self {
+            Stream::ClientTls(s) => {
+                let c = s.get_ref().1;
+                (c.protocol_version(), c.negotiated_cipher_suite())
+            }
+            Stream::ServerTls(s) => {
+                let c = s.get_ref().1;
+                (c.protocol_version(), c.negotiated_cipher_suite())
+            }
+            _ => return "no".into(),
+        };
+        let version = match version {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "TLS",
+        };
+        let suite = suite
+            .map(|s| openssl_cipher_name(s.suite()))
+            .unwrap_or_default();
+        format!("{version}/{suite}")
+    }
+
+    /// True over TLS, either side.
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::ClientTls(_) | Stream::ServerTls(_))
     }
@@ -147,6 +173,24 @@ impl Stream {
             _ => None,
         }
     }
+}
+
+/// OpenSSL's name of a cipher suite rustls offers, as PgBouncer logs it.
+fn openssl_cipher_name(s: rustls::CipherSuite) -> String {
+    use rustls::CipherSuite as C;
+    let name = match s {
+        C::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        C::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        C::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        other => return format!("{other:?}"),
+    };
+    name.to_string()
 }
 
 fn closed_write() -> io::Error {

@@ -174,14 +174,14 @@ impl TxStatus {
 /// A framing error: the stream is out of sync or hostile.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
-    #[error("invalid message length {0}")]
     /// A length below 4.
+    #[error("invalid message length {0}")]
     BadLength(u32),
-    #[error("message length {0} exceeds max_packet_size {1}")]
     /// A length over max_packet_size.
+    #[error("message length {0} exceeds max_packet_size {1}")]
     TooLarge(u32, u32),
-    #[error("malformed {0} message")]
     /// A message whose body does not parse: which kind.
+    #[error("malformed {0} message")]
     Malformed(&'static str),
     /// A server ended a query we sent on its own not idle.
     #[error("server not idle after a quiet query (status {})", char::from(*.0))]

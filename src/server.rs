@@ -370,6 +370,30 @@ impl ServerConn {
         Ok(login.into_conn(info, id, slot, stream, rbuf))
     }
 
+    /// A server already past its login, on `stream` (tests of the session
+    /// loop without PostgreSQL).
+    #[cfg(test)]
+    pub(crate) fn from_stream(info: &LoginInfo, stream: Stream, slot: Slot) -> ServerConn {
+        Login::default().into_conn(info, 0, slot, stream, BytesMut::new())
+    }
+
+    /// PgBouncer's line for a new server connection (log_connections).
+    pub fn log_new(&self, db: &str, user: &str) {
+        let peer = &self.addr;
+        let tag = crate::logging::Tag {
+            kind: 'S',
+            id: self.id,
+            db,
+            user,
+            peer,
+        };
+        let local = self.stream.tcp().and_then(|t| t.local_addr().ok());
+        match local {
+            Some(l) => tracing::info!("{tag} new connection to server (from {l})"),
+            None => tracing::info!("{tag} new connection to server (from unix socket)"),
+        }
+    }
+
     /// Move this server's socket to the current thread's event loop, if
     /// another thread's watches it (see [`Stream::rehome`]).
     pub fn rehome(&mut self) -> std::io::Result<()> {

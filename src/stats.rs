@@ -63,8 +63,8 @@ pub struct DbStats {
 }
 
 impl DbStats {
-    #[inline]
     /// Adds `n` to a counter.
+    #[inline]
     pub fn add(&self, c: C, n: u64) {
         self.c[c as usize].fetch_add(n, Ordering::Relaxed);
     }

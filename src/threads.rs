@@ -6,7 +6,7 @@
 //! takes the driver's lock, reads the clock (twice when any timer is
 //! set), converts instants and walks the timer wheel: about 1,100
 //! instructions per transaction with one client, an eighth of what the
-//! pooler spends in user space (docs/performance.md). Pooler timers are
+//! pooler spends in user space (docs/design-decisions.md). Pooler timers are
 //! few and long (timeouts in seconds, maintenance every 100 ms), so one
 //! thread that sleeps until the next of them costs nothing per
 //! transaction.
@@ -52,22 +52,22 @@ impl Timers {
         Ok(Timers { on: Some(on) })
     }
 
-    #[allow(clippy::disallowed_methods)]
     /// Sleeps for `d`.
+    #[allow(clippy::disallowed_methods)]
     pub fn sleep(&self, d: Duration) -> Sleep {
         let _on = self.on.as_ref().map(Handle::enter);
         tokio::time::sleep(d)
     }
 
-    #[allow(clippy::disallowed_methods)]
     /// Sleeps until `at`.
+    #[allow(clippy::disallowed_methods)]
     pub fn sleep_until(&self, at: Instant) -> Sleep {
         let _on = self.on.as_ref().map(Handle::enter);
         tokio::time::sleep_until(at.into())
     }
 
-    #[allow(clippy::disallowed_methods)]
     /// Runs `f` for at most `d`.
+    #[allow(clippy::disallowed_methods)]
     pub fn timeout<F: IntoFuture>(&self, d: Duration, f: F) -> Timeout<F::IntoFuture> {
         let _on = self.on.as_ref().map(Handle::enter);
         tokio::time::timeout(d, f)

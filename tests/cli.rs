@@ -435,6 +435,62 @@ async fn logfile_gets_pgbouncer_lines_and_is_opened_again_after_a_move() {
     );
 }
 
+/// Lines about a connection read as PgBouncer's: `C-0x..: db/user@addr`
+/// then what happened, with the age on closing; failed logins say why in
+/// PgBouncer's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_lines_read_as_pgbouncer_s() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("tidepool.log");
+    let b = Binary::start(&format!("logfile = \"{}\"", log.display()), "", None).await;
+    let c = connect(&b.conninfo(MD5_USER, MD5_PASS, DB)).await.unwrap();
+    c.batch_execute("SELECT 1").await.unwrap();
+    drop(c);
+    let wrong = connect(&b.conninfo(MD5_USER, "notit", DB)).await;
+    assert!(wrong.is_err());
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let closed = format!("/{MD5_USER}@127.0.0.1:");
+    assert!(
+        wait_until(10, || async {
+            let t = text();
+            t.contains("closing because: client close request (age=")
+                && t.contains("closing because: password authentication failed")
+        })
+        .await,
+        "both closes logged: {}",
+        text()
+    );
+    let t = text();
+    let line = |needle: &str| {
+        t.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{t}"))
+            .to_string()
+    };
+    let login = line("login attempt:");
+    assert!(
+        login.contains(" LOG C-0x")
+            && login.contains(&format!(": {DB}{closed}"))
+            && login.ends_with(&format!(
+                "login attempt: db={DB} user={MD5_USER} tls=no replication=no"
+            )),
+        "{login}"
+    );
+    let server = line("new connection to server");
+    assert!(
+        server.contains(" LOG S-0x")
+            && server.contains("new connection to server (from 127.0.0.1:"),
+        "{server}"
+    );
+    let close = line("closing because: client close request");
+    assert!(
+        close.contains(" LOG C-0x") && close.contains(&closed),
+        "{close}"
+    );
+    let failed = line("pooler error: password authentication failed");
+    assert!(failed.contains(" WARNING C-0x"), "{failed}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_version_is_what_version_prints_and_the_console_is_a_client() {
     let (_child, port, _dir, _path) = start_binary("").await;

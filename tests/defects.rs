@@ -413,7 +413,22 @@ async fn an_unknown_user_looks_like_a_wrong_password() {
             text(&unknown, "nobody_here"),
             "{auth}"
         );
+        // PgBouncer's words, which its users' scripts and tests match.
+        let expected = match auth {
+            "scram-sha-256" => "SASL authentication failed",
+            _ => "password authentication failed for user \"USER\"",
+        };
+        assert_eq!(text(&unknown, "nobody_here"), expected, "{auth}");
     }
+    // trust: the name must still be in auth_file.
+    let p = Pooler::start("auth_type = \"trust\"", "").await;
+    let unknown = connect(&p.conninfo("nobody_here", "", DB))
+        .await
+        .expect_err("an unknown user is refused under trust");
+    assert_eq!(sqlstate(&unknown), "28P01", "{unknown}");
+    assert_eq!(message(&unknown), "\"trust\" authentication failed");
+    let known = connect(&p.conninfo(ISO_USER, "", DB)).await.unwrap();
+    known.batch_execute("SELECT 1").await.unwrap();
     // The same exchange: a password request first, never an error at once;
     // with SCRAM the same salt at each attempt, as for a real user.
     let p = Pooler::start("auth_type = \"scram-sha-256\"", "").await;

@@ -496,7 +496,9 @@ async fn query_wait_timeout_gives_an_error_not_a_hang() {
             .expect_err("must not get a server"),
         Err(e) => e,
     };
-    assert_eq!(sqlstate(&err), "57014", "{err}");
+    // PgBouncer's code and words: 08P01 "query_wait_timeout".
+    assert_eq!(sqlstate(&err), "08P01", "{err}");
+    assert_eq!(message(&err), "query_wait_timeout", "{err}");
     let waited = start.elapsed();
     assert!(
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(20),

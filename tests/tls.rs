@@ -165,7 +165,7 @@ async fn scram_channel_binding_require_works() {
         "wrong password",
     );
     assert!(
-        out(&o).contains("password authentication failed"),
+        out(&o).contains("SASL authentication failed"),
         "{}",
         out(&o)
     );

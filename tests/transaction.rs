@@ -322,7 +322,7 @@ async fn query_wait_timeout_with_the_only_server_in_a_transaction() {
         .simple_query("SELECT 1")
         .await
         .expect_err("no server free");
-    assert_eq!(sqlstate(&e), "57014");
+    assert_eq!(sqlstate(&e), "08P01");
     assert!(start.elapsed() >= Duration::from_millis(900));
     holder.batch_execute("COMMIT").await.unwrap();
     // After the commit the server is free for a new client.
@@ -505,7 +505,8 @@ async fn timeouts_fire_on_event_loops_without_a_timer_driver() {
         .simple_query("SELECT 1")
         .await
         .expect_err("no server free");
-    assert_eq!(sqlstate(&e), "57014", "{e}");
+    assert_eq!(sqlstate(&e), "08P01", "{e}");
+    assert_eq!(message(&e), "query_wait_timeout", "{e}");
 }
 
 /// query_timeout, idle_transaction_timeout and client_idle_timeout, on a
@@ -518,7 +519,8 @@ async fn timeouts(as_binary: bool) {
             Pooler::start(extra, "").await
         }
     };
-    // query_timeout: a long query is cut off with 57014.
+    // query_timeout: a long query is cut off, and the client closed with
+    // PgBouncer's 08P01 "query timeout".
     let p = pooler("pool_mode = \"transaction\"\nquery_timeout = 1\n").await;
     let c = p.connect(MD5_USER, MD5_PASS, DB).await;
     // Cut off well before the sleep ends.
@@ -529,14 +531,15 @@ async fn timeouts(as_binary: bool) {
     .await
     .expect("cut off by query_timeout")
     .expect_err("query_timeout");
-    assert_eq!(sqlstate(&e), "57014", "{e}");
+    assert_eq!(sqlstate(&e), "08P01", "{e}");
+    assert_eq!(message(&e), "query timeout", "{e}");
     let c = p.connect(MD5_USER, MD5_PASS, DB).await;
     assert_eq!(
         simple_row(&c, "SELECT pg_sleep(0.1)::text || 'ok'").await,
         vec![s("ok")]
     );
 
-    // idle_transaction_timeout: idle inside BEGIN -> 25P03, connection closed.
+    // idle_transaction_timeout: idle inside BEGIN -> closed.
     let p = pooler("pool_mode = \"transaction\"\nidle_transaction_timeout = 1\n").await;
     let c = p.connect(MD5_USER, MD5_PASS, DB).await;
     c.batch_execute("BEGIN").await.unwrap();
@@ -560,6 +563,29 @@ async fn timeouts(as_binary: bool) {
         wait_until(15, || async { c.is_closed() }).await,
         "idle client closed"
     );
+
+    // transaction_timeout: a transaction open longer is closed, though
+    // each of its statements is short and it is never idle for long.
+    let p = pooler("pool_mode = \"transaction\"\ntransaction_timeout = 2\n").await;
+    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    c.batch_execute("BEGIN").await.unwrap();
+    let mut ended = None;
+    for _ in 0..40 {
+        if let Err(e) = c.batch_execute("SELECT pg_sleep(0.2)").await {
+            ended = Some(e);
+            break;
+        }
+    }
+    let e = ended.expect("closed by transaction_timeout within 8 s");
+    assert_eq!(sqlstate(&e), "08P01", "{e}");
+    assert_eq!(message(&e), "transaction timeout", "{e}");
+    // A client that keeps its transactions short is left alone.
+    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    for _ in 0..15 {
+        c.batch_execute("BEGIN; SELECT pg_sleep(0.2); COMMIT")
+            .await
+            .unwrap();
+    }
 }
 
 /// A user's own timeouts (`[users]`) apply where the global ones do: a
@@ -576,7 +602,7 @@ async fn user_timeouts_apply_between_transactions() {
         .simple_query("SELECT pg_sleep(20)")
         .await
         .expect_err("the user's query_timeout");
-    assert_eq!(sqlstate(&e), "57014", "{e}");
+    assert_eq!(sqlstate(&e), "08P01", "{e}");
     let limited = p.connect(MD5_USER, MD5_PASS, DB).await;
     assert_eq!(simple_row(&limited, "SELECT 1::text").await, vec![s("1")]);
     assert!(

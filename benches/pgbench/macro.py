@@ -309,7 +309,8 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.bin = pg_bindir()
-        ensure_pgbouncer()
+        if not args.pgbouncer_bin:
+            ensure_pgbouncer()
         self.work = tempfile.mkdtemp(prefix="tidepool-bench.")
         os.chmod(self.work, 0o755)
         self.procs = []
@@ -386,7 +387,7 @@ log_disconnections = 0
                 vg[2:2] = ["--cache-sim=yes", "--dump-instr=yes"]
         tp = subprocess.Popen(vg + [a.tidepool_bin or os.path.join(ROOT, "target/release/tidepool"), "-q",
                                     os.path.join(w, "tidepool.toml")])
-        pb = subprocess.Popen(as_postgres(vg + ["/usr/sbin/pgbouncer", "-q",
+        pb = subprocess.Popen(as_postgres(vg + [a.pgbouncer_bin or "/usr/sbin/pgbouncer", "-q",
                                                 os.path.join(w, "pgbouncer.ini")]))
         self.procs += [tp, pb]
         tpb = None
@@ -720,6 +721,10 @@ def main():
     p.add_argument("--ab-bin", default=None,
                    help="another tidepool build, run as target tidepoolB beside the first "
                         "(added to --targets): interleaved A/B runs against the same PgBouncer")
+    p.add_argument("--pgbouncer-bin", default=os.environ.get("TIDEPOOL_PGBOUNCER_BIN"),
+                   help="PgBouncer binary to compare with (default $TIDEPOOL_PGBOUNCER_BIN, else "
+                        "Debian's /usr/sbin/pgbouncer, installed if missing; build 1.25.2 from "
+                        "../shared/conformance/pgbouncer for prepared statements)")
     p.add_argument("--tidepool-extra", default="", help="extra [pooler] TOML lines")
     p.add_argument("--out", default=None, help="CSV path (default bench-results/macro-DATE.csv)")
     p.add_argument("--no-chart", action="store_true")

@@ -183,9 +183,7 @@ async fn pause(shared: &Arc<Shared>, db: Option<&str>) -> Result<(), Error> {
             None => shared.control.all_paused(),
         };
         if !still_paused {
-            return Err(Error::Timeout(
-                "PAUSE interrupted: RESUME was issued while it waited".into(),
-            ));
+            return Err(Error::Timeout(crate::error::Timeout::PauseInterrupted));
         }
         let pools: Vec<_> = shared
             .pools

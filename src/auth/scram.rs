@@ -23,26 +23,26 @@ pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
 /// Why a SCRAM exchange failed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ScramError {
-    #[error("malformed SCRAM message: {0}")]
     /// A message did not parse; the name says which.
+    #[error("malformed SCRAM message: {0}")]
     Malformed(&'static str),
-    #[error("channel binding is not supported")]
     /// The client asked for channel binding we cannot give.
+    #[error("channel binding is not supported")]
     ChannelBinding,
-    #[error("channel binding downgrade: the client says the server cannot bind, but it offered SCRAM-SHA-256-PLUS")]
     /// The client says the server offers binding (`y`) though we do.
+    #[error("channel binding downgrade: the client says the server cannot bind, but it offered SCRAM-SHA-256-PLUS")]
     Downgrade,
-    #[error("channel binding data does not match")]
     /// The channel binding data does not match this TLS connection.
+    #[error("channel binding data does not match")]
     BindingMismatch,
-    #[error("SCRAM nonce mismatch")]
     /// The nonce does not extend the one sent.
+    #[error("SCRAM nonce mismatch")]
     Nonce,
-    #[error("SCRAM proof does not match")]
     /// The client proof is wrong: a wrong password.
+    #[error("SCRAM proof does not match")]
     BadProof,
-    #[error("server signature does not match")]
     /// The server's signature is wrong: it does not know the password.
+    #[error("server signature does not match")]
     BadServerSignature,
 }
 

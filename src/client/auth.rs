@@ -25,7 +25,7 @@ pub(super) async fn authenticate(
 ) -> Result<Option<[u8; 32]>, Error> {
     let s = &cfg.settings;
     let secret = cfg.userlist.get(user);
-    let unknown = || Error::NotAllowed(format!("no such user: \"{user}\""));
+    let unknown = || Error::AuthFailed("\"trust\" authentication failed");
     match s.auth_type {
         AuthType::Any => return Ok(None),
         AuthType::Cert => {
@@ -58,9 +58,9 @@ pub(super) async fn authenticate(
         // An unknown user goes through the same exchange as a known one
         // and fails the same way: the answer must not tell who exists.
         info!(user = %user, "no such user");
-        return mock_exchange(cfg, conn, user, binding, mock_key)
-            .await
-            .and(Err(wrong()));
+        return match mock_exchange(cfg, conn, user, binding, mock_key).await {
+            Err(e) => Err(e),
+        };
     };
     let mut b = BytesMut::new();
     match (s.auth_type, secret) {
@@ -115,21 +115,22 @@ pub(super) async fn authenticate(
                 Secret::Plain(p) => ScramSecret::generate(p, s.scram_iterations),
                 Secret::Md5(_) => return Err(wrong()),
             };
-            scram_exchange(conn, sec, user, binding).await.map(Some)
+            scram_exchange(conn, sec, binding).await.map(Some)
         }
     }
 }
 
 /// The password exchange `auth_type` asks for, for a user with no secret:
-/// it cannot succeed. For SCRAM the salt is derived from the name, so it
-/// is the same at every attempt, as a real user's is.
+/// it cannot succeed, and fails with a known user's error. For SCRAM the
+/// salt is derived from the name, so it is the same at every attempt, as
+/// a real user's is.
 async fn mock_exchange(
     cfg: &Config,
     conn: &mut Conn,
     user: &str,
     binding: Option<Vec<u8>>,
     mock_key: &[u8; 32],
-) -> Result<(), Error> {
+) -> Result<std::convert::Infallible, Error> {
     let mut b = BytesMut::new();
     match cfg.settings.auth_type {
         AuthType::Plain | AuthType::Md5 => {
@@ -143,7 +144,7 @@ async fn mock_exchange(
             protocol::auth(&mut b, &req);
             conn.send(&b).await?;
             conn.read_password_message().await?;
-            Ok(())
+            Err(Error::WrongPassword(user.to_string()))
         }
         _ => {
             use sha2::Digest;
@@ -157,11 +158,15 @@ async fn mock_exchange(
                 stored_key: rand::random(),
                 server_key: rand::random(),
             };
-            scram_exchange(conn, secret, user, binding)
-                .await
-                .map(|_| ())
+            scram_exchange(conn, secret, binding).await?;
+            Err(sasl_failed())
         }
     }
+}
+
+/// A failed SCRAM exchange, as PgBouncer words it.
+fn sasl_failed() -> Error {
+    Error::AuthFailed("SASL authentication failed")
 }
 
 /// SCRAM-SHA-256, and SCRAM-SHA-256-PLUS when the client is on TLS
@@ -169,10 +174,8 @@ async fn mock_exchange(
 async fn scram_exchange(
     conn: &mut Conn,
     secret: ScramSecret,
-    user: &str,
     binding: Option<Vec<u8>>,
 ) -> Result<[u8; 32], Error> {
-    let wrong = || Error::WrongPassword(user.to_string());
     let mut mechanisms = Vec::new();
     if binding.is_some() {
         mechanisms.push(MECHANISM_PLUS.to_string());
@@ -211,7 +214,7 @@ async fn scram_exchange(
     protocol::auth(&mut b, &Authentication::SASLContinue(Bytes::from(first)));
     conn.send(&b).await?;
     let body = conn.read_password_message().await?;
-    let ok = server.client_final(&body).map_err(|_| wrong())?;
+    let ok = server.client_final(&body).map_err(|_| sasl_failed())?;
     b.clear();
     protocol::auth(
         &mut b,

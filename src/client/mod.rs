@@ -10,6 +10,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::auth::scram::ClientCreds;
 use crate::config::{is_admin_db, AuthType, Config, Secret, SslMode};
+use crate::logging::Tag;
 use crate::net::Conn;
 use crate::net::Stream;
 use crate::pool::PoolKey;
@@ -52,14 +53,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer) {
     // function in phases made the task larger: a coroutine keeps a slot
     // for each moved-from local.)
     let session = {
-        let mut who = Who::default();
+        let mut who = Who {
+            id: shared.next_id(),
+            ..Who::default()
+        };
         let login = Box::pin(login(&shared, &cfg, &mut conn, &peer, &mut who));
         let login = match cfg.settings.client_login_timeout.get() {
             Some(t) => shared
                 .timers
                 .timeout(t, login)
                 .await
-                .unwrap_or_else(|_| Err(Error::Timeout("client_login_timeout".into()))),
+                .unwrap_or_else(|_| Err(Error::Timeout(crate::error::Timeout::ClientLogin))),
             None => login.await,
         };
         match login {
@@ -71,12 +75,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer) {
                 }
                 if !e.client_unreachable() {
                     conn.send_error(&e, Severity::Fatal).await;
-                    if cfg.settings.log_pooler_errors {
-                        warn!(client = %peer, user = %who.user, database = %who.database, "login failed: {e} (SQLSTATE {})", e.sqlstate());
-                    }
-                } else {
-                    debug!(client = %peer, "client left during login");
                 }
+                login_failed(&cfg, &who, &peer, &e);
                 return;
             }
         }
@@ -136,7 +136,46 @@ async fn end_session(mut live: Box<Live>, reason: Result<(), Error>) {
             Ok(()) => "client close request".to_string(),
             Err(e) => e.to_string(),
         };
-        info!(client = %peer, user = %session.user(), database = %session.database(), "closing because: {why}");
+        let tag = Tag {
+            kind: 'C',
+            id: session.client_id(),
+            db: session.database(),
+            user: session.user(),
+            peer,
+        };
+        let age = crate::logging::age(session.connected_at());
+        info!("{tag} closing because: {why} (age={age}s)");
+    }
+}
+
+/// A login that failed, in PgBouncer's words: a WARNING "pooler error"
+/// (log_pooler_errors) and "closing because" (log_disconnections).
+fn login_failed(cfg: &Config, who: &Who, peer: &Peer, e: &Error) {
+    if e.client_unreachable() {
+        debug!(client = %peer, "client left during login");
+        return;
+    }
+    let s = &cfg.settings;
+    let tag = Tag {
+        kind: 'C',
+        id: who.id,
+        db: if who.database.is_empty() {
+            "(nodb)"
+        } else {
+            &who.database
+        },
+        user: if who.user.is_empty() {
+            "(nouser)"
+        } else {
+            &who.user
+        },
+        peer,
+    };
+    if s.log_pooler_errors {
+        warn!("{tag} pooler error: {e}");
+    }
+    if s.log_disconnections {
+        info!("{tag} closing because: {e} (age=0s)");
     }
 }
 
@@ -158,6 +197,8 @@ async fn accept_tls(
 /// Who a client said it is, as far as the login got: for log lines.
 #[derive(Default)]
 struct Who {
+    /// Its connection id (SHOW CLIENTS).
+    id: u64,
     user: String,
     database: String,
 }
@@ -369,6 +410,7 @@ fn list_client(
     shared: &Shared,
     conn: &Conn,
     peer: &Peer,
+    id: u64,
     names: (Arc<str>, Arc<str>),
     app: String,
 ) -> crate::registry::Registered {
@@ -377,7 +419,7 @@ fn list_client(
         Peer::Unix => (crate::registry::Place::Unix, 0),
     };
     shared.registry.add_client(crate::registry::Entry::new(
-        shared.next_id(),
+        id,
         names.0,
         names.1,
         addr,
@@ -424,12 +466,12 @@ async fn admin_login(
     protocol::ready_for_query(&mut b, TxStatus::Idle);
     conn.send(&b).await?;
     if cfg.settings.log_connections {
-        info!(client = %peer, user = %user, database = %who.database, "login attempt: ok (admin console)");
+        log_login(who, peer, conn);
     }
     // Listed in SHOW CLIENTS like any client, as PgBouncer lists the
     // console's own connections.
     let names = (user.into(), who.database.as_str().into());
-    let listed = list_client(shared, conn, peer, names, String::new());
+    let listed = list_client(shared, conn, peer, who.id, names, String::new());
     Ok(Login::Admin(role, guard, listed))
 }
 
@@ -491,7 +533,7 @@ async fn session_login(
         .get("application_name")
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .unwrap_or_default();
-    let listed = list_client(shared, conn, peer, names, app);
+    let listed = list_client(shared, conn, peer, who.id, names, app);
     let mut session = Box::new(Session::new(NewSession {
         shared: shared.clone(),
         cfg: cfg.clone(),
@@ -505,9 +547,25 @@ async fn session_login(
     }));
     session.greet(conn).await?;
     if s.log_connections {
-        info!(client = %peer, user = %session.user(), database = %session.database(), "login attempt: ok");
+        log_login(who, peer, conn);
     }
     Ok(session)
+}
+
+/// PgBouncer's "login attempt" line.
+fn log_login(who: &Who, peer: &Peer, conn: &Conn) {
+    let tag = Tag {
+        kind: 'C',
+        id: who.id,
+        db: &who.database,
+        user: &who.user,
+        peer,
+    };
+    let tls = conn.stream.tls_description();
+    info!(
+        "{tag} login attempt: db={} user={} tls={tls} replication=no",
+        who.database, who.user
+    );
 }
 
 /// The database exists, is enabled, and we are not shutting down.

@@ -133,6 +133,8 @@ pub struct ClientTimeouts {
     pub idle_transaction: Option<Duration>,
     /// client_idle_timeout.
     pub client_idle: Option<Duration>,
+    /// transaction_timeout.
+    pub transaction: Option<Duration>,
 }
 
 impl Config {
@@ -245,6 +247,10 @@ impl Config {
             client_idle: u
                 .and_then(|u| u.client_idle_timeout)
                 .unwrap_or(s.client_idle_timeout)
+                .get(),
+            transaction: u
+                .and_then(|u| u.transaction_timeout)
+                .unwrap_or(s.transaction_timeout)
                 .get(),
         }
     }
@@ -419,9 +425,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "userlist.txt", "\"slow\" \"p\"\n");
         // [users] timeouts override the global ones; others get the global.
-        let text = "[pooler]\nauth_file = \"userlist.txt\"\nquery_timeout = 7\nclient_idle_timeout = 9\n\
+        let text = "[pooler]\nauth_file = \"userlist.txt\"\nquery_timeout = 7\nclient_idle_timeout = 9\ntransaction_timeout = 11\n\
                     [databases]\napp = \"host=127.0.0.1\"\n\
-                    [users]\nslow = \"query_timeout=0 client_idle_timeout=2 idle_transaction_timeout=3\"\n";
+                    [users]\nslow = \"query_timeout=0 client_idle_timeout=2 idle_transaction_timeout=3 transaction_timeout=4\"\n";
         let t = Config::from_toml_str(&d.path().join("t.toml"), text).unwrap();
         let secs = |n| Some(std::time::Duration::from_secs(n));
         assert_eq!(
@@ -429,7 +435,8 @@ mod tests {
             ClientTimeouts {
                 query: None,
                 idle_transaction: secs(3),
-                client_idle: secs(2)
+                client_idle: secs(2),
+                transaction: secs(4),
             }
         );
         assert_eq!(
@@ -437,7 +444,8 @@ mod tests {
             ClientTimeouts {
                 query: secs(7),
                 idle_transaction: None,
-                client_idle: secs(9)
+                client_idle: secs(9),
+                transaction: secs(11),
             }
         );
     }

@@ -149,7 +149,7 @@ settings!(
         cancel_wait_timeout: Secs = "10", TODO;
         client_idle_timeout: Secs = "0", 0;
         idle_transaction_timeout: Secs = "0", 0;
-        transaction_timeout: Secs = "0", TODO;
+        transaction_timeout: Secs = "0", 0;
         suspend_timeout: Secs = "10", TODO;
         log_connections: bool = "1", 0;
         log_disconnections: bool = "1", 0;
@@ -223,7 +223,7 @@ settings!(
         query_timeout: Option<Secs> = "", 0;
         query_wait_timeout: Option<Secs> = "", 0;
         idle_transaction_timeout: Option<Secs> = "", 0;
-        transaction_timeout: Option<Secs> = "", TODO;
+        transaction_timeout: Option<Secs> = "", 0;
         client_idle_timeout: Option<Secs> = "", 0;
         max_user_client_connections: Option<u64> = "", 0;
     }

@@ -47,8 +47,8 @@ impl Secret {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
 /// The auth_file: user name to secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Userlist {
     users: HashMap<String, Secret>,
 }

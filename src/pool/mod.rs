@@ -17,6 +17,7 @@ mod welcome;
 
 pub use watch::{Watch, Watching};
 
+use crate::error::Timeout;
 use crate::sync::Locked;
 pub use limits::Limits;
 use limits::{counter, release, Counter, LimitedWait};
@@ -307,10 +308,7 @@ impl Pool {
                 g = &mut rx => match g {
                     Ok(Handed::Grant(g)) => return Ok(g),
                     Ok(Handed::Expired) => {
-                        return Err(Error::Timeout(
-                            "query_wait_timeout: no server connection became available in time"
-                                .into(),
-                        ))
+                        return Err(Error::Timeout(Timeout::QueryWait))
                     }
                     Ok(Handed::Refused) => return Err(Error::ShuttingDown("server shutting down")),
                     // The pool dropped our sender (pool closed): try again.
@@ -328,11 +326,7 @@ impl Pool {
             rx.close();
             match rx.try_recv() {
                 Ok(Handed::Grant(g)) => return Ok(g),
-                Ok(Handed::Expired) => {
-                    return Err(Error::Timeout(
-                        "query_wait_timeout: no server connection became available in time".into(),
-                    ))
-                }
+                Ok(Handed::Expired) => return Err(Error::Timeout(Timeout::QueryWait)),
                 Ok(Handed::Refused) => return Err(Error::ShuttingDown("server shutting down")),
                 Err(_) => {}
             }

@@ -80,7 +80,8 @@ async fn wait_times_out() {
     assert!(!waiter.is_finished());
     p.expire_waiters(Instant::now() + Duration::from_secs(1));
     let e = waiter.await.unwrap().err().unwrap();
-    assert_eq!(e.sqlstate(), "57014");
+    assert_eq!(e.sqlstate(), "08P01");
+    assert_eq!(e.to_string(), "query_wait_timeout");
     // The abandoned waiter does not swallow the next freed slot.
     drop(_a);
     assert_eq!(p.counts().0, 0);

@@ -23,6 +23,8 @@ mod forward;
 mod link_state;
 mod rewriter;
 mod start;
+#[cfg(test)]
+mod tests;
 mod timeouts;
 
 use std::collections::{HashMap, VecDeque};
@@ -206,7 +208,9 @@ impl Session {
                             s.generation = self.shared.control.generation(&self.db.name);
                             self.pool.login_succeeded(&s.params);
                             self.pool.set_template(&info);
-                            debug!(server = %s.addr, pid = s.backend_pid, "new server connection");
+                            if self.cfg.settings.log_connections {
+                                s.log_new(&self.db.name, &self.pool.key.user);
+                            }
                             Ok((Box::new(s), false))
                         }
                         Err(e) => {

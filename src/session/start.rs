@@ -120,6 +120,16 @@ impl Session {
         &self.db.name
     }
 
+    /// The client's connection id (SHOW CLIENTS, log lines).
+    pub(crate) fn client_id(&self) -> u64 {
+        self.listed.entry.id
+    }
+
+    /// When the client connected.
+    pub(crate) fn connected_at(&self) -> std::time::SystemTime {
+        self.listed.entry.connect_time
+    }
+
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }

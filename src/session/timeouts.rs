@@ -4,8 +4,9 @@
 use std::time::Instant;
 
 use super::Session;
+use crate::config::ClientTimeouts;
 use crate::protocol::TxStatus;
-use crate::Error;
+use crate::{Error, Timeout};
 
 /// When a client's reads, queries and transaction began, from the clock
 /// reads the session makes anyway.
@@ -43,10 +44,11 @@ impl Times {
 }
 
 /// Which timeout a deadline belongs to.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Deadline {
     Query,
     IdleTransaction,
+    Transaction,
     ClientIdle,
 }
 
@@ -54,41 +56,117 @@ impl Session {
     /// The nearest timeout that applies to the linked state.
     pub(super) fn deadline(&self) -> Option<(Instant, Deadline)> {
         let t = self.cfg.client_timeouts(&self.user);
-        if self.state.busy() {
-            return t
-                .query
-                .map(|t| (self.times.query_start + t, Deadline::Query));
-        }
-        if matches!(self.state.status(), TxStatus::InBlock | TxStatus::Failed) {
-            return t
-                .idle_transaction
-                .map(|t| (self.times.last_client_read + t, Deadline::IdleTransaction));
-        }
-        t.client_idle
-            .map(|t| (self.times.last_client_read + t, Deadline::ClientIdle))
+        let in_block = matches!(self.state.status(), TxStatus::InBlock | TxStatus::Failed);
+        deadline(&t, &self.times, self.state.busy(), in_block)
     }
 
     pub(super) fn timeout_error(&self, kind: Option<Deadline>) -> Error {
-        match kind {
-            Some(Deadline::Query) => Error::Timeout("query_timeout: query canceled".into()),
-            Some(Deadline::IdleTransaction) => Error::IdleInTransaction(
-                "idle_transaction_timeout: idle in transaction for too long".into(),
-            ),
-            _ => Error::IdleTimeout("client_idle_timeout: client idle for too long".into()),
-        }
+        Error::Timeout(match kind {
+            Some(Deadline::Query) => Timeout::Query,
+            Some(Deadline::IdleTransaction) => Timeout::IdleTransaction,
+            Some(Deadline::Transaction) => Timeout::Transaction,
+            Some(Deadline::ClientIdle) | None => Timeout::ClientIdle,
+        })
+    }
+}
+
+/// The nearest due timeout: query_timeout while a query runs,
+/// idle_transaction_timeout while idle in a transaction block,
+/// transaction_timeout while a transaction is open (a running statement
+/// outside a block included), client_idle_timeout otherwise. The first due
+/// wins, as PgBouncer checks them.
+fn deadline(
+    t: &ClientTimeouts,
+    times: &Times,
+    busy: bool,
+    in_block: bool,
+) -> Option<(Instant, Deadline)> {
+    let xact = match (t.transaction, times.xact_start) {
+        (Some(t), Some(start)) if busy || in_block => Some((start + t, Deadline::Transaction)),
+        _ => None,
+    };
+    let other = if busy {
+        t.query.map(|t| (times.query_start + t, Deadline::Query))
+    } else if in_block {
+        t.idle_transaction
+            .map(|t| (times.last_client_read + t, Deadline::IdleTransaction))
+    } else {
+        t.client_idle
+            .map(|t| (times.last_client_read + t, Deadline::ClientIdle))
+    };
+    match (xact, other) {
+        (Some(x), Some(o)) => Some(if x.0 < o.0 { x } else { o }),
+        (x, o) => x.or(o),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Times;
+    use super::{deadline, Deadline, Times};
+    use crate::config::ClientTimeouts;
+    use std::time::{Duration, Instant};
+
+    /// Each state has its timeout; transaction_timeout runs from the
+    /// transaction's start beside query and idle-in-transaction, and
+    /// whichever is due first wins.
+    #[test]
+    fn the_first_due_timeout_of_the_state_wins() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut times = Times::new(t0);
+        times.xact_start = Some(t0);
+        times.last_client_read = t0 + s(5);
+        times.query_start = t0 + s(5);
+        let all = ClientTimeouts {
+            query: Some(s(10)),
+            idle_transaction: Some(s(3)),
+            client_idle: Some(s(1)),
+            transaction: Some(s(12)),
+        };
+        assert_eq!(
+            deadline(&all, &times, true, false),
+            Some((t0 + s(12), Deadline::Transaction))
+        );
+        let short_query = ClientTimeouts {
+            query: Some(s(2)),
+            ..all
+        };
+        assert_eq!(
+            deadline(&short_query, &times, true, false),
+            Some((t0 + s(7), Deadline::Query))
+        );
+        assert_eq!(
+            deadline(&all, &times, false, true),
+            Some((t0 + s(8), Deadline::IdleTransaction))
+        );
+        let none = ClientTimeouts {
+            idle_transaction: None,
+            ..all
+        };
+        assert_eq!(
+            deadline(&none, &times, false, true),
+            Some((t0 + s(12), Deadline::Transaction))
+        );
+        // Between transactions: only client_idle_timeout.
+        times.xact_start = None;
+        assert_eq!(
+            deadline(&all, &times, false, false),
+            Some((t0 + s(6), Deadline::ClientIdle))
+        );
+        let off = ClientTimeouts {
+            query: None,
+            idle_transaction: None,
+            client_idle: None,
+            transaction: None,
+        };
+        assert_eq!(deadline(&off, &times, true, false), None);
+    }
 
     /// A query starts at the read that brought it, or when its server was
     /// linked if later; a busy link starts nothing; the transaction keeps
     /// its first query's start.
     #[test]
     fn times_start_a_query_only_when_none_runs() {
-        use std::time::{Duration, Instant};
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut t = Times::new(t0);

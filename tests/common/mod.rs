@@ -500,6 +500,13 @@ pub fn sqlstate(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
 }
 
+/// The server's message of an error (empty when it carries none).
+pub fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default()
+}
+
 /// Poll `cond` until it holds (a real condition, not a sleep), up to `secs`.
 pub async fn wait_until<F, Fut>(secs: u64, mut cond: F) -> bool
 where
