@@ -343,12 +343,13 @@ async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             shared.stats.roll();
             last_roll = std::time::Instant::now();
         }
+        forced_user_pools(&shared, &cfg);
         for pool in shared.pools.all() {
             let db = cfg.database(&pool.key.db);
-            let lifetime = db
-                .as_ref()
-                .and_then(|db| cfg.server_lifetime(db))
-                .or(cfg.settings.server_lifetime.get());
+            let lifetime = match &db {
+                Some(db) => cfg.server_lifetime(db),
+                None => cfg.settings.server_lifetime.0,
+            };
             pool.maintain(cfg.settings.server_idle_timeout.get(), lifetime);
             if let Some(db) = db {
                 warm(&shared, &cfg, &db, &pool);
@@ -358,12 +359,15 @@ async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// A pool in use that has no server left (PostgreSQL went away, or idle
-/// servers timed out): try one login in the background, at most every few
-/// seconds, so /health knows whether the database is reachable without a
-/// connection per probe. A success becomes an idle server.
+/// A pool in use (a client is connected) that has no server left
+/// (PostgreSQL went away, or idle servers timed out): try one login in the
+/// background, at most every few seconds, so /health knows whether the
+/// database is reachable without a connection per probe. A success becomes
+/// an idle server. A pool with no client is left empty: otherwise
+/// server_idle_timeout and server_lifetime could never bring PostgreSQL's
+/// connections down to none, as they do with PgBouncer.
 fn probe(shared: &Arc<Shared>, cfg: &Arc<Config>, db: &ResolvedDb, pool: &Arc<Pool>) {
-    if pool.counts().0 > 0 || shared.control.is_paused(&db.name) {
+    if !pool.has_clients() || pool.counts().0 > 0 || shared.control.is_paused(&db.name) {
         return;
     }
     let limits = Limits::from_config(cfg, db, &pool.key.user, &pool.key.user);
@@ -418,15 +422,18 @@ fn spawn_connect(
 }
 
 /// How to log a server into `pool` without a client: from the config in
-/// force now (a RELOAD may have moved the database), with the credentials a
-/// client left; None while no client has logged in, as then there are none.
+/// force now (a RELOAD may have moved the database). A forced user's
+/// credentials are in the config; other pools wait for a client to have
+/// logged in (SCRAM pass-through keys come from it).
 fn background_login(
     shared: &Arc<Shared>,
     cfg: &Arc<Config>,
     db: &ResolvedDb,
     pool: &Arc<Pool>,
 ) -> Option<LoginInfo> {
-    pool.template()?;
+    if db.cfg.user.is_none() {
+        pool.template()?;
+    }
     Some(crate::session::login_info(
         cfg,
         shared.tls(),
@@ -434,6 +441,24 @@ fn background_login(
         db,
         pool,
     ))
+}
+
+/// As PgBouncer: a database with a forced user and a min_pool_size has its
+/// pool, and so its minimum of servers, before any client comes; other
+/// pools are made by their first client.
+fn forced_user_pools(shared: &Shared, cfg: &Config) {
+    for (name, db) in &cfg.databases {
+        let Some(user) = &db.user else {
+            continue;
+        };
+        let min = db.min_pool_size.unwrap_or(cfg.settings.min_pool_size);
+        if name != "*" && min > 0 {
+            shared.pools.get(&crate::pool::PoolKey {
+                db: name.clone(),
+                user: user.clone(),
+            });
+        }
+    }
 }
 
 /// Open servers up to `min_pool_size`, in the background.

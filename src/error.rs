@@ -54,6 +54,10 @@ pub enum Error {
     /// The server is shutting down (admin shutdown, 57P01).
     #[error("{0}")]
     Shutdown(String),
+    /// The pooler closed the client's server and so the client, for a
+    /// reason in PgBouncer's words (`database configuration changed`).
+    #[error("{0}")]
+    Disconnected(&'static str),
     /// The pooler is shutting down: no new login or transaction (PgBouncer
     /// answers these with 08P01).
     #[error("{0}")]
@@ -141,6 +145,7 @@ impl Error {
             | Error::Timeout(_)
             | Error::Shutdown(_)
             | Error::ShuttingDown(_)
+            | Error::Disconnected(_)
             | Error::Unavailable(_)
             | Error::InvalidConfig(_)
             | Error::Internal(_) => Side::Internal,
@@ -160,7 +165,7 @@ impl Error {
             // timeout's name as the message.
             Error::Timeout(_) => "08P01",
             Error::Shutdown(_) => "57P01",
-            Error::ShuttingDown(_) => "08P01",
+            Error::ShuttingDown(_) | Error::Disconnected(_) => "08P01",
             Error::Unavailable(_) => "57P03",
             Error::ServerConnect { .. } => "08001",
             Error::ServerError(f) => &f.code,

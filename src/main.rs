@@ -172,26 +172,63 @@ async fn wait_for_signal(app: &Tidepool, logfile: Option<&LogFile>) -> Shutdown 
     let mut shutdown = control.shutdown_requested();
     loop {
         tokio::select! {
-            // SIGUSR1 = PAUSE (everything), SIGUSR2 = RESUME.
-            _ = usr1.recv() => control.pause(None),
-            _ = usr2.recv() => control.resume(None),
+            // SIGUSR1 = PAUSE (everything), SIGUSR2 = RESUME; the log
+            // lines are PgBouncer's.
+            _ = usr1.recv() => sigusr1(control),
+            _ = usr2.recv() => sigusr2(control),
             _ = shutdown.changed() => {
                 if let Some(how) = *shutdown.borrow() {
                     return how;
                 }
             }
-            _ = hup.recv() => {
-                if let Some(f) = logfile {
-                    f.reopen();
-                }
-                if let Err(e) = tidepool::admin::reload(shared) {
-                    tracing::error!("SIGHUP: {e}");
-                }
+            _ = hup.recv() => sighup(app, logfile),
+            _ = term.recv() => {
+                tracing::info!("got SIGTERM, shutting down, waiting for all clients disconnect");
+                return shared.begin_shutdown(Shutdown::WaitForClients, true);
             }
-            _ = term.recv() => return shared.begin_shutdown(Shutdown::WaitForClients, true),
-            _ = int.recv() => return shared.begin_shutdown(Shutdown::WaitForServers, true),
-            _ = quit.recv() => return shared.begin_shutdown(Shutdown::Now, true),
+            _ = int.recv() => {
+                tracing::info!("got SIGINT, shutting down, waiting for all servers connections to be released");
+                return shared.begin_shutdown(Shutdown::WaitForServers, true);
+            }
+            _ = quit.recv() => {
+                tracing::info!("got SIGQUIT, fast exit");
+                return shared.begin_shutdown(Shutdown::Now, true);
+            }
         }
+    }
+}
+
+/// SIGUSR1: PAUSE everything.
+fn sigusr1(control: &tidepool::control::Control) {
+    if control.all_paused() || control.is_suspended() {
+        tracing::info!("got SIGUSR1, but already paused/suspended");
+    } else {
+        tracing::info!("got SIGUSR1, pausing all activity");
+        control.pause(None);
+    }
+}
+
+/// SIGUSR2: RESUME from PAUSE or SUSPEND.
+fn sigusr2(control: &tidepool::control::Control) {
+    if control.is_suspended() {
+        tracing::info!("got SIGUSR2, continuing from SUSPEND");
+    } else if control.all_paused() {
+        tracing::info!("got SIGUSR2, continuing from PAUSE");
+    } else {
+        tracing::info!("got SIGUSR2, but not paused/suspended");
+        return;
+    }
+    control.resume(None);
+}
+
+/// SIGHUP: reopen the log file and reload the config, as RELOAD does.
+fn sighup(app: &Tidepool, logfile: Option<&LogFile>) {
+    tracing::info!("got SIGHUP, re-reading config");
+    if let Some(f) = logfile {
+        f.reopen();
+    }
+    if let Err(e) = tidepool::admin::reload(app.shared()) {
+        tracing::error!("SIGHUP: {e}");
     }
 }
 
@@ -205,10 +242,11 @@ async fn drain(app: &Tidepool, how: Shutdown) {
     }
     app.stop_accepting();
     let shared = app.shared();
-    let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::quit()),
+        signal(SignalKind::user_defined2()),
     ) else {
         return;
     };
@@ -237,7 +275,12 @@ async fn drain(app: &Tidepool, how: Shutdown) {
                 tracing::info!("got SIGINT while shutting down, fast exit");
                 return;
             }
-            _ = quit.recv() => return,
+            _ = quit.recv() => {
+                tracing::info!("got SIGQUIT, fast exit");
+                return;
+            }
+            // RESUME would let new transactions in while draining.
+            _ = usr2.recv() => tracing::info!("got SIGUSR2 while shutting down, ignoring"),
         }
     }
 }

@@ -585,6 +585,27 @@ pub fn error_from_fields(buf: &mut BytesMut, f: &ErrorFields) {
     let _ = ErrorResponse::new(fields).encode(buf);
 }
 
+/// Appends a NoticeResponse of severity NOTICE, code 00000, as PgBouncer
+/// sends its own notices.
+pub fn notice(buf: &mut BytesMut, message: &str) {
+    let fields: [(u8, &[u8]); 4] = [
+        (field::SEVERITY, b"NOTICE"),
+        (field::CODE, b"00000"),
+        (field::MESSAGE, message.as_bytes()),
+        (0, b""),
+    ];
+    let len: usize = 4 + fields.iter().map(|(_, v)| 1 + v.len() + 1).sum::<usize>() - 1;
+    buf.put_u8(backend::NOTICE_RESPONSE);
+    buf.put_u32(len as u32);
+    for (tag, value) in fields {
+        buf.put_u8(tag);
+        if tag != 0 {
+            buf.put_slice(value);
+            buf.put_u8(0);
+        }
+    }
+}
+
 /// Appends a ReadyForQuery.
 pub fn ready_for_query(buf: &mut BytesMut, status: TxStatus) {
     let st = match status {

@@ -367,7 +367,32 @@ impl ServerConn {
                 _ => {}
             }
         }
-        Ok(login.into_conn(info, id, slot, stream, rbuf))
+        let mut conn = login.into_conn(info, id, slot, stream, rbuf);
+        conn.run_connect_query(info).await?;
+        Ok(conn)
+    }
+
+    /// The database's connect_query, once per new server before any
+    /// client uses it. As PgBouncer, an error it raises is logged and
+    /// otherwise ignored; a lost connection fails the login.
+    async fn run_connect_query(&mut self, info: &LoginInfo) -> Result<(), Error> {
+        let query = info
+            .settings
+            .database(&info.pool_db)
+            .and_then(|db| db.cfg.connect_query.clone());
+        let Some(query) = query.filter(|q| !q.trim().is_empty()) else {
+            return Ok(());
+        };
+        match self
+            .run_quiet(query.as_bytes(), crate::protocol::MAX_INSPECTED)
+            .await
+        {
+            Err(Error::ServerError(f)) => {
+                tracing::warn!(server = %self.addr, "connect_query failed: {}", f.message);
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// A server already past its login, on `stream` (tests of the session

@@ -147,6 +147,25 @@ impl Shared {
         )
     }
 
+    /// Clients of `db` now (SHOW DATABASES).
+    pub fn db_client_count(&self, db: &str) -> u64 {
+        current(&self.db_clients, db)
+    }
+
+    /// Clients logged in as `user` now (SHOW USERS).
+    pub fn user_client_count(&self, user: &str) -> u64 {
+        current(&self.user_clients, user)
+    }
+
+    /// Users with a client now.
+    pub fn users_with_clients(&self) -> Vec<String> {
+        let map = self.user_clients.locked();
+        map.iter()
+            .filter(|(_, n)| n.load(Ordering::Acquire) > 0)
+            .map(|(u, _)| u.clone())
+            .collect()
+    }
+
     /// Count a client of a user in (`max_user_client_connections`).
     pub fn user_client_guard(&self, user: &str, max: u64) -> Result<ClientGuard> {
         count_in(
@@ -155,6 +174,12 @@ impl Shared {
             "max_user_client_connections",
         )
     }
+}
+
+fn current(map: &Mutex<HashMap<String, Arc<AtomicU64>>>, name: &str) -> u64 {
+    map.locked()
+        .get(name)
+        .map_or(0, |c| c.load(Ordering::Acquire))
 }
 
 fn named(map: &Mutex<HashMap<String, Arc<AtomicU64>>>, name: &str) -> Arc<AtomicU64> {

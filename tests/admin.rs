@@ -642,3 +642,114 @@ async fn wait_close_returns_when_the_last_old_server_is_released() {
         .unwrap()
         .unwrap();
 }
+
+/// server_idle_timeout takes a pool with no client down to no server, and
+/// it stays so: nothing logs a server in again until a client needs one
+/// (as with PgBouncer; the /health probe only serves pools in use).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_servers_time_out_to_none_and_stay_closed_without_clients() {
+    let p = Pooler::start(
+        &format!("server_idle_timeout = 1\nadmin_users = \"{MD5_USER}\""),
+        "",
+    )
+    .await;
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    let servers = || async {
+        let rows = admin.simple_query("SHOW SERVERS").await.unwrap();
+        rows.iter()
+            .filter(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some(DB)))
+            .count()
+    };
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    c.batch_execute("SELECT 1").await.unwrap();
+    drop(c);
+    assert_eq!(servers().await, 1, "the server stays idle after the client");
+    assert!(
+        wait_until(15, || async { servers().await == 0 }).await,
+        "closed by server_idle_timeout"
+    );
+    // Several maintenance rounds (once a second) later, still none.
+    let monitor = pg().direct("postgres").await;
+    monitor.batch_execute("SELECT pg_sleep(4)").await.unwrap();
+    assert_eq!(servers().await, 0, "no server logged in without a client");
+    // A client brings one back.
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    c.batch_execute("SELECT 1").await.unwrap();
+    assert_eq!(servers().await, 1);
+}
+
+/// SHOW USERS gives pool_size and reserve_pool_size as text, empty for a
+/// user that sets none (PgBouncer's columns, which scripts strip); the
+/// console's own commands count in SHOW TOTALS as PgBouncer counts them:
+/// a login each, a query and a transaction per command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_users_text_sizes_and_console_commands_in_totals() {
+    let p = Pooler::start(
+        &format!("admin_users = \"{MD5_USER}\""),
+        &format!("[users]\n{SCRAM_USER} = \"pool_size=1 reserve_pool_size=2\"\n{ISO_USER} = \"pool_mode=session\"\n"),
+    )
+    .await;
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    let (cols, rows) = show(&admin, "USERS").await;
+    let at = |name: &str| cols.iter().position(|c| c == name).unwrap();
+    let row = |user: &str| {
+        rows.iter()
+            .find(|r| r[0].as_deref() == Some(user))
+            .unwrap()
+            .clone()
+    };
+    let sized = row(SCRAM_USER);
+    assert_eq!(sized[at("pool_size")].as_deref(), Some("1"));
+    assert_eq!(sized[at("reserve_pool_size")].as_deref(), Some("2"));
+    let unsized_ = row(ISO_USER);
+    assert_eq!(unsized_[at("pool_size")].as_deref(), Some(""));
+    assert_eq!(unsized_[at("reserve_pool_size")].as_deref(), Some(""));
+
+    let totals = |rows: Vec<Vec<Option<String>>>, name: &str| -> u64 {
+        rows.iter()
+            .find(|r| r[0].as_deref() == Some(name))
+            .and_then(|r| r[1].as_deref()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {rows:?}"))
+    };
+    let (_, before) = show(&admin, "TOTALS").await;
+    let (logins, queries) = (
+        totals(before.clone(), "total_client_login_count"),
+        totals(before, "total_query_count"),
+    );
+    let second = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    second.simple_query("SHOW VERSION").await.unwrap();
+    let (_, after) = show(&admin, "TOTALS").await;
+    assert_eq!(
+        totals(after.clone(), "total_client_login_count"),
+        logins + 1
+    );
+    // SHOW VERSION, and the second SHOW TOTALS itself.
+    assert_eq!(totals(after, "total_query_count"), queries + 2);
+}
+
+/// A database with a forced user and min_pool_size has its servers before
+/// any client comes, as with PgBouncer; one without a forced user waits
+/// for its first client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_pool_size_of_a_forced_user_database_fills_without_clients() {
+    let port = pg().port;
+    let p = Pooler::start(
+        &format!("admin_users = \"{MD5_USER}\""),
+        &format!(
+            "warm = \"host=127.0.0.1 port={port} dbname={DB} user={MD5_USER} password={MD5_PASS} min_pool_size=2\"\n\
+             cold = \"host=127.0.0.1 port={port} dbname={DB} min_pool_size=2\"\n"
+        ),
+    )
+    .await;
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    async fn servers(admin: &tokio_postgres::Client, db: &str) -> usize {
+        let (cols, rows) = show(admin, "SERVERS").await;
+        let at = cols.iter().position(|c| c == "database").unwrap();
+        rows.iter().filter(|r| r[at].as_deref() == Some(db)).count()
+    }
+    assert!(
+        wait_until(15, || async { servers(&admin, "warm").await == 2 }).await,
+        "min_pool_size servers of the forced user"
+    );
+    assert_eq!(servers(&admin, "cold").await, 0, "no pool before a client");
+}

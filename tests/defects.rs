@@ -853,3 +853,34 @@ async fn a_hundred_clients_queued_behind_a_long_query_stay_bounded() {
     let peak = watch.peak();
     assert!(peak < RSS_LIMIT, "peak RSS {peak} bytes");
 }
+
+/// Signals answer in PgBouncer's words, and SIGUSR2 (RESUME) is ignored
+/// while shutting down: it would let new transactions in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_while_shutting_down_is_ignored_and_logged() {
+    let d = tempfile::tempdir().unwrap();
+    let log = d.path().join("t.log");
+    let b = Binary::start(&format!("logfile = \"{}\"", log.display()), "", None).await;
+    let has = |needle: &'static str| {
+        let log = log.clone();
+        async move {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains(needle)
+        }
+    };
+    signal(&b, "-USR1");
+    assert!(wait_until(10, || has("got SIGUSR1, pausing all activity")).await);
+    signal(&b, "-USR2");
+    assert!(wait_until(10, || has("got SIGUSR2, continuing from PAUSE")).await);
+    let c = connect(&b.conninfo(MD5_USER, MD5_PASS, DB)).await.unwrap();
+    c.batch_execute("SELECT 1").await.unwrap();
+    let admin = connect(&b.conninfo(MD5_USER, MD5_PASS, "pgbouncer"))
+        .await
+        .unwrap();
+    let _ = admin.simple_query("SHUTDOWN WAIT_FOR_CLIENTS").await;
+    signal(&b, "-USR2");
+    assert!(wait_until(10, || has("got SIGUSR2 while shutting down, ignoring")).await);
+    // Still serving the client it waits for.
+    c.batch_execute("SELECT 1").await.unwrap();
+}

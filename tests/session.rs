@@ -614,3 +614,125 @@ async fn copy_and_client_settings_pass_through() {
         .get(0);
     assert_eq!(n, 20_000);
 }
+
+/// login_notify_message: every client reads it as a NOTICE at login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_notify_message_is_a_notice_at_login() {
+    let p = Pooler::start("login_notify_message = \"Welcome to the pool\"", "").await;
+    let o = psql(&p, MD5_USER, MD5_PASS, DB, "SELECT 1");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "NOTICE:  Welcome to the pool");
+    assert_eq!(stdout(&o), "1");
+}
+
+/// connect_query runs on each new server before a client uses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_query_runs_on_each_new_server() {
+    let p = Pooler::start(
+        "pool_mode = \"transaction\"",
+        &format!(
+            "cq = \"host=127.0.0.1 port={} dbname={DB} connect_query='SET enable_seqscan = off'\"\n",
+            pg().port
+        ),
+    )
+    .await;
+    let c = p.connect(MD5_USER, MD5_PASS, "cq").await;
+    let rows = c.simple_query("SHOW enable_seqscan").await.unwrap();
+    let value = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(value.as_deref(), Some("off"));
+    // Another database of the same server: untouched.
+    let other = p.connect(MD5_USER, MD5_PASS, DB).await;
+    let rows = other.simple_query("SHOW enable_seqscan").await.unwrap();
+    let value = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+        _ => None,
+    });
+    assert_eq!(value.as_deref(), Some("on"));
+}
+
+/// query_wait_notify: a client kept waiting for a server is told it is
+/// queued, once per wait, then served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_client_is_notified_once_per_wait() {
+    let p = Pooler::start(
+        "pool_mode = \"transaction\"\nquery_wait_notify = 1",
+        &format!(
+            "one = \"host=127.0.0.1 port={} dbname={DB} pool_size=1\"\n",
+            pg().port
+        ),
+    )
+    .await;
+    // One pool (same database and user) of one server.
+    let holder = p.connect(MD5_USER, MD5_PASS, "one").await;
+    let mut waiter = Raw::login(p.port, MD5_USER, MD5_PASS, "one").await;
+    for round in 0..2 {
+        holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        waiter.send(&fe::query("SELECT 42")).await;
+        let (tag, body) = waiter.read().await;
+        assert_eq!(tag, b'N', "round {round}: a notice first");
+        let text = String::from_utf8_lossy(&body).to_string();
+        assert!(
+            text.contains(
+                "No server connection available in postgres backend, client being queued"
+            ),
+            "{text}"
+        );
+        holder.batch_execute("COMMIT").await.unwrap();
+        let tags: Vec<u8> = waiter.replies().await.into_iter().map(|(t, _)| t).collect();
+        assert_eq!(
+            tags, b"TDCZ",
+            "round {round}: one notice per wait, then served"
+        );
+    }
+}
+
+/// server_fast_close in session mode: after RECONNECT the client's next
+/// query closes it with PgBouncer's words, instead of keeping the old
+/// server to the session's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_fast_close_ends_a_session_after_reconnect() {
+    let p = Pooler::start(
+        &format!("server_fast_close = 1\nadmin_users = \"{MD5_USER}\""),
+        "",
+    )
+    .await;
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    c.batch_execute("SELECT 1").await.unwrap();
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    admin.simple_query("RECONNECT appdb").await.unwrap();
+    let e = c.batch_execute("SELECT 1").await.expect_err("closed");
+    assert_eq!(sqlstate(&e), "08P01", "{e}");
+    assert_eq!(message(&e), "database configuration changed");
+    // Without it the session keeps its server.
+    let p = Pooler::start(&format!("admin_users = \"{MD5_USER}\""), "").await;
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    c.batch_execute("SELECT 1").await.unwrap();
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    admin.simple_query("RECONNECT appdb").await.unwrap();
+    c.batch_execute("SELECT 1").await.unwrap();
+}
+
+/// server_lifetime = 0: a server is used once, as PgBouncer's docs say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_lifetime_zero_uses_a_server_once() {
+    let p = Pooler::start(
+        &format!("pool_mode = \"transaction\"\nserver_lifetime = 0\nadmin_users = \"{MD5_USER}\""),
+        "",
+    )
+    .await;
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    let first: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let second: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_ne!(first, second, "a new server for each transaction");
+}

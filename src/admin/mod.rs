@@ -60,6 +60,10 @@ pub fn welcome(buf: &mut BytesMut) {
 
 /// Serve console commands until the client leaves.
 pub(crate) async fn run(shared: &Arc<Shared>, conn: &mut Conn, role: Role) -> Result<(), Error> {
+    // As PgBouncer, the console is database "pgbouncer" in SHOW STATS and
+    // TOTALS: each command one query and one transaction.
+    let stats = shared.stats.db("pgbouncer");
+    stats.add(crate::stats::C::ClientLogins, 1);
     loop {
         let (tag, body) = match read_message(&mut conn.stream, &mut conn.rbuf, 1 << 20).await {
             Ok(m) => m,
@@ -72,6 +76,8 @@ pub(crate) async fn run(shared: &Arc<Shared>, conn: &mut Conn, role: Role) -> Re
         match tag {
             frontend::TERMINATE => return Ok(()),
             frontend::QUERY => {
+                stats.add(crate::stats::C::Queries, 1);
+                stats.add(crate::stats::C::Xacts, 1);
                 let text =
                     String::from_utf8_lossy(protocol::cstr(&body).map_or(&body[..], |(q, _)| q))
                         .into_owned();

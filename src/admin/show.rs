@@ -297,10 +297,8 @@ fn show_databases(c: &Ctx<'_>, _: &str) -> Result<Table, Error> {
             continue;
         };
         let mine = pools.iter().filter(|p| p.key.db == name);
-        let (servers, clients) = mine.fold((0u32, 0u32), |(sv, cl), p| {
-            let r = p.report();
-            (sv + r.servers, cl + r.clients)
-        });
+        let servers: u32 = mine.map(|p| p.report().servers).sum();
+        let clients = shared.db_client_count(&name);
         t.rows.push(vec![
             n(&name),
             db.cfg.host.clone().or(Some(s.unix_socket_dir.clone())),
@@ -339,36 +337,43 @@ fn show_users(c: &Ctx<'_>, _: &str) -> Result<Table, Error> {
     let pools = &c.pools;
     let mut t = Table::new(&[
         ("name", Text),
-        ("pool_size", Int),
-        ("reserve_pool_size", Int),
+        // Text, as PgBouncer's: empty when the user sets none.
+        ("pool_size", Text),
+        ("reserve_pool_size", Text),
         ("pool_mode", Text),
         ("max_user_connections", Int),
         ("current_connections", Int),
         ("max_user_client_connections", Int),
         ("current_client_connections", Int),
     ]);
-    let mut names: Vec<String> = cfg.users.keys().cloned().collect();
-    for p in pools {
-        if !names.contains(&p.key.user) {
-            names.push(p.key.user.clone());
-        }
-    }
-    names.sort();
+    // As PgBouncer's user list: [users], auth_file, and whoever is
+    // connected or has a pool.
+    let mut names: std::collections::BTreeSet<String> = cfg.users.keys().cloned().collect();
+    names.extend(cfg.userlist.names().map(str::to_string));
+    names.extend(pools.iter().map(|p| p.key.user.clone()));
+    names.extend(c.shared.users_with_clients());
     let s = &cfg.settings;
     for name in names {
         let u = cfg.users.get(&name);
-        let (servers, clients) =
-            pools
-                .iter()
-                .filter(|p| p.key.user == name)
-                .fold((0u32, 0u32), |(sv, cl), p| {
-                    let r = p.report();
-                    (sv + r.servers, cl + r.clients)
-                });
+        let servers: u32 = pools
+            .iter()
+            .filter(|p| p.key.user == name)
+            .map(|p| p.report().servers)
+            .sum();
+        // Counted by login name, console connections included.
+        let clients = c.shared.user_client_count(&name);
         t.rows.push(vec![
             n(&name),
-            u.and_then(|u| u.pool_size).map(|v| v.to_string()),
-            u.and_then(|u| u.reserve_pool_size).map(|v| v.to_string()),
+            Some(
+                u.and_then(|u| u.pool_size)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            ),
+            Some(
+                u.and_then(|u| u.reserve_pool_size)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            ),
             u.and_then(|u| u.pool_mode).map(pool_mode_name),
             n(cfg.max_user_connections(&name)),
             n(servers),

@@ -73,17 +73,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: Stream, peer: Peer) {
                 if !matches!(e, Error::ClientGone) {
                     shared.metrics.error(&e);
                 }
+                login_failed(&cfg, &who, &peer, &e);
                 if !e.client_unreachable() {
                     conn.send_error(&e, Severity::Fatal).await;
                 }
-                login_failed(&cfg, &who, &peer, &e);
                 return;
             }
         }
     };
     let session = match session {
         Login::Session(s) => s,
-        Login::Admin(role, _guard, _listed) => {
+        Login::Admin(role, _guards, _listed) => {
             let r = Box::pin(crate::admin::run(&shared, &mut conn, role)).await;
             if let Err(e) = r {
                 if !e.client_unreachable() {
@@ -130,7 +130,8 @@ async fn end_session(mut live: Box<Live>, reason: Result<(), Error>) {
             session.shared().metrics.error(e);
         }
     }
-    session.finish(conn, &reason).await;
+    // Logged before the client hears of it, as PgBouncer does: whoever
+    // reads the log after the error sees the line.
     if session.config().settings.log_disconnections {
         let why = match &reason {
             Ok(()) => "client close request".to_string(),
@@ -146,6 +147,7 @@ async fn end_session(mut live: Box<Live>, reason: Result<(), Error>) {
         let age = crate::logging::age(session.connected_at());
         info!("{tag} closing because: {why} (age={age}s)");
     }
+    session.finish(conn, &reason).await;
 }
 
 /// A login that failed, in PgBouncer's words: a WARNING "pooler error"
@@ -458,11 +460,19 @@ async fn admin_login(
             ))
         })?
     };
+    // Counted as PgBouncer counts them: database "pgbouncer" and the
+    // login's user, under the same limits as any client.
+    let s = &cfg.settings;
+    let db_guard = shared.db_client_guard("pgbouncer", s.max_db_client_connections)?;
+    let user_guard = shared.user_client_guard(user, user_client_limit(cfg, user))?;
     let mut b = BytesMut::new();
     protocol::auth(&mut b, &Authentication::Ok);
     crate::admin::welcome(&mut b);
     let reg = shared.cancels.register();
     protocol::backend_key_data(&mut b, reg.pid, reg.key);
+    if !cfg.settings.login_notify_message.is_empty() {
+        protocol::notice(&mut b, &cfg.settings.login_notify_message);
+    }
     protocol::ready_for_query(&mut b, TxStatus::Idle);
     conn.send(&b).await?;
     if cfg.settings.log_connections {
@@ -472,7 +482,7 @@ async fn admin_login(
     // console's own connections.
     let names = (user.into(), who.database.as_str().into());
     let listed = list_client(shared, conn, peer, who.id, names, String::new());
-    Ok(Login::Admin(role, guard, listed))
+    Ok(Login::Admin(role, [guard, db_guard, user_guard], listed))
 }
 
 /// A pooled login: the database's checks, the password, the per-database
@@ -496,12 +506,7 @@ async fn session_login(
         .max_db_client_connections
         .unwrap_or(s.max_db_client_connections);
     let db_guard = shared.db_client_guard(&db.name, db_limit)?;
-    let user_limit = cfg
-        .users
-        .get(user)
-        .and_then(|u| u.max_user_client_connections)
-        .unwrap_or(s.max_user_client_connections);
-    let user_guard = shared.user_client_guard(user, user_limit)?;
+    let user_guard = shared.user_client_guard(user, user_client_limit(cfg, user))?;
     database_defaults(&db, &mut wanted);
 
     let server_user = db.cfg.user.clone().unwrap_or_else(|| user.to_string());
@@ -568,6 +573,14 @@ fn log_login(who: &Who, peer: &Peer, conn: &Conn) {
     );
 }
 
+/// max_user_client_connections for `user`: its own, else the global one.
+fn user_client_limit(cfg: &Config, user: &str) -> u64 {
+    cfg.users
+        .get(user)
+        .and_then(|u| u.max_user_client_connections)
+        .unwrap_or(cfg.settings.max_user_client_connections)
+}
+
 /// The database exists, is enabled, and we are not shutting down.
 fn admit(
     shared: &Shared,
@@ -612,11 +625,11 @@ fn database_defaults(db: &crate::config::ResolvedDb, wanted: &mut Params) {
 /// What a successful login leads to.
 enum Login {
     Session(Box<Session>),
-    /// A console client: its role, its place in max_client_conn and its
-    /// SHOW CLIENTS entry, held for the connection's life.
+    /// A console client: its role, its places in the client limits and
+    /// its SHOW CLIENTS entry, held for the connection's life.
     Admin(
         crate::admin::Role,
-        crate::ClientGuard,
+        [crate::ClientGuard; 3],
         crate::registry::Registered,
     ),
 }

@@ -265,12 +265,13 @@ impl Config {
             .get()
     }
 
-    /// server_lifetime, the database's own first.
-    pub fn server_lifetime(&self, db: &ResolvedDb) -> Option<Duration> {
+    /// server_lifetime, the database's own first. As in PgBouncer, 0 means
+    /// a server is used once: closed when released.
+    pub fn server_lifetime(&self, db: &ResolvedDb) -> Duration {
         db.cfg
             .server_lifetime
             .unwrap_or(self.settings.server_lifetime)
-            .get()
+            .0
     }
 
     /// max_db_connections, the database's own first; 0 = no limit.

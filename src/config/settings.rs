@@ -138,7 +138,7 @@ settings!(
         server_reset_query_always: bool = "0", 0;
         server_check_query: String = "", 0;
         server_check_delay: Secs = "30", 0;
-        server_fast_close: bool = "0", TODO;
+        server_fast_close: bool = "0", 0;
         server_lifetime: Secs = "3600", 0;
         server_idle_timeout: Secs = "600", 0;
         server_connect_timeout: Secs = "15", 0;
@@ -146,6 +146,9 @@ settings!(
         client_login_timeout: Secs = "60", 0;
         query_timeout: Secs = "0", 0;
         query_wait_timeout: Secs = "120", 0;
+        /// Seconds a client waits for a server before it is sent a NOTICE
+        /// that it is queued (once per wait); 0 = never.
+        query_wait_notify: u32 = "5", 0;
         cancel_wait_timeout: Secs = "10", TODO;
         client_idle_timeout: Secs = "0", 0;
         idle_transaction_timeout: Secs = "0", 0;
@@ -155,6 +158,8 @@ settings!(
         log_disconnections: bool = "1", 0;
         log_pooler_errors: bool = "1", 0;
         log_stats: bool = "1", TODO;
+        /// A NOTICE every client gets at login, after its BackendKeyData.
+        login_notify_message: String = "", 0;
         client_tls_sslmode: SslMode = "disable", 0;
         client_tls_key_file: String = "", 0;
         client_tls_cert_file: String = "", 0;
@@ -199,7 +204,7 @@ settings!(
         min_pool_size: Option<u32> = "", 0;
         /// Also read as `reserve_pool`, its name before PgBouncer 1.24.
         reserve_pool_size: Option<u32> = "", 0;
-        connect_query: Option<String> = "", TODO;
+        connect_query: Option<String> = "", 0;
         pool_mode: Option<PoolMode> = "", 0;
         query_wait_timeout: Option<Secs> = "", 0;
         max_db_connections: Option<u32> = "", 0;
@@ -247,7 +252,6 @@ pub const PGBOUNCER_ONLY_KEYS: &[&str] = &[
     "tcp_defer_accept",
     "tcp_socket_buffer",
     "autodb_idle_timeout",
-    "query_wait_notify",
     "peer_id",
     "auth_ldap_options",
     "auth_pam_service",

@@ -92,6 +92,11 @@ impl Userlist {
         self.users.is_empty()
     }
 
+    /// Every user name, in no order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
+
     /// Adds or replaces `user`'s secret.
     pub fn insert(&mut self, user: &str, secret: Secret) {
         self.users.insert(user.to_string(), secret);

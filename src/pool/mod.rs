@@ -352,7 +352,18 @@ impl Pool {
                 }
             }
             if self.reserve_counts(limits) {
+                let from_reserve = inner.total >= limits.pool_size.max(1);
                 inner.total += 1;
+                // Logged with the lock let go: a log line is a write.
+                drop(inner);
+                if from_reserve {
+                    // PgBouncer's words, at its level.
+                    tracing::warn!(
+                        "{}/{}: taking connection from reserve_pool",
+                        self.key.db,
+                        self.key.user
+                    );
+                }
                 return Ok(Attempt::Connect(self.slot()));
             }
             limited = true;
@@ -653,14 +664,14 @@ impl Pool {
     }
 
     /// Close idle servers past `idle_timeout` or `lifetime`, and dead ones.
-    pub fn maintain(&self, idle_timeout: Option<Duration>, lifetime: Option<Duration>) {
+    pub fn maintain(&self, idle_timeout: Option<Duration>, lifetime: Duration) {
         let mut closing = Vec::new();
         let count = {
             let mut inner = self.lock();
             let mut keep = VecDeque::with_capacity(inner.idle.len());
             while let Some(s) = inner.idle.pop_front() {
                 let idle_expired = idle_timeout.is_some_and(|t| s.last_used.elapsed() >= t);
-                let life_expired = lifetime.is_some_and(|t| s.created.elapsed() >= t);
+                let life_expired = s.created.elapsed() >= lifetime;
                 if idle_expired || life_expired {
                     closing.push(s);
                 } else {
@@ -705,6 +716,11 @@ impl Pool {
         self.clients
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         PoolClient { pool: self.clone() }
+    }
+
+    /// True while a client is logged in to this pool.
+    pub fn has_clients(&self) -> bool {
+        self.clients.load(std::sync::atomic::Ordering::Relaxed) > 0
     }
 
     /// (servers in all, idle servers, waiting clients): for tests and SHOW.

@@ -150,7 +150,11 @@ impl Session {
     ///
     /// `now` is when the request began; the flag says whether the server
     /// came at once (an idle one, no check), so no wait needs timing.
-    async fn acquire(&mut self, now: Instant) -> Result<(Box<ServerConn>, bool), Error> {
+    async fn acquire(
+        &mut self,
+        now: Instant,
+        mut conn: Option<&mut Conn>,
+    ) -> Result<(Box<ServerConn>, bool), Error> {
         let mut at_once = true;
         loop {
             // Nearly always an idle server: no limits to work out, no future.
@@ -158,7 +162,15 @@ impl Session {
                 Some(s) => Grant::Server(s),
                 None => {
                     at_once = false;
-                    self.pool.checkout(self.limits()).await?
+                    let checkout = self.pool.checkout(self.limits());
+                    let notify = self.cfg.settings.query_wait_notify;
+                    match conn.as_deref_mut() {
+                        Some(c) if notify > 0 => {
+                            let after = std::time::Duration::from_secs(notify.into());
+                            wait_notifying(checkout, c, &self.shared.timers, after).await?
+                        }
+                        _ => checkout.await?,
+                    }
                 }
             };
             match grant {
@@ -236,7 +248,7 @@ impl Session {
     }
 
     /// Link a server and bring its settings in line with the client's.
-    async fn link(&mut self) -> Result<(), Error> {
+    async fn link(&mut self, conn: Option<&mut Conn>) -> Result<(), Error> {
         // A reload applies from the next link: limits, timeouts, reset query.
         self.cfg = self.shared.config();
         let waited = Instant::now();
@@ -253,7 +265,7 @@ impl Session {
         if self.shared.control.refuses_transactions() {
             return Err(Error::ShuttingDown("server shutting down"));
         }
-        let (mut server, at_once) = self.acquire(waited).await?;
+        let (mut server, at_once) = self.acquire(waited, conn).await?;
         // Timed only if it took a while: a second clock read otherwise.
         let wait = if at_once && !paused {
             std::time::Duration::ZERO
@@ -337,7 +349,7 @@ impl Session {
         self.listed.entry.set_at(State::Idle, 0, now);
         server.registered.entry.set_at(State::Idle, 0, now);
         let lifetime = self.cfg.server_lifetime(&self.db);
-        if lifetime.is_some_and(|l| at.saturating_duration_since(server.created) >= l) {
+        if at.saturating_duration_since(server.created) >= lifetime {
             return;
         }
         // RECONNECT since this server was made, or the database paused:
@@ -407,9 +419,12 @@ impl Session {
                 tokio::select! {
                     // In order: no random start (a draw per transaction).
                     biased;
-                    r = self.link() => r?,
+                    r = self.link(Some(&mut *conn)) => r?,
                     _ = entry.kill.thrown() => return Err(killed()),
                 }
+            }
+            if self.mode == PoolMode::Session && self.cfg.settings.server_fast_close {
+                self.fast_close(conn)?;
             }
             if let ClientEnd::Terminate = self.forward_client(conn).await? {
                 return Ok(Active::Ended);
@@ -606,12 +621,53 @@ impl Session {
         self.return_server(server, Instant::now());
     }
 
+    /// server_fast_close in session mode: a server that RECONNECT (or a
+    /// reload moving the database) made old is closed between two
+    /// transactions, and the client with it, rather than at the session's
+    /// end. Checked when the client sends its next message.
+    fn fast_close(&self, conn: &Conn) -> Result<(), Error> {
+        let Some(server) = self.server.as_deref() else {
+            return Ok(());
+        };
+        let old = server.generation < self.shared.control.generation(&self.db.name);
+        if old && self.state.releasable() && self.at_rest_with(server) && !conn.rbuf.is_empty() {
+            return Err(Error::Disconnected("database configuration changed"));
+        }
+        Ok(())
+    }
+
     fn at_rest_with(&self, server: &ServerConn) -> bool {
         self.responses.is_empty()
             && self.sscan.at_boundary()
             && self.cscan.at_boundary()
             && server.rbuf.is_empty()
     }
+}
+
+/// A wait for a server (`checkout`) that tells the client, once, when it
+/// has lasted `after` (query_wait_notify), with PgBouncer's NOTICE.
+async fn wait_notifying<F>(
+    checkout: F,
+    conn: &mut Conn,
+    timers: &crate::threads::Timers,
+    after: std::time::Duration,
+) -> Result<Grant, Error>
+where
+    F: std::future::Future<Output = Result<Grant, Error>>,
+{
+    tokio::pin!(checkout);
+    tokio::select! {
+        biased;
+        g = &mut checkout => return g,
+        _ = timers.sleep(after) => {}
+    }
+    let mut b = BytesMut::new();
+    crate::protocol::notice(
+        &mut b,
+        "No server connection available in postgres backend, client being queued",
+    );
+    conn.send(&b).await?;
+    checkout.await
 }
 
 /// After a transient server error (57P03: the database is starting up or

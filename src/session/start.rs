@@ -76,7 +76,8 @@ impl Session {
             Some(w) => w,
             None => {
                 // First client of this pool: link now, which records it.
-                self.link().await?;
+                // No notice while waiting: the client has no welcome yet.
+                self.link(None).await?;
                 self.pool.welcome().unwrap_or_default()
             }
         };
@@ -104,6 +105,10 @@ impl Session {
         protocol::auth(&mut b, &Authentication::Ok);
         b.extend_from_slice(&statuses);
         protocol::backend_key_data(&mut b, self.reg.pid, self.reg.key);
+        let notify = &self.cfg.settings.login_notify_message;
+        if !notify.is_empty() {
+            protocol::notice(&mut b, notify);
+        }
         protocol::ready_for_query(&mut b, TxStatus::Idle);
         conn.send(&b).await?;
         self.stats.add(crate::stats::C::ClientLogins, 1);
