@@ -317,8 +317,8 @@ async fn accept_unix(l: UnixListener, mut dealer: Dealer, mut stop: watch::Recei
 /// Once a second: close idle servers past server_idle_timeout or
 /// server_lifetime.
 async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    // Waiters' query_wait_timeout every 100 ms (a tenth of a second is
-    // precise enough for a timeout set in seconds), the rest once a second.
+    // Timeouts every 100 ms (a tenth of a second is precise enough for a
+    // timeout set in seconds), the rest once a second.
     let mut tick = shared.timers.interval(Duration::from_millis(100));
     shared.stats.roll();
     let mut last_roll = std::time::Instant::now();
@@ -329,15 +329,25 @@ async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         let now = std::time::Instant::now();
+        let cfg = shared.config();
+        // Every tick, as PgBouncer's janitor runs several times a second:
+        // waiters past query_wait_timeout, idle servers past
+        // server_idle_timeout or server_lifetime (timestamps only).
+        let full = last_full.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
         for pool in shared.pools.all() {
             pool.expire_waiters(now);
+            let lifetime = match cfg.database(&pool.key.db) {
+                Some(db) => cfg.server_lifetime(&db),
+                None => cfg.settings.server_lifetime.0,
+            };
+            // Once a second also a liveness probe (a syscall) per idle server.
+            pool.maintain(cfg.settings.server_idle_timeout.get(), lifetime, full);
         }
-        if last_full.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1)) {
+        if !full {
             continue;
         }
         last_full = Some(now);
         shared.registry.clock.anchor();
-        let cfg = shared.config();
         let period = cfg.settings.stats_period.0.max(Duration::from_secs(1));
         if last_roll.elapsed() >= period {
             shared.stats.roll();
@@ -345,13 +355,7 @@ async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         forced_user_pools(&shared, &cfg);
         for pool in shared.pools.all() {
-            let db = cfg.database(&pool.key.db);
-            let lifetime = match &db {
-                Some(db) => cfg.server_lifetime(db),
-                None => cfg.settings.server_lifetime.0,
-            };
-            pool.maintain(cfg.settings.server_idle_timeout.get(), lifetime);
-            if let Some(db) = db {
+            if let Some(db) = cfg.database(&pool.key.db) {
                 warm(&shared, &cfg, &db, &pool);
                 probe(&shared, &cfg, &db, &pool);
             }
@@ -381,19 +385,19 @@ fn probe(shared: &Arc<Shared>, cfg: &Arc<Config>, db: &ResolvedDb, pool: &Arc<Po
     let Some(slot) = pool.try_slot(&limits) else {
         return;
     };
-    spawn_connect(shared, db, pool, info, slot, None);
+    spawn_connect(shared, db, pool, info, slot, false);
 }
 
 /// Connect one server in the background into `pool` (as an idle server),
-/// recording the login's outcome for the pool; `warn_as` names the reason
-/// when a failure is worth a warning.
+/// recording the login's outcome for the pool; a failure is logged when
+/// `log_failure` (min_pool_size's logins; the /health probe's are not).
 fn spawn_connect(
     shared: &Arc<Shared>,
     db: &ResolvedDb,
     pool: &Arc<Pool>,
     info: LoginInfo,
     slot: Slot,
-    warn_as: Option<&'static str>,
+    log_failure: bool,
 ) {
     let (pool, id) = (pool.clone(), shared.next_id());
     let generation = shared.control.generation(&db.name);
@@ -412,8 +416,8 @@ fn spawn_connect(
                 pool.checkin(Box::new(s));
             }
             Err(e) => {
-                if let Some(why) = warn_as {
-                    warn!(database = %pool.key.db, user = %pool.key.user, "{why}: server login failed: {e}");
+                if log_failure && info.settings.settings.log_pooler_errors {
+                    crate::server::log_login_failure(&info, id, &e);
                 }
                 pool.login_failed(&e);
             }
@@ -477,6 +481,6 @@ fn warm(shared: &Arc<Shared>, cfg: &Arc<Config>, db: &ResolvedDb, pool: &Arc<Poo
     let mut limits = limits;
     limits.pool_size = limits.pool_size.min(min);
     while let Some(slot) = pool.try_slot(&limits) {
-        spawn_connect(shared, db, pool, info.clone(), slot, Some("min_pool_size"));
+        spawn_connect(shared, db, pool, info.clone(), slot, true);
     }
 }

@@ -256,7 +256,7 @@ fn database_families(
 
 /// /health: 200 when tidepool accepts clients and no database in use has a
 /// recent server login failure; 503 with a JSON reason otherwise. Judged
-/// from pool state (the maintenance task probes idle pools), never a new
+/// from pool state (the maintenance task probes pools in use), never a new
 /// connection per request.
 pub fn health(shared: &Shared) -> (StatusCode, String) {
     if shared.control.all_paused() {

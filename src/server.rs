@@ -289,6 +289,25 @@ impl Login {
     }
 }
 
+/// PgBouncer's WARNING for a failed server login: `S-0x..: db/user@host:port
+/// server login failed: FATAL database "x" does not exist`.
+pub(crate) fn log_login_failure(info: &LoginInfo, id: u64, e: &Error) {
+    let peer = &info.addr;
+    let tag = crate::logging::Tag {
+        kind: 'S',
+        id,
+        db: &info.pool_db,
+        user: &info.user,
+        peer,
+    };
+    match e {
+        Error::ServerError(f) => {
+            tracing::warn!("{tag} server login failed: {} {}", f.severity, f.message)
+        }
+        other => tracing::warn!("{tag} server login failed: {other}"),
+    }
+}
+
 impl ServerConn {
     /// Connect and log in, within `connect_timeout`.
     pub async fn connect(

@@ -442,12 +442,20 @@ async fn logfile_gets_pgbouncer_lines_and_is_opened_again_after_a_move() {
 async fn connection_lines_read_as_pgbouncer_s() {
     let d = tempfile::tempdir().unwrap();
     let log = d.path().join("tidepool.log");
-    let b = Binary::start(&format!("logfile = \"{}\"", log.display()), "", None).await;
+    let missing = format!(
+        "missing = \"host=127.0.0.1 port={} dbname=no_such_pg_db\"",
+        pg().port
+    );
+    let b = Binary::start(&format!("logfile = \"{}\"", log.display()), &missing, None).await;
     let c = connect(&b.conninfo(MD5_USER, MD5_PASS, DB)).await.unwrap();
     c.batch_execute("SELECT 1").await.unwrap();
     drop(c);
     let wrong = connect(&b.conninfo(MD5_USER, "notit", DB)).await;
     assert!(wrong.is_err());
+    let e = connect(&b.conninfo(MD5_USER, MD5_PASS, "missing"))
+        .await
+        .expect_err("PostgreSQL has no such database");
+    assert_eq!(message(&e), "database \"no_such_pg_db\" does not exist");
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     let closed = format!("/{MD5_USER}@127.0.0.1:");
     assert!(
@@ -489,6 +497,18 @@ async fn connection_lines_read_as_pgbouncer_s() {
     );
     let failed = line("pooler error: password authentication failed");
     assert!(failed.contains(" WARNING C-0x"), "{failed}");
+    let server = line("server login failed");
+    assert!(
+        server.contains(" WARNING S-0x")
+            && server
+                .ends_with("server login failed: FATAL database \"no_such_pg_db\" does not exist"),
+        "{server}"
+    );
+    let client = line("closing because: database \"no_such_pg_db\" does not exist (age=");
+    assert!(
+        client.contains(" LOG C-0x") && client.contains(": missing/"),
+        "{client}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

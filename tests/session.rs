@@ -736,3 +736,20 @@ async fn server_lifetime_zero_uses_a_server_once() {
         .get(0);
     assert_ne!(first, second, "a new server for each transaction");
 }
+
+/// An unknown database is told only after the password, as PgBouncer
+/// does: a wrong password gets the password's error, whatever the
+/// database, so the answer does not say which databases exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_database_is_told_only_after_the_password() {
+    let p = Pooler::start("", "").await;
+    let e = connect(&p.conninfo(MD5_USER, "wrong", "nosuchdb"))
+        .await
+        .expect_err("wrong password");
+    assert_eq!(sqlstate(&e), "28P01", "{e}");
+    let e = connect(&p.conninfo(MD5_USER, MD5_PASS, "nosuchdb"))
+        .await
+        .expect_err("no such database");
+    assert_eq!(sqlstate(&e), "3D000", "{e}");
+    assert_eq!(message(&e), "no such database: nosuchdb");
+}

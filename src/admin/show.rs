@@ -219,12 +219,29 @@ fn show_clients(c: &Ctx<'_>, what: &str) -> Result<Table, Error> {
         ("prepared_statements", Int),
         ("id", Int),
     ]);
-    let (kind, entries) = match what {
-        "SERVERS" => ("S", shared.registry.servers()),
-        _ => ("C", shared.registry.clients()),
+    // SOCKETS lists every connection, clients then servers, as PgBouncer.
+    let entries: Vec<_> = match what {
+        "SERVERS" => shared
+            .registry
+            .servers()
+            .into_iter()
+            .map(|e| ("S", e))
+            .collect(),
+        "CLIENTS" => shared
+            .registry
+            .clients()
+            .into_iter()
+            .map(|e| ("C", e))
+            .collect(),
+        _ => {
+            let clients = shared.registry.clients().into_iter().map(|e| ("C", e));
+            clients
+                .chain(shared.registry.servers().into_iter().map(|e| ("S", e)))
+                .collect()
+        }
     };
     let now = crate::registry::now_us();
-    for e in entries {
+    for (kind, e) in entries {
         let state = e.state();
         let waited = if state == crate::registry::State::Waiting {
             now.saturating_sub(e.request_time_us())

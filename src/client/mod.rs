@@ -501,6 +501,9 @@ async fn session_login(
     let db = admit(shared, cfg, peer, dbname)?;
     let binding = channel_binding(conn, &shared.tls());
     let client_key = authenticate(cfg, conn, user, binding, &shared.mock_auth_key).await?;
+    // Told only after the password, as PgBouncer does: the answer to a
+    // wrong password must not say which databases exist.
+    let db = db.ok_or_else(|| Error::UnknownDatabase(dbname.to_string()))?;
     let db_limit = db
         .cfg
         .max_db_client_connections
@@ -581,16 +584,16 @@ fn user_client_limit(cfg: &Config, user: &str) -> u64 {
         .unwrap_or(cfg.settings.max_user_client_connections)
 }
 
-/// The database exists, is enabled, and we are not shutting down.
+/// Checks before the password: we are not shutting down, the database is
+/// not disabled, auth_type any has a forced user. The database's entry, or
+/// `None` for a name not configured (refused after the password).
 fn admit(
     shared: &Shared,
     cfg: &Config,
     peer: &Peer,
     dbname: &str,
-) -> Result<crate::config::ResolvedDb, Error> {
-    let db = cfg
-        .database(dbname)
-        .ok_or_else(|| Error::UnknownDatabase(dbname.to_string()))?;
+) -> Result<Option<crate::config::ResolvedDb>, Error> {
+    let db = cfg.database(dbname);
     if shared.control.shutting_down().is_some() {
         return Err(Error::ShuttingDown("pooler is shutting down"));
     }
@@ -599,7 +602,8 @@ fn admit(
             "database \"{dbname}\" is disabled"
         )));
     }
-    if cfg.settings.auth_type == AuthType::Any && db.cfg.user.is_none() {
+    let unforced = db.as_ref().is_some_and(|db| db.cfg.user.is_none());
+    if cfg.settings.auth_type == AuthType::Any && unforced {
         // The config check refuses this; never log in as the client's own
         // choice of role without a password.
         error!(client = %peer, database = %dbname, "auth_type any requires a forced user");

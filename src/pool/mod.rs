@@ -12,17 +12,20 @@
 //! counts shared by a database's or a user's pools.
 
 mod limits;
+mod pools;
 mod watch;
 mod welcome;
+
+pub use pools::{database_names, Pools};
 
 pub use watch::{Watch, Watching};
 
 use crate::error::Timeout;
 use crate::sync::Locked;
 pub use limits::Limits;
-use limits::{counter, release, Counter, LimitedWait};
+use limits::{release, Counter, LimitedWait};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -664,26 +667,38 @@ impl Pool {
     }
 
     /// Close idle servers past `idle_timeout` or `lifetime`, and dead ones.
-    pub fn maintain(&self, idle_timeout: Option<Duration>, lifetime: Duration) {
+    pub fn maintain(&self, idle_timeout: Option<Duration>, lifetime: Duration, check_alive: bool) {
+        let now = Instant::now();
+        let expired = |s: &ServerConn| {
+            idle_timeout.is_some_and(|t| now.saturating_duration_since(s.last_used) >= t)
+                || now.saturating_duration_since(s.created) >= lifetime
+        };
         let mut closing = Vec::new();
         let count = {
             let mut inner = self.lock();
-            let mut keep = VecDeque::with_capacity(inner.idle.len());
-            while let Some(s) = inner.idle.pop_front() {
-                let idle_expired = idle_timeout.is_some_and(|t| s.last_used.elapsed() >= t);
-                let life_expired = s.created.elapsed() >= lifetime;
-                if idle_expired || life_expired {
-                    closing.push(s);
-                } else {
-                    keep.push_back(s);
+            // Run ten times a second: the list is rebuilt only when a
+            // server is due, so a quiet pool costs a lock and a scan.
+            if inner.idle.iter().any(|s| expired(s)) {
+                let mut keep = VecDeque::with_capacity(inner.idle.len());
+                while let Some(s) = inner.idle.pop_front() {
+                    if expired(&s) {
+                        closing.push(s);
+                    } else {
+                        keep.push_back(s);
+                    }
                 }
+                inner.idle = keep;
             }
-            inner.idle = keep;
-            inner.waiters.retain(|w| !w.tx.is_closed());
+            if check_alive {
+                inner.waiters.retain(|w| !w.tx.is_closed());
+            }
             inner.idle.len()
         };
         // Dropped outside the lock: each frees its slot.
         drop(closing);
+        if !check_alive {
+            return;
+        }
         // A server that sent something while idle, or closed, is dead. Each
         // is probed (a syscall) out of the list with the lock let go, one
         // at a time, oldest first, and put back behind the others if alive:
@@ -734,76 +749,6 @@ impl Pool {
 impl Capacity for Pool {
     fn slot_freed(&self) {
         self.freed();
-    }
-}
-
-/// Databases to report: configured ones (not `*`) and those reached
-/// through `*` that have pools, sorted. SHOW DATABASES and /metrics agree.
-pub fn database_names(cfg: &Config, pools: &[Arc<crate::pool::Pool>]) -> Vec<String> {
-    let mut names: Vec<String> = cfg
-        .databases
-        .keys()
-        .filter(|k| *k != "*")
-        .cloned()
-        .collect();
-    for p in pools {
-        if !names.contains(&p.key.db) {
-            names.push(p.key.db.clone());
-        }
-    }
-    names.sort();
-    names
-}
-
-/// Every pool, by key, with the per-database and per-user counters.
-#[derive(Default)]
-pub struct Pools {
-    map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
-    db_counts: Mutex<HashMap<String, Arc<Counter>>>,
-    user_counts: Mutex<HashMap<String, Arc<Counter>>>,
-    /// See [`Pool::limit_lock`].
-    limit_lock: Arc<Mutex<()>>,
-    /// Servers going back or away, for the console's waits.
-    pub watch: Arc<Watch>,
-    timers: Timers,
-}
-
-impl Pools {
-    /// No pools yet.
-    pub fn new(timers: Timers) -> Pools {
-        Pools {
-            timers,
-            ..Pools::default()
-        }
-    }
-
-    /// The pool of `key`, made on first use.
-    pub fn get(&self, key: &PoolKey) -> Arc<Pool> {
-        let mut map = self.map.locked();
-        if let Some(p) = map.get(key) {
-            return p.clone();
-        }
-        let (db_count, user_count) = (
-            counter(&self.db_counts, &key.db),
-            counter(&self.user_counts, &key.user),
-        );
-        let p = Pool::new(
-            key.clone(),
-            db_count.clone(),
-            user_count.clone(),
-            self.limit_lock.clone(),
-            self.watch.clone(),
-            self.timers.clone(),
-        );
-        db_count.add_pool(&p);
-        user_count.add_pool(&p);
-        map.insert(key.clone(), p.clone());
-        p
-    }
-
-    /// Every pool.
-    pub fn all(&self) -> Vec<Arc<Pool>> {
-        self.map.locked().values().cloned().collect()
     }
 }
 

@@ -227,7 +227,7 @@ impl Session {
                         }
                         Err(e) => {
                             if self.cfg.settings.log_pooler_errors {
-                                tracing::warn!(database = %self.db.name, user = %self.pool.key.user, "server login failed: {e}");
+                                crate::server::log_login_failure(&info, id, &e);
                             }
                             if crate::pool::is_transient(&e) {
                                 if let Some(pause) =
