@@ -471,6 +471,61 @@ impl ServerConn {
         matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
+    /// The next whole message from the server, outside the session loop.
+    async fn next_message(&mut self, max_len: usize) -> Result<(u8, Bytes), Error> {
+        read_message(&mut self.stream, &mut self.rbuf, max_len)
+            .await
+            .map_err(|e| match e {
+                ReadError::Io(e) => Error::server_gone(e),
+                ReadError::Eof => Error::server_closed(),
+                ReadError::BadLength(l) => Error::ServerProtocol(FrameError::BadLength(l)),
+            })
+    }
+
+    /// Run `sql` with text parameters over the extended protocol and return
+    /// its first row's values (`None`: no row). Ok only if the server ends
+    /// idle; an error it sends is returned as such.
+    pub async fn query_row(
+        &mut self,
+        sql: &[u8],
+        params: &[Option<&[u8]>],
+        max_len: usize,
+    ) -> Result<Option<Vec<Option<Bytes>>>, Error> {
+        let mut out = BytesMut::new();
+        protocol::extended_query(&mut out, sql, params);
+        self.stream
+            .write_all(&out)
+            .await
+            .map_err(Error::server_gone)?;
+        let (mut row, mut error) = (None, None);
+        loop {
+            let (tag, body) = self.next_message(max_len).await?;
+            match tag {
+                backend::DATA_ROW if row.is_none() => {
+                    let values = protocol::data_row(&body)
+                        .ok_or(Error::ServerProtocol(FrameError::Malformed("DataRow")))?;
+                    row = Some(
+                        values
+                            .into_iter()
+                            .map(|v| v.map(Bytes::copy_from_slice))
+                            .collect(),
+                    );
+                }
+                backend::ERROR_RESPONSE => error = Some(ErrorFields::parse(&body)),
+                backend::PARAMETER_STATUS => self.record_parameter(&body),
+                backend::READY_FOR_QUERY => {
+                    let status = body.first().copied().unwrap_or(0);
+                    return match error {
+                        Some(f) => Err(Error::ServerError(f)),
+                        None if TxStatus::from_byte(status) == Some(TxStatus::Idle) => Ok(row),
+                        None => Err(Error::ServerProtocol(FrameError::NotIdle(status))),
+                    };
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Run a simple query whose results nobody sees (reset, SET). Ok only if
     /// the server ends idle with no error.
     pub async fn run_quiet(&mut self, sql: &[u8], max_len: usize) -> Result<(), Error> {
@@ -482,13 +537,7 @@ impl ServerConn {
             .map_err(Error::server_gone)?;
         let mut error = None;
         loop {
-            let (tag, body) = read_message(&mut self.stream, &mut self.rbuf, max_len)
-                .await
-                .map_err(|e| match e {
-                    ReadError::Io(e) => Error::server_gone(e),
-                    ReadError::Eof => Error::server_closed(),
-                    ReadError::BadLength(l) => Error::ServerProtocol(FrameError::BadLength(l)),
-                })?;
+            let (tag, body) = self.next_message(max_len).await?;
             match tag {
                 backend::ERROR_RESPONSE => error = Some(ErrorFields::parse(&body)),
                 backend::PARAMETER_STATUS => self.record_parameter(&body),

@@ -14,17 +14,41 @@ use crate::net::Conn;
 use crate::protocol;
 use crate::Error;
 
+/// What is known of a user before the password exchange.
+pub(super) struct Credentials {
+    /// Whether the user exists: `None` when nothing could be asked (no
+    /// auth_file, no auth_query).
+    pub(super) exists: Option<bool>,
+    /// Its secret, from auth_file or auth_query.
+    pub(super) secret: Option<Secret>,
+    /// The secret came from auth_query (servers log in with it too).
+    pub(super) looked_up: bool,
+}
+
+impl Credentials {
+    /// From auth_file alone.
+    pub(super) fn from_auth_file(cfg: &Config, user: &str) -> Credentials {
+        let secret = cfg.userlist.get(user).cloned();
+        Credentials {
+            exists: (!cfg.settings.auth_file.is_empty()).then_some(secret.is_some()),
+            secret,
+            looked_up: false,
+        }
+    }
+}
+
 /// Check the client's password per `auth_type`. Returns the client's SCRAM
 /// ClientKey when SCRAM was used (for logging into servers).
 pub(super) async fn authenticate(
     cfg: &Config,
     conn: &mut Conn,
     user: &str,
+    creds: &Credentials,
     binding: Option<Vec<u8>>,
     mock_key: &[u8; 32],
 ) -> Result<Option<[u8; 32]>, Error> {
     let s = &cfg.settings;
-    let secret = cfg.userlist.get(user);
+    let secret = creds.secret.as_ref();
     let unknown = || Error::AuthFailed("\"trust\" authentication failed");
     match s.auth_type {
         AuthType::Any => return Ok(None),
@@ -46,7 +70,8 @@ pub(super) async fn authenticate(
             return Ok(None);
         }
         AuthType::Trust => {
-            if !s.auth_file.is_empty() && secret.is_none() {
+            // The name must still be known to auth_file or auth_query.
+            if creds.exists == Some(false) {
                 return Err(unknown());
             }
             return Ok(None);

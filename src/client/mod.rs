@@ -19,9 +19,10 @@ use crate::session::{NewSession, Session};
 use crate::{Error, Shared};
 
 mod auth;
+mod lookup;
 mod startup;
 
-use auth::authenticate;
+use auth::{authenticate, Credentials};
 use startup::{apply_options, read_startup, text_param, tracked_name};
 
 /// Where a client came from, for logs.
@@ -453,7 +454,8 @@ async fn admin_login(
         crate::admin::Role::Admin
     } else {
         let binding = channel_binding(conn, &shared.tls());
-        authenticate(cfg, conn, user, binding, &shared.mock_auth_key).await?;
+        let creds = Credentials::from_auth_file(cfg, user);
+        authenticate(cfg, conn, user, &creds, binding, &shared.mock_auth_key).await?;
         crate::admin::role(cfg, user).ok_or_else(|| {
             Error::NotAllowed(format!(
                 "user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"
@@ -500,7 +502,8 @@ async fn session_login(
     let (user, dbname) = (who.user.as_str(), who.database.as_str());
     let db = admit(shared, cfg, peer, dbname)?;
     let binding = channel_binding(conn, &shared.tls());
-    let client_key = authenticate(cfg, conn, user, binding, &shared.mock_auth_key).await?;
+    let creds = credentials(shared, cfg, db.as_ref(), user).await?;
+    let client_key = authenticate(cfg, conn, user, &creds, binding, &shared.mock_auth_key).await?;
     // Told only after the password, as PgBouncer does: the answer to a
     // wrong password must not say which databases exist.
     let db = db.ok_or_else(|| Error::UnknownDatabase(dbname.to_string()))?;
@@ -518,13 +521,8 @@ async fn session_login(
         user: server_user.clone(),
     };
     let pool = shared.pools.get(&key);
-    if let (Some(ck), Some(Secret::Scram(sec))) = (client_key, cfg.userlist.get(&server_user)) {
-        if server_user == user {
-            pool.set_scram_keys(ClientCreds::Keys {
-                client_key: ck,
-                server_key: sec.server_key,
-            });
-        }
+    if server_user == user {
+        pass_through(&pool, &creds, client_key);
     }
     let shared_name = |name: &str, pooled: &Arc<str>| -> Arc<str> {
         if name == &**pooled {
@@ -574,6 +572,53 @@ fn log_login(who: &Who, peer: &Peer, conn: &Conn) {
         "{tag} login attempt: db={} user={} tls={tls} replication=no",
         who.database, who.user
     );
+}
+
+/// The user's secret: from auth_file, else from auth_query when an
+/// auth_user applies (not for `any` and `cert`, which need none).
+async fn credentials(
+    shared: &Arc<Shared>,
+    cfg: &Arc<Config>,
+    db: Option<&crate::config::ResolvedDb>,
+    user: &str,
+) -> Result<Credentials, Error> {
+    let from_file = Credentials::from_auth_file(cfg, user);
+    let needs_none = matches!(cfg.settings.auth_type, AuthType::Any | AuthType::Cert);
+    if from_file.secret.is_some() || needs_none {
+        return Ok(from_file);
+    }
+    Ok(match lookup::lookup(shared, cfg, db, user).await? {
+        None => from_file,
+        Some(crate::secrets::Found::Missing) => Credentials {
+            exists: Some(false),
+            secret: None,
+            looked_up: true,
+        },
+        Some(crate::secrets::Found::Role(secret)) => Credentials {
+            exists: Some(true),
+            secret,
+            looked_up: true,
+        },
+    })
+}
+
+/// Servers of the client's own pool log in as the client did: with the
+/// SCRAM keys its proof revealed, or the secret auth_query found.
+fn pass_through(pool: &crate::pool::Pool, creds: &Credentials, client_key: Option<[u8; 32]>) {
+    use crate::server::ServerCreds;
+    match (&creds.secret, client_key) {
+        (Some(Secret::Scram(sec)), Some(ck)) => pool.set_scram_keys(ClientCreds::Keys {
+            client_key: ck,
+            server_key: sec.server_key,
+        }),
+        (Some(Secret::Md5(h)), _) if creds.looked_up => {
+            pool.set_looked_up(ServerCreds::Md5(h.clone()))
+        }
+        (Some(Secret::Plain(p)), _) if creds.looked_up => {
+            pool.set_looked_up(ServerCreds::Plain(p.clone()))
+        }
+        _ => {}
+    }
 }
 
 /// max_user_client_connections for `user`: its own, else the global one.

@@ -128,9 +128,13 @@ settings!(
         auth_type: AuthType = "md5", 0;
         auth_file: String = "", 0;
         auth_hba_file: String = "", TODO;
-        auth_user: String = "", TODO;
-        auth_query: String = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin", TODO;
-        auth_dbname: String = "", TODO;
+        /// Looks up users not in auth_file with auth_query, as this user.
+        auth_user: String = "", 0;
+        /// Schema-qualified, so no search_path can put another pg_authid or
+        /// now() in front of the catalog's.
+        auth_query: String = "SELECT rolname, CASE WHEN rolvaliduntil < pg_catalog.now() THEN NULL ELSE rolpassword END FROM pg_catalog.pg_authid WHERE rolname = $1 AND rolcanlogin", 0;
+        /// The [databases] entry auth_query runs in; empty = the client's.
+        auth_dbname: String = "", 0;
         scram_iterations: u32 = "4096", 0;
         admin_users: List = "", 0;
         stats_users: List = "", 0;
@@ -197,9 +201,9 @@ settings!(
         /// Forces every client of this database onto one server user.
         user: Option<String> = "", 0;
         password: Option<String> = "", 0;
-        auth_user: Option<String> = "", TODO;
-        auth_query: Option<String> = "", TODO;
-        auth_dbname: Option<String> = "", TODO;
+        auth_user: Option<String> = "", 0;
+        auth_query: Option<String> = "", 0;
+        auth_dbname: Option<String> = "", 0;
         pool_size: Option<u32> = "", 0;
         min_pool_size: Option<u32> = "", 0;
         /// Also read as `reserve_pool`, its name before PgBouncer 1.24.

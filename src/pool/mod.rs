@@ -177,6 +177,8 @@ pub struct Pool {
     /// SCRAM keys recovered from a client's proof, for logging into servers
     /// when auth_file holds only a SCRAM secret.
     scram_keys: Mutex<Option<ClientCreds>>,
+    /// See [`Pool::set_looked_up`].
+    looked_up: Mutex<Option<crate::server::ServerCreds>>,
     /// How the last new server was logged into, for the maintenance task to
     /// keep `min_pool_size` servers warm without a client.
     template: Mutex<Option<LoginInfo>>,
@@ -244,6 +246,7 @@ impl Pool {
             limit_lock,
             watch,
             scram_keys: Mutex::new(None),
+            looked_up: Mutex::new(None),
             template: Mutex::new(None),
             clients: AtomicU32::new(0),
             last_probe: Mutex::new(None),
@@ -611,6 +614,17 @@ impl Pool {
         let inner = self.lock();
         let f = inner.login_failure.as_ref()?;
         (f.at.elapsed() < retry).then(|| f.to_error())
+    }
+
+    /// A secret auth_query found for this pool's user (md5 or plain), to
+    /// log servers in with.
+    pub fn set_looked_up(&self, creds: crate::server::ServerCreds) {
+        *self.looked_up.locked() = Some(creds);
+    }
+
+    /// The secret auth_query found, if any.
+    pub fn looked_up(&self) -> Option<crate::server::ServerCreds> {
+        self.looked_up.locked().clone()
     }
 
     /// SCRAM keys learnt from a client, to log servers in as it.

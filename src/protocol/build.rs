@@ -139,6 +139,45 @@ pub fn query(buf: &mut BytesMut, sql: &[u8]) {
     buf.put_u8(0);
 }
 
+/// Appends Parse, Bind, Execute and Sync for `sql` with text parameters
+/// (`None` = NULL), unnamed statement and portal: a parameter is never
+/// spliced into the query text.
+pub fn extended_query(buf: &mut BytesMut, sql: &[u8], params: &[Option<&[u8]>]) {
+    // Parse: "", sql, no parameter types.
+    buf.put_u8(frontend::PARSE);
+    buf.put_u32((4 + 1 + sql.len() + 1 + 2) as u32);
+    buf.put_u8(0);
+    buf.put_slice(sql);
+    buf.put_u8(0);
+    buf.put_u16(0);
+    // Bind: portal "", statement "", no formats (text), the values, no
+    // result formats (text).
+    let values: usize = params.iter().map(|p| 4 + p.map_or(0, <[u8]>::len)).sum();
+    buf.put_u8(frontend::BIND);
+    buf.put_u32((4 + 1 + 1 + 2 + 2 + values + 2) as u32);
+    buf.put_u8(0);
+    buf.put_u8(0);
+    buf.put_u16(0);
+    buf.put_u16(params.len() as u16);
+    for p in params {
+        match p {
+            Some(v) => {
+                buf.put_u32(v.len() as u32);
+                buf.put_slice(v);
+            }
+            None => buf.put_i32(-1),
+        }
+    }
+    buf.put_u16(0);
+    // Execute: portal "", all rows.
+    buf.put_u8(frontend::EXECUTE);
+    buf.put_u32(4 + 1 + 4);
+    buf.put_u8(0);
+    buf.put_u32(0);
+    buf.put_u8(frontend::SYNC);
+    buf.put_u32(4);
+}
+
 /// Appends a Terminate.
 pub fn terminate(buf: &mut BytesMut) {
     buf.put_u8(frontend::TERMINATE);

@@ -523,6 +523,26 @@ impl Params {
     }
 }
 
+/// The values of a DataRow body, in text (`None` = NULL); `None` for a
+/// malformed row.
+pub fn data_row(body: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let n = u16::from_be_bytes([*body.first()?, *body.get(1)?]) as usize;
+    let mut at = 2;
+    let mut values = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        if len < 0 {
+            values.push(None);
+            continue;
+        }
+        let end = at.checked_add(len as usize)?;
+        values.push(Some(body.get(at..end)?));
+        at = end;
+    }
+    Some(values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -710,7 +710,12 @@ pub(crate) fn login_info(
                 .scram_keys()
                 .map(ServerCreds::ScramKeys)
                 .unwrap_or(ServerCreds::None),
-            None => ServerCreds::None,
+            // Not in auth_file: what auth_query found (md5 or plain), or
+            // SCRAM keys a client revealed.
+            None => pool
+                .looked_up()
+                .or_else(|| pool.scram_keys().map(ServerCreds::ScramKeys))
+                .unwrap_or(ServerCreds::None),
         }
     };
     let host = db

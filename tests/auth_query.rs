@@ -1,0 +1,124 @@
+//! auth_user + auth_query, in the style of fly.io's postgres images: the
+//! auth_file holds only the auth user, every other role is looked up in
+//! PostgreSQL at login.
+
+// Test runtimes have a timer driver; the lint keeps `tokio::time` out of
+// src/, whose event loops have none (clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use common::*;
+
+/// Roles made for this file only, so runs in parallel do not meet.
+async fn make_roles(prefix: &str, n: usize) {
+    let su = pg().direct("postgres").await;
+    for i in 0..n {
+        su.batch_execute(&format!(
+            "DROP ROLE IF EXISTS {prefix}{i}; CREATE ROLE {prefix}{i} LOGIN PASSWORD 'pw{i}'"
+        ))
+        .await
+        .unwrap();
+    }
+}
+
+async fn start() -> Pooler {
+    let userlist = format!("\"{SUPERUSER}\" \"{SUPERPASS}\"\n");
+    Pooler::start_with_userlist(
+        &format!("pool_mode = \"transaction\"\nauth_user = \"{SUPERUSER}\"\nauth_type = \"scram-sha-256\""),
+        "",
+        Some(userlist),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_logins_of_twenty_looked_up_roles_all_succeed() {
+    make_roles("aq_many_", 20).await;
+    let p = start().await;
+    let mut tasks = Vec::new();
+    for n in 0..50 {
+        let i = n % 20;
+        let info = p.conninfo(&format!("aq_many_{i}"), &format!("pw{i}"), DB);
+        tasks.push(tokio::spawn(async move {
+            let c = connect(&info)
+                .await
+                .map_err(|e| format!("login {n}: {e}"))?;
+            let row = c
+                .query_one("SELECT current_user::text", &[])
+                .await
+                .map_err(|e| format!("query {n}: {e}"))?;
+            Ok::<String, String>(row.get(0))
+        }));
+    }
+    for (n, t) in tasks.into_iter().enumerate() {
+        let user = t.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            user,
+            format!("aq_many_{}", n % 20),
+            "servers log in as the client"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn looked_up_secrets_follow_postgresql() {
+    make_roles("aq_change_", 3).await;
+    let p = start().await;
+    // A wrong password, an unknown role and a role with no password are
+    // refused alike.
+    let wrong = connect(&p.conninfo("aq_change_0", "nope", DB))
+        .await
+        .unwrap_err();
+    let unknown = connect(&p.conninfo("aq_nobody", "pw0", DB))
+        .await
+        .unwrap_err();
+    let su = pg().direct("postgres").await;
+    su.batch_execute("ALTER ROLE aq_change_2 PASSWORD NULL")
+        .await
+        .unwrap();
+    let nopass = connect(&p.conninfo("aq_change_2", "pw2", DB))
+        .await
+        .unwrap_err();
+    for e in [&wrong, &unknown, &nopass] {
+        assert_eq!(sqlstate(e), "28P01", "{e}");
+        assert_eq!(message(e), "SASL authentication failed", "{e}");
+    }
+    // A password changed in PostgreSQL is in force within the cache's life.
+    let c = connect(&p.conninfo("aq_change_0", "pw0", DB))
+        .await
+        .unwrap();
+    c.batch_execute("SELECT 1").await.unwrap();
+    su.batch_execute("ALTER ROLE aq_change_0 PASSWORD 'changed'")
+        .await
+        .unwrap();
+    let info = p.conninfo("aq_change_0", "changed", DB);
+    assert!(
+        wait_until(20, || async { connect(&info).await.is_ok() }).await,
+        "the new password works within the cache's lifetime"
+    );
+    // VALID UNTIL in the past: no login, however right the password.
+    su.batch_execute("ALTER ROLE aq_change_1 VALID UNTIL '2000-01-01'")
+        .await
+        .unwrap();
+    let expired = connect(&p.conninfo("aq_change_1", "pw1", DB))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&expired), "28P01", "{expired}");
+}
+
+/// A role with an md5 secret: the client answers md5, and its servers log
+/// in with the secret auth_query found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_md5_role_logs_in_and_its_servers_too() {
+    let userlist = format!("\"{SUPERUSER}\" \"{SUPERPASS}\"\n");
+    let p = Pooler::start_with_userlist(
+        &format!("pool_mode = \"transaction\"\nauth_user = \"{SUPERUSER}\"\nauth_type = \"md5\""),
+        "",
+        Some(userlist),
+    )
+    .await;
+    let c = connect(&p.conninfo(MD5_USER, MD5_PASS, DB)).await.unwrap();
+    let row = c.query_one("SELECT current_user::text", &[]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), MD5_USER);
+}
