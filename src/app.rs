@@ -354,6 +354,7 @@ async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             last_roll = std::time::Instant::now();
         }
         forced_user_pools(&shared, &cfg);
+        drop_idle_pools(&shared, &cfg, now);
         for pool in shared.pools.all() {
             if let Some(db) = cfg.database(&pool.key.db) {
                 warm(&shared, &cfg, &db, &pool);
@@ -445,6 +446,28 @@ fn background_login(
         db,
         pool,
     ))
+}
+
+/// pool_idle_timeout: pools unused that long are dropped, as PgBouncer
+/// frees them, except those min_pool_size keeps.
+fn drop_idle_pools(shared: &Shared, cfg: &Config, now: std::time::Instant) {
+    let Some(timeout) = cfg.settings.pool_idle_timeout.get() else {
+        return;
+    };
+    for pool in shared.pools.all() {
+        let min = cfg
+            .database(&pool.key.db)
+            .and_then(|db| db.cfg.min_pool_size)
+            .unwrap_or(cfg.settings.min_pool_size);
+        if min > 0 || pool.unused_for(now) < timeout {
+            continue;
+        }
+        let key = pool.key.clone();
+        drop(pool);
+        if shared.pools.remove_if_unused(&key) {
+            info!("cleaning up idle pool {}/{}", key.db, key.user);
+        }
+    }
 }
 
 /// As PgBouncer: a database with a forced user and a min_pool_size has its

@@ -753,3 +753,60 @@ async fn min_pool_size_of_a_forced_user_database_fills_without_clients() {
     );
     assert_eq!(servers(&admin, "cold").await, 0, "no pool before a client");
 }
+
+/// On the console the client limits count everyone, but only stats users
+/// are refused by them: an admin always gets in, as with PgBouncer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_limits_refuse_stats_users_but_not_admins() {
+    let p = Pooler::start(
+        &format!(
+            "max_db_client_connections = 1\nadmin_users = \"{MD5_USER}\"\nstats_users = \"{ISO_USER}\""
+        ),
+        "",
+    )
+    .await;
+    let stats = p.connect(ISO_USER, ISO_PASS, "pgbouncer").await;
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    admin.simple_query("SHOW VERSION").await.unwrap();
+    let e = connect(&p.conninfo(ISO_USER, ISO_PASS, "pgbouncer"))
+        .await
+        .expect_err("a second stats connection is over the limit");
+    assert!(message(&e).contains("max_db_client_connections"), "{e}");
+    let (cols, rows) = show(&admin, "DATABASES").await;
+    let at = |c: &str| cols.iter().position(|x| x == c).unwrap();
+    let console = rows
+        .iter()
+        .find(|r| r[at("name")].as_deref() == Some("pgbouncer"));
+    if let Some(r) = console {
+        assert_eq!(r[at("current_client_connections")].as_deref(), Some("2"));
+    }
+    drop(stats);
+}
+
+/// pool_idle_timeout: a pool left with no client and no server is dropped
+/// from SHOW POOLS; the next client makes it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_idle_timeout_drops_an_unused_pool() {
+    let p = Pooler::start(
+        &format!("pool_idle_timeout = 1\nserver_idle_timeout = 1\nadmin_users = \"{MD5_USER}\""),
+        "",
+    )
+    .await;
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    async fn pools(admin: &tokio_postgres::Client) -> usize {
+        let (cols, rows) = show(admin, "POOLS").await;
+        let at = cols.iter().position(|c| c == "database").unwrap();
+        rows.iter().filter(|r| r[at].as_deref() == Some(DB)).count()
+    }
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    c.batch_execute("SELECT 1").await.unwrap();
+    assert_eq!(pools(&admin).await, 1);
+    drop(c);
+    assert!(
+        wait_until(15, || async { pools(&admin).await == 0 }).await,
+        "the unused pool is dropped"
+    );
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    c.batch_execute("SELECT 1").await.unwrap();
+    assert_eq!(pools(&admin).await, 1);
+}

@@ -690,8 +690,8 @@ async fn a_queued_client_is_notified_once_per_wait() {
 }
 
 /// server_fast_close in session mode: after RECONNECT the client's next
-/// query closes it with PgBouncer's words, instead of keeping the old
-/// server to the session's end.
+/// query closes it with PgBouncer's words, even inside a transaction
+/// block, instead of keeping the old server to the session's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_fast_close_ends_a_session_after_reconnect() {
     let p = Pooler::start(
@@ -700,7 +700,8 @@ async fn server_fast_close_ends_a_session_after_reconnect() {
     )
     .await;
     let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
-    c.batch_execute("SELECT 1").await.unwrap();
+    // Inside a transaction block too, once no query runs.
+    c.batch_execute("BEGIN; SELECT 1").await.unwrap();
     let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
     admin.simple_query("RECONNECT appdb").await.unwrap();
     let e = c.batch_execute("SELECT 1").await.expect_err("closed");

@@ -549,6 +549,13 @@ async fn timeouts(as_binary: bool) {
     );
     let e = c.simple_query("SELECT 1").await.expect_err("closed");
     assert!(e.is_closed() || e.code().is_some());
+    // A query longer than the timeout is not idle time: idle counts from
+    // the server's answer.
+    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    c.batch_execute("BEGIN; SELECT pg_sleep(1.5)")
+        .await
+        .unwrap();
+    c.batch_execute("SELECT 1; COMMIT").await.unwrap();
     // Outside a transaction, idling is fine.
     let c = p.connect(MD5_USER, MD5_PASS, DB).await;
     c.batch_execute("SELECT 1").await.unwrap();

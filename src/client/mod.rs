@@ -464,9 +464,16 @@ async fn admin_login(
     };
     // Counted as PgBouncer counts them: database "pgbouncer" and the
     // login's user, under the same limits as any client.
+    // An admin is counted but never refused by the client limits, as with
+    // PgBouncer: it is how an operator gets in when they are reached.
+    // Stats users are held to them.
     let s = &cfg.settings;
-    let db_guard = shared.db_client_guard("pgbouncer", s.max_db_client_connections)?;
-    let user_guard = shared.user_client_guard(user, user_client_limit(cfg, user))?;
+    let (db_max, user_max) = match role {
+        crate::admin::Role::Admin => (0, 0),
+        crate::admin::Role::Stats => (s.max_db_client_connections, user_client_limit(cfg, user)),
+    };
+    let db_guard = shared.db_client_guard("pgbouncer", db_max)?;
+    let user_guard = shared.user_client_guard(user, user_max)?;
     let mut b = BytesMut::new();
     protocol::auth(&mut b, &Authentication::Ok);
     crate::admin::welcome(&mut b);

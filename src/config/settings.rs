@@ -145,6 +145,9 @@ settings!(
         server_fast_close: bool = "0", 0;
         server_lifetime: Secs = "3600", 0;
         server_idle_timeout: Secs = "600", 0;
+        /// A pool with no client and no server for this long is dropped
+        /// (its SHOW POOLS row goes); 0 = never. Pools with min_pool_size stay.
+        pool_idle_timeout: Secs = "0", 0;
         server_connect_timeout: Secs = "15", 0;
         server_login_retry: Secs = "15", 0;
         client_login_timeout: Secs = "60", 0;

@@ -179,6 +179,9 @@ pub struct Pool {
     scram_keys: Mutex<Option<ClientCreds>>,
     /// See [`Pool::set_looked_up`].
     looked_up: Mutex<Option<crate::server::ServerCreds>>,
+    /// Since when the maintenance task has seen this pool unused (no
+    /// client, no server): pool_idle_timeout.
+    unused_since: Mutex<Option<Instant>>,
     /// How the last new server was logged into, for the maintenance task to
     /// keep `min_pool_size` servers warm without a client.
     template: Mutex<Option<LoginInfo>>,
@@ -247,6 +250,7 @@ impl Pool {
             watch,
             scram_keys: Mutex::new(None),
             looked_up: Mutex::new(None),
+            unused_since: Mutex::new(None),
             template: Mutex::new(None),
             clients: AtomicU32::new(0),
             last_probe: Mutex::new(None),
@@ -745,6 +749,24 @@ impl Pool {
         self.clients
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         PoolClient { pool: self.clone() }
+    }
+
+    /// How long the maintenance task has seen this pool unused (no client,
+    /// no server), noting `now` as the start when it first is.
+    pub fn unused_for(&self, now: Instant) -> Duration {
+        let unused = !self.has_clients() && self.counts().0 == 0;
+        let mut since = self.unused_since.locked();
+        match (unused, *since) {
+            (false, _) => {
+                *since = None;
+                Duration::ZERO
+            }
+            (true, Some(t)) => now.saturating_duration_since(t),
+            (true, None) => {
+                *since = Some(now);
+                Duration::ZERO
+            }
+        }
     }
 
     /// True while a client is logged in to this pool.

@@ -75,6 +75,20 @@ impl Pools {
         p
     }
 
+    /// Drops the pool of `key` if nothing uses it: no client, no server,
+    /// and no one holding it but this map (a login that just took it keeps
+    /// it). True when it was dropped.
+    pub fn remove_if_unused(&self, key: &PoolKey) -> bool {
+        let mut map = self.map.locked();
+        let unused = map
+            .get(key)
+            .is_some_and(|p| Arc::strong_count(p) == 1 && !p.has_clients() && p.counts().0 == 0);
+        if unused {
+            map.remove(key);
+        }
+        unused
+    }
+
     /// Every pool.
     pub fn all(&self) -> Vec<Arc<Pool>> {
         self.map.locked().values().cloned().collect()

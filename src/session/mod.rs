@@ -622,15 +622,16 @@ impl Session {
     }
 
     /// server_fast_close in session mode: a server that RECONNECT (or a
-    /// reload moving the database) made old is closed between two
-    /// transactions, and the client with it, rather than at the session's
-    /// end. Checked when the client sends its next message.
+    /// reload moving the database) made old is closed as soon as no query
+    /// runs on it, inside a transaction block too (as PgBouncer), and the
+    /// client with it, rather than at the session's end. Checked when the
+    /// client sends its next message.
     fn fast_close(&self, conn: &Conn) -> Result<(), Error> {
         let Some(server) = self.server.as_deref() else {
             return Ok(());
         };
         let old = server.generation < self.shared.control.generation(&self.db.name);
-        if old && self.state.releasable() && self.at_rest_with(server) && !conn.rbuf.is_empty() {
+        if old && !self.state.busy() && self.at_rest_with(server) && !conn.rbuf.is_empty() {
             return Err(Error::Disconnected("database configuration changed"));
         }
         Ok(())

@@ -57,7 +57,10 @@ impl Session {
     pub(super) fn deadline(&self) -> Option<(Instant, Deadline)> {
         let t = self.cfg.client_timeouts(&self.user);
         let in_block = matches!(self.state.status(), TxStatus::InBlock | TxStatus::Failed);
-        deadline(&t, &self.times, self.state.busy(), in_block)
+        // Idle since the client last sent something or the server last
+        // answered, whichever is later: a long query is not idle time.
+        let idle_since = self.times.last_client_read.max(self.ready_at);
+        deadline(&t, &self.times, idle_since, self.state.busy(), in_block)
     }
 
     pub(super) fn timeout_error(&self, kind: Option<Deadline>) -> Error {
@@ -78,6 +81,7 @@ impl Session {
 fn deadline(
     t: &ClientTimeouts,
     times: &Times,
+    idle_since: Instant,
     busy: bool,
     in_block: bool,
 ) -> Option<(Instant, Deadline)> {
@@ -89,10 +93,10 @@ fn deadline(
         t.query.map(|t| (times.query_start + t, Deadline::Query))
     } else if in_block {
         t.idle_transaction
-            .map(|t| (times.last_client_read + t, Deadline::IdleTransaction))
+            .map(|t| (idle_since + t, Deadline::IdleTransaction))
     } else {
         t.client_idle
-            .map(|t| (times.last_client_read + t, Deadline::ClientIdle))
+            .map(|t| (idle_since + t, Deadline::ClientIdle))
     };
     match (xact, other) {
         (Some(x), Some(o)) => Some(if x.0 < o.0 { x } else { o }),
@@ -124,7 +128,7 @@ mod tests {
             transaction: Some(s(12)),
         };
         assert_eq!(
-            deadline(&all, &times, true, false),
+            deadline(&all, &times, times.last_client_read, true, false),
             Some((t0 + s(12), Deadline::Transaction))
         );
         let short_query = ClientTimeouts {
@@ -132,11 +136,11 @@ mod tests {
             ..all
         };
         assert_eq!(
-            deadline(&short_query, &times, true, false),
+            deadline(&short_query, &times, times.last_client_read, true, false),
             Some((t0 + s(7), Deadline::Query))
         );
         assert_eq!(
-            deadline(&all, &times, false, true),
+            deadline(&all, &times, times.last_client_read, false, true),
             Some((t0 + s(8), Deadline::IdleTransaction))
         );
         let none = ClientTimeouts {
@@ -144,13 +148,13 @@ mod tests {
             ..all
         };
         assert_eq!(
-            deadline(&none, &times, false, true),
+            deadline(&none, &times, times.last_client_read, false, true),
             Some((t0 + s(12), Deadline::Transaction))
         );
         // Between transactions: only client_idle_timeout.
         times.xact_start = None;
         assert_eq!(
-            deadline(&all, &times, false, false),
+            deadline(&all, &times, times.last_client_read, false, false),
             Some((t0 + s(6), Deadline::ClientIdle))
         );
         let off = ClientTimeouts {
@@ -159,7 +163,10 @@ mod tests {
             client_idle: None,
             transaction: None,
         };
-        assert_eq!(deadline(&off, &times, true, false), None);
+        assert_eq!(
+            deadline(&off, &times, times.last_client_read, true, false),
+            None
+        );
     }
 
     /// A query starts at the read that brought it, or when its server was
