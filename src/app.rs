@@ -343,6 +343,9 @@ async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             // Once a second also a liveness probe (a syscall) per idle server.
             pool.maintain(cfg.settings.server_idle_timeout.get(), lifetime, full);
         }
+        // Every tick too: a second's granularity per step would stack up
+        // (server_idle_timeout, then pool_idle_timeout).
+        drop_idle_pools(&shared, &cfg, now);
         if !full {
             continue;
         }
@@ -354,7 +357,6 @@ async fn maintenance(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             last_roll = std::time::Instant::now();
         }
         forced_user_pools(&shared, &cfg);
-        drop_idle_pools(&shared, &cfg, now);
         for pool in shared.pools.all() {
             if let Some(db) = cfg.database(&pool.key.db) {
                 warm(&shared, &cfg, &db, &pool);

@@ -714,6 +714,14 @@ async fn server_fast_close_ends_a_session_after_reconnect() {
     let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
     admin.simple_query("RECONNECT appdb").await.unwrap();
     c.batch_execute("SELECT 1").await.unwrap();
+    // SET on the console reaches the session already linked.
+    admin
+        .simple_query("SET server_fast_close = 1")
+        .await
+        .unwrap();
+    admin.simple_query("RECONNECT appdb").await.unwrap();
+    let e = c.batch_execute("SELECT 1").await.expect_err("closed");
+    assert_eq!(message(&e), "database configuration changed");
 }
 
 /// server_lifetime = 0: a server is used once, as PgBouncer's docs say.

@@ -345,6 +345,26 @@ fn show_databases(c: &Ctx<'_>, _: &str) -> Result<Table, Error> {
             n(shared.control.is_disabled(&name) as u8),
         ]);
     }
+    // The console, as PgBouncer lists its own database.
+    t.rows.push(vec![
+        n("pgbouncer"),
+        None,
+        n(s.listen_port),
+        n("pgbouncer"),
+        n("pgbouncer"),
+        n(2),
+        n(0),
+        n(0),
+        n(0),
+        n("statement"),
+        None,
+        n(0),
+        n(0),
+        n(s.max_db_client_connections),
+        n(shared.db_client_count("pgbouncer")),
+        n(0),
+        n(0),
+    ]);
     Ok(t)
 }
 

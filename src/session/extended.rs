@@ -99,24 +99,9 @@ impl Session {
         &mut self,
         conn: &mut Conn,
     ) -> Result<ClientEnd, Error> {
-        let Some(server) = self.server.as_mut() else {
+        let Some(mut pass) = Rewriter::of(self) else {
             return Ok(ClientEnd::Open);
         };
-        let mut pass = Rewriter::new(
-            server,
-            &mut self.stmts,
-            &mut self.pending_parses,
-            &mut self.responses,
-            &mut self.state,
-            &mut self.times,
-            &mut self.cscan,
-            &mut self.skip_to_sync,
-            &self.stats,
-            &self.shared.prepared,
-            &mut self.rewrites,
-            self.cfg.settings.max_prepared_statements as usize,
-            self.cfg.settings.max_packet_size,
-        );
         let end = pass.scan(conn)?;
         let (pos, run_start, mut rw) = pass.finish();
         if pos > 0 {

@@ -423,7 +423,9 @@ impl Session {
                     _ = entry.kill.thrown() => return Err(killed()),
                 }
             }
-            if self.mode == PoolMode::Session && self.cfg.settings.server_fast_close {
+            // The live config: SET on the console reaches a session linked
+            // before it (session mode links once).
+            if self.mode == PoolMode::Session && self.shared.config().settings.server_fast_close {
                 self.fast_close(conn)?;
             }
             if let ClientEnd::Terminate = self.forward_client(conn).await? {

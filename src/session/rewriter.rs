@@ -96,40 +96,43 @@ pub(super) struct Rewriter<'a> {
 }
 
 impl<'a> Rewriter<'a> {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        server: &'a mut ServerConn,
-        stmts: &'a mut HashMap<Vec<u8>, Arc<Stmt>>,
-        pending: &'a mut VecDeque<(Vec<u8>, Arc<Stmt>)>,
-        responses: &'a mut Responses,
-        state: &'a mut LinkState,
-        times: &'a mut Times,
-        cscan: &'a mut Scanner,
-        skip_to_sync: &'a mut bool,
-        stats: &'a DbStats,
-        cache: &'a prepared::Cache,
-        spare: &'a mut Option<Box<Rewrites>>,
-        cap: usize,
-        max_packet_size: u32,
-    ) -> Rewriter<'a> {
-        Rewriter {
+    /// A pass over a linked session's client buffer, borrowing the fields
+    /// it needs one by one (`None` when no server is linked).
+    #[inline]
+    pub(super) fn of(session: &'a mut super::Session) -> Option<Rewriter<'a>> {
+        let super::Session {
             server,
             stmts,
-            pending,
+            pending_parses,
             responses,
             state,
             times,
             cscan,
             skip_to_sync,
             stats,
-            cache,
-            spare,
-            cap,
-            max_packet_size,
+            shared,
+            rewrites,
+            cfg,
+            ..
+        } = session;
+        Some(Rewriter {
+            server: server.as_deref_mut()?,
+            stmts,
+            pending: pending_parses,
+            responses,
+            state,
+            times,
+            cscan,
+            skip_to_sync,
+            stats,
+            cache: &shared.prepared,
+            spare: rewrites,
+            cap: cfg.settings.max_prepared_statements as usize,
+            max_packet_size: cfg.settings.max_packet_size,
             rw: None,
             run_start: 0,
             pos: 0,
-        }
+        })
     }
 
     /// The scratch lists, taken from the session at the first rewrite.
