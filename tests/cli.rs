@@ -443,7 +443,7 @@ async fn connection_lines_read_as_pgbouncer_s() {
     let d = tempfile::tempdir().unwrap();
     let log = d.path().join("tidepool.log");
     let missing = format!(
-        "missing = \"host=127.0.0.1 port={} dbname=no_such_pg_db\"",
+        "missing = \"host=127.0.0.1 port={0} dbname=no_such_pg_db\"\n\"*\" = \"host=127.0.0.1 port={0}\"",
         pg().port
     );
     let b = Binary::start(&format!("logfile = \"{}\"", log.display()), &missing, None).await;
@@ -456,6 +456,12 @@ async fn connection_lines_read_as_pgbouncer_s() {
         .await
         .expect_err("PostgreSQL has no such database");
     assert_eq!(message(&e), "database \"no_such_pg_db\" does not exist");
+    // A database reached through `*`: PgBouncer's line at its first use.
+    let auto = connect(&b.conninfo(MD5_USER, MD5_PASS, "postgres"))
+        .await
+        .unwrap();
+    auto.batch_execute("SELECT 1").await.unwrap();
+    drop(auto);
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     let closed = format!("/{MD5_USER}@127.0.0.1:");
     assert!(
@@ -503,6 +509,11 @@ async fn connection_lines_read_as_pgbouncer_s() {
             && server
                 .ends_with("server login failed: FATAL database \"no_such_pg_db\" does not exist"),
         "{server}"
+    );
+    let auto = line("registered new auto-database");
+    assert!(
+        auto.contains(" LOG C-0x") && auto.ends_with("registered new auto-database: postgres"),
+        "{auto}"
     );
     let client = line("closing because: database \"no_such_pg_db\" does not exist (age=");
     assert!(

@@ -527,6 +527,17 @@ async fn session_login(
         db: db.name.clone(),
         user: server_user.clone(),
     };
+    if !cfg.databases.contains_key(&db.name) && !shared.pools.has_database(&db.name) {
+        // Reached through `*`: PgBouncer's line for its first use.
+        let tag = Tag {
+            kind: 'C',
+            id: who.id,
+            db: dbname,
+            user,
+            peer,
+        };
+        info!("{tag} registered new auto-database: {}", db.name);
+    }
     let pool = shared.pools.get(&key);
     if server_user == user {
         pass_through(&pool, &creds, client_key);

@@ -89,6 +89,11 @@ impl Pools {
         unused
     }
 
+    /// True when some pool serves database `db`.
+    pub fn has_database(&self, db: &str) -> bool {
+        self.map.locked().keys().any(|k| k.db == db)
+    }
+
     /// Every pool.
     pub fn all(&self) -> Vec<Arc<Pool>> {
         self.map.locked().values().cloned().collect()
