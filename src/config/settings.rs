@@ -47,8 +47,24 @@ pub enum SetError {
 macro_rules! settings {
     ($(#[$sm:meta])* $struct:ident { $( $(#[doc = $doc:expr])* $name:ident : $ty:ty = $default:literal, $flags:expr; )* }) => {
         $(#[$sm])*
-        #[derive(Debug, Clone, PartialEq)]
+        #[derive(Clone, PartialEq)]
         pub struct $struct { $( $(#[doc = $doc])* #[doc = concat!("\n\nKey `", stringify!($name), "`, default `", $default, "`.")] pub $name: $ty, )* }
+
+        // Written out rather than derived: a password never reaches a
+        // debug print or a log.
+        impl std::fmt::Debug for $struct {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut d = f.debug_struct(stringify!($struct));
+                $(
+                    if stringify!($name).contains("password") {
+                        d.field(stringify!($name), &"<redacted>");
+                    } else {
+                        d.field(stringify!($name), &self.$name);
+                    }
+                )*
+                d.finish()
+            }
+        }
 
         impl Default for $struct {
             fn default() -> Self {
@@ -273,6 +289,19 @@ pub const PGBOUNCER_ONLY_KEYS: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_debug_print_never_shows_a_password() {
+        let mut db = DatabaseConfig::default();
+        db.set("password", "s3cret-value").unwrap();
+        db.set("host", "db.example").unwrap();
+        let printed = format!("{db:?}");
+        assert!(!printed.contains("s3cret-value"), "{printed}");
+        assert!(
+            printed.contains("<redacted>") && printed.contains("db.example"),
+            "{printed}"
+        );
+    }
 
     #[test]
     fn defaults_parse() {
