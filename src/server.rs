@@ -308,6 +308,17 @@ pub(crate) fn log_login_failure(info: &LoginInfo, id: u64, e: &Error) {
     }
 }
 
+/// The end (ReadyForQuery `body`) of a query we sent ourselves: the
+/// server's error if it sent one, else it must be idle again.
+fn ours_ended(body: &[u8], error: Option<ErrorFields>) -> Result<(), Error> {
+    let status = body.first().copied().unwrap_or(0);
+    match error {
+        Some(f) => Err(Error::ServerError(f)),
+        None if TxStatus::from_byte(status) == Some(TxStatus::Idle) => Ok(()),
+        None => Err(Error::ServerProtocol(FrameError::NotIdle(status))),
+    }
+}
+
 impl ServerConn {
     /// Connect and log in, within `connect_timeout`.
     pub async fn connect(
@@ -513,14 +524,7 @@ impl ServerConn {
                 }
                 backend::ERROR_RESPONSE => error = Some(ErrorFields::parse(&body)),
                 backend::PARAMETER_STATUS => self.record_parameter(&body),
-                backend::READY_FOR_QUERY => {
-                    let status = body.first().copied().unwrap_or(0);
-                    return match error {
-                        Some(f) => Err(Error::ServerError(f)),
-                        None if TxStatus::from_byte(status) == Some(TxStatus::Idle) => Ok(row),
-                        None => Err(Error::ServerProtocol(FrameError::NotIdle(status))),
-                    };
-                }
+                backend::READY_FOR_QUERY => return ours_ended(&body, error).map(|()| row),
                 _ => {}
             }
         }
@@ -541,14 +545,7 @@ impl ServerConn {
             match tag {
                 backend::ERROR_RESPONSE => error = Some(ErrorFields::parse(&body)),
                 backend::PARAMETER_STATUS => self.record_parameter(&body),
-                backend::READY_FOR_QUERY => {
-                    let status = body.first().copied().unwrap_or(0);
-                    return match error {
-                        Some(f) => Err(Error::ServerError(f)),
-                        None if TxStatus::from_byte(status) == Some(TxStatus::Idle) => Ok(()),
-                        None => Err(Error::ServerProtocol(FrameError::NotIdle(status))),
-                    };
-                }
+                backend::READY_FOR_QUERY => return ours_ended(&body, error),
                 _ => {}
             }
         }
