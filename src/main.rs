@@ -7,6 +7,7 @@ use clap::Parser;
 use tidepool::control::Shutdown;
 use tidepool::logging::{LogFile, PgbouncerFormat, Sinks};
 use tidepool::{Config, Tidepool};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -140,9 +141,17 @@ async fn run(
             tracing::error!("cannot write pidfile {pidfile}: {e}");
         }
     }
-    let how = wait_for_signal(&app, logfile.as_ref()).await;
+    // One set of handlers for the whole life: a signal that lands between
+    // the running phase and the drain must reach the drain, not a dropped
+    // receiver.
+    let Some(mut signals) = Signals::install() else {
+        // Without signal handlers, run until killed.
+        std::future::pending::<()>().await;
+        return ExitCode::SUCCESS;
+    };
+    let how = wait_for_signal(&app, &mut signals, logfile.as_ref()).await;
     tracing::info!("shutting down ({how:?})");
-    drain(&app, how).await;
+    drain(&app, &mut signals, how).await;
     app.shutdown().await;
     if !pidfile.is_empty() {
         let _ = std::fs::remove_file(&pidfile);
@@ -153,20 +162,19 @@ async fn run(
 /// Run until SIGTERM, SIGINT, SIGQUIT or the console's SHUTDOWN; SIGHUP
 /// reloads the config (as RELOAD does), keeping the old one if the new one
 /// is invalid; SIGUSR1 / SIGUSR2 pause and resume.
-async fn wait_for_signal(app: &Tidepool, logfile: Option<&LogFile>) -> Shutdown {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut hup), Ok(mut usr1), Ok(mut usr2)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::quit()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined1()),
-        signal(SignalKind::user_defined2()),
-    ) else {
-        // Without signal handlers, run until killed.
-        std::future::pending::<()>().await;
-        return Shutdown::Now;
-    };
+async fn wait_for_signal(
+    app: &Tidepool,
+    signals: &mut Signals,
+    logfile: Option<&LogFile>,
+) -> Shutdown {
+    let Signals {
+        term,
+        int,
+        quit,
+        hup,
+        usr1,
+        usr2,
+    } = signals;
     let shared = app.shared();
     let control = &shared.control;
     let mut shutdown = control.shutdown_requested();
@@ -175,7 +183,13 @@ async fn wait_for_signal(app: &Tidepool, logfile: Option<&LogFile>) -> Shutdown 
             // SIGUSR1 = PAUSE (everything), SIGUSR2 = RESUME; the log
             // lines are PgBouncer's.
             _ = usr1.recv() => sigusr1(control),
-            _ = usr2.recv() => sigusr2(control),
+            _ = usr2.recv() => {
+                if control.shutting_down().is_some() {
+                    tracing::info!("got SIGUSR2 while shutting down, ignoring");
+                } else {
+                    sigusr2(control);
+                }
+            }
             _ = shutdown.changed() => {
                 if let Some(how) = *shutdown.borrow() {
                     return how;
@@ -195,6 +209,30 @@ async fn wait_for_signal(app: &Tidepool, logfile: Option<&LogFile>) -> Shutdown 
                 return shared.begin_shutdown(Shutdown::Now, true);
             }
         }
+    }
+}
+
+/// The signals tidepool answers, registered once at start.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    quit: Signal,
+    hup: Signal,
+    usr1: Signal,
+    usr2: Signal,
+}
+
+impl Signals {
+    fn install() -> Option<Self> {
+        let on = |kind| signal(kind).ok();
+        Some(Self {
+            term: on(SignalKind::terminate())?,
+            int: on(SignalKind::interrupt())?,
+            quit: on(SignalKind::quit())?,
+            hup: on(SignalKind::hangup())?,
+            usr1: on(SignalKind::user_defined1())?,
+            usr2: on(SignalKind::user_defined2())?,
+        })
     }
 }
 
@@ -235,21 +273,19 @@ fn sighup(app: &Tidepool, logfile: Option<&LogFile>) {
 /// Stop taking clients, then wait as asked: for clients to leave, or for
 /// servers to be released. A second SIGTERM or SIGINT, SIGQUIT, or the
 /// console's SHUTDOWN ends the wait.
-async fn drain(app: &Tidepool, how: Shutdown) {
-    use tokio::signal::unix::{signal, SignalKind};
+async fn drain(app: &Tidepool, signals: &mut Signals, how: Shutdown) {
     if how == Shutdown::Now {
         return;
     }
     app.stop_accepting();
     let shared = app.shared();
-    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr2)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::quit()),
-        signal(SignalKind::user_defined2()),
-    ) else {
-        return;
-    };
+    let Signals {
+        term,
+        int,
+        quit,
+        usr2,
+        ..
+    } = signals;
     let mut shutdown = shared.control.shutdown_requested();
     let mut tick = shared.timers.interval(std::time::Duration::from_millis(50));
     loop {
