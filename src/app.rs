@@ -419,8 +419,15 @@ fn spawn_connect(
                 pool.checkin(Box::new(s));
             }
             Err(e) => {
-                if log_failure && info.settings.settings.log_pooler_errors {
-                    crate::server::log_login_failure(&info, id, &e);
+                if log_failure {
+                    let s = &info.settings.settings;
+                    crate::server::log_login_failure(
+                        &info,
+                        id,
+                        &e,
+                        s.log_pooler_errors,
+                        s.log_disconnections,
+                    );
                 }
                 pool.login_failed(&e);
             }

@@ -114,6 +114,10 @@ pub enum Timeout {
     /// client_idle_timeout: no query for too long.
     #[error("client_idle_timeout")]
     ClientIdle,
+    /// query_timeout, reached while still waiting for a server (PgBouncer
+    /// words it with the setting's name).
+    #[error("query_timeout")]
+    WaitingQuery,
     /// query_wait_timeout: no server became free in time.
     #[error("query_wait_timeout")]
     QueryWait,

@@ -279,7 +279,7 @@ pub fn health(shared: &Shared) -> (StatusCode, String) {
         .max(std::time::Duration::from_secs(5));
     let mut down: Vec<(String, String)> = Vec::new();
     for p in shared.pools.all() {
-        if let Some(e) = p.recent_failure(retry) {
+        if let Some((e, _)) = p.recent_failure(retry) {
             if !down.iter().any(|(d, _)| *d == p.key.db) {
                 down.push((p.key.db.clone(), e.to_string()));
             }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::protocol::{self, Severity};
@@ -20,7 +20,7 @@ pub enum Stream {
     /// A client's connection, TLS terminated by tidepool.
     ClientTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// A connection to PostgreSQL over TLS.
-    ServerTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    ServerTls(Box<tokio_rustls::client::TlsStream<Movable>>),
     /// Left behind while a stream is being upgraded to TLS: reads see the
     /// end of the stream, writes fail.
     Closed,
@@ -74,7 +74,7 @@ impl Stream {
             _ => "TLS",
         };
         let suite = suite
-            .map(|s| openssl_cipher_name(s.suite()))
+            .map(|s| crate::tls::openssl_name(s.suite()))
             .unwrap_or_default();
         format!("{version}/{suite}")
     }
@@ -89,7 +89,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => Some(s),
             Stream::ClientTls(s) => Some(s.get_ref().0),
-            Stream::ServerTls(s) => Some(s.get_ref().0),
+            Stream::ServerTls(s) => s.get_ref().0 .0.as_ref(),
             _ => None,
         }
     }
@@ -106,7 +106,13 @@ impl Stream {
                 Err(e) => return Err(e),
             }
         }
-        tokio::io::AsyncWriteExt::write_all(self, buf).await
+        tokio::io::AsyncWriteExt::write_all(self, buf).await?;
+        // rustls takes the bytes and reports them written even when the
+        // socket would block: they wait in its buffer until flushed.
+        if matches!(self, Stream::ClientTls(_) | Stream::ServerTls(_)) {
+            tokio::io::AsyncWriteExt::flush(self).await?;
+        }
+        Ok(())
     }
 
     /// Non-blocking read straight from the socket (under any TLS): for
@@ -142,17 +148,13 @@ impl Stream {
     /// and rebuilt) a duplicate descriptor is registered and replaces the
     /// old one. On error the stream is left closed.
     pub fn rehome(&mut self) -> io::Result<()> {
-        fn dup(s: &TcpStream) -> io::Result<TcpStream> {
-            use std::os::fd::AsFd;
-            let fd = s.as_fd().try_clone_to_owned()?;
-            TcpStream::from_std(std::net::TcpStream::from(fd))
-        }
         match std::mem::replace(self, Stream::Closed) {
             Stream::Tcp(s) => *self = Stream::Tcp(TcpStream::from_std(s.into_std()?)?),
             Stream::Unix(s) => *self = Stream::Unix(UnixStream::from_std(s.into_std()?)?),
             Stream::ServerTls(mut s) => {
-                *s.get_mut().0 = dup(s.get_ref().0)?;
+                let moved = s.get_mut().0.rehome();
                 *self = Stream::ServerTls(s);
+                moved?;
             }
             // Only servers move between loops; a client stays on the loop
             // it was dealt to.
@@ -176,21 +178,67 @@ impl Stream {
 }
 
 /// OpenSSL's name of a cipher suite rustls offers, as PgBouncer logs it.
-fn openssl_cipher_name(s: rustls::CipherSuite) -> String {
-    use rustls::CipherSuite as C;
-    let name = match s {
-        C::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
-        C::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
-        C::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
-        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
-        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
-        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
-        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
-        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
-        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
-        other => return format!("{other:?}"),
-    };
-    name.to_string()
+/// The TCP socket under a TLS connection to PostgreSQL, which can move to
+/// another thread's event loop with the TLS session kept: taken out,
+/// deregistered and registered again, as a plain socket is (no second
+/// file descriptor, as a `dup` would need).
+pub struct Movable(Option<TcpStream>);
+
+impl Movable {
+    /// Wrap a connected socket.
+    pub fn new(s: TcpStream) -> Self {
+        Movable(Some(s))
+    }
+
+    fn rehome(&mut self) -> io::Result<()> {
+        let Some(s) = self.0.take() else {
+            return Err(closed_write());
+        };
+        self.0 = Some(TcpStream::from_std(s.into_std()?)?);
+        Ok(())
+    }
+
+    fn io(&mut self) -> io::Result<Pin<&mut TcpStream>> {
+        self.0.as_mut().map(Pin::new).ok_or_else(closed_write)
+    }
+}
+
+impl AsyncRead for Movable {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut().io() {
+            Ok(s) => s.poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for Movable {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().io() {
+            Ok(s) => s.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().io() {
+            Ok(s) => s.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().io() {
+            Ok(s) => s.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
 }
 
 fn closed_write() -> io::Error {
@@ -474,7 +522,7 @@ impl Conn {
             Error::ServerError(f) => protocol::error_from_fields(&mut b, f),
             _ => protocol::error_response(&mut b, sev, e.sqlstate(), &e.to_string()),
         }
-        let _ = self.stream.write_all(&b).await;
+        let _ = self.stream.send_all(&b).await;
     }
 
     /// Run the TLS handshake on this (plain TCP) connection.

@@ -87,6 +87,28 @@ pub struct ServerConn {
     /// changes its settings. A link with the same pair skips the
     /// comparison.
     pub synced: Option<(Arc<Params>, Arc<Params>)>,
+    /// log_disconnections when it logged in: whether [`ServerConn::close`]
+    /// logs.
+    pub log_close: bool,
+}
+
+impl ServerConn {
+    /// Close it, with PgBouncer's line: `S-0x..: db/user@host:port closing
+    /// because: server lifetime over (age=3600s)`.
+    pub fn close(self: Box<Self>, why: &str) {
+        if self.log_close {
+            let e = &self.registered.entry;
+            let tag = crate::logging::Tag {
+                kind: 'S',
+                id: self.id,
+                db: &e.database,
+                user: &e.user,
+                peer: &*self.addr,
+            };
+            let age = self.created.elapsed().as_secs();
+            tracing::info!("{tag} closing because: {why} (age={age}s)");
+        }
+    }
 }
 
 impl Drop for ServerConn {
@@ -285,13 +307,23 @@ impl Login {
             prepared: crate::prepared::ServerStmts::default(),
             home: std::thread::current().id(),
             synced: None,
+            log_close: info.settings.settings.log_disconnections,
         }
     }
 }
 
 /// PgBouncer's WARNING for a failed server login: `S-0x..: db/user@host:port
 /// server login failed: FATAL database "x" does not exist`.
-pub(crate) fn log_login_failure(info: &LoginInfo, id: u64, e: &Error) {
+///
+/// A login that never reached the server's answer also gets PgBouncer's
+/// `closing because: connect failed` / `connect timeout` line.
+pub(crate) fn log_login_failure(
+    info: &LoginInfo,
+    id: u64,
+    e: &Error,
+    log_errors: bool,
+    log_close: bool,
+) {
     let peer = &info.addr;
     let tag = crate::logging::Tag {
         kind: 'S',
@@ -301,11 +333,29 @@ pub(crate) fn log_login_failure(info: &LoginInfo, id: u64, e: &Error) {
         peer,
     };
     match e {
-        Error::ServerError(f) => {
+        Error::ServerError(f) if log_errors => {
             tracing::warn!("{tag} server login failed: {} {}", f.severity, f.message)
         }
-        other => tracing::warn!("{tag} server login failed: {other}"),
+        Error::ServerError(_) => {}
+        other => {
+            if log_errors {
+                tracing::warn!("{tag} server login failed: {other}");
+            }
+            if log_close {
+                let why = if timed_out(other) {
+                    "connect timeout"
+                } else {
+                    "connect failed"
+                };
+                tracing::info!("{tag} closing because: {why} (age=0s)");
+            }
+        }
     }
+}
+
+/// A login that ran out of server_connect_timeout (or the OS's).
+fn timed_out(e: &Error) -> bool {
+    matches!(e, Error::ServerConnect { source: Some(s), .. } if s.kind() == std::io::ErrorKind::TimedOut)
 }
 
 /// The end (ReadyForQuery `body`) of a query we sent ourselves: the
@@ -330,10 +380,11 @@ impl ServerConn {
         let fut = Self::connect_inner(info, id, slot);
         match info.connect_timeout {
             Some(t) => timers.timeout(t, fut).await.unwrap_or_else(|_| {
-                Err(login_refused(
-                    &info.addr,
-                    format!("timed out after {:?} (server_connect_timeout)", t),
-                ))
+                Err(Error::ServerConnect {
+                    server: info.addr.to_string(),
+                    reason: format!("timed out after {t:?} (server_connect_timeout)"),
+                    source: Some(std::io::ErrorKind::TimedOut.into()),
+                })
             }),
             None => fut.await,
         }
@@ -358,7 +409,7 @@ impl ServerConn {
             .insert("database".into(), info.database.clone());
         protocol::encode(&mut out, &startup)?;
         stream
-            .write_all(&out)
+            .send_all(&out)
             .await
             .map_err(|e| server_io(addr, e))?;
 
@@ -374,7 +425,7 @@ impl ServerConn {
                     out.clear();
                     if login.answer(info, &body, &mut out)? {
                         stream
-                            .write_all(&out)
+                            .send_all(&out)
                             .await
                             .map_err(|e| server_io(addr, e))?;
                     }
@@ -505,7 +556,7 @@ impl ServerConn {
         let mut out = BytesMut::new();
         protocol::extended_query(&mut out, sql, params);
         self.stream
-            .write_all(&out)
+            .send_all(&out)
             .await
             .map_err(Error::server_gone)?;
         let (mut row, mut error) = (None, None);
@@ -536,7 +587,7 @@ impl ServerConn {
         let mut out = BytesMut::new();
         protocol::query(&mut out, sql);
         self.stream
-            .write_all(&out)
+            .send_all(&out)
             .await
             .map_err(Error::server_gone)?;
         let mut error = None;
@@ -675,6 +726,19 @@ async fn negotiate_tls(stream: Stream, info: &LoginInfo) -> Result<Stream, Error
     if matches!(side.mode, SslMode::Disable | SslMode::Allow) {
         return Ok(stream);
     }
+    let Some(connector) = &side.connector else {
+        // server_tls_protocols left no version rustls has.
+        if side.mode == SslMode::Prefer {
+            return Ok(stream);
+        }
+        return Err(login_refused(
+            &info.addr,
+            format!(
+                "server_tls_sslmode = {} and server_tls_protocols leaves no TLS version tidepool supports (TLS 1.2, 1.3)",
+                side.mode
+            ),
+        ));
+    };
     let addr = &info.addr;
     let Stream::Tcp(mut tcp) = stream else {
         return Ok(stream);
@@ -691,11 +755,10 @@ async fn negotiate_tls(stream: Stream, info: &LoginInfo) -> Result<Stream, Error
         protocol::ENCRYPTION_ACCEPTED => {
             let name = rustls::pki_types::ServerName::try_from(addr.host.clone())
                 .map_err(|e| login_refused(addr, format!("invalid host name for TLS: {e}")))?;
-            let tls = side
-                .connector
-                .connect(name, tcp)
+            let tls = connector
+                .connect(name, crate::net::Movable::new(tcp))
                 .await
-                .map_err(|e| server_io_in(addr, "TLS handshake failed", e))?;
+                .map_err(|e| server_io_in(addr, tls_failure(&e), e))?;
             Ok(Stream::ServerTls(Box::new(tls)))
         }
         protocol::ENCRYPTION_REFUSED if side.mode == SslMode::Prefer => Ok(Stream::Tcp(tcp)),
@@ -710,6 +773,21 @@ async fn negotiate_tls(stream: Stream, info: &LoginInfo) -> Result<Stream, Error
             addr,
             format!("unexpected answer to SSLRequest: {:?}", other as char),
         )),
+    }
+}
+
+/// What a failed TLS handshake with a server is logged as: a certificate
+/// refused is OpenSSL's "certificate verify failed", which operators grep
+/// for.
+fn tls_failure(e: &std::io::Error) -> &'static str {
+    let refused = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+    if refused {
+        "TLS handshake failed: certificate verify failed"
+    } else {
+        "TLS handshake failed"
     }
 }
 

@@ -101,11 +101,13 @@ async fn server_side_verify_full_and_a_certificate_from_the_wrong_ca() {
         .await;
         assert_eq!(row, vec![s("true")], "server connection of {db} uses TLS");
     }
-    // A CA that did not sign PostgreSQL's certificate: a clear error.
+    // A CA that did not sign PostgreSQL's certificate: the login fails
+    // with OpenSSL's words for it, and the client waits for a retry (as
+    // with PgBouncer) until query_wait_timeout.
     let p = Pooler::start_on(
         pg,
         &format!(
-            "server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"{}\"\n",
+            "server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"{}\"\nquery_wait_timeout = 2\n",
             certs.path("rogue-ca.pem")
         ),
         "",
@@ -116,12 +118,22 @@ async fn server_side_verify_full_and_a_certificate_from_the_wrong_ca() {
         Ok(c) => c.simple_query("SELECT 1").await.expect_err("must fail"),
         Err(e) => e,
     };
-    let msg = e
-        .as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_default();
-    assert!(msg.contains("TLS handshake failed"), "{msg}");
-    assert!(msg.to_lowercase().contains("certificate"), "{msg}");
+    assert_eq!(message(&e), "query_wait_timeout");
+    let failures: Vec<String> = p
+        .app
+        .shared()
+        .pools
+        .all()
+        .iter()
+        .filter_map(|pool| pool.recent_failure(std::time::Duration::from_secs(600)))
+        .map(|(e, _)| e.to_string())
+        .collect();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(
+        failures[0].contains("TLS handshake failed: certificate verify failed"),
+        "{failures:?}"
+    );
+    assert!(failures[0].contains("UnknownIssuer"), "{failures:?}");
     // server_tls_sslmode = disable: plain text to the server.
     let p = Pooler::start_on(pg, "server_tls_sslmode = \"disable\"\n", "", None).await;
     let c = p.connect(MD5_USER, MD5_PASS, DB).await;
@@ -318,4 +330,285 @@ async fn bytes_sent_after_sslrequest_before_the_handshake_close_the_connection()
         MD5_PASS,
     );
     assert_eq!(out(&o), "still fine");
+}
+
+/// Run `openssl` in `dir`; the test needs it to issue X.509 v1
+/// certificates (rcgen only issues v3).
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let o = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A CA (v3, as `openssl req -x509` makes it) and v1 certificates it
+/// issues: `openssl x509 -req` without extensions, as PgBouncer's own test
+/// certificates and many hand-made PKIs are.
+fn v1_pki(dir: &std::path::Path) {
+    for ca in ["ca", "other-ca"] {
+        openssl(
+            dir,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-out",
+                &format!("{ca}.key"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-x509",
+                "-days",
+                "30",
+                "-key",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+                "-subj",
+                &format!("/CN={ca}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+            ],
+        );
+    }
+    for (name, cn, ca) in [
+        ("site", "localhost", "ca"),
+        ("client", "alice", "ca"),
+        ("rogue", "localhost", "other-ca"),
+    ] {
+        openssl(
+            dir,
+            &[
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-out",
+                &format!("{name}.key"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-key",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                &format!("{ca}.crt"),
+                "-CAkey",
+                &format!("{ca}.key"),
+                "-CAcreateserial",
+                "-days",
+                "10",
+                "-out",
+                &format!("{name}.crt"),
+            ],
+        );
+    }
+}
+
+/// tidepool's TLS of `settings` (relative to `dir`) on both ends of one
+/// in-memory connection: its client side accepting, its server side
+/// connecting to `host`. The connecting side's error, if any.
+async fn handshake(
+    dir: &std::path::Path,
+    settings: &[(&str, &str)],
+    host: &str,
+) -> Result<(), String> {
+    let mut s = tidepool::config::Settings::default();
+    for (k, v) in settings {
+        s.set(k, v).unwrap();
+    }
+    let ctx = tidepool::tls::load(&s, dir).map_err(|e| e.to_string())?;
+    let acceptor = ctx.client.as_ref().expect("client TLS").acceptor.clone();
+    let connector = ctx.server.connector.clone().expect("server TLS");
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let (accepted, connected) = tokio::join!(acceptor.accept(a), connector.connect(name, b));
+    let mut tls = connected.map_err(|e| e.to_string())?;
+    let mut served = accepted.map_err(|e| e.to_string())?;
+    // The TLS 1.3 client's certificate is checked after the handshake:
+    // a byte through both ways proves both sides accepted.
+    tls.write_all(b"x").await.unwrap();
+    let mut one = [0u8; 1];
+    served
+        .read_exact(&mut one)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// X.509 v1 end-entity certificates are accepted where the configured CA
+/// issued them: tidepool's own certificate, a client's certificate, and
+/// PostgreSQL's under verify-full (name from the CN). Another CA's, or
+/// another name under verify-full, is refused.
+#[tokio::test]
+async fn x509_v1_certificates_of_the_configured_ca() {
+    let d = tempfile::tempdir().unwrap();
+    v1_pki(d.path());
+    let both = |ours: &'static str| {
+        vec![
+            ("client_tls_sslmode", "verify-full"),
+            (
+                "client_tls_cert_file",
+                if ours == "site" {
+                    "site.crt"
+                } else {
+                    "rogue.crt"
+                },
+            ),
+            (
+                "client_tls_key_file",
+                if ours == "site" {
+                    "site.key"
+                } else {
+                    "rogue.key"
+                },
+            ),
+            ("client_tls_ca_file", "ca.crt"),
+            ("server_tls_sslmode", "verify-full"),
+            ("server_tls_ca_file", "ca.crt"),
+            ("server_tls_cert_file", "client.crt"),
+            ("server_tls_key_file", "client.key"),
+        ]
+    };
+    handshake(d.path(), &both("site"), "localhost")
+        .await
+        .expect("v1 on both sides");
+    let e = handshake(d.path(), &both("site"), "elsewhere")
+        .await
+        .unwrap_err();
+    assert!(e.contains("NotValidForName"), "{e}");
+    let e = handshake(d.path(), &both("rogue"), "localhost")
+        .await
+        .unwrap_err();
+    assert!(e.contains("UnknownIssuer"), "{e}");
+    // verify-ca: the name is not checked, the issuer is.
+    let mut ca_only = both("site");
+    ca_only[4] = ("server_tls_sslmode", "verify-ca");
+    handshake(d.path(), &ca_only, "elsewhere")
+        .await
+        .expect("verify-ca ignores the name");
+    // A client certificate from another CA is refused by tidepool.
+    let mut rogue_client = both("site");
+    rogue_client[6] = ("server_tls_cert_file", "rogue.crt");
+    rogue_client[7] = ("server_tls_key_file", "rogue.key");
+    let e = handshake(d.path(), &rogue_client, "localhost")
+        .await
+        .unwrap_err();
+    assert!(!e.is_empty(), "{e}");
+    eprintln!("rogue client: {e}");
+}
+
+/// `SET client_tls_*` / `server_tls_*` on the console take effect at once,
+/// as RELOAD does: client TLS comes on; a server TLS change closes the old
+/// servers once released; files that cannot be used leave the TLS in force
+/// with PgBouncer's NOTICE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_set_applies_tls_settings() {
+    let pg = pg_tls();
+    let certs = pg.certs.as_ref().unwrap();
+    let p = Pooler::start_on(
+        pg,
+        &format!("server_tls_sslmode = \"disable\"\nadmin_users = \"{MD5_USER}\"\n"),
+        "",
+        None,
+    )
+    .await;
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    let base = format!("host=localhost port={} user={MD5_USER} dbname={DB}", p.port);
+    let tls_row = "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    assert_eq!(simple_row(&c, tls_row).await, vec![s("false")]);
+    let before = simple_row(&c, "SELECT pg_backend_pid()::text").await;
+    for (k, v) in [
+        ("client_tls_cert_file", certs.path("server.pem")),
+        ("client_tls_key_file", certs.path("server.key")),
+        ("client_tls_sslmode", "require".into()),
+        ("server_tls_sslmode", "require".into()),
+    ] {
+        admin
+            .simple_query(&format!("SET {k} = '{v}'"))
+            .await
+            .unwrap();
+    }
+    let o = psql(&format!("{base} sslmode=require"), "SHOW ssl", MD5_PASS);
+    assert!(o.status.success(), "{}", out(&o));
+    // A session keeps its server (session mode) ...
+    assert_eq!(
+        simple_row(&c, "SELECT pg_backend_pid()::text").await,
+        before
+    );
+    // ... which is closed at its end, not reused: the next client's
+    // server is a new one, over TLS.
+    drop(c);
+    // (Over the Unix socket: TCP now needs TLS.)
+    let c = connect(&format!(
+        "host={} port={} user={MD5_USER} password={MD5_PASS} dbname={DB}",
+        p.dir.path().display(),
+        p.port
+    ))
+    .await
+    .unwrap();
+    assert_eq!(simple_row(&c, tls_row).await, vec![s("true")]);
+    assert_ne!(
+        simple_row(&c, "SELECT pg_backend_pid()::text").await,
+        before
+    );
+    // A key file that does not exist: set, not applied, TLS goes on.
+    let notices = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (admin2, conn) = tokio_postgres::connect(
+        &format!(
+            "host={} port={} user={MD5_USER} password={MD5_PASS} dbname=pgbouncer",
+            p.dir.path().display(),
+            p.port
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    let seen = notices.clone();
+    let listening = tokio::spawn(async move {
+        let mut conn = conn;
+        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        use futures_util::StreamExt;
+        while let Some(Ok(m)) = stream.next().await {
+            if let tokio_postgres::AsyncMessage::Notice(n) = m {
+                seen.lock().unwrap().push(n.message().to_string());
+            }
+        }
+    });
+    admin2
+        .simple_query("SET client_tls_key_file = '/nonexistent/key.pem'")
+        .await
+        .unwrap();
+    assert_eq!(
+        notices.lock().unwrap().as_slice(),
+        ["TLS settings could not be applied, still using old configuration"]
+    );
+    let o = psql(&format!("{base} sslmode=require"), "SHOW ssl", MD5_PASS);
+    assert!(o.status.success(), "{}", out(&o));
+    drop(admin2);
+    listening.await.unwrap();
 }

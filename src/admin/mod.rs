@@ -150,7 +150,11 @@ async fn command(shared: &Arc<Shared>, text: &str, role: Role) -> Result<BytesMu
         // every new query, as PAUSE does, until RESUME.
         "SUSPEND" => shared.control.suspend(),
         "WAIT_CLOSE" => wait_close(shared, db).await,
-        "SET" => set(shared, text)?,
+        "SET" => {
+            if let Some(text) = set(shared, text)? {
+                notice(&mut b, text);
+            }
+        }
         other => {
             return Err(Error::NotSupported(format!(
                 "{other} is not implemented yet on tidepool's console (SHOW HELP lists what is)"
@@ -203,7 +207,7 @@ async fn pause(shared: &Arc<Shared>, db: Option<&str>) -> Result<(), Error> {
         });
         if !busy {
             for p in pools {
-                p.close_idle();
+                p.close_idle("pause mode");
             }
             return Ok(());
         }
@@ -233,7 +237,7 @@ async fn wait_close(shared: &Arc<Shared>, db: Option<&str>) {
         }
         for p in shared.pools.all() {
             if db.is_none_or(|d| d == p.key.db) {
-                p.close_idle();
+                p.close_idle("database configuration changed");
             }
         }
         // A server still in use goes when it is released.
@@ -243,7 +247,7 @@ async fn wait_close(shared: &Arc<Shared>, db: Option<&str>) {
 
 /// `SET key = value` for a key that may change at run time. Like
 /// PgBouncer's, the change lasts until the next RELOAD.
-fn set(shared: &Shared, text: &str) -> Result<(), Error> {
+fn set(shared: &Shared, text: &str) -> Result<Option<&'static str>, Error> {
     let rest = text.trim().trim_end_matches(';')[3..].trim();
     let (key, value) = rest
         .split_once('=')
@@ -259,11 +263,45 @@ fn set(shared: &Shared, text: &str) -> Result<(), Error> {
             "{key} can only be changed by a restart"
         )));
     }
-    let mut cfg = (*shared.config()).clone();
+    let old = shared.config();
+    let mut cfg = (*old).clone();
     cfg.settings
         .set(&key, value)
         .map_err(|e| Error::Protocol(format!("{key}: {e:?}")))?;
+    // As PgBouncer: the value is set either way; TLS files that cannot be
+    // used leave the TLS in force as it was, with a NOTICE.
+    let tls_applied = !(key.contains("_tls_") || key.contains("_tls13_"))
+        || apply_tls(shared, &old.settings, &cfg.settings, &cfg.path).is_ok();
     shared.swap_config(cfg);
+    if tls_applied {
+        Ok(None)
+    } else {
+        Ok(Some(
+            "TLS settings could not be applied, still using old configuration",
+        ))
+    }
+}
+
+/// Build the TLS of `new` and put it in force. A change of the server
+/// side's settings closes every server once released (as PgBouncer tags
+/// its pools dirty): old connections must not keep weaker TLS.
+fn apply_tls(
+    shared: &Shared,
+    old: &crate::config::Settings,
+    new: &crate::config::Settings,
+    config_path: &std::path::Path,
+) -> Result<(), crate::tls::TlsError> {
+    let base = config_path.parent().unwrap_or(std::path::Path::new(""));
+    let tls =
+        crate::tls::load(new, base).inspect_err(|e| tracing::error!("TLS setup failed: {e}"))?;
+    shared.swap_tls(tls);
+    if crate::tls::server_side_differs(old, new) {
+        for p in shared.pools.all() {
+            p.forget_failure();
+            shared.control.reconnect(&p.key.db);
+            p.close_idle("database configuration changed");
+        }
+    }
     Ok(())
 }
 
@@ -272,13 +310,8 @@ fn set(shared: &Shared, text: &str) -> Result<(), Error> {
 pub fn reload(shared: &Shared) -> Result<(), Error> {
     let old = shared.config();
     let new = Config::load(&old.path).map_err(|e| Error::InvalidConfig(e.to_string()))?;
-    let base = new
-        .path
-        .parent()
-        .map(|p| p.to_path_buf())
-        .unwrap_or_default();
-    let tls =
-        crate::tls::load(&new.settings, &base).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    apply_tls(shared, &old.settings, &new.settings, &new.path)
+        .map_err(|e| Error::InvalidConfig(e.to_string()))?;
     for w in &new.warnings {
         tracing::warn!("{w}");
     }
@@ -297,13 +330,13 @@ pub fn reload(shared: &Shared) -> Result<(), Error> {
                 let affected =
                     p.key.db == *name || (name == "*" && !new.databases.contains_key(&p.key.db));
                 if affected {
+                    p.forget_failure();
                     shared.control.reconnect(&p.key.db);
-                    p.close_idle();
+                    p.close_idle("database configuration changed");
                 }
             }
         }
     }
-    shared.swap_tls(tls);
     shared.swap_config(new);
     shared.metrics.reloads.inc();
     tracing::info!("configuration reloaded from {}", old.path.display());
@@ -315,6 +348,11 @@ fn help(b: &mut BytesMut) {
                 \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS|LISTS|STATE\n\
                 \tSHOW SOCKETS|ACTIVE_SOCKETS|MEM|FDS|DNS_HOSTS|DNS_ZONES|PEERS|PEER_POOLS\n\
                 \tPAUSE [<db>]\n\tKILL [<db>]\n\tKILL_CLIENT <id>\n\tRESUME [<db>]\n\tDISABLE <db>\n\tENABLE <db>\n\tRECONNECT [<db>]\n\tSUSPEND\n\tRELOAD\n\tSET key = value\n\tWAIT_CLOSE [<db>]\n\tSHUTDOWN [WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS]";
+    notice(b, text);
+    let _ = CommandComplete::new("SHOW".into()).encode(b);
+}
+
+fn notice(b: &mut BytesMut, text: &str) {
     let _ = NoticeResponse::new(vec![
         (field::SEVERITY, "NOTICE".into()),
         (field::SEVERITY_V, "NOTICE".into()),
@@ -322,5 +360,4 @@ fn help(b: &mut BytesMut) {
         (field::MESSAGE, text.into()),
     ])
     .encode(b);
-    let _ = CommandComplete::new("SHOW".into()).encode(b);
 }

@@ -60,7 +60,7 @@ pub(super) fn reconnect(shared: &Shared, db: Option<&str>) {
     for p in shared.pools.all() {
         if db.is_none_or(|d| d == p.key.db) {
             shared.control.reconnect(&p.key.db);
-            p.close_idle();
+            p.close_idle("database configuration changed");
         }
     }
     if let Some(d) = db {
@@ -80,7 +80,7 @@ pub(super) fn kill(shared: &Shared, db: Option<&str>) -> Result<(), Error> {
     }
     for p in shared.pools.all() {
         if db.is_none_or(|d| d == p.key.db) {
-            p.close_idle();
+            p.close_idle("server killed");
         }
     }
     Ok(())

@@ -102,6 +102,9 @@ async fn run(
             s
         }
         Grant::Slot(slot) => {
+            if let Some((e, _)) = pool.recent_failure(limits.login_retry) {
+                return Err(e);
+            }
             let info = crate::session::login_info(
                 cfg,
                 shared.tls(),

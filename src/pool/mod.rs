@@ -355,12 +355,9 @@ impl Pool {
         };
         let mut limited = false;
         let cap = limits.pool_size.max(1) + if use_reserve { limits.reserve_size } else { 0 };
+        // A recent login failure is the caller's to weigh (a client that
+        // has waited through it keeps waiting): see `recent_failure`.
         if inner.total < cap {
-            if let Some(f) = &inner.login_failure {
-                if f.at.elapsed() < limits.login_retry {
-                    return Err(f.to_error());
-                }
-            }
             if self.reserve_counts(limits) {
                 let from_reserve = inner.total >= limits.pool_size.max(1);
                 inner.total += 1;
@@ -613,11 +610,18 @@ impl Pool {
         });
     }
 
-    /// The server's error if a login failed less than `retry` ago.
-    pub fn recent_failure(&self, retry: Duration) -> Option<Error> {
+    /// The server's error, and when, if a login failed less than `retry`
+    /// ago.
+    pub fn recent_failure(&self, retry: Duration) -> Option<(Error, Instant)> {
         let inner = self.lock();
         let f = inner.login_failure.as_ref()?;
-        (f.at.elapsed() < retry).then(|| f.to_error())
+        (f.at.elapsed() < retry).then(|| (f.to_error(), f.at))
+    }
+
+    /// Forget the last login failure: the server's settings changed, so it
+    /// no longer tells what the next login will meet.
+    pub fn forget_failure(&self) {
+        self.lock().login_failure = None;
     }
 
     /// A secret auth_query found for this pool's user (md5 or plain), to
@@ -678,10 +682,12 @@ impl Pool {
         }
     }
 
-    /// Close every idle server now (PAUSE, RECONNECT).
-    pub fn close_idle(&self) {
+    /// Close every idle server now (PAUSE, RECONNECT), logging `why`.
+    pub fn close_idle(&self, why: &str) {
         let idle = std::mem::take(&mut self.lock().idle);
-        drop(idle);
+        for s in idle {
+            s.close(why);
+        }
     }
 
     /// Close idle servers past `idle_timeout` or `lifetime`, and dead ones.
@@ -713,7 +719,14 @@ impl Pool {
             inner.idle.len()
         };
         // Dropped outside the lock: each frees its slot.
-        drop(closing);
+        for s in closing {
+            let why = if now.saturating_duration_since(s.created) >= lifetime {
+                "server lifetime over"
+            } else {
+                "server idle timeout"
+            };
+            s.close(why);
+        }
         if !check_alive {
             return;
         }

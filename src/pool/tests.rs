@@ -139,8 +139,11 @@ async fn db_limit_spans_pools() {
     waiter.await.unwrap().unwrap();
 }
 
+/// A failed login is kept for server_login_retry for the callers to weigh
+/// (a new client fails at once, one that waited keeps waiting); checkout
+/// itself still grants the slot.
 #[tokio::test]
-async fn login_failure_is_reported_to_the_next_checkout() {
+async fn login_failure_is_kept_for_server_login_retry() {
     let pools = Pools::default();
     let p = pools.get(&key());
     p.login_failed(&Error::ServerConnect {
@@ -148,9 +151,14 @@ async fn login_failure_is_reported_to_the_next_checkout() {
         reason: "refused".into(),
         source: None,
     });
-    let e = p.checkout(limits(2)).await.err().unwrap();
+    let (e, _) = p.recent_failure(Duration::from_secs(60)).unwrap();
     assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
-    let mut l = limits(2);
-    l.login_retry = Duration::ZERO;
-    assert!(p.checkout(l).await.is_ok());
+    assert!(
+        e.to_string().contains("server login has been failing"),
+        "{e}"
+    );
+    assert!(p.recent_failure(Duration::ZERO).is_none());
+    assert!(matches!(p.checkout(limits(2)).await, Ok(Grant::Slot(_))));
+    p.forget_failure();
+    assert!(p.recent_failure(Duration::from_secs(60)).is_none());
 }

@@ -36,6 +36,7 @@ use bytes::BytesMut;
 use tracing::debug;
 
 use crate::config::{Config, PoolMode, ResolvedDb};
+use crate::error::Timeout;
 use crate::net::{fill, poll_fill, Conn, ServerAddr};
 use crate::pool::{Grant, Limits, Pool};
 use crate::prepared;
@@ -156,6 +157,9 @@ impl Session {
         mut conn: Option<&mut Conn>,
     ) -> Result<(Box<ServerConn>, bool), Error> {
         let mut at_once = true;
+        // Logging in (no welcome yet), or already waited through a failed
+        // attempt: a cached login failure makes it wait, not fail.
+        let mut patient = conn.is_none();
         loop {
             // Nearly always an idle server: no limits to work out, no future.
             let grant = match self.pool.take_idle() {
@@ -192,57 +196,106 @@ impl Session {
                     return Ok((s, at_once));
                 }
                 Grant::Slot(slot) => {
+                    at_once = false;
                     let retry = self.cfg.settings.server_login_retry.0;
-                    if let Some(e) = self.pool.recent_failure(retry) {
-                        return Err(e);
-                    }
-                    let info = self.login_info();
-                    let id = self.shared.next_id();
-                    let started = Instant::now();
-                    // Boxed: connecting is rare and its state large; it
-                    // would otherwise sit in every client's task.
-                    return match Box::pin(ServerConn::connect(&info, id, slot, &self.shared.timers))
-                        .await
-                    {
-                        Ok(mut s) => {
-                            self.shared
-                                .metrics
-                                .server_connect
-                                .with_label_values(&[self.db.name.as_str()])
-                                .observe(started.elapsed().as_secs_f64());
-                            if s.stream.is_tls() {
-                                self.shared
-                                    .metrics
-                                    .tls_handshakes
-                                    .with_label_values(&["server"])
-                                    .inc();
-                            }
-                            s.generation = self.shared.control.generation(&self.db.name);
-                            self.pool.login_succeeded(&s.params);
-                            self.pool.set_template(&info);
-                            if self.cfg.settings.log_connections {
-                                s.log_new(&self.db.name, &self.pool.key.user);
-                            }
-                            Ok((Box::new(s), false))
+                    if let Some((e, at)) = self.pool.recent_failure(retry) {
+                        drop(slot);
+                        // PgBouncer's check_fast_fail: a client arriving
+                        // after the failure gets it at once; one that was
+                        // already waiting (or is logging in) waits for the
+                        // next attempt.
+                        if !patient {
+                            return Err(e);
                         }
-                        Err(e) => {
-                            if self.cfg.settings.log_pooler_errors {
-                                crate::server::log_login_failure(&info, id, &e);
-                            }
-                            if crate::pool::is_transient(&e) {
-                                if let Some(pause) =
-                                    transient_retry(now, self.limits().wait_timeout)
-                                {
-                                    at_once = false;
-                                    self.shared.timers.sleep(pause).await;
-                                    continue;
+                        self.wait_to_retry(at + retry, now).await?;
+                        continue;
+                    }
+                    match self.connect_new(slot).await {
+                        Ok(s) => return Ok((s, false)),
+                        Err(e) if crate::pool::is_transient(&e) => {
+                            match transient_retry(now, self.limits().wait_timeout) {
+                                Some(pause) => self.shared.timers.sleep(pause).await,
+                                None => {
+                                    self.pool.login_failed(&e);
+                                    return Err(e);
                                 }
                             }
-                            self.pool.login_failed(&e);
-                            Err(e)
                         }
-                    };
+                        Err(e) => {
+                            self.pool.login_failed(&e);
+                            // The server said no (an ErrorResponse): the
+                            // client gets its words. Anything else (refused,
+                            // timed out, TLS) is retried every
+                            // server_login_retry while the client waits.
+                            if matches!(e, Error::ServerError(_)) {
+                                return Err(e);
+                            }
+                            patient = true;
+                        }
+                    }
                 }
+            }
+        }
+    }
+
+    /// Wait until `until` to try the server again, unless query_timeout or
+    /// query_wait_timeout (counted from `since`, when the request began)
+    /// ends the wait first: then their error, in PgBouncer's words.
+    async fn wait_to_retry(&self, until: Instant, since: Instant) -> Result<(), Error> {
+        let query = self.cfg.client_timeouts(&self.user).query;
+        let ends = [
+            query.map(|t| (since + t, Timeout::WaitingQuery)),
+            self.limits()
+                .wait_timeout
+                .map(|t| (since + t, Timeout::QueryWait)),
+        ];
+        let first_end = ends.into_iter().flatten().min_by_key(|(at, _)| *at);
+        match first_end {
+            Some((at, why)) if at <= until => {
+                self.shared.timers.sleep_until(at).await;
+                Err(Error::Timeout(why))
+            }
+            _ => {
+                self.shared.timers.sleep_until(until).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Log a new server in with this client's slot.
+    async fn connect_new(&self, slot: crate::slot::Slot) -> Result<Box<ServerConn>, Error> {
+        let info = self.login_info();
+        let id = self.shared.next_id();
+        let started = Instant::now();
+        // Boxed: connecting is rare and its state large; it would
+        // otherwise sit in every client's task.
+        match Box::pin(ServerConn::connect(&info, id, slot, &self.shared.timers)).await {
+            Ok(mut s) => {
+                let m = &self.shared.metrics;
+                m.server_connect
+                    .with_label_values(&[self.db.name.as_str()])
+                    .observe(started.elapsed().as_secs_f64());
+                if s.stream.is_tls() {
+                    m.tls_handshakes.with_label_values(&["server"]).inc();
+                }
+                s.generation = self.shared.control.generation(&self.db.name);
+                self.pool.login_succeeded(&s.params);
+                self.pool.set_template(&info);
+                if self.cfg.settings.log_connections {
+                    s.log_new(&self.db.name, &self.pool.key.user);
+                }
+                Ok(Box::new(s))
+            }
+            Err(e) => {
+                let s = &self.cfg.settings;
+                crate::server::log_login_failure(
+                    &info,
+                    id,
+                    &e,
+                    s.log_pooler_errors,
+                    s.log_disconnections,
+                );
+                Err(e)
             }
         }
     }
@@ -350,14 +403,15 @@ impl Session {
         server.registered.entry.set_at(State::Idle, 0, now);
         let lifetime = self.cfg.server_lifetime(&self.db);
         if at.saturating_duration_since(server.created) >= lifetime {
-            return;
+            return server.close("server lifetime over");
         }
         // RECONNECT since this server was made, or the database paused:
         // close it rather than keep it.
-        if server.generation < self.shared.control.generation(&self.db.name)
-            || self.shared.control.is_paused(&self.db.name)
-        {
-            return;
+        if server.generation < self.shared.control.generation(&self.db.name) {
+            return server.close("database configuration changed");
+        }
+        if self.shared.control.is_paused(&self.db.name) {
+            return server.close("pause mode");
         }
         server.last_used = at;
         self.pool.checkin(server);

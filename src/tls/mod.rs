@@ -9,15 +9,23 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::sign::SingleCertAndKey;
+use rustls::RootCertStore;
 use sha2::Digest;
 
 use crate::config::{Settings, SslMode};
+
+mod ciphers;
+mod v1;
+mod verify;
+
+pub use ciphers::openssl_name;
+
+use verify::{certified_key, ClientVerifier, ServerCheck, ServerVerifier};
 
 /// The ALPN protocol name of direct TLS (PostgreSQL 17).
 pub const ALPN: &[u8] = b"postgresql";
@@ -57,8 +65,9 @@ pub struct ClientSide {
 pub struct ServerSide {
     /// server_tls_sslmode.
     pub mode: SslMode,
-    /// The handshake with servers.
-    pub connector: tokio_rustls::TlsConnector,
+    /// The handshake with servers; `None` when server_tls_protocols leaves
+    /// no version rustls has (TLS 1.0 / 1.1 only).
+    pub connector: Option<tokio_rustls::TlsConnector>,
 }
 
 /// Both sides; swapped whole on reload.
@@ -69,8 +78,24 @@ pub struct TlsContext {
     pub server: ServerSide,
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// The provider with the suites a side's cipher settings allow; `keys`
+/// names them (`*_tls_ciphers`, `*_tls13_ciphers`).
+fn side_provider(
+    keys: [&'static str; 2],
+    tls12: &str,
+    tls13: &str,
+) -> Result<Arc<rustls::crypto::CryptoProvider>, TlsError> {
+    ciphers::provider(tls12, tls13)
+        .map(Arc::new)
+        .map_err(|(which, reason)| TlsError {
+            key: if which == ciphers::Which::Tls12 {
+                keys[0]
+            } else {
+                keys[1]
+            },
+            path: String::new(),
+            reason,
+        })
 }
 
 fn resolve(base: &Path, p: &str) -> PathBuf {
@@ -97,21 +122,33 @@ fn private_key(key: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>,
     PrivateKeyDer::from_pem_file(path).map_err(|e| err(key, path, e))
 }
 
-fn roots(key: &'static str, path: &Path) -> Result<RootCertStore, TlsError> {
+/// The CA file: as webpki's trust anchors, and as certificates (for the
+/// v1 end entities they issue).
+fn roots(
+    key: &'static str,
+    path: &Path,
+) -> Result<(Arc<RootCertStore>, Vec<CertificateDer<'static>>), TlsError> {
+    let cas = certs(key, path)?;
     let mut store = RootCertStore::empty();
-    for c in certs(key, path)? {
-        store.add(c).map_err(|e| err(key, path, e))?;
+    for c in &cas {
+        store.add(c.clone()).map_err(|e| err(key, path, e))?;
     }
-    Ok(store)
+    Ok((Arc::new(store), cas))
 }
 
-/// `secure` (the default) = TLS 1.2 and 1.3; also `all`, `tlsv1.2`,
-/// `tlsv1.3`, comma or space separated. rustls has no TLS 1.0 / 1.1.
+/// `secure` (the default, also when empty) = TLS 1.2 and 1.3; also `all`,
+/// `tlsv1.2`, `tlsv1.3`, comma or space separated. rustls has no TLS 1.0 /
+/// 1.1: a list of only those leaves nothing, and that side has no TLS.
 fn versions(
     key: &'static str,
     spec: &str,
 ) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, TlsError> {
     let mut out = Vec::new();
+    let spec = if spec.trim().is_empty() {
+        "secure"
+    } else {
+        spec
+    };
     for word in spec.split([',', ' ', ':']).filter(|w| !w.is_empty()) {
         match word.to_ascii_lowercase().as_str() {
             "secure" | "default" | "all" | "legacy" => {
@@ -132,11 +169,9 @@ fn versions(
     }
     out.dedup_by(|a, b| std::ptr::eq(*a, *b));
     if out.is_empty() {
-        return Err(TlsError {
-            key,
-            path: String::new(),
-            reason: "no TLS protocol left (tidepool supports TLS 1.2 and 1.3)".into(),
-        });
+        tracing::warn!(
+            "{key} = {spec}: no TLS version tidepool supports (TLS 1.2, 1.3) is left, so TLS on that side cannot be used"
+        );
     }
     Ok(out)
 }
@@ -172,6 +207,25 @@ pub fn load(s: &Settings, base: &Path) -> Result<TlsContext, TlsError> {
     })
 }
 
+/// Whether the settings of the server side (tidepool towards PostgreSQL)
+/// differ: the file names, not their contents, as PgBouncer compares.
+pub fn server_side_differs(a: &Settings, b: &Settings) -> bool {
+    let key = |s: &Settings| {
+        (
+            s.server_tls_sslmode,
+            [
+                s.server_tls_ca_file.clone(),
+                s.server_tls_key_file.clone(),
+                s.server_tls_cert_file.clone(),
+                s.server_tls_protocols.clone(),
+                s.server_tls_ciphers.clone(),
+                s.server_tls13_ciphers.clone(),
+            ],
+        )
+    };
+    key(a) != key(b)
+}
+
 fn load_client_side(s: &Settings, base: &Path) -> Result<Option<ClientSide>, TlsError> {
     if s.client_tls_sslmode == SslMode::Disable {
         return Ok(None);
@@ -195,8 +249,17 @@ fn load_client_side(s: &Settings, base: &Path) -> Result<Option<ClientSide>, Tls
     let chain = certs("client_tls_cert_file", &cert_path)?;
     let key = private_key("client_tls_key_file", &key_path)?;
     let cert_hash = end_point_hash(&chain[0]);
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&versions("client_tls_protocols", &s.client_tls_protocols)?)
+    let provider = side_provider(
+        ["client_tls_ciphers", "client_tls13_ciphers"],
+        &s.client_tls_ciphers,
+        &s.client_tls13_ciphers,
+    )?;
+    let versions = versions("client_tls_protocols", &s.client_tls_protocols)?;
+    if versions.is_empty() {
+        return Ok(None);
+    }
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
         .map_err(|e| err("client_tls_protocols", Path::new(""), e))?;
     let verify = matches!(
         s.client_tls_sslmode,
@@ -209,16 +272,17 @@ fn load_client_side(s: &Settings, base: &Path) -> Result<Option<ClientSide>, Tls
         builder.with_no_client_auth()
     } else {
         let ca = resolve(base, &s.client_tls_ca_file);
-        let store = Arc::new(roots("client_tls_ca_file", &ca)?);
-        let v = WebPkiClientVerifier::builder_with_provider(store, provider());
+        let (store, cas) = roots("client_tls_ca_file", &ca)?;
+        let v = WebPkiClientVerifier::builder_with_provider(store, provider.clone());
         // Below verify-ca a certificate is optional (auth_type = cert
         // still needs one).
         let v = if verify { v } else { v.allow_unauthenticated() };
-        builder.with_client_cert_verifier(v.build().map_err(|e| err("client_tls_ca_file", &ca, e))?)
+        let webpki = v.build().map_err(|e| err("client_tls_ca_file", &ca, e))?;
+        builder.with_client_cert_verifier(Arc::new(ClientVerifier::new(webpki, &cas, &provider)))
     };
-    let mut cfg = builder
-        .with_single_cert(chain, key)
+    let ours = certified_key(chain, key, &provider)
         .map_err(|e| err("client_tls_key_file", &key_path, e))?;
+    let mut cfg = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(ours)));
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     Ok(Some(ClientSide {
         mode: s.client_tls_sslmode,
@@ -228,10 +292,36 @@ fn load_client_side(s: &Settings, base: &Path) -> Result<Option<ClientSide>, Tls
 }
 
 fn load_server_side(s: &Settings, base: &Path) -> Result<ServerSide, TlsError> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&versions("server_tls_protocols", &s.server_tls_protocols)?)
+    let connector = if s.server_tls_sslmode == SslMode::Disable {
+        None
+    } else {
+        server_connector(s, base)?
+    };
+    Ok(ServerSide {
+        mode: s.server_tls_sslmode,
+        connector,
+    })
+}
+
+/// The TLS client configuration towards PostgreSQL; `None` when no TLS
+/// version is left.
+fn server_connector(
+    s: &Settings,
+    base: &Path,
+) -> Result<Option<tokio_rustls::TlsConnector>, TlsError> {
+    let provider = side_provider(
+        ["server_tls_ciphers", "server_tls13_ciphers"],
+        &s.server_tls_ciphers,
+        &s.server_tls13_ciphers,
+    )?;
+    let versions = versions("server_tls_protocols", &s.server_tls_protocols)?;
+    if versions.is_empty() {
+        return Ok(None);
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions)
         .map_err(|e| err("server_tls_protocols", Path::new(""), e))?;
-    let verifier: Arc<dyn ServerCertVerifier> = match s.server_tls_sslmode {
+    let verifier = match s.server_tls_sslmode {
         SslMode::VerifyCa | SslMode::VerifyFull => {
             if s.server_tls_ca_file.is_empty() {
                 return Err(TlsError {
@@ -244,129 +334,36 @@ fn load_server_side(s: &Settings, base: &Path) -> Result<ServerSide, TlsError> {
                 });
             }
             let ca = resolve(base, &s.server_tls_ca_file);
-            let store = Arc::new(roots("server_tls_ca_file", &ca)?);
-            let inner = WebPkiServerVerifier::builder_with_provider(store, provider())
+            let (store, cas) = roots("server_tls_ca_file", &ca)?;
+            let webpki = WebPkiServerVerifier::builder_with_provider(store, provider.clone())
                 .build()
                 .map_err(|e| err("server_tls_ca_file", &ca, e))?;
-            if s.server_tls_sslmode == SslMode::VerifyFull {
-                inner
+            let check = if s.server_tls_sslmode == SslMode::VerifyFull {
+                ServerCheck::Full
             } else {
-                Arc::new(ChainOnly(inner))
-            }
+                ServerCheck::Chain
+            };
+            ServerVerifier::with_ca(check, webpki, &cas, &provider)
         }
-        _ => Arc::new(NoVerification(provider())),
+        _ => ServerVerifier::nothing(&provider),
     };
     let builder = builder
         .dangerous()
-        .with_custom_certificate_verifier(verifier);
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let cfg = if s.server_tls_cert_file.is_empty() {
         builder.with_no_client_auth()
     } else {
         let cert_path = resolve(base, &s.server_tls_cert_file);
         let key_path = resolve(base, &s.server_tls_key_file);
-        builder
-            .with_client_auth_cert(
-                certs("server_tls_cert_file", &cert_path)?,
-                private_key("server_tls_key_file", &key_path)?,
-            )
-            .map_err(|e| err("server_tls_key_file", &key_path, e))?
+        let ours = certified_key(
+            certs("server_tls_cert_file", &cert_path)?,
+            private_key("server_tls_key_file", &key_path)?,
+            &provider,
+        )
+        .map_err(|e| err("server_tls_key_file", &key_path, e))?;
+        builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(ours)))
     };
-    Ok(ServerSide {
-        mode: s.server_tls_sslmode,
-        connector: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
-    })
-}
-
-/// verify-ca: the chain must lead to the CA; the host name is not checked.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
-            | Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// prefer / require: encrypted, not authenticated (libpq's meaning of
-/// these modes). Handshake signatures are still checked.
-#[derive(Debug)]
-struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    Ok(Some(tokio_rustls::TlsConnector::from(Arc::new(cfg))))
 }
 
 #[cfg(test)]
@@ -377,7 +374,8 @@ mod tests {
     fn protocol_lists() {
         assert_eq!(versions("k", "secure").unwrap().len(), 2);
         assert_eq!(versions("k", "tlsv1.3").unwrap().len(), 1);
-        assert!(versions("k", "tlsv1.1").is_err(), "nothing left");
+        assert!(versions("k", "tlsv1.1").unwrap().is_empty(), "nothing left");
+        assert_eq!(versions("k", "").unwrap().len(), 2, "empty = secure");
         assert!(versions("k", "sslv3x").is_err());
     }
 
