@@ -60,14 +60,11 @@ fn main() -> ExitCode {
         println!("{}: ok", path.display());
         return ExitCode::SUCCESS;
     }
-    let verbose = args.verbose as u32 + config.settings.verbose;
-    let level = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
+    let from_env = std::env::var_os("TIDEPOOL_LOG").is_some();
     let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEPOOL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| level_filter(args.verbose, config.settings.verbose));
+    // Reloadable: `verbose` may change at run time (SET verbose, RELOAD).
+    let (filter, level) = tracing_subscriber::reload::Layer::new(filter);
     // PgBouncer's line format, to logfile if set and to stderr unless -q
     // (src/logging.rs).
     let logfile = match config.settings.logfile.as_str() {
@@ -80,16 +77,26 @@ fn main() -> ExitCode {
             }
         },
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // Plain text: logs are read by tools, and colour codes break them.
-        .with_ansi(false)
-        .event_format(PgbouncerFormat::default())
-        .with_writer(Sinks {
-            file: logfile.clone(),
-            stderr: !args.quiet,
-        })
-        .init();
+    {
+        use tracing_subscriber::prelude::*;
+        let lines = tracing_subscriber::fmt::layer()
+            // Plain text: logs are read by tools, and colour codes break them.
+            .with_ansi(false)
+            .event_format(PgbouncerFormat::default())
+            .with_writer(Sinks {
+                file: logfile.clone(),
+                stderr: !args.quiet,
+            });
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(lines)
+            .init();
+    }
+    let level = LogLevel {
+        handle: level,
+        flags: args.verbose,
+        from_env,
+    };
     tracing::info!("tidepool {} starting", env!("CARGO_PKG_VERSION"));
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -119,7 +126,7 @@ fn main() -> ExitCode {
         workers,
         timers,
     } = threads;
-    main.block_on(run(config, workers, timers, logfile))
+    main.block_on(run(config, workers, timers, logfile, level))
 }
 
 async fn run(
@@ -127,6 +134,7 @@ async fn run(
     workers: Vec<tokio::runtime::Handle>,
     timers: tidepool::threads::Timers,
     logfile: Option<LogFile>,
+    level: LogLevel,
 ) -> ExitCode {
     let pidfile = config.settings.pidfile.clone();
     let app = match Tidepool::start_with_workers(config, workers, timers).await {
@@ -141,6 +149,7 @@ async fn run(
             tracing::error!("cannot write pidfile {pidfile}: {e}");
         }
     }
+    tokio::spawn(follow_verbose(app.shared().clone(), level));
     // One set of handlers for the whole life: a signal that lands between
     // the running phase and the drain must reach the drain, not a dropped
     // receiver.
@@ -208,6 +217,47 @@ async fn wait_for_signal(
                 tracing::info!("got SIGQUIT, fast exit");
                 return shared.begin_shutdown(Shutdown::Now, true);
             }
+        }
+    }
+}
+
+/// The log filter for `-v` flags plus the `verbose` setting: PgBouncer's
+/// levels, 0 = LOG (info), 1 = DEBUG, 2 and up = NOISE (trace).
+fn level_filter(flags: u8, setting: u32) -> tracing_subscriber::EnvFilter {
+    // tidepool's own lines only: the libraries' debug output is not
+    // PgBouncer's and would drown them.
+    let level = match u32::from(flags) + setting {
+        0 => "info",
+        1 => "info,tidepool=debug",
+        _ => "info,tidepool=trace",
+    };
+    tracing_subscriber::EnvFilter::new(level)
+}
+
+type FilterHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// What changes the log level at run time.
+struct LogLevel {
+    handle: FilterHandle,
+    /// `-v` on the command line.
+    flags: u8,
+    /// TIDEPOOL_LOG set: it decides, not `verbose`.
+    from_env: bool,
+}
+
+/// Follow `verbose` as the config changes (SET verbose, RELOAD).
+async fn follow_verbose(shared: std::sync::Arc<tidepool::Shared>, level: LogLevel) {
+    if level.from_env {
+        return;
+    }
+    let mut swaps = shared.config_swaps();
+    let mut current = shared.config().settings.verbose;
+    while swaps.changed().await.is_ok() {
+        let verbose = shared.config().settings.verbose;
+        if verbose != current {
+            current = verbose;
+            let _ = level.handle.reload(level_filter(level.flags, verbose));
         }
     }
 }

@@ -30,9 +30,22 @@ pub struct Stmt {
     pub parse: Bytes,
     /// A server said its plan changed result type ([`Cache::retire`]).
     retired: AtomicBool,
+    /// A server has accepted its Parse once: a later Parse of it may be
+    /// answered without a server.
+    accepted: AtomicBool,
 }
 
 impl Stmt {
+    /// Record that a server accepted its Parse.
+    pub fn accept(&self) {
+        self.accepted.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a server has accepted its Parse.
+    pub fn is_accepted(&self) -> bool {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
     /// The query-and-types part of the Parse body: the cache key.
     pub fn key(&self) -> &[u8] {
         &self.parse[5 + self.name.len() + 1..]
@@ -70,6 +83,7 @@ impl Cache {
             parse: build_parse(&name, rest),
             name,
             retired: AtomicBool::new(false),
+            accepted: AtomicBool::new(false),
         });
         map.insert(Bytes::copy_from_slice(rest), stmt.clone());
         stmt
@@ -126,15 +140,22 @@ impl ServerStmts {
         self.stmts.get(&id).map(|(s, _)| s.clone())
     }
 
-    /// Record a statement; returns the name of one to close when over `cap`.
-    pub fn add(&mut self, s: &Arc<Stmt>, cap: usize) -> Option<Bytes> {
+    /// Record a statement; returns the names to close, least recently
+    /// used first, to be within `cap` again (more than one when
+    /// max_prepared_statements was lowered).
+    pub fn add(&mut self, s: &Arc<Stmt>, cap: usize) -> Vec<Bytes> {
         self.tick += 1;
         self.stmts.insert(s.id, (s.clone(), self.tick));
-        if self.stmts.len() <= cap.max(1) {
-            return None;
+        let mut closing = Vec::new();
+        while self.stmts.len() > cap.max(1) {
+            let Some((&old, _)) = self.stmts.iter().min_by_key(|(_, (_, used))| *used) else {
+                break;
+            };
+            if let Some((s, _)) = self.stmts.remove(&old) {
+                closing.push(s.name.clone());
+            }
         }
-        let (&old, _) = self.stmts.iter().min_by_key(|(_, (_, used))| *used)?;
-        self.stmts.remove(&old).map(|(s, _)| s.name.clone())
+        closing
     }
 
     pub fn remove(&mut self, id: u64) {
@@ -622,12 +643,17 @@ mod tests {
         assert_ne!(a.id, d.id);
         assert_eq!(&a.parse[5..5 + a.name.len()], &a.name[..]);
         let mut s = ServerStmts::default();
-        assert_eq!(s.add(&a, 2), None);
-        assert_eq!(s.add(&d, 2), None);
+        assert!(s.add(&a, 2).is_empty());
+        assert!(s.add(&d, 2).is_empty());
         assert!(s.has(a.id), "touch a: d is now the oldest");
         let e = c.intern(b"SELECT 3\0\0\0");
-        assert_eq!(s.add(&e, 2), Some(d.name.clone()));
+        assert_eq!(s.add(&e, 2), vec![d.name.clone()]);
         assert!(!s.has(d.id) && s.has(a.id) && s.has(e.id));
+        // The cap lowered to 1 (max_prepared_statements changed): the next
+        // statement closes every older one but what fits.
+        let f = c.intern(b"SELECT 4\0\0\0");
+        assert_eq!(s.add(&f, 1), vec![a.name.clone(), e.name.clone()]);
+        assert_eq!(s.len(), 1);
     }
 
     #[test]

@@ -97,16 +97,20 @@ impl ServerConn {
     /// because: server lifetime over (age=3600s)`.
     pub fn close(self: Box<Self>, why: &str) {
         if self.log_close {
-            let e = &self.registered.entry;
-            let tag = crate::logging::Tag {
-                kind: 'S',
-                id: self.id,
-                db: &e.database,
-                user: &e.user,
-                peer: &*self.addr,
-            };
             let age = self.created.elapsed().as_secs();
-            tracing::info!("{tag} closing because: {why} (age={age}s)");
+            tracing::info!("{} closing because: {why} (age={age}s)", self.tag());
+        }
+    }
+
+    /// Its log prefix: `S-0x20: db/user@host:port`.
+    fn tag(&self) -> crate::logging::Tag<'_> {
+        let e = &self.registered.entry;
+        crate::logging::Tag {
+            kind: 'S',
+            id: self.id,
+            db: &e.database,
+            user: &e.user,
+            peer: &*self.addr,
         }
     }
 }
@@ -666,6 +670,9 @@ impl ServerConn {
         if sql.is_empty() {
             return Ok(None);
         }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            self.log_apply(&names, wanted, defaults, &stale);
+        }
         self.run_quiet(&sql, max_len).await?;
         for name in &stale {
             self.applied.remove(name);
@@ -676,6 +683,12 @@ impl ServerConn {
                 // The server's canonical spelling of the client's value.
                 Some(v) if mine => {
                     if wanted.get(&name) != Some(v) {
+                        tracing::debug!(
+                            "{} varcache_set_canonical: setting {name} to its canonical version {} -> {}",
+                            self.tag(),
+                            String::from_utf8_lossy(wanted.get(&name).map_or(&[][..], |w| &w[..])),
+                            String::from_utf8_lossy(v),
+                        );
                         respelled
                             .get_or_insert_with(|| wanted.clone())
                             .set(&name, v.clone());
@@ -695,6 +708,31 @@ impl ServerConn {
             }
         }
         Ok(respelled)
+    }
+
+    /// PgBouncer's debug line for the settings about to be applied, in its
+    /// spelling (`SET DateStyle='ISO';`; the SQL sent quotes the names).
+    fn log_apply(
+        &self,
+        names: &[(String, bool)],
+        wanted: &Params,
+        defaults: &Params,
+        stale: &[String],
+    ) {
+        let mut text = String::new();
+        for (name, mine) in names {
+            let v = if *mine {
+                wanted.get(name)
+            } else {
+                defaults.get(name)
+            };
+            let v = String::from_utf8_lossy(v.map_or(&[][..], |v| &v[..]));
+            text.push_str(&format!("SET {name}='{}';", v.replace('\'', "''")));
+        }
+        for name in stale {
+            text.push_str(&format!("RESET {name};"));
+        }
+        tracing::debug!("{} varcache_apply: {text}", self.tag());
     }
 
     /// Run the reset query; the server goes back to the pool only if this

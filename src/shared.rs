@@ -20,6 +20,9 @@ pub const LEAN_IDLE_ABOVE: u64 = 1000;
 /// The state every task shares.
 pub struct Shared {
     config: ArcSwap<Config>,
+    /// Bumped by every config swap (RELOAD, SIGHUP, SET), for what must
+    /// follow it outside the sessions (the log level).
+    config_swaps: tokio::sync::watch::Sender<u64>,
     tls: ArcSwap<tls::TlsContext>,
     /// Every pool.
     pub pools: pool::Pools,
@@ -62,6 +65,7 @@ impl Shared {
     pub fn new(config: Config, tls: tls::TlsContext, timers: threads::Timers) -> Arc<Shared> {
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
+            config_swaps: tokio::sync::watch::Sender::new(0),
             tls: ArcSwap::from_pointee(tls),
             pools: pool::Pools::new(timers.clone()),
             cancels: Arc::default(),
@@ -91,6 +95,12 @@ impl Shared {
     /// Puts a new config in force (RELOAD).
     pub fn swap_config(&self, c: Config) {
         self.config.store(Arc::new(c));
+        self.config_swaps.send_modify(|n| *n += 1);
+    }
+
+    /// Changes each time a new config is put in force.
+    pub fn config_swaps(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.config_swaps.subscribe()
     }
 
     /// Puts new TLS settings in force (RELOAD).

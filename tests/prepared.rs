@@ -244,3 +244,100 @@ async fn pipelined_error_between_uses_of_a_statement() {
     assert!(text.contains("late 7") && text.contains("42"), "{text}");
     assert!(!text.contains("does not exist") && !text.contains("already exists"));
 }
+
+/// A Parse that fails (its table does not exist yet) fails as a Parse and
+/// leaves nothing prepared: once the table exists, the same name and text
+/// prepare and run. This is libpq's PQprepare (Parse + Sync), as psycopg
+/// retries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_parse_can_be_retried_with_the_same_name() {
+    // Statement mode: each Sync may land on another server.
+    let p = Pooler::start(
+        "pool_mode = \"statement\"\n",
+        &format!(
+            "three = \"host=127.0.0.1 port={} dbname={DB} pool_size=2\"\n",
+            pg().port
+        ),
+    )
+    .await;
+    let mut c = Raw::login(p.port, MD5_USER, MD5_PASS, "three").await;
+    let table = format!("later_{}", std::process::id());
+    let sql = format!("SELECT * FROM {table}");
+    let prepare = [fe::parse("_pg3_0", &sql), fe::sync()];
+    let (tags, text) = pipeline(&mut c, &prepare).await;
+    assert_eq!(tags, "EZ", "the Parse's own error: {text}");
+    assert!(text.contains("42P01"), "{text}");
+    let (tags, _) = pipeline(
+        &mut c,
+        &[fe::query(&format!("CREATE TABLE {table} (a int)"))],
+    )
+    .await;
+    assert_eq!(tags, "CZ");
+    let (tags, text) = pipeline(&mut c, &prepare).await;
+    assert_eq!(tags, "1Z", "{text}");
+    let run = [
+        fe::bind("", "_pg3_0"),
+        fe::describe_portal(""),
+        fe::execute(""),
+        fe::sync(),
+    ];
+    let (tags, text) = pipeline(&mut c, &run).await;
+    assert_eq!(tags, "2TCZ", "{text}");
+    let (tags, _) = pipeline(&mut c, &[fe::query(&format!("DROP TABLE {table}"))]).await;
+    assert_eq!(tags, "CZ");
+}
+
+/// max_prepared_statements changed on the console takes effect at the next
+/// link: lowered, the next Parse on a server closes the older statements
+/// down to the new cap; 0 turns the rewriting off, so the client's own
+/// names reach the server as they are (PgBouncer's meaning of 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_prepared_statements_changes_at_run_time() {
+    let p = pooler_of(1).await;
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, "three").await;
+    let count = "SELECT count(*)::text FROM pg_prepared_statements";
+    for i in 0..5 {
+        let st = c.prepare(&format!("SELECT {i}")).await.unwrap();
+        c.query_one(&st, &[]).await.unwrap();
+    }
+    assert_eq!(simple_row(&c, count).await, vec![s("5")]);
+    admin
+        .simple_query("SET max_prepared_statements = 2")
+        .await
+        .unwrap();
+    let st = c.prepare("SELECT 'five'").await.unwrap();
+    c.query_one(&st, &[]).await.unwrap();
+    assert_eq!(simple_row(&c, count).await, vec![s("2")]);
+    admin
+        .simple_query("SET max_prepared_statements = 0")
+        .await
+        .unwrap();
+    // A session that began with the rewriting on: its next statement goes
+    // under its own name.
+    let st = c.prepare("SELECT 'passed through'").await.unwrap();
+    c.query_one(&st, &[]).await.unwrap();
+    let named = "SELECT count(*)::text FROM pg_prepared_statements \
+                 WHERE statement = 'SELECT ''passed through''' AND name NOT LIKE 'tidepool%'";
+    assert_eq!(simple_row(&c, named).await, vec![s("1")]);
+    // A new session: the same.
+    let mut raw = Raw::login(p.port, MD5_USER, MD5_PASS, "three").await;
+    let (tags, _) = pipeline(&mut raw, &[fe::parse("mine", "SELECT 1"), fe::sync()]).await;
+    assert_eq!(tags, "1Z");
+    let (tags, text) = pipeline(
+        &mut raw,
+        &[fe::bind("", "mine"), fe::execute(""), fe::sync()],
+    )
+    .await;
+    // One server (pool_size 1) in transaction mode: the statement is there
+    // under the client's own name.
+    assert_eq!(tags, "2DCZ", "{text}");
+    let (tags, text) = pipeline(
+        &mut raw,
+        &[fe::query(
+            "SELECT name FROM pg_prepared_statements WHERE name = 'mine'",
+        )],
+    )
+    .await;
+    assert_eq!(tags, "TDCZ", "{text}");
+}

@@ -20,12 +20,16 @@ use crate::Error;
 
 impl Session {
     /// An unlinked client that only prepares or closes named statements and
-    /// syncs (libpq's PQprepare: Parse + Sync) needs no server: record the
-    /// names and answer ParseComplete / CloseComplete and ReadyForQuery here.
-    /// The Parse reaches a server, injected, when a Bind or Describe needs
-    /// it (so a syntax error shows there). Besides saving a round trip, this
-    /// keeps a client that prepares synchronously (pgbench -M prepared) from
-    /// waiting for a server held by a transaction its own thread must finish.
+    /// syncs (libpq's PQprepare: Parse + Sync) needs no server when every
+    /// statement it prepares is one a server has accepted before: record
+    /// the names and answer ParseComplete / CloseComplete and ReadyForQuery
+    /// here. A statement no server has accepted yet goes to a server, so
+    /// that its error (a missing table, a syntax error) is the Parse's, as
+    /// on a direct connection, and the name stays free for a retry. Besides
+    /// saving a round trip, this keeps a client that prepares synchronously
+    /// (pgbench -M prepared) from waiting for a server held by a transaction
+    /// its own thread must finish: the other clients' statements are the
+    /// same, accepted by then.
     pub(super) async fn answer_locally(&mut self, conn: &mut Conn) -> Result<bool, Error> {
         let buf = &conn.rbuf[..];
         let mut pos = 0;
@@ -42,8 +46,11 @@ impl Session {
             let body = (pos + 5, pos + 1 + len);
             match tag {
                 frontend::PARSE => match prepared::split_parse(&buf[body.0..body.1]) {
-                    Some((n, _))
-                        if !n.is_empty() && !held.contains(&n) && !self.stmts.contains_key(n) =>
+                    Some((n, rest))
+                        if !n.is_empty()
+                            && !held.contains(&n)
+                            && !self.stmts.contains_key(n)
+                            && self.shared.prepared.intern(rest).is_accepted() =>
                     {
                         held.push(n)
                     }
@@ -172,7 +179,9 @@ fn settle_pending(
         let Some((name, stmt)) = pending.pop_front() else {
             break;
         };
-        if !ok && stmts.get(&name).is_some_and(|s| Arc::ptr_eq(s, &stmt)) {
+        if ok {
+            stmt.accept();
+        } else if stmts.get(&name).is_some_and(|s| Arc::ptr_eq(s, &stmt)) {
             stmts.remove(&name);
         }
     }

@@ -302,8 +302,12 @@ impl Session {
 
     /// Link a server and bring its settings in line with the client's.
     async fn link(&mut self, conn: Option<&mut Conn>) -> Result<(), Error> {
-        // A reload applies from the next link: limits, timeouts, reset query.
+        // A reload applies from the next link: limits, timeouts, reset query,
+        // and max_prepared_statements (0 turns the rewriting off: names go
+        // to the server as they are, as with PgBouncer).
         self.cfg = self.shared.config();
+        self.track =
+            self.mode != PoolMode::Session && self.cfg.settings.max_prepared_statements > 0;
         let waited = Instant::now();
         // The request's time, for SHOW CLIENTS / SERVERS request_time.
         let asked = self.shared.registry.clock.micros(waited);

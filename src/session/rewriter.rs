@@ -322,7 +322,12 @@ impl<'a> Rewriter<'a> {
         match prepared::split_parse(body) {
             Some((name, _)) if !name.is_empty() && self.stmts.contains_key(name) => {
                 // PostgreSQL's error, in the Parse's place; the rest up to
-                // Sync is dropped as the server would.
+                // Sync is dropped as the server would. Logged in
+                // PgBouncer's words, which it logs as an error too.
+                tracing::error!(
+                    "prepared statement '{}' was already prepared",
+                    String::from_utf8_lossy(name)
+                );
                 self.responses
                     .synthetic_error(prepared::duplicate_statement_error(name));
                 *self.skip_to_sync = true;
@@ -418,7 +423,7 @@ impl<'a> Rewriter<'a> {
         if self.server.prepared.has(stmt.id) {
             return false;
         }
-        if let Some(old) = self.server.prepared.add(stmt, self.cap) {
+        for old in self.server.prepared.add(stmt, self.cap) {
             let close = prepared::build_target(frontend::CLOSE, target::STATEMENT, &old);
             self.scratch().own.push(close);
             self.responses.swallow(Kind::Close);
