@@ -11,6 +11,7 @@
 //! never across an await or a syscall. `limits.rs` holds the limits and the
 //! counts shared by a database's or a user's pools.
 
+mod failure;
 mod limits;
 mod pools;
 mod watch;
@@ -22,6 +23,8 @@ pub use watch::{Watch, Watching};
 
 use crate::error::Timeout;
 use crate::sync::Locked;
+pub use failure::is_transient;
+use failure::LoginFailure;
 pub use limits::Limits;
 use limits::{release, Counter, LimitedWait};
 
@@ -35,7 +38,7 @@ use tokio::sync::oneshot;
 
 use crate::auth::scram::ClientCreds;
 use crate::config::Config;
-use crate::protocol::{ErrorFields, Params};
+use crate::protocol::Params;
 use crate::server::{LoginInfo, ServerConn};
 use crate::slot::Capacity;
 pub use crate::slot::Slot;
@@ -60,46 +63,6 @@ pub enum Grant {
     Server(Box<ServerConn>),
     /// Permission to connect a new server.
     Slot(Slot),
-}
-
-/// The reason the last login to this pool's server failed, kept for
-/// `server_login_retry` so that waiting clients get the server's error at
-/// once instead of every one of them retrying a server that is down.
-#[derive(Debug, Clone)]
-struct LoginFailure {
-    at: Instant,
-    fields: Option<ErrorFields>,
-    server: String,
-    reason: String,
-}
-
-impl LoginFailure {
-    /// The cached error, worded as PgBouncer words it for the clients that
-    /// get it without a login of their own.
-    fn to_error(&self) -> Error {
-        let cached = |m: &str| {
-            format!("server login has been failing, cached error: {m} (server_login_retry)")
-        };
-        match &self.fields {
-            Some(f) => {
-                let mut f = f.clone();
-                f.message = cached(&f.message);
-                Error::ServerError(f)
-            }
-            None => Error::ServerConnect {
-                server: self.server.clone(),
-                reason: cached(&self.reason),
-                source: None,
-            },
-        }
-    }
-}
-
-/// True for a server error that says "try again shortly" (57P03: starting
-/// up, in recovery, shutting down): it is retried, not cached for
-/// `server_login_retry`.
-pub fn is_transient(e: &Error) -> bool {
-    matches!(e, Error::ServerError(f) if f.code == "57P03")
 }
 
 /// A client waiting for a server, since when (SHOW POOLS maxwait), and

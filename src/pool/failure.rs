@@ -1,0 +1,47 @@
+//! A pool's last failed server login, kept for `server_login_retry`.
+
+use std::time::Instant;
+
+use crate::protocol::ErrorFields;
+use crate::Error;
+
+/// The reason the last login to this pool's server failed, kept for
+/// `server_login_retry`: a client arriving meanwhile gets it at once
+/// instead of trying a server that is down; one already waiting waits for
+/// the next attempt (the session decides, `Pool::recent_failure`).
+#[derive(Debug, Clone)]
+pub(super) struct LoginFailure {
+    pub(super) at: Instant,
+    pub(super) fields: Option<ErrorFields>,
+    pub(super) server: String,
+    pub(super) reason: String,
+}
+
+impl LoginFailure {
+    /// The cached error, worded as PgBouncer words it for the clients that
+    /// get it without a login of their own.
+    pub(super) fn to_error(&self) -> Error {
+        let cached = |m: &str| {
+            format!("server login has been failing, cached error: {m} (server_login_retry)")
+        };
+        match &self.fields {
+            Some(f) => {
+                let mut f = f.clone();
+                f.message = cached(&f.message);
+                Error::ServerError(f)
+            }
+            None => Error::ServerConnect {
+                server: self.server.clone(),
+                reason: cached(&self.reason),
+                source: None,
+            },
+        }
+    }
+}
+
+/// True for a server error that says "try again shortly" (57P03: starting
+/// up, in recovery, shutting down): it is retried, not cached for
+/// `server_login_retry`.
+pub fn is_transient(e: &Error) -> bool {
+    matches!(e, Error::ServerError(f) if f.code == "57P03")
+}

@@ -1,0 +1,120 @@
+//! A new server for a session: the login, and what a failed one means
+//! for the client (PgBouncer's check_fast_fail and server_login_retry).
+
+use std::time::Instant;
+
+use super::{transient_retry, Session};
+use crate::error::Timeout;
+use crate::server::ServerConn;
+use crate::Error;
+
+impl Session {
+    /// A new server with `slot`; `None` to try again (after waiting for a
+    /// retry). `patient` (logging in, or already waited through a failed
+    /// attempt) makes a recent login failure a wait rather than an error.
+    pub(super) async fn new_server(
+        &mut self,
+        slot: crate::slot::Slot,
+        now: Instant,
+        patient: &mut bool,
+    ) -> Result<Option<Box<ServerConn>>, Error> {
+        let retry = self.cfg.settings.server_login_retry.0;
+        if let Some((e, at)) = self.pool.recent_failure(retry) {
+            drop(slot);
+            // PgBouncer's check_fast_fail: a client arriving after the
+            // failure gets it at once; one that was already waiting (or is
+            // logging in) waits for the next attempt.
+            if !*patient {
+                return Err(e);
+            }
+            self.wait_to_retry(at + retry, now).await?;
+            return Ok(None);
+        }
+        match self.connect_new(slot).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if crate::pool::is_transient(&e) => {
+                match transient_retry(now, self.limits().wait_timeout) {
+                    Some(pause) => {
+                        self.shared.timers.sleep(pause).await;
+                        Ok(None)
+                    }
+                    None => {
+                        self.pool.login_failed(&e);
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => {
+                self.pool.login_failed(&e);
+                // The server said no (an ErrorResponse): the client gets
+                // its words. Anything else (refused, timed out, TLS) is
+                // retried every server_login_retry while the client waits.
+                if matches!(e, Error::ServerError(_)) {
+                    return Err(e);
+                }
+                *patient = true;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Wait until `until` to try the server again, unless query_timeout or
+    /// query_wait_timeout (counted from `since`, when the request began)
+    /// ends the wait first: then their error, in PgBouncer's words.
+    async fn wait_to_retry(&self, until: Instant, since: Instant) -> Result<(), Error> {
+        let query = self.cfg.client_timeouts(&self.user).query;
+        let ends = [
+            query.map(|t| (since + t, Timeout::WaitingQuery)),
+            self.limits()
+                .wait_timeout
+                .map(|t| (since + t, Timeout::QueryWait)),
+        ];
+        let first_end = ends.into_iter().flatten().min_by_key(|(at, _)| *at);
+        match first_end {
+            Some((at, why)) if at <= until => {
+                self.shared.timers.sleep_until(at).await;
+                Err(Error::Timeout(why))
+            }
+            _ => {
+                self.shared.timers.sleep_until(until).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Log a new server in with this client's slot.
+    async fn connect_new(&self, slot: crate::slot::Slot) -> Result<Box<ServerConn>, Error> {
+        let info = self.login_info();
+        let id = self.shared.next_id();
+        let started = Instant::now();
+        match ServerConn::connect(&info, id, slot, &self.shared.timers).await {
+            Ok(mut s) => {
+                let m = &self.shared.metrics;
+                m.server_connect
+                    .with_label_values(&[self.db.name.as_str()])
+                    .observe(started.elapsed().as_secs_f64());
+                if s.stream.is_tls() {
+                    m.tls_handshakes.with_label_values(&["server"]).inc();
+                }
+                s.generation = self.shared.control.generation(&self.db.name);
+                self.pool.login_succeeded(&s.params);
+                self.pool.set_template(&info);
+                if self.cfg.settings.log_connections {
+                    s.log_new(&self.db.name, &self.pool.key.user);
+                }
+                Ok(Box::new(s))
+            }
+            Err(e) => {
+                let s = &self.cfg.settings;
+                crate::server::log_login_failure(
+                    &info,
+                    id,
+                    &e,
+                    s.log_pooler_errors,
+                    s.log_disconnections,
+                );
+                Err(e)
+            }
+        }
+    }
+}
