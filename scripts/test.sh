@@ -14,6 +14,12 @@ if [ ! -x /usr/bin/promtool ]; then
   as_root apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq prometheus >&2
 fi
+# openssl issues the X.509 v1 certificates of tests/tls.rs.
+if ! command -v openssl >/dev/null; then
+  echo "openssl not found: installing it (apt-get install openssl)" >&2
+  as_root apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq openssl >&2
+fi
 # psycopg2 reads the admin console in tests (exporters use it).
 python3 -c "import psycopg2" 2>/dev/null || python3 -m pip install -q psycopg2-binary
 # The driver compatibility suite (tests/compat): a venv, npm ci, pgjdbc.

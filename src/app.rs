@@ -420,14 +420,7 @@ fn spawn_connect(
             }
             Err(e) => {
                 if log_failure {
-                    let s = &info.settings.settings;
-                    crate::server::log_login_failure(
-                        &info,
-                        id,
-                        &e,
-                        s.log_pooler_errors,
-                        s.log_disconnections,
-                    );
+                    crate::server::log_login_failure(&info, id, &e);
                 }
                 pool.login_failed(&e);
             }

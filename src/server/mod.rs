@@ -323,13 +323,9 @@ impl Login {
 ///
 /// A login that never reached the server's answer also gets PgBouncer's
 /// `closing because: connect failed` / `connect timeout` line.
-pub(crate) fn log_login_failure(
-    info: &LoginInfo,
-    id: u64,
-    e: &Error,
-    log_errors: bool,
-    log_close: bool,
-) {
+pub(crate) fn log_login_failure(info: &LoginInfo, id: u64, e: &Error) {
+    let log_errors = info.settings.settings.log_pooler_errors;
+    let log_close = info.settings.settings.log_disconnections;
     let peer = &info.addr;
     let tag = crate::logging::Tag {
         kind: 'S',

@@ -105,14 +105,7 @@ impl Session {
                 Ok(Box::new(s))
             }
             Err(e) => {
-                let s = &self.cfg.settings;
-                crate::server::log_login_failure(
-                    &info,
-                    id,
-                    &e,
-                    s.log_pooler_errors,
-                    s.log_disconnections,
-                );
+                crate::server::log_login_failure(&info, id, &e);
                 Err(e)
             }
         }

@@ -210,20 +210,17 @@ pub fn load(s: &Settings, base: &Path) -> Result<TlsContext, TlsError> {
 /// Whether the settings of the server side (tidepool towards PostgreSQL)
 /// differ: the file names, not their contents, as PgBouncer compares.
 pub fn server_side_differs(a: &Settings, b: &Settings) -> bool {
-    let key = |s: &Settings| {
-        (
-            s.server_tls_sslmode,
-            [
-                s.server_tls_ca_file.clone(),
-                s.server_tls_key_file.clone(),
-                s.server_tls_cert_file.clone(),
-                s.server_tls_protocols.clone(),
-                s.server_tls_ciphers.clone(),
-                s.server_tls13_ciphers.clone(),
-            ],
-        )
-    };
-    key(a) != key(b)
+    fn files(s: &Settings) -> [&String; 6] {
+        [
+            &s.server_tls_ca_file,
+            &s.server_tls_key_file,
+            &s.server_tls_cert_file,
+            &s.server_tls_protocols,
+            &s.server_tls_ciphers,
+            &s.server_tls13_ciphers,
+        ]
+    }
+    a.server_tls_sslmode != b.server_tls_sslmode || files(a) != files(b)
 }
 
 fn load_client_side(s: &Settings, base: &Path) -> Result<Option<ClientSide>, TlsError> {
