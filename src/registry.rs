@@ -83,6 +83,8 @@ pub struct Entry {
     prepared: AtomicU64,
     /// KILL: the client's session ends at its next await point.
     pub kill: Kill,
+    /// A replication connection, and which kind.
+    pub replication: crate::protocol::Replication,
 }
 
 /// A client's kill switch. Sticky: once thrown it stays thrown, so a KILL
@@ -203,7 +205,14 @@ impl Entry {
             link: AtomicU64::new(0),
             prepared: AtomicU64::new(0),
             kill: Kill::default(),
+            replication: crate::protocol::Replication::None,
         }
+    }
+
+    /// The same entry, marked as a replication connection of `kind`.
+    pub fn with_replication(mut self, kind: crate::protocol::Replication) -> Entry {
+        self.replication = kind;
+        self
     }
 
     pub fn set(&self, state: State, link: u64) {

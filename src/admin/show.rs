@@ -253,7 +253,7 @@ fn show_clients(c: &Ctx<'_>, what: &str) -> Result<Table, Error> {
             n(kind),
             n(&e.user),
             n(&e.database),
-            n("none"),
+            n(e.replication.show_name()),
             n(state.name()),
             n(e.addr.to_string()),
             n(e.port),

@@ -14,7 +14,7 @@ use crate::logging::Tag;
 use crate::net::Conn;
 use crate::net::Stream;
 use crate::pool::PoolKey;
-use crate::protocol::{self, Params, Severity, StartupPacket, TxStatus};
+use crate::protocol::{self, Params, Replication, Severity, StartupPacket, TxStatus};
 use crate::session::{NewSession, Session};
 use crate::{Error, Shared};
 
@@ -204,6 +204,7 @@ struct Who {
     id: u64,
     user: String,
     database: String,
+    replication: Replication,
 }
 
 /// Read the startup packet (answering SSL/GSS requests), authenticate, and
@@ -234,10 +235,11 @@ async fn login(
     who.database = text_param(&startup, "database")
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| who.user.clone());
-    let (wanted, unsupported) = client_settings(&startup, s)?;
-    if startup.minor > 0 || !unsupported.is_empty() {
+    let asked = client_settings(&startup, s)?;
+    who.replication = asked.replication;
+    if startup.minor > 0 || !asked.unsupported.is_empty() {
         let mut b = BytesMut::new();
-        protocol::negotiate_protocol_version(&mut b, unsupported);
+        protocol::negotiate_protocol_version(&mut b, asked.unsupported);
         conn.send(&b).await?;
     }
     let guard = shared.client_guard(s.max_client_conn)?;
@@ -246,6 +248,7 @@ async fn login(
             .await
             .map(Some);
     }
+    let wanted = (asked.wanted, asked.raw_options);
     let session = session_login(shared, cfg, conn, peer, who, wanted, guard).await?;
     Ok(Some(Login::Session(session)))
 }
@@ -364,26 +367,49 @@ fn require_tls(tls: &crate::tls::TlsContext, conn: &Conn) -> Result<(), Error> {
     Ok(())
 }
 
-/// The settings the client asked for (applied to servers with SET), and
-/// the `_pq_.` protocol options it sent, which we decline.
+/// What the startup packet asked for, beyond user and database.
+struct Asked {
+    /// The settings the client asked for (applied to servers with SET,
+    /// or in a replication server's startup packet).
+    wanted: Params,
+    /// The `_pq_.` protocol options it sent, which we decline.
+    unsupported: Vec<String>,
+    replication: Replication,
+    /// A replication client's `options`, kept whole: its server is its
+    /// own, so any setting may go there (CREATE SUBSCRIPTION sends
+    /// extra_float_digits), as PgBouncer allows.
+    raw_options: Option<Bytes>,
+}
+
+/// Read the startup packet's settings. `replication` first, wherever it
+/// is: it decides how `options` is read.
 fn client_settings(
     startup: &protocol::StartupParams,
     s: &crate::config::Settings,
-) -> Result<(Params, Vec<String>), Error> {
-    let mut wanted = Params::default();
-    let mut unsupported = Vec::new();
+) -> Result<Asked, Error> {
+    let replication = match startup.get("replication") {
+        None => Replication::None,
+        Some(v) => Replication::parse(v).ok_or_else(|| {
+            Error::Protocol(format!(
+                "invalid value for parameter \"replication\": \"{}\"",
+                String::from_utf8_lossy(v)
+            ))
+        })?,
+    };
+    let mut asked = Asked {
+        wanted: Params::default(),
+        unsupported: Vec::new(),
+        replication,
+        raw_options: None,
+    };
     for (k, v) in &startup.params {
         match k.as_str() {
-            "user" | "database" => {}
-            "options" => apply_options(v, &mut wanted, s)?,
-            "replication" => {
-                return Err(Error::NotSupported(
-                    "replication connections are not supported by tidepool".into(),
-                ))
-            }
-            k if k.starts_with("_pq_.") => unsupported.push(k.to_string()),
+            "user" | "database" | "replication" => {}
+            "options" if replication != Replication::None => asked.raw_options = Some(v.clone()),
+            "options" => apply_options(v, &mut asked.wanted, s)?,
+            k if k.starts_with("_pq_.") => asked.unsupported.push(k.to_string()),
             k => match tracked_name(k, s) {
-                Some(name) => wanted.set(&name, v.clone()),
+                Some(name) => asked.wanted.set(&name, v.clone()),
                 None if s.ignore_startup_parameters.contains_ci(k) => {}
                 // Anything else would be applied to a server that other
                 // clients get next, and never undone: refused, as PgBouncer
@@ -396,7 +422,7 @@ fn client_settings(
             },
         }
     }
-    Ok((wanted, unsupported))
+    Ok(asked)
 }
 
 /// The TLS certificate hash for SCRAM-SHA-256-PLUS, over client TLS.
@@ -413,7 +439,7 @@ fn list_client(
     shared: &Shared,
     conn: &Conn,
     peer: &Peer,
-    id: u64,
+    who: &Who,
     names: (Arc<str>, Arc<str>),
     app: String,
 ) -> crate::registry::Registered {
@@ -421,8 +447,8 @@ fn list_client(
         Peer::Tcp(a) => (crate::registry::Place::Ip(a.ip()), a.port()),
         Peer::Unix => (crate::registry::Place::Unix, 0),
     };
-    shared.registry.add_client(crate::registry::Entry::new(
-        id,
+    let entry = crate::registry::Entry::new(
+        who.id,
         names.0,
         names.1,
         addr,
@@ -431,7 +457,28 @@ fn list_client(
         conn.stream.is_tls(),
         app,
         0,
-    ))
+    );
+    shared
+        .registry
+        .add_client(entry.with_replication(who.replication))
+}
+
+/// A replication client's server: its kind, and the client's settings
+/// and `options` for the server's startup packet.
+fn replication_start(
+    kind: Replication,
+    wanted: &Params,
+    raw_options: Option<Bytes>,
+) -> Option<Arc<crate::server::ReplicationStart>> {
+    if kind == Replication::None {
+        return None;
+    }
+    let mut params: Vec<(String, Bytes)> = wanted
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    params.extend(raw_options.map(|o| ("options".to_string(), o)));
+    Some(Arc::new(crate::server::ReplicationStart { kind, params }))
 }
 
 /// A console login: user pgbouncer over the Unix socket from our own OS
@@ -490,7 +537,7 @@ async fn admin_login(
     // Listed in SHOW CLIENTS like any client, as PgBouncer lists the
     // console's own connections.
     let names = (user.into(), who.database.as_str().into());
-    let listed = list_client(shared, conn, peer, who.id, names, String::new());
+    let listed = list_client(shared, conn, peer, who, names, String::new());
     Ok(Login::Admin(role, [guard, db_guard, user_guard], listed))
 }
 
@@ -502,7 +549,7 @@ async fn session_login(
     conn: &mut Conn,
     peer: &Peer,
     who: &Who,
-    mut wanted: Params,
+    (mut wanted, raw_options): (Params, Option<Bytes>),
     guard: crate::ClientGuard,
 ) -> Result<Box<Session>, Error> {
     let s = &cfg.settings;
@@ -557,11 +604,19 @@ async fn session_login(
         .get("application_name")
         .map(|v| String::from_utf8_lossy(v).into_owned())
         .unwrap_or_default();
-    let listed = list_client(shared, conn, peer, who.id, names, app);
+    let listed = list_client(shared, conn, peer, who, names, app);
+    let replication = replication_start(who.replication, &wanted, raw_options);
+    // A replication client keeps its server to the end, whatever the
+    // pool mode, as in PgBouncer.
+    let mode = match replication {
+        Some(_) => crate::config::PoolMode::Session,
+        None => cfg.pool_mode(&db, &server_user),
+    };
     let mut session = Box::new(Session::new(NewSession {
         shared: shared.clone(),
         cfg: cfg.clone(),
-        mode: cfg.pool_mode(&db, &server_user),
+        mode,
+        replication,
         db,
         pool,
         wanted,
@@ -587,8 +642,10 @@ fn log_login(who: &Who, peer: &Peer, conn: &Conn) {
     };
     let tls = conn.stream.tls_description();
     info!(
-        "{tag} login attempt: db={} user={} tls={tls} replication=no",
-        who.database, who.user
+        "{tag} login attempt: db={} user={} tls={tls} replication={}",
+        who.database,
+        who.user,
+        who.replication.startup_value()
     );
 }
 

@@ -379,8 +379,9 @@ impl Pool {
         self.lock().idle.iter().map(|s| s.last_used).min()
     }
 
-    /// Close the least recently used idle server; true if there was one.
-    fn close_oldest_idle(&self) -> bool {
+    /// Close the least recently used idle server ("evicted", as PgBouncer
+    /// logs it); true if there was one.
+    pub fn close_oldest_idle(&self) -> bool {
         let server = {
             let mut inner = self.lock();
             let i = inner
@@ -392,7 +393,13 @@ impl Pool {
             i.and_then(|i| inner.idle.remove(i))
         };
         // Dropped with the lock let go: it frees its slot.
-        server.is_some()
+        match server {
+            Some(s) => {
+                s.close("evicted");
+                true
+            }
+            None => false,
+        }
     }
 
     /// An idle server right now, or none; no waiting, no slot. The common
@@ -467,6 +474,10 @@ impl Pool {
     /// A server with a cancel still on its way is held back until the
     /// cancel has landed, so it cannot cancel the next client's query.
     pub fn checkin(&self, server: Box<ServerConn>) {
+        if server.replication != crate::protocol::Replication::None {
+            // Its client's alone, with its client's settings: never pooled.
+            return server.close("replication client was closed");
+        }
         if server.cancels.busy() {
             return self.checkin_after_cancels(server);
         }

@@ -131,6 +131,30 @@ pub fn negotiate_protocol_version(buf: &mut BytesMut, unsupported: Vec<String>) 
     let _ = NegotiateProtocolVersion::new(PROTOCOL_3_0 as i32, unsupported).encode(buf);
 }
 
+/// A StartupMessage (protocol 3.0) with these parameters, values as bytes:
+/// a replication client's settings go to its server as the client sent
+/// them. A NUL inside a name or value would end it early; the startup
+/// parser never yields one.
+pub fn startup(buf: &mut BytesMut, params: &[(&str, &[u8])]) {
+    let len: usize = 4
+        + 4
+        + 1
+        + params
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 2)
+            .sum::<usize>();
+    buf.reserve(len);
+    buf.put_u32(len as u32);
+    buf.put_u32(PROTOCOL_3_0);
+    for (k, v) in params {
+        buf.put_slice(k.as_bytes());
+        buf.put_u8(0);
+        buf.put_slice(v);
+        buf.put_u8(0);
+    }
+    buf.put_u8(0);
+}
+
 /// A simple Query with raw bytes (no String round trip).
 pub fn query(buf: &mut BytesMut, sql: &[u8]) {
     buf.put_u8(frontend::QUERY);

@@ -231,6 +231,49 @@ impl StartupParams {
     }
 }
 
+/// What a startup packet's `replication` parameter asked for.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    /// An ordinary connection.
+    #[default]
+    None,
+    /// `replication=database`: a walsender that also runs SQL.
+    Logical,
+    /// `replication=true` (or yes, on, 1): a physical walsender.
+    Physical,
+}
+
+impl Replication {
+    /// PostgreSQL's reading of the value: `database`, or a boolean.
+    pub fn parse(v: &[u8]) -> Option<Replication> {
+        let v = std::str::from_utf8(v).ok()?.trim().to_ascii_lowercase();
+        match v.as_str() {
+            "database" => Some(Replication::Logical),
+            "true" | "on" | "yes" | "1" | "t" | "y" => Some(Replication::Physical),
+            "false" | "off" | "no" | "0" | "f" | "n" => Some(Replication::None),
+            _ => None,
+        }
+    }
+
+    /// The value sent to the server in its startup packet.
+    pub fn startup_value(self) -> &'static str {
+        match self {
+            Replication::None => "no",
+            Replication::Logical => "database",
+            Replication::Physical => "yes",
+        }
+    }
+
+    /// SHOW CLIENTS / SERVERS' `replication` column, as PgBouncer prints it.
+    pub fn show_name(self) -> &'static str {
+        match self {
+            Replication::None => "none",
+            Replication::Logical => "logical",
+            Replication::Physical => "physical",
+        }
+    }
+}
+
 /// Check a startup-phase length word before reading the body.
 pub fn check_startup_len(len: u32) -> Result<usize, FrameError> {
     if !(8..=MAX_STARTUP_PACKET as u32).contains(&len) {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::threads::Timers;
 
 use bytes::{Buf, Bytes, BytesMut};
-use pgwire::messages::startup::{SASLInitialResponse, SASLResponse, Startup};
+use pgwire::messages::startup::{SASLInitialResponse, SASLResponse};
 
 use crate::auth::scram::{ClientCreds, ScramClient, MECHANISM};
 use crate::auth::{md5_response, md5_secret};
@@ -48,6 +48,18 @@ pub struct LoginInfo {
     pub registry: Arc<crate::registry::Registry>,
     /// The pool's database name (as clients know it).
     pub pool_db: String,
+    /// Set for a replication client's own server.
+    pub replication: Option<Arc<ReplicationStart>>,
+}
+
+/// What a replication client's server is opened with, beyond the pool's
+/// user and database. Its settings go in the startup packet, not by SET
+/// after it: a physical walsender takes no SET, and the server is the
+/// client's alone, never handed to another.
+pub struct ReplicationStart {
+    pub kind: crate::protocol::Replication,
+    /// The client's settings and its `options`, as it sent them.
+    pub params: Vec<(String, Bytes)>,
 }
 
 /// A logged-in server connection.
@@ -92,6 +104,9 @@ pub struct ServerConn {
     /// log_disconnections when it logged in: whether [`ServerConn::close`]
     /// logs.
     pub log_close: bool,
+    /// A replication client's own server: closed with its client, never
+    /// pooled.
+    pub replication: crate::protocol::Replication,
 }
 
 impl ServerConn {
@@ -272,6 +287,11 @@ impl Login {
     ) -> ServerConn {
         let addr = &info.addr;
         let now = Instant::now();
+        let replication = info
+            .replication
+            .as_ref()
+            .map(|r| r.kind)
+            .unwrap_or_default();
         let (port, local) = match stream.tcp() {
             Some(t) => (
                 t.peer_addr().map(|a| a.port()).unwrap_or(addr.port),
@@ -283,17 +303,20 @@ impl Login {
             Ok(ip) => crate::registry::Place::Ip(ip),
             Err(_) => crate::registry::Place::Named(addr.host.as_str().into()),
         };
-        let registered = info.registry.add_server(crate::registry::Entry::new(
-            id,
-            info.user.as_str().into(),
-            info.pool_db.as_str().into(),
-            place,
-            port,
-            local,
-            stream.is_tls(),
-            String::new(),
-            self.pid,
-        ));
+        let registered = info.registry.add_server(
+            crate::registry::Entry::new(
+                id,
+                info.user.as_str().into(),
+                info.pool_db.as_str().into(),
+                place,
+                port,
+                local,
+                stream.is_tls(),
+                String::new(),
+                self.pid,
+            )
+            .with_replication(replication),
+        );
         ServerConn {
             id,
             stream,
@@ -314,6 +337,7 @@ impl Login {
             home: std::thread::current().id(),
             synced: None,
             log_close: info.settings.settings.log_disconnections,
+            replication,
         }
     }
 }
@@ -335,10 +359,16 @@ pub(crate) fn log_login_failure(info: &LoginInfo, id: u64, e: &Error) {
         peer,
     };
     match e {
-        Error::ServerError(f) if log_errors => {
-            tracing::warn!("{tag} server login failed: {} {}", f.severity, f.message)
+        Error::ServerError(f) => {
+            if log_errors {
+                tracing::warn!("{tag} server login failed: {} {}", f.severity, f.message)
+            }
+            // PgBouncer closes a replication server, whose refusal is its
+            // own (not the pool's), with this line.
+            if log_close && info.replication.is_some() {
+                tracing::info!("{tag} closing because: login failed (age=0s)");
+            }
         }
-        Error::ServerError(_) => {}
         other => {
             if log_errors {
                 tracing::warn!("{tag} server login failed: {other}");
@@ -402,14 +432,18 @@ impl ServerConn {
             stream = negotiate_tls(stream, info).await?;
         }
         let mut out = BytesMut::new();
-        let mut startup = Startup::new();
         // Neutral startup values: client settings are applied with SET, so
-        // that a reset returns to the server's defaults.
-        startup.parameters.insert("user".into(), info.user.clone());
-        startup
-            .parameters
-            .insert("database".into(), info.database.clone());
-        protocol::encode(&mut out, &startup)?;
+        // that a reset returns to the server's defaults. A replication
+        // client's server carries its client's settings instead.
+        let mut params: Vec<(&str, &[u8])> = vec![
+            ("user", info.user.as_bytes()),
+            ("database", info.database.as_bytes()),
+        ];
+        if let Some(r) = &info.replication {
+            params.push(("replication", r.kind.startup_value().as_bytes()));
+            params.extend(r.params.iter().map(|(k, v)| (k.as_str(), &v[..])));
+        }
+        protocol::startup(&mut out, &params);
         stream
             .send_all(&out)
             .await

@@ -83,7 +83,10 @@ impl Session {
     }
 
     /// Log a new server in with this client's slot.
-    async fn connect_new(&self, slot: crate::slot::Slot) -> Result<Box<ServerConn>, Error> {
+    pub(super) async fn connect_new(
+        &self,
+        slot: crate::slot::Slot,
+    ) -> Result<Box<ServerConn>, Error> {
         let info = self.login_info();
         let id = self.shared.next_id();
         let started = Instant::now();
@@ -97,8 +100,12 @@ impl Session {
                     m.tls_handshakes.with_label_values(&["server"]).inc();
                 }
                 s.generation = self.shared.control.generation(&self.db.name);
-                self.pool.login_succeeded(&s.params);
-                self.pool.set_template(&info);
+                // A replication server's parameters are its client's, and
+                // its login no pool server's template.
+                if info.replication.is_none() {
+                    self.pool.login_succeeded(&s.params);
+                    self.pool.set_template(&info);
+                }
                 if self.cfg.settings.log_connections {
                     s.log_new(&self.db.name, &self.pool.key.user);
                 }

@@ -14,6 +14,7 @@
 //! - `mod.rs` (here): the session, its loop, linking, releasing, finishing;
 //! - `start.rs`: building a session from a login, and the welcome;
 //! - `connect.rs`: a new server, and waiting through failed logins;
+//! - `replication.rs`: a replication client's own server;
 //! - `link_state.rs`: the release rule;
 //! - `forward.rs`: forwarding both ways, untouched;
 //! - `extended.rs`: the prepared-statement rewrite of client messages;
@@ -23,6 +24,7 @@ mod connect;
 mod extended;
 mod forward;
 mod link_state;
+mod replication;
 mod rewriter;
 mod start;
 #[cfg(test)]
@@ -74,6 +76,9 @@ pub(crate) struct Session {
     db: ResolvedDb,
     pool: Arc<Pool>,
     mode: PoolMode,
+    /// A replication client: its own server, opened with these at login
+    /// and closed with it.
+    replication: Option<Arc<crate::server::ReplicationStart>>,
     server: Option<Box<ServerConn>>,
     /// The settings this client wants on its server.
     wanted: Arc<Params>,
@@ -138,13 +143,15 @@ impl Session {
     }
 
     fn login_info(&self) -> LoginInfo {
-        login_info(
+        let mut info = login_info(
             &self.cfg,
             self.shared.tls(),
             self.shared.registry.clone(),
             &self.db,
             &self.pool,
-        )
+        );
+        info.replication = self.replication.clone();
+        info
     }
 
     /// Get a server for this client: idle, new, or after waiting. An idle
@@ -549,6 +556,9 @@ impl Session {
         let Some(mut server) = self.server.take() else {
             return;
         };
+        if self.is_replication() {
+            return server.close("replication client disconnected");
+        }
         let clean = self.state.releasable()
             && self.at_rest_with(&server)
             && !server.close_needed
@@ -714,5 +724,6 @@ pub(crate) fn login_info(
         tls,
         registry,
         pool_db: db.name.clone(),
+        replication: None,
     }
 }

@@ -24,6 +24,8 @@ pub(crate) struct NewSession {
     pub(crate) db: ResolvedDb,
     pub(crate) pool: Arc<Pool>,
     pub(crate) mode: PoolMode,
+    /// A replication client: its own server, opened with these.
+    pub(crate) replication: Option<Arc<crate::server::ReplicationStart>>,
     /// The settings the client asked for, with the database's defaults.
     pub(crate) wanted: Params,
     pub(crate) reg: Registration,
@@ -39,6 +41,7 @@ impl Session {
         let now = Instant::now();
         Session {
             mode: n.mode,
+            replication: n.replication,
             _pool_client: n.pool.client(),
             user: n.listed.entry.user.clone(),
             server: None,
@@ -72,6 +75,9 @@ impl Session {
     /// values, its cancel key, ReadyForQuery. The first client of a pool
     /// links a server to learn them.
     pub(crate) async fn greet(&mut self, conn: &mut Conn) -> Result<(), Error> {
+        if self.replication.is_some() {
+            return Box::pin(self.greet_replication(conn)).await;
+        }
         let welcome = match self.pool.welcome() {
             Some(w) => w,
             None => {

@@ -102,6 +102,7 @@ async fn session_with_one_server() -> (Arc<Shared>, Session, Conn, UnixStream, U
         db,
         pool: pool.clone(),
         mode: PoolMode::Transaction,
+        replication: None,
         wanted: Default::default(),
         reg: shared.cancels.register(),
         listed,

@@ -247,7 +247,8 @@ fn start_pg(tls: bool) -> Pg {
         format!(
             "local all all scram-sha-256\n\
              host all {MD5_USER} 127.0.0.1/32 md5\n\
-             host all all 127.0.0.1/32 scram-sha-256\n"
+             host all all 127.0.0.1/32 scram-sha-256\n\
+             host replication all 127.0.0.1/32 scram-sha-256\n"
         ),
     )
     .unwrap();
