@@ -32,6 +32,17 @@ pub enum Error {
     /// A wrong password (or an unknown user, told the same).
     #[error("password authentication failed for user \"{0}\"")]
     WrongPassword(String),
+    /// A login whose secret auth_query looks up failed: no such role, or
+    /// a wrong password. The client is told the same in both cases (its
+    /// text names both, [`Error::client_text`]); the log says which, in
+    /// PgBouncer's words (`no such user`).
+    #[error("{}", if *.missing { "no such user".to_string() } else { format!("password authentication failed for user \"{}\"", .user) })]
+    LookupFailed {
+        /// The name the client gave.
+        user: String,
+        /// auth_query found no such role (else: a wrong password).
+        missing: bool,
+    },
     /// Authentication failed, in PgBouncer's words (`SASL authentication
     /// failed`, `"trust" authentication failed`).
     #[error("{0}")]
@@ -137,6 +148,7 @@ impl Error {
             | Error::ClientGone
             | Error::ClientIo(_)
             | Error::WrongPassword(_)
+            | Error::LookupFailed { .. }
             | Error::AuthFailed(_)
             | Error::NotAllowed(_)
             | Error::UnknownDatabase(_) => Side::Client,
@@ -160,7 +172,7 @@ impl Error {
     pub fn sqlstate(&self) -> &str {
         match self {
             Error::Protocol(_) | Error::ClientGone | Error::ClientIo(_) => "08P01",
-            Error::WrongPassword(_) | Error::AuthFailed(_) => "28P01",
+            Error::WrongPassword(_) | Error::AuthFailed(_) | Error::LookupFailed { .. } => "28P01",
             Error::NotAllowed(_) => "28000",
             Error::UnknownDatabase(_) => "3D000",
             Error::TooManyClients(_) => "53300",
@@ -176,6 +188,17 @@ impl Error {
             Error::ServerGone(_) | Error::ServerProtocol(_) => "08006",
             Error::Internal(_) => "XX000",
             Error::InvalidConfig(_) => "F0000",
+        }
+    }
+
+    /// What the client is told: the log's text, except where the two
+    /// differ on purpose.
+    pub fn client_text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Error::LookupFailed { user, .. } => std::borrow::Cow::Owned(format!(
+                "password authentication failed for user \"{user}\": no such user or wrong password"
+            )),
+            other => std::borrow::Cow::Owned(other.to_string()),
         }
     }
 

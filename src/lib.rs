@@ -27,7 +27,6 @@ pub mod pool;
 pub(crate) mod prepared;
 pub mod protocol;
 pub(crate) mod registry;
-pub(crate) mod secrets;
 pub(crate) mod server;
 pub(crate) mod session;
 pub(crate) mod shared;

@@ -520,7 +520,7 @@ impl Conn {
         let mut b = BytesMut::new();
         match e {
             Error::ServerError(f) => protocol::error_from_fields(&mut b, f),
-            _ => protocol::error_response(&mut b, sev, e.sqlstate(), &e.to_string()),
+            _ => protocol::error_response(&mut b, sev, e.sqlstate(), &e.client_text()),
         }
         let _ = self.stream.send_all(&b).await;
     }

@@ -56,8 +56,6 @@ pub struct Shared {
     /// Drawn at start: the salt of the SCRAM exchange an unknown user is
     /// given is derived from it, stable per name like a real user's.
     pub(crate) mock_auth_key: [u8; 32],
-    /// What auth_query found, for a few seconds.
-    pub(crate) secrets: crate::secrets::SecretCache,
 }
 
 impl Shared {
@@ -82,7 +80,6 @@ impl Shared {
             lean_idle_above: AtomicU64::new(LEAN_IDLE_ABOVE),
             timers,
             mock_auth_key: rand::random(),
-            secrets: crate::secrets::SecretCache::default(),
         })
     }
 

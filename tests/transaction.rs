@@ -345,7 +345,7 @@ async fn statement_mode_refuses_transactions() {
         .batch_execute("BEGIN")
         .await
         .expect_err("BEGIN must be refused");
-    assert_eq!(sqlstate(&e), "0A000");
+    assert_eq!(sqlstate(&e), "08P01");
     let msg = e
         .as_db_error()
         .map(|d| d.message().to_string())

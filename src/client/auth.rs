@@ -5,7 +5,7 @@
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::startup::Authentication;
 use rand::RngCore;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::auth::scram::{ScramSecret, ScramServer, MECHANISM, MECHANISM_PLUS};
 use crate::auth::{ct_eq, md5_response_matches, md5_secret};
@@ -39,7 +39,29 @@ impl Credentials {
 
 /// Check the client's password per `auth_type`. Returns the client's SCRAM
 /// ClientKey when SCRAM was used (for logging into servers).
+///
+/// A login whose secret auth_query looked up fails alike whether the role
+/// is missing or the password wrong; the log tells which.
 pub(super) async fn authenticate(
+    cfg: &Config,
+    conn: &mut Conn,
+    user: &str,
+    creds: &Credentials,
+    binding: Option<Vec<u8>>,
+    mock_key: &[u8; 32],
+) -> Result<Option<[u8; 32]>, Error> {
+    match check(cfg, conn, user, creds, binding, mock_key).await {
+        Err(Error::WrongPassword(_) | Error::AuthFailed(_)) if creds.looked_up => {
+            Err(Error::LookupFailed {
+                user: user.to_string(),
+                missing: creds.exists == Some(false),
+            })
+        }
+        other => other,
+    }
+}
+
+async fn check(
     cfg: &Config,
     conn: &mut Conn,
     user: &str,
@@ -130,9 +152,15 @@ pub(super) async fn authenticate(
                 Err(wrong())
             }
         }
-        (AuthType::ScramSha256, Secret::Md5(_)) => Err(Error::NotAllowed(format!(
-            "user \"{user}\" has an md5 secret in auth_file, which cannot be used for SCRAM authentication"
-        ))),
+        (AuthType::ScramSha256, Secret::Md5(_)) => {
+            // No SCRAM proof can be checked against an md5 hash: the
+            // exchange runs and fails as a wrong password does, as with
+            // PgBouncer; the operator learns why from the log.
+            warn!(user = %user, "an md5 secret cannot be used for SCRAM authentication");
+            match mock_exchange(cfg, conn, user, binding, mock_key).await {
+                Err(e) => Err(e),
+            }
+        }
         // md5 with a SCRAM secret stored, or scram-sha-256: SCRAM.
         (_, _) => {
             let sec = match secret {

@@ -14,7 +14,6 @@ use tracing::error;
 
 use crate::config::{Config, ResolvedDb, Secret};
 use crate::pool::{Grant, Limits, PoolKey};
-use crate::secrets::Found;
 use crate::server::ServerConn;
 use crate::{Error, Shared};
 
@@ -25,9 +24,31 @@ struct AuthQuery {
     query: String,
 }
 
+/// auth_query's answer for one user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Found {
+    /// No such role, or it cannot log in.
+    Missing,
+    /// The role, with its secret; `None` when PostgreSQL has none for it
+    /// (no password, or `VALID UNTIL` in the past).
+    Role(Option<Secret>),
+}
+
+/// Where a login goes: a pooled database (if known), or the console.
+#[derive(Clone, Copy)]
+pub(super) enum Target<'a> {
+    Db(Option<&'a ResolvedDb>),
+    Console,
+}
+
 /// The auth_query for a login to `db`: the database's own auth_user (else
-/// the global one), run in auth_dbname's entry (else the client's own).
-fn applies(cfg: &Config, db: Option<&ResolvedDb>) -> Result<Option<AuthQuery>, Error> {
+/// the global one), run in auth_dbname's entry (else the client's own; for
+/// the console, which has none, the global auth_dbname).
+fn applies(cfg: &Config, target: Target<'_>) -> Result<Option<AuthQuery>, Error> {
+    let db = match target {
+        Target::Db(db) => db,
+        Target::Console => None,
+    };
     let s = &cfg.settings;
     let non_empty = |v: &str| (!v.is_empty()).then(|| v.to_string());
     let own = |f: fn(&crate::config::DatabaseConfig) -> &Option<String>| {
@@ -36,12 +57,21 @@ fn applies(cfg: &Config, db: Option<&ResolvedDb>) -> Result<Option<AuthQuery>, E
     let Some(user) = own(|c| &c.auth_user).or_else(|| non_empty(&s.auth_user)) else {
         return Ok(None);
     };
-    let auth_db = match own(|c| &c.auth_dbname).or_else(|| non_empty(&s.auth_dbname)) {
+    let named = own(|c| &c.auth_dbname).or_else(|| non_empty(&s.auth_dbname));
+    let named = match target {
+        Target::Console => Some(named.unwrap_or_else(|| "pgbouncer".into())),
+        Target::Db(_) => named,
+    };
+    let auth_db = match named {
+        Some(name) if crate::config::is_admin_db(&name) => {
+            error!("cannot use the reserved \"pgbouncer\" database as an auth_dbname");
+            return Err(config_error());
+        }
         Some(name) => match cfg.database(&name) {
             Some(d) => d,
             None => {
                 error!("authentication database \"{name}\" is not configured");
-                return Err(Error::NotAllowed("bouncer config error".into()));
+                return Err(config_error());
             }
         },
         None => match db {
@@ -63,10 +93,10 @@ fn applies(cfg: &Config, db: Option<&ResolvedDb>) -> Result<Option<AuthQuery>, E
 pub(super) async fn lookup(
     shared: &Arc<Shared>,
     cfg: &Arc<Config>,
-    db: Option<&ResolvedDb>,
+    target: Target<'_>,
     user: &str,
 ) -> Result<Option<Found>, Error> {
-    let Some(aq) = applies(cfg, db)? else {
+    let Some(aq) = applies(cfg, target)? else {
         return Ok(None);
     };
     if shared.control.is_disabled(&aq.db.name) {
@@ -75,13 +105,9 @@ pub(super) async fn lookup(
             aq.db.name
         )));
     }
-    let now = Instant::now();
-    if let Some(found) = shared.secrets.get(&aq.db.name, user, now) {
-        return Ok(Some(found));
-    }
-    let found = run(shared, cfg, &aq, user).await?;
-    shared.secrets.put(&aq.db.name, user, found.clone(), now);
-    Ok(Some(found))
+    // Asked at every login, as PgBouncer does: a password changed, or a
+    // VALID UNTIL passed, in PostgreSQL holds for the very next login.
+    run(shared, cfg, &aq, user).await.map(Some)
 }
 
 /// One auth_query on a server of the (auth database, auth_user) pool.
@@ -112,20 +138,15 @@ async fn run(
                 &aq.db,
                 &pool,
             );
-            match Box::pin(ServerConn::connect(
-                &info,
-                shared.next_id(),
-                slot,
-                &shared.timers,
-            ))
-            .await
-            {
+            let id = shared.next_id();
+            match Box::pin(ServerConn::connect(&info, id, slot, &shared.timers)).await {
                 Ok(s) => {
                     pool.login_succeeded(&s.params);
                     pool.set_template(&info);
                     Box::new(s)
                 }
                 Err(e) => {
+                    crate::server::log_login_failure(&info, id, &e);
                     pool.login_failed(&e);
                     return Err(e);
                 }
@@ -141,7 +162,15 @@ async fn run(
         server.last_used = Instant::now();
         pool.checkin(server);
     }
-    let row = row.inspect_err(|e| error!("auth_query for user \"{user}\" failed: {e}"))?;
+    let row = row.map_err(|e| {
+        error!("auth_query for user \"{user}\" failed: {e}");
+        // The query itself failed (a missing table, a wrong column): the
+        // operator's to fix, told to the client in PgBouncer's words.
+        match e {
+            Error::ServerError(_) => config_error(),
+            other => other,
+        }
+    })?;
     Ok(match row {
         None => Found::Missing,
         Some(values) => {
@@ -149,4 +178,9 @@ async fn run(
             Found::Role(secret.map(|s| Secret::parse(&String::from_utf8_lossy(&s))))
         }
     })
+}
+
+/// PgBouncer's answer to a login that the auth settings cannot serve.
+fn config_error() -> Error {
+    Error::NotAllowed("bouncer config error".into())
 }

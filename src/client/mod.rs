@@ -501,7 +501,7 @@ async fn admin_login(
         crate::admin::Role::Admin
     } else {
         let binding = channel_binding(conn, &shared.tls());
-        let creds = Credentials::from_auth_file(cfg, user);
+        let creds = credentials(shared, cfg, lookup::Target::Console, user).await?;
         authenticate(cfg, conn, user, &creds, binding, &shared.mock_auth_key).await?;
         crate::admin::role(cfg, user).ok_or_else(|| {
             Error::NotAllowed(format!(
@@ -556,7 +556,7 @@ async fn session_login(
     let (user, dbname) = (who.user.as_str(), who.database.as_str());
     let db = admit(shared, cfg, peer, dbname)?;
     let binding = channel_binding(conn, &shared.tls());
-    let creds = credentials(shared, cfg, db.as_ref(), user).await?;
+    let creds = credentials(shared, cfg, lookup::Target::Db(db.as_ref()), user).await?;
     let client_key = authenticate(cfg, conn, user, &creds, binding, &shared.mock_auth_key).await?;
     // Told only after the password, as PgBouncer does: the answer to a
     // wrong password must not say which databases exist.
@@ -654,7 +654,7 @@ fn log_login(who: &Who, peer: &Peer, conn: &Conn) {
 async fn credentials(
     shared: &Arc<Shared>,
     cfg: &Arc<Config>,
-    db: Option<&crate::config::ResolvedDb>,
+    target: lookup::Target<'_>,
     user: &str,
 ) -> Result<Credentials, Error> {
     let from_file = Credentials::from_auth_file(cfg, user);
@@ -662,14 +662,14 @@ async fn credentials(
     if from_file.secret.is_some() || needs_none {
         return Ok(from_file);
     }
-    Ok(match lookup::lookup(shared, cfg, db, user).await? {
+    Ok(match lookup::lookup(shared, cfg, target, user).await? {
         None => from_file,
-        Some(crate::secrets::Found::Missing) => Credentials {
+        Some(lookup::Found::Missing) => Credentials {
             exists: Some(false),
             secret: None,
             looked_up: true,
         },
-        Some(crate::secrets::Found::Role(secret)) => Credentials {
+        Some(lookup::Found::Role(secret)) => Credentials {
             exists: Some(true),
             secret,
             looked_up: true,

@@ -112,6 +112,15 @@ pub(super) fn check_auth_type(
         key: Some("auth_type".into()),
         reason,
     };
+    if crate::config::is_admin_db(&settings.auth_dbname) {
+        // The console has no auth_query to run: PgBouncer's words.
+        errors.push(ConfigError {
+            file: path.to_path_buf(),
+            line: general_line(raw, "auth_dbname"),
+            key: Some("auth_dbname".into()),
+            reason: "cannot use the reserved \"pgbouncer\" database as an auth_dbname".into(),
+        });
+    }
     match settings.auth_type {
         AuthType::Cert if settings.client_tls_sslmode == SslMode::Disable => {
             errors.push(auth_error(

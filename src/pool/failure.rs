@@ -18,6 +18,20 @@ pub(super) struct LoginFailure {
 }
 
 impl LoginFailure {
+    /// The error as the server gave it: what a client that was already
+    /// waiting when the login failed is told (PgBouncer's
+    /// kill_pool_logins).
+    pub(super) fn as_met(&self) -> Error {
+        match &self.fields {
+            Some(f) => Error::ServerError(f.clone()),
+            None => Error::ServerConnect {
+                server: self.server.clone(),
+                reason: self.reason.clone(),
+                source: None,
+            },
+        }
+    }
+
     /// The cached error, worded as PgBouncer words it for the clients that
     /// get it without a login of their own.
     pub(super) fn to_error(&self) -> Error {

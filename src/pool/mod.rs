@@ -592,6 +592,23 @@ impl Pool {
         (f.at.elapsed() < retry).then(|| (f.to_error(), f.at))
     }
 
+    /// As [`Pool::recent_failure`], for a client whose request began at
+    /// `asked`: one already waiting when the login failed gets the
+    /// server's own words, a later one the cached error.
+    pub fn recent_failure_for(&self, retry: Duration, asked: Instant) -> Option<(Error, Instant)> {
+        let inner = self.lock();
+        let f = inner.login_failure.as_ref()?;
+        if f.at.elapsed() >= retry {
+            return None;
+        }
+        let e = if asked <= f.at {
+            f.as_met()
+        } else {
+            f.to_error()
+        };
+        Some((e, f.at))
+    }
+
     /// Forget the last login failure: the server's settings changed, so it
     /// no longer tells what the next login will meet.
     pub fn forget_failure(&self) {

@@ -363,10 +363,15 @@ pub(crate) fn log_login_failure(info: &LoginInfo, id: u64, e: &Error) {
             if log_errors {
                 tracing::warn!("{tag} server login failed: {} {}", f.severity, f.message)
             }
-            // PgBouncer closes a replication server, whose refusal is its
-            // own (not the pool's), with this line.
-            if log_close && info.replication.is_some() {
-                tracing::info!("{tag} closing because: login failed (age=0s)");
+            // PgBouncer's close line: the server's words, or for a
+            // replication server (whose refusal is its own, not the
+            // pool's) "login failed".
+            if log_close {
+                let why = match info.replication {
+                    Some(_) => "login failed",
+                    None => f.message.as_str(),
+                };
+                tracing::info!("{tag} closing because: {why} (age=0s)");
             }
         }
         other => {
@@ -787,11 +792,17 @@ impl ServerConn {
 }
 
 fn no_password(info: &LoginInfo, method: &str) -> Error {
-    login_refused(
-        &info.addr,
-        format!(
-            "server asks for {method} authentication for user \"{}\" and tidepool has no usable password (set password= in [databases] or a plaintext/matching secret in auth_file)",
-            info.user
-        ),
-    )
+    // PgBouncer's words to the clients of the pool, which all get them at
+    // once (no retry can help); the log says what to fix.
+    tracing::error!(
+        "cannot do {method} authentication for user \"{}\": wrong password type (set password= in [databases], or a plaintext or matching secret in auth_file)",
+        info.user
+    );
+    Error::ServerError(crate::protocol::ErrorFields {
+        severity: "FATAL".into(),
+        code: "08P01".into(),
+        message: "server login failed: wrong password type".into(),
+        detail: None,
+        hint: None,
+    })
 }

@@ -19,7 +19,7 @@ impl Session {
         patient: &mut bool,
     ) -> Result<Option<Box<ServerConn>>, Error> {
         let retry = self.cfg.settings.server_login_retry.0;
-        if let Some((e, at)) = self.pool.recent_failure(retry) {
+        if let Some((e, at)) = self.pool.recent_failure_for(retry, now) {
             drop(slot);
             // PgBouncer's check_fast_fail: a client arriving after the
             // failure gets it at once; one that was already waiting (or is

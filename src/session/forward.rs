@@ -267,8 +267,9 @@ fn ready_status(rbuf: &[u8], pos: usize, len: usize) -> Result<TxStatus, Error> 
     )))
 }
 
+/// PgBouncer closes the client (08P01) with these words.
 fn statement_mode_refusal() -> Error {
-    Error::NotSupported("transaction blocks not allowed in statement pooling mode".into())
+    Error::Disconnected("transaction blocks not allowed in statement pooling mode")
 }
 
 /// A ParameterStatus (`len` bytes at `pos`): recorded on the server, and
