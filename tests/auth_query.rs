@@ -137,3 +137,28 @@ async fn an_md5_role_logs_in_and_its_servers_too() {
     let row = c.query_one("SELECT current_user::text", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), MD5_USER);
 }
+
+/// An auth_query PostgreSQL cannot run is the operator's to fix: the
+/// client hears PgBouncer's "bouncer config error", not a password
+/// failure; the console, which has no database of its own to ask in,
+/// refuses "pgbouncer" as an auth_dbname.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_auth_query_is_a_config_error() {
+    make_roles("aq_broken_", 1).await;
+    let userlist = format!("\"{SUPERUSER}\" \"{SUPERPASS}\"\n");
+    let p = Pooler::start_with_userlist(
+        &format!(
+            "auth_user = \"{SUPERUSER}\"\nauth_query = \"SELECT usename, passwd FROM no_such_table WHERE usename = $1\"\nstats_users = \"aq_broken_0\""
+        ),
+        "",
+        Some(userlist),
+    )
+    .await;
+    for db in [DB, "pgbouncer"] {
+        let e = connect(&p.conninfo("aq_broken_0", "pw0", db))
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "28000", "{db}: {e}");
+        assert_eq!(message(&e), "bouncer config error", "{db}: {e}");
+    }
+}

@@ -519,11 +519,13 @@ async fn connection_lines_read_as_pgbouncer_s() {
     let closing = "closing because: database \"no_such_pg_db\" does not exist (age=";
     let both: Vec<&str> = t.lines().filter(|l| l.contains(closing)).collect();
     assert!(
-        both.iter().any(|l| l.contains(" LOG S-0x") && l.contains(": missing/")),
+        both.iter()
+            .any(|l| l.contains(" LOG S-0x") && l.contains(": missing/")),
         "{both:?}"
     );
     assert!(
-        both.iter().any(|l| l.contains(" LOG C-0x") && l.contains(": missing/")),
+        both.iter()
+            .any(|l| l.contains(" LOG C-0x") && l.contains(": missing/")),
         "{both:?}"
     );
 }

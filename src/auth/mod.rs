@@ -3,6 +3,7 @@
 //! No I/O here: the client and server modules drive these state machines
 //! over their sockets. Hashing comes from the RustCrypto crates.
 
+pub mod hba;
 pub mod scram;
 
 use md5::{Digest, Md5};

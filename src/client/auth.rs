@@ -45,12 +45,21 @@ impl Credentials {
 pub(super) async fn authenticate(
     cfg: &Config,
     conn: &mut Conn,
-    user: &str,
+    login: &Attempt<'_>,
     creds: &Credentials,
     binding: Option<Vec<u8>>,
     mock_key: &[u8; 32],
 ) -> Result<Option<[u8; 32]>, Error> {
-    match check(cfg, conn, user, creds, binding, mock_key).await {
+    let user = login.user;
+    let auth_type = match cfg.settings.auth_type {
+        AuthType::Hba => match hba_method(cfg, conn, login, creds)? {
+            Some(t) => t,
+            // Decided by the line itself (cert, peer).
+            None => return Ok(None),
+        },
+        t => t,
+    };
+    match check(cfg, auth_type, conn, user, creds, binding, mock_key).await {
         Err(Error::WrongPassword(_) | Error::AuthFailed(_)) if creds.looked_up => {
             Err(Error::LookupFailed {
                 user: user.to_string(),
@@ -61,8 +70,122 @@ pub(super) async fn authenticate(
     }
 }
 
+/// Who is logging in where, for the HBA file.
+pub(super) struct Attempt<'a> {
+    pub(super) user: &'a str,
+    pub(super) database: &'a str,
+    pub(super) replication: crate::protocol::Replication,
+}
+
+/// auth_type = hba: the method of the first matching line, as an auth
+/// type; `None` when the line's own check (cert, peer) has let the client
+/// in.
+fn hba_method(
+    cfg: &Config,
+    conn: &Conn,
+    login: &Attempt<'_>,
+    creds: &Credentials,
+) -> Result<Option<AuthType>, Error> {
+    use crate::auth::hba::{Client, Method};
+    let client = Client {
+        addr: conn
+            .stream
+            .tcp()
+            .and_then(|t| t.peer_addr().ok())
+            .map(|a| a.ip()),
+        tls: conn.stream.is_tls(),
+        replication: login.replication,
+        database: login.database,
+        user: login.user,
+    };
+    let rule = cfg.hba.as_ref().and_then(|h| h.eval(&client));
+    let Some(rule) = rule else {
+        info!(user = %login.user, database = %login.database, "no HBA line matches");
+        return Err(Error::NotAllowed(
+            "no authentication method is found".into(),
+        ));
+    };
+    tracing::debug!("HBA line {} is matched", rule.line);
+    let map = rule.map.as_deref();
+    Ok(Some(match &rule.method {
+        Method::Trust => AuthType::Trust,
+        Method::Md5 => AuthType::Md5,
+        Method::Password => AuthType::Plain,
+        Method::ScramSha256 => AuthType::ScramSha256,
+        Method::Reject => return Err(Error::NotAllowed("login rejected".into())),
+        Method::Ldap(_) => {
+            return Err(Error::NotSupported(
+                "ldap is not supported by this build".into(),
+            ))
+        }
+        Method::Cert => {
+            cert_login(cfg, conn, login.user, map)?;
+            return Ok(None);
+        }
+        Method::Peer => {
+            peer_login(cfg, conn, login.user, map, creds)?;
+            return Ok(None);
+        }
+    }))
+}
+
+/// `cert`: the client certificate's CN is the user, or `map` allows it.
+fn cert_login(cfg: &Config, conn: &Conn, user: &str, map: Option<&str>) -> Result<(), Error> {
+    let failed = || Error::NotAllowed("certificate authentication failed".into());
+    let cn = conn
+        .stream
+        .peer_certificate()
+        .and_then(|c| crate::tls::common_name(&c))
+        .ok_or_else(failed)?;
+    let ok = match map {
+        Some(m) => cfg.ident.allows(m, &cn, user),
+        None => cn == user,
+    };
+    if !ok {
+        match map {
+            Some(m) => tracing::error!(user = %user, "ident map: {m} does not have a match"),
+            None => tracing::error!(user = %user, "TLS certificate name mismatch"),
+        }
+        return Err(failed());
+    }
+    Ok(())
+}
+
+/// `peer`: the Unix socket peer's OS user is the user, or `map` allows
+/// it; the user must be known (auth_file or auth_query).
+fn peer_login(
+    cfg: &Config,
+    conn: &Conn,
+    user: &str,
+    map: Option<&str>,
+    creds: &Credentials,
+) -> Result<(), Error> {
+    let rejected = || Error::NotAllowed("unix socket login rejected".into());
+    if creds.exists == Some(false) {
+        return Err(rejected());
+    }
+    let uid = conn.stream.unix_peer_uid().ok_or_else(rejected)?;
+    let os_user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .ok_or_else(rejected)?;
+    let ok = match map {
+        Some(m) => cfg.ident.allows(m, &os_user, user),
+        None => os_user == user,
+    };
+    if !ok {
+        if let Some(m) = map {
+            tracing::error!(user = %user, "ident map {m} cannot be matched");
+        }
+        return Err(rejected());
+    }
+    Ok(())
+}
+
 async fn check(
     cfg: &Config,
+    auth_type: AuthType,
     conn: &mut Conn,
     user: &str,
     creds: &Credentials,
@@ -72,7 +195,7 @@ async fn check(
     let s = &cfg.settings;
     let secret = creds.secret.as_ref();
     let unknown = || Error::AuthFailed("\"trust\" authentication failed");
-    match s.auth_type {
+    match auth_type {
         AuthType::Any => return Ok(None),
         AuthType::Cert => {
             // The user is the certificate's CN; the chain was verified
@@ -105,12 +228,12 @@ async fn check(
         // An unknown user goes through the same exchange as a known one
         // and fails the same way: the answer must not tell who exists.
         info!(user = %user, "no such user");
-        return match mock_exchange(cfg, conn, user, binding, mock_key).await {
+        return match mock_exchange(cfg, auth_type, conn, user, binding, mock_key).await {
             Err(e) => Err(e),
         };
     };
     let mut b = BytesMut::new();
-    match (s.auth_type, secret) {
+    match (auth_type, secret) {
         (AuthType::Plain, _) => {
             protocol::auth(&mut b, &Authentication::CleartextPassword);
             conn.send(&b).await?;
@@ -157,7 +280,7 @@ async fn check(
             // exchange runs and fails as a wrong password does, as with
             // PgBouncer; the operator learns why from the log.
             warn!(user = %user, "an md5 secret cannot be used for SCRAM authentication");
-            match mock_exchange(cfg, conn, user, binding, mock_key).await {
+            match mock_exchange(cfg, auth_type, conn, user, binding, mock_key).await {
                 Err(e) => Err(e),
             }
         }
@@ -179,15 +302,16 @@ async fn check(
 /// a real user's is.
 async fn mock_exchange(
     cfg: &Config,
+    auth_type: AuthType,
     conn: &mut Conn,
     user: &str,
     binding: Option<Vec<u8>>,
     mock_key: &[u8; 32],
 ) -> Result<std::convert::Infallible, Error> {
     let mut b = BytesMut::new();
-    match cfg.settings.auth_type {
+    match auth_type {
         AuthType::Plain | AuthType::Md5 => {
-            let req = if cfg.settings.auth_type == AuthType::Plain {
+            let req = if auth_type == AuthType::Plain {
                 Authentication::CleartextPassword
             } else {
                 let mut salt = [0u8; 4];

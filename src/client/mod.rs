@@ -502,7 +502,12 @@ async fn admin_login(
     } else {
         let binding = channel_binding(conn, &shared.tls());
         let creds = credentials(shared, cfg, lookup::Target::Console, user).await?;
-        authenticate(cfg, conn, user, &creds, binding, &shared.mock_auth_key).await?;
+        let attempt = auth::Attempt {
+            user,
+            database: &who.database,
+            replication: who.replication,
+        };
+        authenticate(cfg, conn, &attempt, &creds, binding, &shared.mock_auth_key).await?;
         crate::admin::role(cfg, user).ok_or_else(|| {
             Error::NotAllowed(format!(
                 "user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"
@@ -557,7 +562,13 @@ async fn session_login(
     let db = admit(shared, cfg, peer, dbname)?;
     let binding = channel_binding(conn, &shared.tls());
     let creds = credentials(shared, cfg, lookup::Target::Db(db.as_ref()), user).await?;
-    let client_key = authenticate(cfg, conn, user, &creds, binding, &shared.mock_auth_key).await?;
+    let attempt = auth::Attempt {
+        user,
+        database: dbname,
+        replication: who.replication,
+    };
+    let mock_key = &shared.mock_auth_key;
+    let client_key = authenticate(cfg, conn, &attempt, &creds, binding, mock_key).await?;
     // Told only after the password, as PgBouncer does: the answer to a
     // wrong password must not say which databases exist.
     let db = db.ok_or_else(|| Error::UnknownDatabase(dbname.to_string()))?;

@@ -127,7 +127,7 @@ pub(super) fn check_auth_type(
                 "auth_type cert needs client TLS (client_tls_sslmode other than disable)".into(),
             ));
         }
-        AuthType::Hba | AuthType::Pam | AuthType::Ldap => errors.push(auth_error(format!(
+        AuthType::Pam | AuthType::Ldap => errors.push(auth_error(format!(
             "auth_type {} is not supported yet",
             settings.auth_type
         ))),

@@ -86,6 +86,10 @@ pub struct Config {
     pub userlist: Userlist,
     /// Things that load but deserve a word at startup (unimplemented keys).
     pub warnings: Vec<String>,
+    /// auth_type = hba: the HBA file's rules.
+    pub hba: Option<Arc<crate::auth::hba::Hba>>,
+    /// auth_type = hba: the ident map file (empty when none is set).
+    pub ident: Arc<crate::auth::hba::IdentMap>,
 }
 
 /// A database entry resolved for one requested name (the `*` fallback
@@ -186,6 +190,7 @@ impl Config {
         let userlist = load_userlist(path, &raw, &settings, &mut errors);
         check_auth_type(path, &raw, &settings, &databases, &mut errors);
         check_listeners(path, &raw, &settings, &mut errors);
+        let (hba, ident) = load_hba(path, &raw, &settings, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -196,6 +201,8 @@ impl Config {
             users,
             userlist,
             warnings,
+            hba,
+            ident,
         })
     }
 
@@ -339,6 +346,93 @@ fn resolve(config_path: &Path, p: &str) -> PathBuf {
             .map(|d| d.join(p))
             .unwrap_or_else(|| p.to_path_buf())
     }
+}
+
+/// A file named by a setting: relative to the config file's folder when
+/// it is there, else as given (relative to the working directory, where
+/// PgBouncer looks).
+fn resolve_existing(config_path: &Path, p: &str) -> PathBuf {
+    let beside = resolve(config_path, p);
+    if beside.exists() {
+        beside
+    } else {
+        PathBuf::from(p)
+    }
+}
+
+/// auth_type = hba: the HBA file (required) and the ident map file.
+fn load_hba(
+    path: &Path,
+    raw: &Raw,
+    settings: &Settings,
+    errors: &mut Vec<ConfigError>,
+) -> (
+    Option<Arc<crate::auth::hba::Hba>>,
+    Arc<crate::auth::hba::IdentMap>,
+) {
+    use crate::auth::hba::{Hba, IdentMap};
+    if settings.auth_type != AuthType::Hba {
+        return (None, Arc::default());
+    }
+    let read =
+        |key: &str, name: &str, errors: &mut Vec<ConfigError>| -> Option<(PathBuf, String)> {
+            let p = resolve_existing(path, name);
+            match std::fs::read_to_string(&p) {
+                Ok(t) => Some((p, t)),
+                Err(e) => {
+                    errors.push(ConfigError {
+                        file: path.to_path_buf(),
+                        line: general_line(raw, key),
+                        key: Some(key.into()),
+                        reason: format!("cannot read {}: {e}", p.display()),
+                    });
+                    None
+                }
+            }
+        };
+    let problems = |file: &Path, p: crate::auth::hba::Problems, errors: &mut Vec<ConfigError>| {
+        for (line, reason) in p {
+            errors.push(ConfigError {
+                file: file.to_path_buf(),
+                line: Some(line),
+                key: None,
+                reason,
+            });
+        }
+    };
+    let mut ident = IdentMap::default();
+    if !settings.auth_ident_file.is_empty() {
+        if let Some((p, text)) = read("auth_ident_file", &settings.auth_ident_file, errors) {
+            match IdentMap::parse(&text) {
+                Ok(m) => ident = m,
+                Err(e) => problems(&p, e, errors),
+            }
+        }
+    }
+    if settings.auth_hba_file.is_empty() {
+        errors.push(ConfigError {
+            file: path.to_path_buf(),
+            line: general_line(raw, "auth_type"),
+            key: Some("auth_hba_file".into()),
+            reason: "auth_type hba needs auth_hba_file".into(),
+        });
+        return (None, Arc::new(ident));
+    }
+    let Some((p, text)) = read("auth_hba_file", &settings.auth_hba_file, errors) else {
+        return (None, Arc::new(ident));
+    };
+    let dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+    let include = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).map_err(|e| format!("cannot read @{name}: {e}"))
+    };
+    let hba = match Hba::parse(&text, &include) {
+        Ok(h) => Some(Arc::new(h)),
+        Err(e) => {
+            problems(&p, e, errors);
+            None
+        }
+    };
+    (hba, Arc::new(ident))
 }
 
 fn load_userlist(

@@ -143,7 +143,10 @@ settings!(
         stats_period: Secs = "60", 0;
         auth_type: AuthType = "md5", 0;
         auth_file: String = "", 0;
-        auth_hba_file: String = "", TODO;
+        /// auth_type = hba: the HBA file (pg_hba.conf format).
+        auth_hba_file: String = "", 0;
+        /// auth_type = hba: the ident map file for `map=`.
+        auth_ident_file: String = "", 0;
         /// Looks up users not in auth_file with auth_query, as this user.
         auth_user: String = "", 0;
         /// Schema-qualified, so no search_path can put another pg_authid or
