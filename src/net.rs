@@ -483,13 +483,35 @@ impl ServerAddr {
 
     pub async fn connect(&self) -> std::io::Result<Stream> {
         if self.is_unix() {
-            Ok(Stream::Unix(UnixStream::connect(self.socket_path()).await?))
-        } else {
-            Ok(Stream::Tcp(
-                TcpStream::connect((self.host.as_str(), self.port)).await?,
-            ))
+            return Ok(Stream::Unix(UnixStream::connect(self.socket_path()).await?));
         }
+        // Resolved apart from the connect, so a name that does not resolve
+        // is told as such (PgBouncer's "server DNS lookup failed").
+        let addrs: Vec<std::net::SocketAddr> =
+            tokio::net::lookup_host((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), DnsFailed(e.to_string())))?
+                .collect();
+        Ok(Stream::Tcp(TcpStream::connect(&addrs[..]).await?))
     }
+}
+
+/// A server's host name did not resolve: the inner error of the
+/// `io::Error` [`ServerAddr::connect`] returns then.
+#[derive(Debug)]
+pub(crate) struct DnsFailed(pub String);
+
+impl std::fmt::Display for DnsFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DNS lookup failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for DnsFailed {}
+
+/// True for the error of a host name that did not resolve.
+pub(crate) fn is_dns_failure(e: &std::io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<DnsFailed>())
 }
 
 impl std::fmt::Display for ServerAddr {

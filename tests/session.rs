@@ -810,3 +810,49 @@ async fn an_unknown_database_is_told_only_after_the_password() {
     assert_eq!(sqlstate(&e), "3D000", "{e}");
     assert_eq!(message(&e), "no such database: nosuchdb");
 }
+
+/// `host=a,b`: a host that cannot be reached is skipped for the next
+/// (load_balance_hosts = disable stays on the one that worked), and
+/// round-robin spreads new servers over the hosts in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_lists_fail_over_and_take_turns() {
+    let port = pg().port;
+    let dbs = format!(
+        "bad_first = \"host=no-such-host.invalid,127.0.0.1 port={port} dbname={DB} load_balance_hosts=disable\"\n\
+         both = \"host=127.0.0.1,localhost port={port} dbname={DB}\"\n"
+    );
+    let p = Pooler::start(
+        &format!("admin_users = \"{MD5_USER}\"\npool_mode = \"session\"\n"),
+        &dbs,
+    )
+    .await;
+    for _ in 0..2 {
+        let c = p.connect(SCRAM_USER, SCRAM_PASS, "bad_first").await;
+        assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
+    }
+    // Two sessions at once: two servers, one per host.
+    let a = p.connect(SCRAM_USER, SCRAM_PASS, "both").await;
+    let b = p.connect(SCRAM_USER, SCRAM_PASS, "both").await;
+    simple_row(&a, "SELECT 1").await;
+    simple_row(&b, "SELECT 1").await;
+    let admin = p.connect(MD5_USER, MD5_PASS, "pgbouncer").await;
+    let rows = admin.simple_query("SHOW SERVERS").await.unwrap();
+    let mut hosts: Vec<String> = rows
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some((
+                r.get("database").unwrap_or_default().to_string(),
+                r.get("addr").unwrap_or_default().to_string(),
+            )),
+            _ => None,
+        })
+        .filter(|(db, _)| db == "both" || db == "bad_first")
+        .map(|(db, addr)| format!("{db}@{addr}"))
+        .collect();
+    hosts.sort();
+    assert_eq!(
+        hosts,
+        ["bad_first@127.0.0.1", "both@127.0.0.1", "both@localhost"],
+        "{hosts:?}"
+    );
+}

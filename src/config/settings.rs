@@ -244,7 +244,9 @@ settings!(
         datestyle: Option<String> = "", 0;
         timezone: Option<String> = "", 0;
         application_name: Option<String> = "", 0;
-        load_balance_hosts: Option<String> = "", TODO;
+        /// `disable`: new servers start at the host that last worked;
+        /// else (`round-robin`) at the next host in turn.
+        load_balance_hosts: Option<String> = "", 0;
     }
 );
 

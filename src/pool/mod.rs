@@ -152,6 +152,14 @@ pub struct Pool {
     clients: AtomicU32,
     /// When the maintenance task last probed this pool (health).
     last_probe: Mutex<Option<Instant>>,
+    /// A database with several hosts: the next one to try first.
+    host_cursor: std::sync::atomic::AtomicUsize,
+    /// A server of this pool reached its host since the last failure: new
+    /// servers of a database with several hosts connect at once. Until
+    /// then they go one at a time (`host_gate`), as PgBouncer's do, so a
+    /// host found dead is skipped by the next rather than tried by all.
+    host_known: std::sync::atomic::AtomicBool,
+    host_gate: tokio::sync::Mutex<()>,
     me: Weak<Pool>,
     /// For the reserve pool's timer.
     timers: Timers,
@@ -217,6 +225,9 @@ impl Pool {
             template: Mutex::new(None),
             clients: AtomicU32::new(0),
             last_probe: Mutex::new(None),
+            host_cursor: Default::default(),
+            host_known: Default::default(),
+            host_gate: Default::default(),
             me: me.clone(),
             timers,
         })
@@ -448,6 +459,38 @@ impl Pool {
         }
         inner.total += 1;
         Some(self.slot())
+    }
+
+    /// Of `n` hosts, the one a new server tries first: the next in turn
+    /// (round-robin), or the one that last worked.
+    pub fn first_host(&self, n: usize, round_robin: bool) -> usize {
+        if round_robin {
+            self.host_cursor.fetch_add(1, Ordering::Relaxed) % n
+        } else {
+            self.host_cursor.load(Ordering::Relaxed) % n
+        }
+    }
+
+    /// A server reached host `index` of the database's list: with
+    /// load_balance_hosts = disable, new servers start there.
+    pub fn host_worked(&self, index: usize) {
+        self.host_cursor.store(index, Ordering::Relaxed);
+    }
+
+    /// Whether a server of a several-host database may connect now
+    /// without waiting its turn (see `host_known`).
+    pub fn host_known(&self) -> bool {
+        self.host_known.load(Ordering::Acquire)
+    }
+
+    /// Note whether the last connection attempt reached a host.
+    pub fn set_host_known(&self, known: bool) {
+        self.host_known.store(known, Ordering::Release);
+    }
+
+    /// Taken by a connection attempt while no host is known to work.
+    pub async fn host_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.host_gate.lock().await
     }
 
     /// True (and noted) when the last health probe is older than `every`.

@@ -48,6 +48,9 @@ pub struct LoginInfo {
     pub registry: Arc<crate::registry::Registry>,
     /// The pool's database name (as clients know it).
     pub pool_db: String,
+    /// The database's other hosts (`host=a,b`), tried in order when
+    /// `addr` cannot be reached.
+    pub alternates: Vec<Arc<ServerAddr>>,
     /// Set for a replication client's own server.
     pub replication: Option<Arc<ReplicationStart>>,
 }
@@ -379,7 +382,10 @@ pub(crate) fn log_login_failure(info: &LoginInfo, id: u64, e: &Error) {
                 tracing::warn!("{tag} server login failed: {other}");
             }
             if log_close {
-                let why = if timed_out(other) {
+                let dns = matches!(other, Error::ServerConnect { source: Some(s), .. } if crate::net::is_dns_failure(s));
+                let why = if dns {
+                    "server DNS lookup failed"
+                } else if timed_out(other) {
                     "connect timeout"
                 } else {
                     "connect failed"
@@ -430,8 +436,9 @@ impl ServerConn {
     /// The login conversation: startup packet, authentication, then the
     /// server's parameters and key until ReadyForQuery.
     async fn connect_inner(info: &LoginInfo, id: u64, slot: Slot) -> Result<ServerConn, Error> {
+        let (switched, mut stream) = Self::reach(info, id).await?;
+        let info = switched.as_ref().unwrap_or(info);
         let addr = &info.addr;
-        let mut stream = addr.connect().await.map_err(|e| server_io(addr, e))?;
         if let Stream::Tcp(s) = &stream {
             crate::net::tune_tcp(s, &info.settings.settings);
             stream = negotiate_tls(stream, info).await?;
@@ -492,6 +499,38 @@ impl ServerConn {
         let mut conn = login.into_conn(info, id, slot, stream, rbuf);
         conn.run_connect_query(info).await?;
         Ok(conn)
+    }
+
+    /// A socket to the server: `info.addr`, else the first alternate host
+    /// that answers (each failure logged as PgBouncer logs it). The login
+    /// info of the host reached, when it is not `info.addr`.
+    async fn reach(info: &LoginInfo, id: u64) -> Result<(Option<LoginInfo>, Stream), Error> {
+        let mut e = match info.addr.connect().await {
+            Ok(s) => return Ok((None, s)),
+            Err(e) => server_io(&info.addr, e),
+        };
+        let mut failed = info.addr.clone();
+        for alt in &info.alternates {
+            let tried = LoginInfo {
+                addr: failed.clone(),
+                ..info.clone()
+            };
+            log_login_failure(&tried, id, &e);
+            match alt.connect().await {
+                Ok(s) => {
+                    let reached = LoginInfo {
+                        addr: alt.clone(),
+                        ..info.clone()
+                    };
+                    return Ok((Some(reached), s));
+                }
+                Err(err) => {
+                    e = server_io(alt, err);
+                    failed = alt.clone();
+                }
+            }
+        }
+        Err(e)
     }
 
     /// The database's connect_query, once per new server before any

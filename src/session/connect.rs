@@ -87,10 +87,23 @@ impl Session {
         &self,
         slot: crate::slot::Slot,
     ) -> Result<Box<ServerConn>, Error> {
-        let info = self.login_info();
+        let mut info = self.login_info();
+        // Several hosts and none known to work: one attempt at a time, so
+        // each starts where the last one got to.
+        let _turn = if info.alternates.is_empty() || self.pool.host_known() {
+            None
+        } else {
+            let turn = self.pool.host_turn().await;
+            info = self.login_info();
+            Some(turn)
+        };
         let id = self.shared.next_id();
         let started = Instant::now();
-        match ServerConn::connect(&info, id, slot, &self.shared.timers).await {
+        let r = ServerConn::connect(&info, id, slot, &self.shared.timers).await;
+        if !info.alternates.is_empty() {
+            self.pool.set_host_known(r.is_ok());
+        }
+        match r {
             Ok(mut s) => {
                 let m = &self.shared.metrics;
                 m.server_connect
@@ -100,6 +113,9 @@ impl Session {
                     m.tls_handshakes.with_label_values(&["server"]).inc();
                 }
                 s.generation = self.shared.control.generation(&self.db.name);
+                if !info.alternates.is_empty() && s.addr != info.addr {
+                    self.remember_host(&s.addr.host);
+                }
                 // A replication server's parameters are its client's, and
                 // its login no pool server's template.
                 if info.replication.is_none() {
@@ -115,6 +131,23 @@ impl Session {
                 crate::server::log_login_failure(&info, id, &e);
                 Err(e)
             }
+        }
+    }
+
+    /// With load_balance_hosts = disable, the host a server just reached
+    /// after others failed is where the next ones start.
+    fn remember_host(&self, host: &str) {
+        if self.db.cfg.load_balance_hosts.as_deref() != Some("disable") {
+            return;
+        }
+        let hosts = self.db.cfg.host.as_deref().unwrap_or_default();
+        let found = hosts
+            .split(',')
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .position(|h| h == host);
+        if let Some(i) = found {
+            self.pool.host_worked(i);
         }
     }
 }

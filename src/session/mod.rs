@@ -698,24 +698,48 @@ pub(crate) fn login_info(
                 .unwrap_or(ServerCreds::None),
         }
     };
-    let host = db
+    let hosts: Vec<&str> = db
         .cfg
         .host
         .as_deref()
-        .and_then(|h| h.split(',').map(str::trim).find(|h| !h.is_empty()))
-        .map(str::to_string)
-        .unwrap_or_else(|| {
-            if cfg.settings.unix_socket_dir.is_empty() {
-                "127.0.0.1".to_string()
-            } else {
-                cfg.settings.unix_socket_dir.clone()
-            }
-        });
-    LoginInfo {
-        addr: Arc::new(ServerAddr {
-            host,
+        .map(|h| {
+            h.split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let addr = |host: &str| {
+        Arc::new(ServerAddr {
+            host: host.to_string(),
             port: db.cfg.port,
-        }),
+        })
+    };
+    let (first, alternates) = match hosts.len() {
+        0 => {
+            let default = if cfg.settings.unix_socket_dir.is_empty() {
+                "127.0.0.1"
+            } else {
+                cfg.settings.unix_socket_dir.as_str()
+            };
+            (addr(default), Vec::new())
+        }
+        1 => (addr(hosts[0]), Vec::new()),
+        n => {
+            // load_balance_hosts: round-robin (the default) starts each
+            // new server at the next host; disable at the host that last
+            // worked. The others follow, in order, if it cannot be reached.
+            let round_robin = db.cfg.load_balance_hosts.as_deref() != Some("disable");
+            let start = pool.first_host(n, round_robin);
+            let order: Vec<_> = (0..n).map(|i| addr(hosts[(start + i) % n])).collect();
+            let mut order = order.into_iter();
+            let first = order.next().unwrap_or_else(|| addr(hosts[0]));
+            (first, order.collect())
+        }
+    };
+    LoginInfo {
+        addr: first,
+        alternates,
         user: server_user.clone(),
         database: db.dbname().to_string(),
         creds,
