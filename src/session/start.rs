@@ -73,7 +73,7 @@ impl Session {
 
     /// Sends the welcome: a real server's parameters with the client's own
     /// values, its cancel key, ReadyForQuery. The first client of a pool
-    /// links a server to learn them.
+    /// has a server log in to learn them.
     pub(crate) async fn greet(&mut self, conn: &mut Conn) -> Result<(), Error> {
         if self.replication.is_some() {
             return Box::pin(self.greet_replication(conn)).await;
@@ -81,9 +81,7 @@ impl Session {
         let welcome = match self.pool.welcome() {
             Some(w) => w,
             None => {
-                // First client of this pool: link now, which records it.
-                // No notice while waiting: the client has no welcome yet.
-                self.link(None).await?;
+                self.learn_welcome().await?;
                 self.pool.welcome().unwrap_or_default()
             }
         };
@@ -118,6 +116,25 @@ impl Session {
         protocol::ready_for_query(&mut b, TxStatus::Idle);
         conn.send(&b).await?;
         self.stats.add(crate::stats::C::ClientLogins, 1);
+        Ok(())
+    }
+
+    /// First client of this pool: a server logs in, which records the
+    /// welcome, and goes back to the pool. The client's own settings are
+    /// applied when it is linked for its first query, as PgBouncer does.
+    /// No notice while waiting: the client has no welcome yet.
+    async fn learn_welcome(&mut self) -> Result<(), Error> {
+        let control = &self.shared.control;
+        if control.is_paused(&self.db.name) {
+            control.wait_unpaused(&self.db.name).await;
+        }
+        if control.refuses_transactions() {
+            return Err(Error::ShuttingDown("server shutting down"));
+        }
+        let now = Instant::now();
+        let (mut server, _) = self.acquire(now, None).await?;
+        server.last_used = now;
+        self.pool.checkin(server);
         Ok(())
     }
 
