@@ -25,6 +25,10 @@ pub struct Tidepool {
     metrics_addr: Option<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
     unix_path: Option<PathBuf>,
+    /// The socket file's inode as bound: a newer instance (`--reboot`)
+    /// may have bound its own at the same path, which is not ours to
+    /// remove.
+    unix_inode: Option<u64>,
     stop: watch::Sender<bool>,
     /// Stops the accept loops only.
     stop_accept: watch::Sender<bool>,
@@ -86,6 +90,7 @@ impl Tidepool {
             )));
         }
         let mut unix_path = None;
+        let mut unix_inode = None;
         if !s.unix_socket_dir.is_empty() {
             let path = PathBuf::from(&s.unix_socket_dir).join(format!(".s.PGSQL.{port}"));
             // A socket file left by a previous run would make bind fail.
@@ -102,6 +107,7 @@ impl Tidepool {
                 Dealer::new(shared.clone(), workers.clone()),
                 stop_rx.clone(),
             )));
+            unix_inode = inode(&path);
             unix_path = Some(path);
         }
         let mut metrics_addr = None;
@@ -132,6 +138,7 @@ impl Tidepool {
             metrics_addr,
             tcp_addrs,
             unix_path,
+            unix_inode,
             stop,
             stop_accept,
             tasks,
@@ -177,9 +184,17 @@ impl Tidepool {
             let _ = t.await;
         }
         if let Some(p) = &self.unix_path {
-            let _ = std::fs::remove_file(p);
+            if self.unix_inode.is_some() && inode(p) == self.unix_inode {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
+}
+
+/// A file's inode number, if it exists.
+fn inode(p: &std::path::Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(p).ok().map(|m| m.ino())
 }
 
 async fn listen_addrs(spec: &str, port: u16) -> io::Result<Vec<SocketAddr>> {

@@ -33,6 +33,7 @@ pub(crate) mod shared;
 pub(crate) mod slot;
 pub mod stats;
 pub(crate) mod sync;
+pub mod takeover;
 pub mod threads;
 pub mod tls;
 

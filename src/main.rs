@@ -31,6 +31,11 @@ struct Args {
     /// Less logging: errors only.
     #[arg(short, long)]
     quiet: bool,
+    /// Online restart: have the instance running with this config stop
+    /// listening and finish its transactions, and take over its ports
+    /// (docs/admin.md).
+    #[arg(short = 'R', long)]
+    reboot: bool,
 }
 
 fn main() -> ExitCode {
@@ -126,7 +131,14 @@ fn main() -> ExitCode {
         workers,
         timers,
     } = threads;
-    main.block_on(run(config, workers, timers, logfile, level))
+    if args.reboot {
+        if let Err(e) = tidepool::takeover::request(&config.settings) {
+            tracing::error!("{e}");
+            return ExitCode::from(1);
+        }
+        tracing::info!("running instance asked to hand over (SHUTDOWN WAIT_FOR_SERVERS)");
+    }
+    main.block_on(run(config, workers, timers, logfile, level, args.reboot))
 }
 
 async fn run(
@@ -135,9 +147,10 @@ async fn run(
     timers: tidepool::threads::Timers,
     logfile: Option<LogFile>,
     level: LogLevel,
+    reboot: bool,
 ) -> ExitCode {
     let pidfile = config.settings.pidfile.clone();
-    let app = match Tidepool::start_with_workers(config, workers, timers).await {
+    let app = match start(config, workers, timers, reboot).await {
         Ok(a) => a,
         Err(e) => {
             tracing::error!("cannot start: {e}");
@@ -166,6 +179,31 @@ async fn run(
         let _ = std::fs::remove_file(&pidfile);
     }
     ExitCode::SUCCESS
+}
+
+/// Start serving. After `--reboot`, the old instance lets go of the
+/// ports within moments of its answer: a port still taken is tried again
+/// for up to 10 s.
+async fn start(
+    config: Config,
+    workers: Vec<tokio::runtime::Handle>,
+    timers: tidepool::threads::Timers,
+    reboot: bool,
+) -> std::io::Result<Tidepool> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = Tidepool::start_with_workers(config.clone(), workers.clone(), timers.clone()).await;
+        match r {
+            Err(e)
+                if reboot
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                timers.sleep(std::time::Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Run until SIGTERM, SIGINT, SIGQUIT or the console's SHUTDOWN; SIGHUP

@@ -552,3 +552,66 @@ async fn show_version_is_what_version_prints_and_the_console_is_a_client() {
     });
     assert!(console, "SHOW CLIENTS lists the console's own connection");
 }
+
+/// `--reboot`: the running instance stops listening, lets its running
+/// query finish and exits; the new one takes the port (and the Unix
+/// socket) and serves new clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reboot_takes_over_the_ports_after_running_queries_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("users.txt"),
+        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
+    )
+    .unwrap();
+    let config = binary_config(port, "pool_mode = \"transaction\"").replace(
+        "unix_socket_dir = \"\"",
+        &format!("unix_socket_dir = \"{}\"", dir.path().display()),
+    );
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, config).unwrap();
+    let spawn = |reboot: bool| {
+        let mut c = std::process::Command::new(BIN);
+        if reboot {
+            c.arg("--reboot");
+        }
+        Running(
+            c.arg(&path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut old = spawn(false);
+    assert!(accepts(port).await, "tidepool did not start");
+    let conninfo =
+        format!("host=127.0.0.1 port={port} user={MD5_USER} password={MD5_PASS} dbname={DB}");
+    let c = connect(&conninfo).await.unwrap();
+    // A query still running when the new instance starts.
+    let running =
+        tokio::spawn(async move { c.simple_query("SELECT pg_sleep(1)").await.map(|_| ()) });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let _new = spawn(true);
+    running
+        .await
+        .unwrap()
+        .expect("the query running at the handover finishes");
+    // The old instance exits once its query is done.
+    let exited = wait_until(20, || {
+        let done = matches!(old.0.try_wait(), Ok(Some(_)));
+        async move { done }
+    })
+    .await;
+    assert!(exited, "the old instance did not exit");
+    // The new one serves the same port and socket.
+    let c = connect(&conninfo).await.unwrap();
+    assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
+    let via_socket = format!(
+        "host={} port={port} user={MD5_USER} password={MD5_PASS} dbname={DB}",
+        dir.path().display(),
+    );
+    let c = connect(&via_socket).await.expect("the new Unix socket");
+    assert_eq!(simple_row(&c, "SELECT 2").await, vec![s("2")]);
+}
