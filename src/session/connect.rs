@@ -87,16 +87,15 @@ impl Session {
         &self,
         slot: crate::slot::Slot,
     ) -> Result<Box<ServerConn>, Error> {
-        let mut info = self.login_info();
         // Several hosts and none known to work: one attempt at a time, so
-        // each starts where the last one got to.
-        let _turn = if info.alternates.is_empty() || self.pool.host_known() {
-            None
-        } else {
-            let turn = self.pool.host_turn().await;
-            info = self.login_info();
-            Some(turn)
+        // each starts where the last one got to. The host is picked after
+        // the wait (picking one advances round-robin's turn).
+        let several = self.db.cfg.host.as_deref().is_some_and(|h| h.contains(','));
+        let _turn = match several && !self.pool.host_known() {
+            true => Some(self.pool.host_turn().await),
+            false => None,
         };
+        let info = self.login_info();
         let id = self.shared.next_id();
         let started = Instant::now();
         let r = ServerConn::connect(&info, id, slot, &self.shared.timers).await;
