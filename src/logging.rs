@@ -5,8 +5,9 @@
 //! 2026-11-30 08:06:07.123 UTC [4242] LOG C-0x1f: db/user@127.0.0.1:51234 closing because: client close request (age=3s)
 //! ```
 //!
-//! Lines go to `logfile` when it is set and to stderr unless `-q` (as
-//! PgBouncer's `--quiet`, which silences stderr only). The file is opened
+//! Lines go to `logfile` when it is set, to syslog with `syslog = 1`
+//! (`crate::syslog`), and to stderr unless `-q` (as PgBouncer's
+//! `--quiet`, which silences stderr only). The file is opened
 //! for appending, and opened again when it was moved or deleted (checked
 //! at most once a second, and at once after [`LogFile::reopen`], which
 //! SIGHUP calls), so logrotate needs no copytruncate. Colour only when
@@ -205,6 +206,7 @@ impl LogFile {
 pub struct LineWriter {
     file: Option<LogFile>,
     stderr: bool,
+    syslog: Option<Arc<crate::syslog::Syslog>>,
     buf: Vec<u8>,
 }
 
@@ -227,6 +229,9 @@ impl Drop for LineWriter {
         if self.stderr {
             let _ = io::stderr().write_all(&self.buf);
         }
+        if let Some(s) = &self.syslog {
+            s.send(&self.buf);
+        }
     }
 }
 
@@ -237,6 +242,8 @@ pub struct Sinks {
     pub file: Option<LogFile>,
     /// Whether to write to stderr too (not with `-q`).
     pub stderr: bool,
+    /// The syslog daemon (`syslog = 1`).
+    pub syslog: Option<Arc<crate::syslog::Syslog>>,
 }
 
 impl<'a> MakeWriter<'a> for Sinks {
@@ -246,6 +253,7 @@ impl<'a> MakeWriter<'a> for Sinks {
         LineWriter {
             file: self.file.clone(),
             stderr: self.stderr,
+            syslog: self.syslog.clone(),
             buf: Vec::with_capacity(128),
         }
     }

@@ -36,6 +36,12 @@ struct Args {
     /// (docs/admin.md).
     #[arg(short = 'R', long)]
     reboot: bool,
+    /// Run in the background (needs pidfile, and logfile or syslog).
+    #[arg(short = 'd', long)]
+    daemon: bool,
+    /// Switch to this OS user at start (as the `user` setting); root only.
+    #[arg(short = 'u', long, value_name = "USERNAME")]
+    user: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -65,43 +71,21 @@ fn main() -> ExitCode {
         println!("{}: ok", path.display());
         return ExitCode::SUCCESS;
     }
-    let from_env = std::env::var_os("TIDEPOOL_LOG").is_some();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEPOOL_LOG")
-        .unwrap_or_else(|_| level_filter(args.verbose, config.settings.verbose));
-    // Reloadable: `verbose` may change at run time (SET verbose, RELOAD).
-    let (filter, level) = tracing_subscriber::reload::Layer::new(filter);
-    // PgBouncer's line format, to logfile if set and to stderr unless -q
-    // (src/logging.rs).
-    let logfile = match config.settings.logfile.as_str() {
-        "" => None,
-        path => match LogFile::open(std::path::Path::new(path)) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                eprintln!("tidepool: cannot open logfile {path}: {e}");
-                return ExitCode::from(1);
-            }
-        },
-    };
-    {
-        use tracing_subscriber::prelude::*;
-        let lines = tracing_subscriber::fmt::layer()
-            // Plain text: logs are read by tools, and colour codes break them.
-            .with_ansi(false)
-            .event_format(PgbouncerFormat::default())
-            .with_writer(Sinks {
-                file: logfile.clone(),
-                stderr: !args.quiet,
-            });
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(lines)
-            .init();
+    if let Err(code) = become_service(&args, &config) {
+        return code;
     }
-    let level = LogLevel {
-        handle: level,
-        flags: args.verbose,
-        from_env,
+    let (logfile, level) = match init_logs(&args, &config) {
+        Ok(l) => l,
+        Err(code) => return code,
     };
+    // Into the background before any thread starts (fork keeps only
+    // this one); stderr goes to /dev/null, the log file stays.
+    if args.daemon {
+        if let Err(e) = tidepool::process::daemonize() {
+            eprintln!("tidepool: {e}");
+            return ExitCode::from(1);
+        }
+    }
     tracing::info!("tidepool {} starting", env!("CARGO_PKG_VERSION"));
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -179,6 +163,84 @@ async fn run(
         let _ = std::fs::remove_file(&pidfile);
     }
     ExitCode::SUCCESS
+}
+
+/// `-u` / `user`, and the checks `-d` needs, before anything is opened.
+fn become_service(args: &Args, config: &Config) -> Result<(), ExitCode> {
+    let user = args
+        .user
+        .clone()
+        .unwrap_or_else(|| config.settings.user.clone());
+    if !user.is_empty() {
+        if let Err(e) = tidepool::process::switch_user(&user) {
+            eprintln!("tidepool: {e}");
+            return Err(ExitCode::from(1));
+        }
+    }
+    if args.daemon {
+        let s = &config.settings;
+        if s.pidfile.is_empty() || (s.logfile.is_empty() && !s.syslog) {
+            eprintln!("tidepool: in daemon mode, pidfile and logfile or syslog must be set");
+            return Err(ExitCode::from(1));
+        }
+    }
+    Ok(())
+}
+
+/// The log sinks (logfile, syslog, stderr) and the reloadable level.
+fn init_logs(args: &Args, config: &Config) -> Result<(Option<LogFile>, LogLevel), ExitCode> {
+    let from_env = std::env::var_os("TIDEPOOL_LOG").is_some();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEPOOL_LOG")
+        .unwrap_or_else(|_| level_filter(args.verbose, config.settings.verbose));
+    // Reloadable: `verbose` may change at run time (SET verbose, RELOAD).
+    let (filter, level) = tracing_subscriber::reload::Layer::new(filter);
+    // PgBouncer's line format, to logfile if set and to stderr unless -q
+    // (src/logging.rs).
+    let logfile = match config.settings.logfile.as_str() {
+        "" => None,
+        path => match LogFile::open(std::path::Path::new(path)) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("tidepool: cannot open logfile {path}: {e}");
+                return Err(ExitCode::from(1));
+            }
+        },
+    };
+    let syslog = if config.settings.syslog {
+        let s = &config.settings;
+        let path = std::path::Path::new(tidepool::syslog::DEFAULT_SOCKET);
+        match tidepool::syslog::Syslog::open(path, &s.syslog_ident, &s.syslog_facility) {
+            Ok(l) => Some(std::sync::Arc::new(l)),
+            Err(e) => {
+                eprintln!("tidepool: syslog: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    {
+        use tracing_subscriber::prelude::*;
+        let lines = tracing_subscriber::fmt::layer()
+            // Plain text: logs are read by tools, and colour codes break them.
+            .with_ansi(false)
+            .event_format(PgbouncerFormat::default())
+            .with_writer(Sinks {
+                file: logfile.clone(),
+                stderr: !args.quiet,
+                syslog,
+            });
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(lines)
+            .init();
+    }
+    let level = LogLevel {
+        handle: level,
+        flags: args.verbose,
+        from_env,
+    };
+    Ok((logfile, level))
 }
 
 /// Start serving. After `--reboot`, the old instance lets go of the

@@ -615,3 +615,118 @@ async fn reboot_takes_over_the_ports_after_running_queries_finish() {
     let c = connect(&via_socket).await.expect("the new Unix socket");
     assert_eq!(simple_row(&c, "SELECT 2").await, vec![s("2")]);
 }
+
+/// `-d`: the command returns at once, the pooler runs on in the
+/// background under the pid it wrote to `pidfile`; without a pidfile it
+/// refuses, as PgBouncer does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_mode_runs_in_the_background_under_its_pidfile() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("users.txt"),
+        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
+    )
+    .unwrap();
+    let pidfile = dir.path().join("t.pid");
+    let log = dir.path().join("t.log");
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, binary_config(port, "")).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("-d")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pidfile and logfile or syslog"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let extra = format!(
+        "pidfile = \"{}\"\nlogfile = \"{}\"",
+        pidfile.display(),
+        log.display()
+    );
+    std::fs::write(&path, binary_config(port, &extra)).unwrap();
+    let status = std::process::Command::new(BIN)
+        .arg("--daemon")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the foreground process exits 0");
+    assert!(accepts(port).await, "the daemon serves");
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let c = connect(&format!(
+        "host=127.0.0.1 port={port} user={MD5_USER} password={MD5_PASS} dbname={DB}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("listening on 127.0.0.1"), "{text}");
+    // SIGTERM: it drains and exits, removing its pidfile.
+    drop(c);
+    std::process::Command::new("kill")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(
+        wait_until(20, || async { !pidfile.exists() }).await,
+        "the daemon (pid {pid}) did not exit"
+    );
+}
+
+/// `-u`: root switches to the user; anyone else is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_user_drops_root_or_refuses() {
+    let b_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        b_dir.path().join("users.txt"),
+        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
+    )
+    .unwrap();
+    let path = b_dir.path().join("t.toml");
+    std::fs::write(&path, binary_config(port, "")).unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["-u", "nobody"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if !is_root() {
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("only root"));
+        return;
+    }
+    let child = Running(cmd.spawn().unwrap());
+    assert!(accepts(port).await, "tidepool did not start as nobody");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    let nobody = std::process::Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .unwrap();
+    let nobody = String::from_utf8_lossy(&nobody.stdout).trim().to_string();
+    assert_eq!(
+        uid,
+        vec![nobody.as_str(); 4],
+        "real, effective, saved, fs uid"
+    );
+    let c = connect(&format!(
+        "host=127.0.0.1 port={port} user={MD5_USER} password={MD5_PASS} dbname={DB}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
+}

@@ -559,7 +559,7 @@ mod tests {
             "pgbouncer.ini",
             "[databases]\napp = host=127.0.0.1 port=5433 dbname=real pool_size=3 reserve_pool=2\n\
              %include extra.ini\n[pgbouncer]\nlisten_port = 7000\nauth_file = userlist.txt\n\
-             syslog = 1\nserver_round_robin = 1\n[users]\nu = pool_mode=session\n",
+             job_name = old\nserver_round_robin = 1\n[users]\nu = pool_mode=session\n",
         );
         let c = Config::load(&p).unwrap();
         assert_eq!(c.settings.listen_port, 7000);
@@ -573,7 +573,7 @@ mod tests {
         assert_eq!(other.dbname(), "other");
         assert_eq!(other.cfg.host.as_deref(), Some("/var/run/postgresql"));
         assert!(
-            c.warnings.iter().any(|w| w.contains("syslog")),
+            c.warnings.iter().any(|w| w.contains("job_name")),
             "{:?}",
             c.warnings
         );

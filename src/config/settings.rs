@@ -123,8 +123,13 @@ settings!(
         pidfile: String = "", RESTART;
         /// PgBouncer's log lines are appended here (opened again when moved, and at SIGHUP); stderr too unless `-q`.
         logfile: String = "", RESTART;
+        /// Log to the local syslog daemon too.
+        syslog: bool = "0", RESTART;
+        syslog_ident: String = "pgbouncer", RESTART;
+        syslog_facility: String = "daemon", RESTART;
         verbose: u32 = "0", 0;
-        user: String = "", RESTART | TODO;
+        /// Switch to this OS user at start (as -u), when run as root.
+        user: String = "", RESTART;
         pool_mode: PoolMode = "session", 0;
         max_client_conn: u64 = "100", 0;
         default_pool_size: u32 = "20", 0;
@@ -269,9 +274,6 @@ settings!(
 /// `[pgbouncer]` keys PgBouncer has that tidepool has no field for yet.
 /// They are accepted with a warning so that existing files load unchanged.
 pub const PGBOUNCER_ONLY_KEYS: &[&str] = &[
-    "syslog",
-    "syslog_ident",
-    "syslog_facility",
     "conffile",
     "service_name",
     "job_name",
