@@ -76,7 +76,7 @@ impl Tidepool {
         let mut tcp_addrs = Vec::new();
         let mut port = s.listen_port;
         for addr in listen_addrs(&s.listen_addr, port).await? {
-            let l = bind_tcp(addr, s.listen_backlog)?;
+            let l = bind_tcp(addr, s.listen_backlog, s.so_reuseport)?;
             let local = l.local_addr()?;
             if port == 0 {
                 // One port for every address and the Unix socket.
@@ -213,13 +213,18 @@ async fn listen_addrs(spec: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     Ok(out)
 }
 
-fn bind_tcp(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+fn bind_tcp(addr: SocketAddr, backlog: u32, reuseport: bool) -> io::Result<TcpListener> {
     let sock = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
     sock.set_reuseaddr(true)?;
+    // so_reuseport: several poolers on one port, the kernel spreading
+    // new connections over them (peering, rolling restarts).
+    if reuseport {
+        sock.set_reuseport(true)?;
+    }
     sock.bind(addr)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     sock.listen(backlog.max(1))

@@ -61,12 +61,14 @@ pub struct Shared {
 impl Shared {
     /// The context for a config, TLS setup and the timers.
     pub fn new(config: Config, tls: tls::TlsContext, timers: threads::Timers) -> Arc<Shared> {
+        let cancels = Arc::new(cancel::Registry::default());
+        cancels.set_peer_id(config.settings.peer_id);
         Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             config_swaps: tokio::sync::watch::Sender::new(0),
             tls: ArcSwap::from_pointee(tls),
             pools: pool::Pools::new(timers.clone()),
-            cancels: Arc::default(),
+            cancels,
             stats: stats::Stats::default(),
             control: control::Control::default(),
             registry: Arc::default(),
@@ -91,6 +93,7 @@ impl Shared {
 
     /// Puts a new config in force (RELOAD).
     pub fn swap_config(&self, c: Config) {
+        self.cancels.set_peer_id(c.settings.peer_id);
         self.config.store(Arc::new(c));
         self.config_swaps.send_modify(|n| *n += 1);
     }

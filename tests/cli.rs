@@ -730,3 +730,78 @@ async fn switch_user_drops_root_or_refuses() {
     .unwrap();
     assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
 }
+
+/// Peering: two poolers on one port (so_reuseport), each with its own
+/// peer_id and the other in [peers]. A cancel for a client of the first,
+/// sent to the second, is passed on and cancels the query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_sent_to_a_peer_reaches_the_query() {
+    let port = free_port();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut running = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let other = &dirs[1 - i];
+        std::fs::write(
+            dir.path().join("users.txt"),
+            format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
+        )
+        .unwrap();
+        let config = binary_config_with(
+            port,
+            &format!("so_reuseport = 1\npeer_id = {}", i + 1),
+            &format!(
+                "[peers]\n{} = \"host={} port={port}\"\n",
+                2 - i,
+                other.path().display()
+            ),
+        )
+        .replace(
+            "unix_socket_dir = \"\"",
+            &format!("unix_socket_dir = \"{}\"", dir.path().display()),
+        );
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, config).unwrap();
+        running.push(Running(
+            std::process::Command::new(BIN)
+                .arg(&path)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        ));
+    }
+    let socket = |d: &tempfile::TempDir| d.path().join(format!(".s.PGSQL.{port}"));
+    for d in &dirs {
+        assert!(
+            wait_until(30, || async {
+                tokio::net::UnixStream::connect(socket(d)).await.is_ok()
+            })
+            .await,
+            "a peer did not start"
+        );
+    }
+    // A client of peer 1 (through its own socket).
+    let c = connect(&format!(
+        "host={} port={port} user={MD5_USER} password={MD5_PASS} dbname={DB}",
+        dirs[0].path().display()
+    ))
+    .await
+    .unwrap();
+    let token = c.cancel_token();
+    let query = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(20)").await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The cancel goes to peer 2.
+    let to_peer2 = tokio::net::UnixStream::connect(socket(&dirs[1]))
+        .await
+        .unwrap();
+    token
+        .cancel_query_raw(to_peer2, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(10), query)
+        .await
+        .expect("the query was not cancelled")
+        .unwrap();
+    let e = r.expect_err("cancelled");
+    assert_eq!(sqlstate(&e), "57014", "{e}");
+}

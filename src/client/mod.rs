@@ -310,14 +310,37 @@ async fn negotiate(
                 conn.send(&[protocol::ENCRYPTION_REFUSED]).await?
             }
             StartupPacket::Cancel { pid, key } => {
-                if let Some(p) = shared.cancels.lookup(pid, &key) {
-                    debug!(client = %peer, "forwarding cancel request to {}", p.target.addr);
-                    crate::cancel::forward(p, &shared.timers).await;
-                }
+                cancel(shared, peer, pid, &key).await;
                 return Ok(None);
             }
             StartupPacket::Startup(p) => return Ok(Some(p)),
         }
+    }
+}
+
+/// A CancelRequest: to the server of the client whose key it carries,
+/// or, with peering, on to the pooler that gave the key out.
+async fn cancel(shared: &Arc<Shared>, peer: &Peer, pid: i32, key: &[u8]) {
+    use crate::cancel::Route;
+    match shared.cancels.route(pid, key) {
+        Route::Local(pid, key) => {
+            if let Some(p) = shared.cancels.lookup(pid, &key) {
+                debug!(client = %peer, "forwarding cancel request to {}", p.target.addr);
+                crate::cancel::forward(p, &shared.timers).await;
+            }
+        }
+        Route::Peer(id, pid, key) => match shared.config().peers.get(&id) {
+            Some(p) => {
+                debug!(client = %peer, "forwarding cancellation request to peer {id}");
+                let addr = crate::net::ServerAddr {
+                    host: p.host.clone(),
+                    port: p.port,
+                };
+                crate::cancel::forward_to_peer(&addr, pid, key, &shared.timers).await;
+            }
+            None => debug!(client = %peer, "could not find peer {id} to forward a cancel to"),
+        },
+        Route::Drop => debug!(client = %peer, "cancel request dropped: its TTL was exhausted"),
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::{
     entry_error, general_line, is_admin_db, settings, where_, AuthType, ConfigError,
-    DatabaseConfig, Raw, SetError, Settings, SslMode, UserConfig,
+    DatabaseConfig, Entry, Raw, SetError, Settings, SslMode, UserConfig,
 };
 
 /// `[pgbouncer]` / `[general]`: unknown PgBouncer keys in an ini file warn;
@@ -94,6 +94,50 @@ pub(super) fn build_users(
         users.insert(name.clone(), u);
     }
     users
+}
+
+/// `[peers]`: `N = host=... port=...`, N from 1 to 65535. A host that is a
+/// directory is a Unix socket; the port defaults to 6432.
+pub(super) fn build_peers(
+    raw: &Raw,
+    settings: &Settings,
+    errors: &mut Vec<ConfigError>,
+) -> BTreeMap<u16, super::Peer> {
+    let mut peers = BTreeMap::new();
+    for (name, entries) in &raw.peers {
+        let err = |e: Option<&Entry>, reason: String| ConfigError {
+            file: e.map(|e| e.file.clone()).unwrap_or_default(),
+            line: e.and_then(|e| e.line),
+            key: Some(format!("peers.{name}")),
+            reason,
+        };
+        let Some(id) = name.parse::<u16>().ok().filter(|&i| i > 0) else {
+            errors.push(err(
+                entries.first(),
+                "a peer's name is its peer_id, 1 to 65535".into(),
+            ));
+            continue;
+        };
+        let mut addr = super::Peer {
+            host: settings.unix_socket_dir.clone(),
+            port: 6432,
+        };
+        for e in entries {
+            match e.key.as_str() {
+                "host" => addr.host = e.value.clone(),
+                "port" => match e.value.parse() {
+                    Ok(p) => addr.port = p,
+                    Err(_) => errors.push(err(Some(e), format!("invalid port \"{}\"", e.value))),
+                },
+                other => errors.push(err(
+                    Some(e),
+                    format!("unknown key \"{other}\" (host, port)"),
+                )),
+            }
+        }
+        peers.insert(id, addr);
+    }
+    peers
 }
 
 /// auth_type against what it needs: cert needs client TLS; the methods

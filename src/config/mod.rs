@@ -90,6 +90,17 @@ pub struct Config {
     pub hba: Option<Arc<crate::auth::hba::Hba>>,
     /// auth_type = hba: the ident map file (empty when none is set).
     pub ident: Arc<crate::auth::hba::IdentMap>,
+    /// `[peers]`: the other poolers sharing this port, by peer_id.
+    pub peers: BTreeMap<u16, Peer>,
+}
+
+/// A `[peers]` entry: where another pooler of the same port listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// Host name, IP, or a Unix socket directory.
+    pub host: String,
+    /// Its port (6432 when not given).
+    pub port: u16,
 }
 
 /// A database entry resolved for one requested name (the `*` fallback
@@ -124,6 +135,7 @@ struct Raw {
     general: Vec<Entry>,
     databases: Vec<(String, Vec<Entry>)>,
     users: Vec<(String, Vec<Entry>)>,
+    peers: Vec<(String, Vec<Entry>)>,
     /// In ini files PgBouncer-only keys warn; in TOML unknown keys are errors.
     ini: bool,
 }
@@ -191,6 +203,7 @@ impl Config {
         check_auth_type(path, &raw, &settings, &databases, &mut errors);
         check_listeners(path, &raw, &settings, &mut errors);
         let (hba, ident) = load_hba(path, &raw, &settings, &mut errors);
+        let peers = build::build_peers(&raw, &settings, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -203,6 +216,7 @@ impl Config {
             warnings,
             hba,
             ident,
+            peers,
         })
     }
 

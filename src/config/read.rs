@@ -30,7 +30,7 @@ pub(super) fn read_toml(path: &Path, text: &str, errors: &mut Vec<ConfigError>) 
             ("pooler", toml::Value::Table(t)) => {
                 raw.general = toml_entries(path, text, &format!("[{section}]"), t, errors);
             }
-            ("databases", toml::Value::Table(t)) | ("users", toml::Value::Table(t)) => {
+            ("databases" | "users" | "peers", toml::Value::Table(t)) => {
                 let mut out = Vec::new();
                 for (name, v) in t {
                     let entries = match v {
@@ -60,17 +60,18 @@ pub(super) fn read_toml(path: &Path, text: &str, errors: &mut Vec<ConfigError>) 
                     };
                     out.push((name.clone(), entries));
                 }
-                if section == "databases" {
-                    raw.databases = out;
-                } else {
-                    raw.users = out;
+                match section.as_str() {
+                    "databases" => raw.databases = out,
+                    "users" => raw.users = out,
+                    _ => raw.peers = out,
                 }
             }
             _ => errors.push(ConfigError {
                 file: path.to_path_buf(),
                 line: header_line.or_else(|| find_key_line(text, 0, section)),
                 key: Some(section.clone()),
-                reason: "unknown key (expected [pooler], [databases.NAME], [users.NAME])".into(),
+                reason: "unknown key (expected [pooler], [databases.NAME], [users.NAME], [peers])"
+                    .into(),
             }),
         }
     }
@@ -240,12 +241,11 @@ pub(super) fn read_ini(
                 raw.users.retain(|(n, _)| *n != key);
                 raw.users.push((key, entries));
             }
-            "peers" => errors.push(ConfigError {
-                file: path.to_path_buf(),
-                line: Some(lineno),
-                key: Some(key),
-                reason: "[peers] is not supported yet".into(),
-            }),
+            "peers" => {
+                let entries = connstring_entries(path, Some(lineno), &value, errors);
+                raw.peers.retain(|(n, _)| *n != key);
+                raw.peers.push((key, entries));
+            }
             _ => errors.push(ConfigError {
                 file: path.to_path_buf(),
                 line: Some(lineno),

@@ -119,7 +119,11 @@ settings!(
         unix_socket_dir: String = "/tmp", RESTART;
         unix_socket_mode: String = "0777", RESTART;
         unix_socket_group: String = "", RESTART | TODO;
-        so_reuseport: bool = "0", RESTART | TODO;
+        /// Several poolers may listen on one port (with peer_id and
+        /// [peers], cancels reach the right one).
+        so_reuseport: bool = "0", RESTART;
+        /// This pooler's number among its [peers] (0: no peering).
+        peer_id: u16 = "0", 0;
         pidfile: String = "", RESTART;
         /// PgBouncer's log lines are appended here (opened again when moved, and at SIGHUP); stderr too unless `-q`.
         logfile: String = "", RESTART;
@@ -286,7 +290,6 @@ pub const PGBOUNCER_ONLY_KEYS: &[&str] = &[
     "tcp_defer_accept",
     "tcp_socket_buffer",
     "autodb_idle_timeout",
-    "peer_id",
     "auth_ldap_options",
     "auth_pam_service",
     "client_tls_dheparams",
