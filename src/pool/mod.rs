@@ -518,8 +518,7 @@ impl Pool {
     /// cancel has landed, so it cannot cancel the next client's query.
     pub fn checkin(&self, server: Box<ServerConn>) {
         if server.replication != crate::protocol::Replication::None {
-            // Its client's alone, with its client's settings: never pooled.
-            return server.close("replication client was closed");
+            return close_replication(server);
         }
         if server.cancels.busy() {
             return self.checkin_after_cancels(server);
@@ -837,3 +836,11 @@ impl Capacity for Pool {
 
 #[cfg(test)]
 mod tests;
+
+/// A replication server is its client's alone, with its client's
+/// settings: never pooled. Out of line: `checkin` runs every transaction.
+#[cold]
+#[inline(never)]
+fn close_replication(server: Box<ServerConn>) {
+    server.close("replication client was closed");
+}
