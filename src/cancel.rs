@@ -224,6 +224,30 @@ pub(crate) async fn forward_to_peer(
     key: [u8; 4],
     timers: &crate::threads::Timers,
 ) {
+    if let Err(e) = send(addr, pid, key, timers).await {
+        tracing::warn!(peer = %addr, "cancel request not passed to peer: {e}");
+    }
+}
+
+/// Deliver a cancel to a server. The server stays out of the pool (its
+/// gate counts this cancel) until this has finished.
+pub(crate) async fn forward(p: Pending, timers: &crate::threads::Timers) {
+    let t = &p.target;
+    if let Err(e) = send(&t.addr, t.pid, t.key.to_be_bytes(), timers).await {
+        tracing::warn!(server = %t.addr, "cancel request not delivered: {e}");
+    }
+    drop(p);
+}
+
+/// One CancelRequest to `addr`, within 10 s. The receiver closes the
+/// connection once it has the request; waiting for that makes sure the
+/// cancel landed (before a server can be reused).
+async fn send(
+    addr: &ServerAddr,
+    pid: i32,
+    key: [u8; 4],
+    timers: &crate::threads::Timers,
+) -> std::io::Result<()> {
     let res = async {
         let mut s = addr.connect().await?;
         let mut b = BytesMut::with_capacity(16);
@@ -236,40 +260,10 @@ pub(crate) async fn forward_to_peer(
         let _ = tokio::io::AsyncReadExt::read(&mut s, &mut sink).await;
         Ok::<_, std::io::Error>(())
     };
-    if let Err(e) = timers
+    timers
         .timeout(std::time::Duration::from_secs(10), res)
         .await
-    {
-        tracing::warn!(peer = %addr, "cancel request not passed to peer: {e}");
-    }
-}
-
-/// Deliver a cancel to a server. The server stays out of the pool (its
-/// gate counts this cancel) until this has finished.
-pub(crate) async fn forward(p: Pending, timers: &crate::threads::Timers) {
-    let t = &p.target;
-    let res = async {
-        let mut s = t.addr.connect().await?;
-        let mut b = BytesMut::with_capacity(16);
-        b.put_u32(16);
-        b.put_u32(crate::protocol::CANCEL_REQUEST);
-        b.put_i32(t.pid);
-        b.put_i32(t.key);
-        s.write_all(&b).await?;
-        // The server closes the connection once it has the request; waiting
-        // for that makes sure the cancel landed before the server can be
-        // reused.
-        let mut sink = [0u8; 16];
-        let _ = tokio::io::AsyncReadExt::read(&mut s, &mut sink).await;
-        Ok::<_, std::io::Error>(())
-    };
-    if let Err(e) = timers
-        .timeout(std::time::Duration::from_secs(10), res)
-        .await
-    {
-        tracing::warn!(server = %t.addr, "cancel request not delivered: {e}");
-    }
-    drop(p);
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))?
 }
 
 #[cfg(test)]

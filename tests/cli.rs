@@ -558,19 +558,13 @@ async fn show_version_is_what_version_prints_and_the_console_is_a_client() {
 /// socket) and serves new clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reboot_takes_over_the_ports_after_running_queries_finish() {
-    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    std::fs::write(
-        dir.path().join("users.txt"),
-        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
-    )
-    .unwrap();
-    let config = binary_config(port, "pool_mode = \"transaction\"").replace(
-        "unix_socket_dir = \"\"",
-        &format!("unix_socket_dir = \"{}\"", dir.path().display()),
-    );
-    let path = dir.path().join("t.toml");
-    std::fs::write(&path, config).unwrap();
+    let (dir, path) = config_folder(|d| {
+        binary_config(port, "pool_mode = \"transaction\"").replace(
+            "unix_socket_dir = \"\"",
+            &format!("unix_socket_dir = \"{}\"", d.display()),
+        )
+    });
     let spawn = |reboot: bool| {
         let mut c = std::process::Command::new(BIN);
         if reboot {
@@ -621,17 +615,10 @@ async fn reboot_takes_over_the_ports_after_running_queries_finish() {
 /// refuses, as PgBouncer does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_mode_runs_in_the_background_under_its_pidfile() {
-    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    std::fs::write(
-        dir.path().join("users.txt"),
-        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
-    )
-    .unwrap();
+    let (dir, path) = config_folder(|_| binary_config(port, ""));
     let pidfile = dir.path().join("t.pid");
     let log = dir.path().join("t.log");
-    let path = dir.path().join("t.toml");
-    std::fs::write(&path, binary_config(port, "")).unwrap();
     let out = std::process::Command::new(BIN)
         .arg("-d")
         .arg(&path)
@@ -684,15 +671,8 @@ async fn daemon_mode_runs_in_the_background_under_its_pidfile() {
 /// `-u`: root switches to the user; anyone else is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switch_user_drops_root_or_refuses() {
-    let b_dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    std::fs::write(
-        b_dir.path().join("users.txt"),
-        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
-    )
-    .unwrap();
-    let path = b_dir.path().join("t.toml");
-    std::fs::write(&path, binary_config(port, "")).unwrap();
+    let (_dir, path) = config_folder(|_| binary_config(port, ""));
     let mut cmd = std::process::Command::new(BIN);
     cmd.args(["-u", "nobody"])
         .arg(&path)
@@ -804,4 +784,18 @@ async fn a_cancel_sent_to_a_peer_reaches_the_query() {
         .unwrap();
     let e = r.expect_err("cancelled");
     assert_eq!(sqlstate(&e), "57014", "{e}");
+}
+
+/// A folder holding users.txt (MD5_USER's password) and `t.toml`, written
+/// by `config` from the folder's path: (folder, config path).
+fn config_folder(config: impl FnOnce(&Path) -> String) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("users.txt"),
+        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
+    )
+    .unwrap();
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, config(dir.path())).unwrap();
+    (dir, path)
 }
