@@ -1,7 +1,8 @@
 //! A pool's last failed server login, kept for `server_login_retry`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use super::Pool;
 use crate::protocol::ErrorFields;
 use crate::Error;
 
@@ -58,4 +59,53 @@ impl LoginFailure {
 /// `server_login_retry`.
 pub fn is_transient(e: &Error) -> bool {
     matches!(e, Error::ServerError(f) if f.code == "57P03")
+}
+
+/// The pool's side: recording a failure, and what a client meets.
+impl Pool {
+    /// Records a failed server login, reported to waiters for server_login_retry.
+    pub fn login_failed(&self, err: &Error) {
+        let (fields, server, reason) = match err {
+            Error::ServerError(f) => (Some(f.clone()), String::new(), String::new()),
+            Error::ServerConnect { server, reason, .. } => (None, server.clone(), reason.clone()),
+            other => (None, String::new(), other.to_string()),
+        };
+        self.lock().login_failure = Some(LoginFailure {
+            at: Instant::now(),
+            fields,
+            server,
+            reason,
+        });
+    }
+
+    /// The server's error, and when, if a login failed less than `retry`
+    /// ago.
+    pub fn recent_failure(&self, retry: Duration) -> Option<(Error, Instant)> {
+        let inner = self.lock();
+        let f = inner.login_failure.as_ref()?;
+        (f.at.elapsed() < retry).then(|| (f.to_error(), f.at))
+    }
+
+    /// As [`Pool::recent_failure`], for a client whose request began at
+    /// `asked`: one already waiting when the login failed gets the
+    /// server's own words, a later one the cached error.
+    pub fn recent_failure_for(&self, retry: Duration, asked: Instant) -> Option<(Error, Instant)> {
+        let inner = self.lock();
+        let f = inner.login_failure.as_ref()?;
+        if f.at.elapsed() >= retry {
+            return None;
+        }
+        let e = if asked <= f.at {
+            f.as_met()
+        } else {
+            f.to_error()
+        };
+        Some((e, f.at))
+    }
+
+    /// Forget the last login failure: the server's settings changed, so it
+    /// no longer tells what the next login will meet.
+    pub fn forget_failure(&self) {
+        self.lock().login_failure = None;
+    }
 }
