@@ -20,6 +20,12 @@ if ! command -v openssl >/dev/null; then
   as_root apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq openssl >&2
 fi
+# slapd: the real LDAP server tests/ldap.rs starts (its own, on free ports).
+if [ ! -x /usr/sbin/slapd ]; then
+  echo "slapd not found: installing it (apt-get install slapd)" >&2
+  as_root apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq slapd >&2
+fi
 # psycopg2 reads the admin console in tests (exporters use it).
 python3 -c "import psycopg2" 2>/dev/null || python3 -m pip install -q psycopg2-binary
 # The driver compatibility suite (tests/compat): a venv, npm ci, pgjdbc.

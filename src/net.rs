@@ -563,7 +563,32 @@ impl Conn {
         Ok(())
     }
 
+    /// The client's answer during authentication. Any other message is a
+    /// protocol violation, told as soon as its first byte arrives: a
+    /// second StartupMessage (first byte 0) must not be read as a message
+    /// whose length is its next four bytes, and waited for.
     pub(crate) async fn read_password_message(&mut self) -> Result<Bytes, Error> {
+        while self.rbuf.is_empty() {
+            match fill(&mut self.stream, &mut self.rbuf).await {
+                Ok(true) => {}
+                Ok(false) => return Err(Error::ClientGone),
+                Err(e) => return Err(Error::client_io(e)),
+            }
+        }
+        match self.rbuf[0] {
+            protocol::frontend::PASSWORD => {}
+            0 => {
+                return Err(Error::Protocol(
+                    "unexpected StartupMessage during authentication".into(),
+                ))
+            }
+            t => {
+                return Err(Error::Protocol(format!(
+                    "expected a password message, got message type '{}'",
+                    t.escape_ascii()
+                )))
+            }
+        }
         match read_message(&mut self.stream, &mut self.rbuf, protocol::MAX_AUTH_MESSAGE).await {
             Ok((protocol::frontend::PASSWORD, body)) => Ok(body),
             Ok((t, _)) => Err(Error::Protocol(format!(

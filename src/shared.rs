@@ -17,6 +17,9 @@ use crate::{cancel, control, metrics, pool, prepared, registry, stats, threads, 
 /// state each).
 pub const LEAN_IDLE_ABOVE: u64 = 1000;
 
+/// ldap.conf's TLS settings, and the TLS config built from them.
+pub(crate) type LdapTls = (crate::auth::ldap::TlsConf, Arc<rustls::ClientConfig>);
+
 /// The state every task shares.
 pub struct Shared {
     config: ArcSwap<Config>,
@@ -53,6 +56,9 @@ pub struct Shared {
     pub lean_idle_above: AtomicU64,
     /// Every timer is made here (see [`threads`]).
     pub timers: threads::Timers,
+    /// The TLS config for LDAP servers, kept while ldap.conf says the same
+    /// (`client::ldap`).
+    pub(crate) ldap_tls: Mutex<Option<LdapTls>>,
     /// Drawn at start: the salt of the SCRAM exchange an unknown user is
     /// given is derived from it, stable per name like a real user's.
     pub(crate) mock_auth_key: [u8; 32],
@@ -81,6 +87,7 @@ impl Shared {
             next_id: AtomicU64::new(1),
             lean_idle_above: AtomicU64::new(LEAN_IDLE_ABOVE),
             timers,
+            ldap_tls: Mutex::new(None),
             mock_auth_key: rand::random(),
         })
     }

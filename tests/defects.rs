@@ -454,45 +454,7 @@ async fn an_unknown_user_looks_like_a_wrong_password() {
 
 /// Start a SCRAM login as `user` and return the server-first-message.
 async fn scram_server_first(port: u16, user: &str) -> String {
-    use tokio::io::AsyncWriteExt;
-    let mut st = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let mut body = 196608u32.to_be_bytes().to_vec();
-    body.extend_from_slice(format!("user\0{user}\0database\0{DB}\0\0").as_bytes());
-    let mut m = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    m.extend_from_slice(&body);
-    st.write_all(&m).await.unwrap();
-    let (tag, b) = read_message(&mut st).await;
-    assert_eq!(
-        tag,
-        b'R',
-        "a password request, not an error: {}",
-        String::from_utf8_lossy(&b)
-    );
-    assert_eq!(&b[..4], &[0, 0, 0, 10], "SASL");
-    let first = b"n,,n=,r=abcdefghijklmnopqrstuvwx";
-    let mut msg = b"SCRAM-SHA-256\0".to_vec();
-    msg.extend_from_slice(&(first.len() as u32).to_be_bytes());
-    msg.extend_from_slice(first);
-    let mut out = vec![b'p'];
-    out.extend_from_slice(&((msg.len() + 4) as u32).to_be_bytes());
-    out.extend_from_slice(&msg);
-    st.write_all(&out).await.unwrap();
-    let (tag, b) = read_message(&mut st).await;
-    assert_eq!(tag, b'R');
-    assert_eq!(&b[..4], &[0, 0, 0, 11], "SASLContinue");
-    String::from_utf8_lossy(&b[4..]).into_owned()
-}
-
-/// One backend message: (tag, body).
-async fn read_message(st: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
-    use tokio::io::AsyncReadExt;
-    let mut h = [0u8; 5];
-    st.read_exact(&mut h).await.unwrap();
-    let mut b = vec![0u8; u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize - 4];
-    st.read_exact(&mut b).await.unwrap();
-    (h[0], b)
+    scram_start(port, user, true).await.1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

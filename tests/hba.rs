@@ -60,12 +60,14 @@ async fn the_first_matching_line_decides() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e), "28P01", "{e}");
-    // Line 3: reject, with the right password too.
+    // Line 3: reject, with the right password too; told as a wrong SCRAM
+    // password is, after a password exchange, so that a client cannot
+    // tell a refusal from a wrong password.
     let e = connect(&p.conninfo(SCRAM_USER, SCRAM_PASS, DB))
         .await
         .unwrap_err();
-    assert_eq!(sqlstate(&e), "28000", "{e}");
-    assert_eq!(message(&e), "login rejected");
+    assert_eq!(sqlstate(&e), "28P01", "{e}");
+    assert_eq!(message(&e), "SASL authentication failed");
     // Line 4: peer over the Unix socket; the map lets this OS user in as
     // scram_user, with no password asked.
     let c = connect(&unix_conninfo(&p, SCRAM_USER, "not asked"))
@@ -77,7 +79,33 @@ async fn the_first_matching_line_decides() {
     let e = connect(&unix_conninfo(&p, MD5_USER, MD5_PASS))
         .await
         .unwrap_err();
-    assert_eq!(message(&e), "no authentication method is found", "{e}");
+    assert_eq!(sqlstate(&e), "28P01", "{e}");
+    assert_eq!(message(&e), "SASL authentication failed", "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_looks_like_a_wrong_password() {
+    let p = pooler(
+        &format!(
+            "host all {MD5_USER} 127.0.0.1/32 reject
+             host all {SCRAM_USER},nobody_here 127.0.0.1/32 scram-sha-256
+"
+        ),
+        "",
+    )
+    .await;
+    let refused = |user: &'static str, pw: &'static str| {
+        let info = p.conninfo(user, pw, DB);
+        async move {
+            let e = connect(&info).await.unwrap_err();
+            (sqlstate(&e), message(&e))
+        }
+    };
+    let wrong = refused(SCRAM_USER, "not the password").await;
+    assert_eq!(wrong, ("28P01".into(), "SASL authentication failed".into()));
+    assert_eq!(refused("nobody_here", "x").await, wrong, "unknown user");
+    assert_eq!(refused(MD5_USER, MD5_PASS).await, wrong, "a reject line");
+    assert_eq!(refused("no_line_for_me", "x").await, wrong, "no line");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -351,7 +351,10 @@ shared_buffers = 256MB
            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         with open(os.path.join(w, "userlist.txt"), "w") as f:
-            f.write('"bench" "bench"\n')
+            # --auth-query: only the auth user is listed; "bench" is looked
+            # up in PostgreSQL at each login, by both poolers.
+            f.write('"postgres" "bench"\n' if a.auth_query else '"bench" "bench"\n')
+        auth_user = "auth_user = postgres\n" if a.auth_query else ""
         max_clients = max(max(a.clients), a.connscale) + 100
         self.tpb_port = free_port()
         for name, port in (("tidepool.toml", self.tp_port), ("tidepoolB.toml", self.tpb_port)):
@@ -371,7 +374,7 @@ auth_file = {w}/userlist.txt
 logfile = {w}/pgbouncer.log
 log_connections = 0
 log_disconnections = 0
-""")
+{auth_user}""")
         if os.geteuid() == 0:
             for p in glob.glob(os.path.join(w, "*")):
                 shutil.chown(p, "postgres")
@@ -421,6 +424,7 @@ auth_file = "userlist.txt"
 log_connections = false
 log_disconnections = false
 metrics_addr = "127.0.0.1:{free_port()}"
+{'auth_user = "postgres"' if a.auth_query else ""}
 {a.tidepool_extra}
 [databases]
 bench = "host=127.0.0.1 port={self.pg_port} dbname=bench"
@@ -708,6 +712,9 @@ def main():
     p.add_argument("--scripts", default="select,tpcb")
     p.add_argument("--targets", default="direct,tidepool,pgbouncer")
     p.add_argument("--connect", action="store_true", help="also run -C (select-only, simple)")
+    p.add_argument("--auth-query", action="store_true",
+                   help="both poolers look the benchmark user up with auth_query (auth_user "
+                        "postgres; auth_file lists only it): with --connect, the login cost")
     p.add_argument("--pool-size", type=int, default=20)
     p.add_argument("--pool-mode", default="transaction")
     p.add_argument("--scale", type=int, default=10)

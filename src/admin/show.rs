@@ -540,9 +540,14 @@ fn show_config(c: &Ctx<'_>, _: &str) -> Result<Table, Error> {
         ("changeable", Text),
     ]);
     for k in crate::config::Settings::KEYS {
+        let mut value = cfg.settings.get(k.name);
+        if k.name == "auth_ldap_options" {
+            // It may hold ldapbindpasswd.
+            value = value.map(|v| crate::auth::ldap::redact(&v));
+        }
         t.rows.push(vec![
             n(k.name),
-            cfg.settings.get(k.name),
+            value,
             n(k.default),
             n(if k.changeable() { "yes" } else { "no" }),
         ]);

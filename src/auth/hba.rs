@@ -49,8 +49,8 @@ pub enum Method {
     Cert,
     /// The Unix socket peer's OS user is the user (or a `map=` allows it).
     Peer,
-    /// `ldap`, with the rest of its line (its options).
-    Ldap(String),
+    /// `ldap`, with the options on the rest of its line.
+    Ldap(Box<super::ldap::LdapOptions>),
 }
 
 /// A database or user field.
@@ -131,7 +131,15 @@ impl Hba {
         let mut problems = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
-            match tokens(raw).and_then(|t| parse_rule(line, &t, include)) {
+            let rule = lex(raw).and_then(|(t, starts, end)| {
+                let ldap_text = |i: usize| {
+                    raw[starts.get(i).copied().unwrap_or(end)..end]
+                        .trim()
+                        .to_string()
+                };
+                parse_rule(line, &t, &ldap_text, include)
+            });
+            match rule {
                 Ok(Some(r)) => rules.push(r),
                 Ok(None) => {}
                 Err(e) => problems.push((line, e)),
@@ -142,6 +150,13 @@ impl Hba {
         } else {
             Err(problems)
         }
+    }
+
+    /// Whether a line authenticates with LDAP.
+    pub fn uses_ldap(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.method, Method::Ldap(_)))
     }
 
     /// The first line that matches the client, if any.
@@ -207,13 +222,21 @@ enum Token {
 /// Split a line into words and commas; `#` outside quotes ends it; `""`
 /// inside quotes is one `"`.
 fn tokens(line: &str) -> Result<Vec<Token>, String> {
+    lex(line).map(|(t, _, _)| t)
+}
+
+/// [`tokens`], with the byte offset each token starts at, and the offset
+/// the line's text ends at (a `#` or its end).
+fn lex(line: &str) -> Result<(Vec<Token>, Vec<usize>, usize), String> {
     let mut out = Vec::new();
-    let mut it = line.chars().peekable();
-    while let Some(&c) = it.peek() {
+    let mut starts = Vec::new();
+    let mut it = line.char_indices().peekable();
+    while let Some(&(at, c)) = it.peek() {
         match c {
-            '#' => break,
+            '#' => return Ok((out, starts, at)),
             ',' => {
                 it.next();
+                starts.push(at);
                 out.push(Token::Comma);
             }
             c if c.is_whitespace() => {
@@ -224,17 +247,17 @@ fn tokens(line: &str) -> Result<Vec<Token>, String> {
                 // without their quotes, `""` inside them being one `"`.
                 let quoted = c == '"';
                 let mut w = String::new();
-                while let Some(&c) = it.peek() {
+                while let Some(&(_, c)) = it.peek() {
                     if c == '"' {
                         it.next();
                         loop {
                             match it.next() {
-                                Some('"') if it.peek() == Some(&'"') => {
+                                Some((_, '"')) if matches!(it.peek(), Some((_, '"'))) => {
                                     it.next();
                                     w.push('"');
                                 }
-                                Some('"') => break,
-                                Some(c) => w.push(c),
+                                Some((_, '"')) => break,
+                                Some((_, c)) => w.push(c),
                                 None => return Err("unterminated quoted name".into()),
                             }
                         }
@@ -246,11 +269,12 @@ fn tokens(line: &str) -> Result<Vec<Token>, String> {
                     w.push(c);
                     it.next();
                 }
+                starts.push(at);
                 out.push(Token::Word(w, quoted));
             }
         }
     }
-    Ok(out)
+    Ok((out, starts, line.len()))
 }
 
 /// A cursor over a line's tokens.
@@ -278,15 +302,13 @@ impl Cursor<'_> {
             false
         }
     }
-
-    fn rest(&self) -> &[Token] {
-        &self.t[self.i.min(self.t.len())..]
-    }
 }
 
 fn parse_rule(
     line: usize,
     t: &[Token],
+    // The line's text from token i on (an `ldap` method's options).
+    text_from: &dyn Fn(usize) -> String,
     include: &dyn Fn(&str) -> Result<String, String>,
 ) -> Result<Option<Rule>, String> {
     let mut c = Cursor { t, i: 0 };
@@ -318,16 +340,12 @@ fn parse_rule(
         "cert" => Method::Cert,
         "peer" => Method::Peer,
         "ldap" => {
-            let opts: Vec<String> = c
-                .rest()
-                .iter()
-                .filter_map(|t| match t {
-                    Token::Word(w, _) => Some(w.clone()),
-                    Token::Comma => None,
-                })
-                .collect();
+            // The options are read as PgBouncer does, from the line's own
+            // text: their quotes are the option parser's, not the HBA
+            // tokenizer's.
+            let opts = super::ldap::parse(&text_from(c.i))?;
             c.i = t.len();
-            Method::Ldap(opts.join(" "))
+            Method::Ldap(Box::new(opts))
         }
         other => return Err(format!("unsupported authentication method \"{other}\"")),
     };
@@ -639,11 +657,22 @@ host    all       all     all           reject
 
     #[test]
     fn ldap_lines_keep_their_options() {
-        let h = hba("host all all all ldap ldapserver=ldap.example.net ldapprefix=\"cn=\"\n");
+        let h = hba("host all all all ldap ldapserver=ldap.example.net ldapprefix=\"cn=\" ldapsuffix=\", dc=x\" # ok\n");
+        let Method::Ldap(o) = &h.rules[0].method else {
+            panic!("{:?}", h.rules[0].method)
+        };
+        assert_eq!(o.servers, vec!["ldap.example.net"]);
         assert_eq!(
-            h.rules[0].method,
-            Method::Ldap("ldapserver=ldap.example.net ldapprefix=cn=".into())
+            o.mode,
+            crate::auth::ldap::Mode::Bind {
+                prefix: "cn=".into(),
+                suffix: ", dc=x".into()
+            }
         );
+        // A bad option refuses the line, at load.
+        let e =
+            Hba::parse("host all all all ldap ldapserver=h\n", &|_| Err("x".into())).unwrap_err();
+        assert!(e[0].1.contains("requires argument"), "{e:?}");
     }
 
     #[test]

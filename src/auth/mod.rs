@@ -4,6 +4,7 @@
 //! over their sockets. Hashing comes from the RustCrypto crates.
 
 pub mod hba;
+pub mod ldap;
 pub mod scram;
 
 use md5::{Digest, Md5};

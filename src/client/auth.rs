@@ -1,6 +1,6 @@
 //! Authenticating a client against auth_file: md5, SCRAM-SHA-256(-PLUS),
-//! cleartext, trust, cert; an unknown user gets the same exchange as a
-//! known one and fails the same way.
+//! cleartext, trust, cert, peer, or an LDAP directory; an unknown user
+//! gets the same exchange as a known one and fails the same way.
 
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::startup::Authentication;
@@ -37,29 +37,59 @@ impl Credentials {
     }
 }
 
-/// Check the client's password per `auth_type`. Returns the client's SCRAM
-/// ClientKey when SCRAM was used (for logging into servers).
+/// What a login proved, that servers can log in with.
+pub(super) enum Proof {
+    /// Nothing servers can use.
+    Nothing,
+    /// The client's SCRAM ClientKey.
+    ScramKey([u8; 32]),
+    /// The password an LDAP directory accepted.
+    Password(String),
+}
+
+/// How the client is to prove who it is.
+enum How {
+    /// Per this auth type, against auth_file or auth_query.
+    Type(AuthType),
+    /// By binding to an LDAP directory.
+    Ldap(Box<crate::auth::ldap::LdapOptions>),
+    /// Already decided by the HBA line itself (cert, peer).
+    Done,
+    /// Refused by the HBA file (a `reject` line, or no line): the client
+    /// still gets a password exchange, and the error a wrong password
+    /// gets, so that it cannot tell a refusal from a wrong password.
+    Refuse,
+}
+
+/// Check the client's password per `auth_type`.
 ///
 /// A login whose secret auth_query looked up fails alike whether the role
 /// is missing or the password wrong; the log tells which.
 pub(super) async fn authenticate(
+    shared: &crate::Shared,
     cfg: &Config,
     conn: &mut Conn,
     login: &Attempt<'_>,
     creds: &Credentials,
     binding: Option<Vec<u8>>,
-    mock_key: &[u8; 32],
-) -> Result<Option<[u8; 32]>, Error> {
+) -> Result<Proof, Error> {
     let user = login.user;
-    let auth_type = match cfg.settings.auth_type {
-        AuthType::Hba => match hba_method(cfg, conn, login, creds)? {
-            Some(t) => t,
-            // Decided by the line itself (cert, peer).
-            None => return Ok(None),
-        },
-        t => t,
+    let mock_key = &shared.mock_auth_key;
+    let proof = match how(cfg, conn, login, creds)? {
+        How::Type(t) => check(cfg, t, conn, user, creds, binding, mock_key)
+            .await
+            .map(|key| key.map_or(Proof::Nothing, Proof::ScramKey)),
+        How::Ldap(opts) => return ldap_login(shared, conn, user, &opts).await,
+        How::Done => return Ok(Proof::Nothing),
+        How::Refuse => {
+            let scram = AuthType::ScramSha256;
+            match mock_exchange(cfg, scram, conn, user, binding, mock_key).await {
+                Err(e) => Err(e),
+            }
+        }
     };
-    match check(cfg, auth_type, conn, user, creds, binding, mock_key).await {
+    // A looked-up user's refusal does not say whether the role exists.
+    match proof {
         Err(Error::WrongPassword(_) | Error::AuthFailed(_)) if creds.looked_up => {
             Err(Error::LookupFailed {
                 user: user.to_string(),
@@ -77,17 +107,37 @@ pub(super) struct Attempt<'a> {
     pub(super) replication: crate::protocol::Replication,
 }
 
-/// auth_type = hba: the method of the first matching line, as an auth
-/// type; `None` when the line's own check (cert, peer) has let the client
-/// in.
-fn hba_method(
-    cfg: &Config,
-    conn: &Conn,
-    login: &Attempt<'_>,
-    creds: &Credentials,
-) -> Result<Option<AuthType>, Error> {
-    use crate::auth::hba::{Client, Method};
-    let client = Client {
+/// How the client proves who it is: auth_type, or with `hba` the first
+/// matching line's method.
+fn how(cfg: &Config, conn: &Conn, login: &Attempt<'_>, creds: &Credentials) -> Result<How, Error> {
+    match cfg.settings.auth_type {
+        AuthType::Hba => hba_method(cfg, conn, login, creds),
+        AuthType::Ldap => crate::auth::ldap::parse(&cfg.settings.auth_ldap_options)
+            .map(|o| How::Ldap(Box::new(o)))
+            .map_err(|e| {
+                tracing::error!("auth_ldap_options: {e}");
+                Error::NotAllowed("LDAP authentication failed".into())
+            }),
+        t => Ok(How::Type(t)),
+    }
+}
+
+/// Whether the client logs in through LDAP (its secret is then not looked
+/// up).
+pub(super) fn uses_ldap(cfg: &Config, conn: &Conn, login: &Attempt<'_>) -> bool {
+    match cfg.settings.auth_type {
+        AuthType::Ldap => true,
+        AuthType::Hba => cfg.hba.as_ref().is_some_and(|h| {
+            h.eval(&hba_client(conn, login))
+                .is_some_and(|r| matches!(r.method, crate::auth::hba::Method::Ldap(_)))
+        }),
+        _ => false,
+    }
+}
+
+/// The client, as the HBA file sees it.
+fn hba_client<'a>(conn: &Conn, login: &Attempt<'a>) -> crate::auth::hba::Client<'a> {
+    crate::auth::hba::Client {
         addr: conn
             .stream
             .tcp()
@@ -97,36 +147,73 @@ fn hba_method(
         replication: login.replication,
         database: login.database,
         user: login.user,
-    };
+    }
+}
+
+/// auth_type = hba: the method of the first matching line.
+fn hba_method(
+    cfg: &Config,
+    conn: &Conn,
+    login: &Attempt<'_>,
+    creds: &Credentials,
+) -> Result<How, Error> {
+    use crate::auth::hba::Method;
+    let client = hba_client(conn, login);
     let rule = cfg.hba.as_ref().and_then(|h| h.eval(&client));
     let Some(rule) = rule else {
-        info!(user = %login.user, database = %login.database, "no HBA line matches");
-        return Err(Error::NotAllowed(
-            "no authentication method is found".into(),
-        ));
+        info!(user = %login.user, database = %login.database, "no authentication method is found (no HBA line matches)");
+        return Ok(How::Refuse);
     };
     tracing::debug!("HBA line {} is matched", rule.line);
     let map = rule.map.as_deref();
-    Ok(Some(match &rule.method {
+    Ok(How::Type(match &rule.method {
         Method::Trust => AuthType::Trust,
         Method::Md5 => AuthType::Md5,
         Method::Password => AuthType::Plain,
         Method::ScramSha256 => AuthType::ScramSha256,
-        Method::Reject => return Err(Error::NotAllowed("login rejected".into())),
-        Method::Ldap(_) => {
-            return Err(Error::NotSupported(
-                "ldap is not supported by this build".into(),
-            ))
+        Method::Reject => {
+            info!(user = %login.user, database = %login.database, "login rejected (HBA line {})", rule.line);
+            return Ok(How::Refuse);
         }
+        Method::Ldap(opts) => return Ok(How::Ldap(opts.clone())),
         Method::Cert => {
             cert_login(cfg, conn, login.user, map)?;
-            return Ok(None);
+            return Ok(How::Done);
         }
         Method::Peer => {
             peer_login(cfg, conn, login.user, map, creds)?;
-            return Ok(None);
+            return Ok(How::Done);
         }
     }))
+}
+
+/// An LDAP login: the client's cleartext password, bound in the
+/// directory. Servers then log in with that password.
+async fn ldap_login(
+    shared: &crate::Shared,
+    conn: &mut Conn,
+    user: &str,
+    opts: &crate::auth::ldap::LdapOptions,
+) -> Result<Proof, Error> {
+    let mut b = BytesMut::new();
+    protocol::auth(&mut b, &Authentication::CleartextPassword);
+    conn.send(&b).await?;
+    let body = conn.read_password_message().await?;
+    let pw = protocol::cstr(&body).map(|(p, _)| p).unwrap_or(&body);
+    if pw.is_empty() {
+        return Err(Error::NotAllowed(
+            "empty password returned by client".into(),
+        ));
+    }
+    let failed = || Error::NotAllowed("LDAP authentication failed".into());
+    // A directory holds UTF-8 (RFC 4511); other bytes cannot match.
+    let pw = std::str::from_utf8(pw).map_err(|_| failed())?;
+    let tls = super::ldap::tls_config(shared);
+    if super::ldap::check(&shared.timers, opts, tls, user, pw).await {
+        Ok(Proof::Password(pw.to_string()))
+    } else {
+        Err(failed())
+    }
 }
 
 /// `cert`: the client certificate's CN is the user, or `map` allows it.

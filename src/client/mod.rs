@@ -19,10 +19,11 @@ use crate::session::{NewSession, Session};
 use crate::{Error, Shared};
 
 mod auth;
+mod ldap;
 mod lookup;
 mod startup;
 
-use auth::{authenticate, Credentials};
+use auth::{authenticate, Credentials, Proof};
 use startup::{apply_options, read_startup, text_param, tracked_name};
 
 /// Where a client came from, for logs.
@@ -530,7 +531,7 @@ async fn admin_login(
             database: &who.database,
             replication: who.replication,
         };
-        authenticate(cfg, conn, &attempt, &creds, binding, &shared.mock_auth_key).await?;
+        authenticate(shared, cfg, conn, &attempt, &creds, binding).await?;
         crate::admin::role(cfg, user).ok_or_else(|| {
             Error::NotAllowed(format!(
                 "user \"{user}\" is not allowed to use the admin console (admin_users, stats_users)"
@@ -584,14 +585,18 @@ async fn session_login(
     let (user, dbname) = (who.user.as_str(), who.database.as_str());
     let db = admit(shared, cfg, peer, dbname)?;
     let binding = channel_binding(conn, &shared.tls());
-    let creds = credentials(shared, cfg, lookup::Target::Db(db.as_ref()), user).await?;
     let attempt = auth::Attempt {
         user,
         database: dbname,
         replication: who.replication,
     };
-    let mock_key = &shared.mock_auth_key;
-    let client_key = authenticate(cfg, conn, &attempt, &creds, binding, mock_key).await?;
+    let creds = if auth::uses_ldap(cfg, conn, &attempt) {
+        // The directory decides; nothing to look up.
+        Credentials::from_auth_file(cfg, user)
+    } else {
+        credentials(shared, cfg, lookup::Target::Db(db.as_ref()), user).await?
+    };
+    let proof = authenticate(shared, cfg, conn, &attempt, &creds, binding).await?;
     // Told only after the password, as PgBouncer does: the answer to a
     // wrong password must not say which databases exist.
     let db = db.ok_or_else(|| Error::UnknownDatabase(dbname.to_string()))?;
@@ -621,7 +626,7 @@ async fn session_login(
     }
     let pool = shared.pools.get(&key);
     if server_user == user {
-        pass_through(&pool, &creds, client_key);
+        pass_through(&pool, &creds, proof);
     }
     let shared_name = |name: &str, pooled: &Arc<str>| -> Arc<str> {
         if name == &**pooled {
@@ -712,11 +717,13 @@ async fn credentials(
 }
 
 /// Servers of the client's own pool log in as the client did: with the
-/// SCRAM keys its proof revealed, or the secret auth_query found.
-fn pass_through(pool: &crate::pool::Pool, creds: &Credentials, client_key: Option<[u8; 32]>) {
+/// SCRAM keys its proof revealed, the password LDAP accepted, or the
+/// secret auth_query found.
+fn pass_through(pool: &crate::pool::Pool, creds: &Credentials, proof: Proof) {
     use crate::server::ServerCreds;
-    match (&creds.secret, client_key) {
-        (Some(Secret::Scram(sec)), Some(ck)) => pool.set_scram_keys(ClientCreds::Keys {
+    match (&creds.secret, proof) {
+        (_, Proof::Password(p)) => pool.set_looked_up(ServerCreds::Plain(p)),
+        (Some(Secret::Scram(sec)), Proof::ScramKey(ck)) => pool.set_scram_keys(ClientCreds::Keys {
             client_key: ck,
             server_key: sec.server_key,
         }),

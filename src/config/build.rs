@@ -171,7 +171,7 @@ pub(super) fn check_auth_type(
                 "auth_type cert needs client TLS (client_tls_sslmode other than disable)".into(),
             ));
         }
-        AuthType::Pam | AuthType::Ldap => errors.push(auth_error(format!(
+        AuthType::Pam => errors.push(auth_error(format!(
             "auth_type {} is not supported yet",
             settings.auth_type
         ))),
@@ -221,6 +221,31 @@ pub(super) fn check_listeners(
             line: general_line(raw, "max_packet_size"),
             key: Some("max_packet_size".into()),
             reason: "must be at least 1024".into(),
+        });
+    }
+}
+
+/// auth_type = ldap: auth_ldap_options must be set and parse.
+pub(super) fn check_ldap(
+    path: &Path,
+    raw: &Raw,
+    settings: &Settings,
+    errors: &mut Vec<ConfigError>,
+) {
+    if settings.auth_type != AuthType::Ldap {
+        return;
+    }
+    let reason = if settings.auth_ldap_options.is_empty() {
+        Some("auth_type ldap needs auth_ldap_options".to_string())
+    } else {
+        crate::auth::ldap::parse(&settings.auth_ldap_options).err()
+    };
+    if let Some(reason) = reason {
+        errors.push(ConfigError {
+            file: path.to_path_buf(),
+            line: general_line(raw, "auth_ldap_options"),
+            key: Some("auth_ldap_options".into()),
+            reason,
         });
     }
 }

@@ -204,6 +204,7 @@ impl Config {
         check_listeners(path, &raw, &settings, &mut errors);
         let (hba, ident) = load_hba(path, &raw, &settings, &mut errors);
         let peers = build::build_peers(&raw, &settings, &mut errors);
+        build::check_ldap(path, &raw, &settings, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }

@@ -56,7 +56,7 @@ macro_rules! settings {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 let mut d = f.debug_struct(stringify!($struct));
                 $(
-                    if stringify!($name).contains("password") {
+                    if stringify!($name).contains("password") || stringify!($name) == "auth_ldap_options" {
                         d.field(stringify!($name), &"<redacted>");
                     } else {
                         d.field(stringify!($name), &self.$name);
@@ -156,6 +156,9 @@ settings!(
         auth_hba_file: String = "", 0;
         /// auth_type = hba: the ident map file for `map=`.
         auth_ident_file: String = "", 0;
+        /// auth_type = ldap: the LDAP server and how to find the user's DN
+        /// (PostgreSQL's pg_hba.conf `ldap` options).
+        auth_ldap_options: String = "", 0;
         /// Looks up users not in auth_file with auth_query, as this user.
         auth_user: String = "", 0;
         /// Schema-qualified, so no search_path can put another pg_authid or
@@ -290,7 +293,6 @@ pub const PGBOUNCER_ONLY_KEYS: &[&str] = &[
     "tcp_defer_accept",
     "tcp_socket_buffer",
     "autodb_idle_timeout",
-    "auth_ldap_options",
     "auth_pam_service",
     "client_tls_dheparams",
     "client_tls_ecdhcurve",

@@ -20,6 +20,7 @@ use sha2::Digest;
 use crate::config::{Settings, SslMode};
 
 mod ciphers;
+pub mod ldap;
 mod v1;
 mod verify;
 

@@ -890,3 +890,57 @@ pub async fn accepts(port: u16) -> bool {
     })
     .await
 }
+
+/// A StartupMessage (protocol 3.0) for `user` and database DB.
+pub fn startup_message(user: &str) -> Vec<u8> {
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    body.extend_from_slice(format!("user\0{user}\0database\0{DB}\0\0").as_bytes());
+    let mut m = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    m.extend_from_slice(&body);
+    m
+}
+
+/// One backend message: (tag, body).
+pub async fn read_backend(st: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut h = [0u8; 5];
+    st.read_exact(&mut h).await.unwrap();
+    let mut b = vec![0u8; u32::from_be_bytes([h[1], h[2], h[3], h[4]]) as usize - 4];
+    st.read_exact(&mut b).await.unwrap();
+    (h[0], b)
+}
+
+/// A SCRAM login begun by hand as `user`: the socket once the pooler has
+/// asked for SASL, and, with `first`, once it has answered a
+/// client-first-message (its server-first-message is returned).
+pub async fn scram_start(port: u16, user: &str, first: bool) -> (tokio::net::TcpStream, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut st = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    st.write_all(&startup_message(user)).await.unwrap();
+    let (tag, b) = read_backend(&mut st).await;
+    assert_eq!(
+        tag,
+        b'R',
+        "a password request, not an error: {}",
+        String::from_utf8_lossy(&b)
+    );
+    assert_eq!(&b[..4], &[0, 0, 0, 10], "SASL");
+    if !first {
+        return (st, String::new());
+    }
+    let client_first = b"n,,n=,r=abcdefghijklmnopqrstuvwx";
+    let mut msg = b"SCRAM-SHA-256\0".to_vec();
+    msg.extend_from_slice(&(client_first.len() as u32).to_be_bytes());
+    msg.extend_from_slice(client_first);
+    let mut out = vec![b'p'];
+    out.extend_from_slice(&((msg.len() + 4) as u32).to_be_bytes());
+    out.extend_from_slice(&msg);
+    st.write_all(&out).await.unwrap();
+    let (tag, b) = read_backend(&mut st).await;
+    assert_eq!(tag, b'R');
+    assert_eq!(&b[..4], &[0, 0, 0, 11], "SASLContinue");
+    let server_first = String::from_utf8_lossy(&b[4..]).into_owned();
+    (st, server_first)
+}
