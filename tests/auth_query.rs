@@ -128,7 +128,7 @@ async fn looked_up_secrets_follow_postgresql() {
 async fn an_md5_role_logs_in_and_its_servers_too() {
     let userlist = format!("\"{SUPERUSER}\" \"{SUPERPASS}\"\n");
     let p = Pooler::start_with_userlist(
-        &format!("pool_mode = \"transaction\"\nauth_user = \"{SUPERUSER}\"\nauth_type = \"md5\""),
+        &format!("pool_mode = \"transaction\"\nauth_user = \"{SUPERUSER}\"\nauth_type = \"md5\"\nadmin_users = \"{SUPERUSER}\""),
         "",
         Some(userlist),
     )
@@ -136,6 +136,21 @@ async fn an_md5_role_logs_in_and_its_servers_too() {
     let c = connect(&p.conninfo(MD5_USER, MD5_PASS, DB)).await.unwrap();
     let row = c.query_one("SELECT current_user::text", &[]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), MD5_USER);
+    // A user found this way is in SHOW USERS, with its connection.
+    let admin = connect(&p.conninfo(SUPERUSER, SUPERPASS, "pgbouncer"))
+        .await
+        .unwrap();
+    let users = admin.simple_query("SHOW USERS").await.unwrap();
+    let row = users
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some(MD5_USER) => {
+                Some(r.get("current_client_connections").map(str::to_string))
+            }
+            _ => None,
+        })
+        .expect("the looked-up user in SHOW USERS");
+    assert_eq!(row.as_deref(), Some("1"));
 }
 
 /// An auth_query PostgreSQL cannot run is the operator's to fix: the
