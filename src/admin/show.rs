@@ -319,7 +319,7 @@ fn show_databases(c: &Ctx<'_>, _: &str) -> Result<Table, Error> {
         t.rows.push(vec![
             n(&name),
             db.cfg.host.clone().or(Some(s.unix_socket_dir.clone())),
-            n(db.cfg.port),
+            n(db.cfg.port.first()),
             n(db.dbname()),
             db.cfg.user.clone(),
             n(db.cfg.pool_size.unwrap_or(s.default_pool_size)),

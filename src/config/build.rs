@@ -65,6 +65,19 @@ pub(super) fn build_databases(
                 errors.push(entry_error(e, err));
             }
         }
+        let hosts = db.host.as_deref().map_or(1, |h| {
+            h.split(',').filter(|h| !h.trim().is_empty()).count().max(1)
+        });
+        let ports = db.port.0.len();
+        if ports != 1 && ports != hosts {
+            errors.push(ConfigError {
+                file: entries.first().map(|e| e.file.clone()).unwrap_or_default(),
+                line: entries.first().and_then(|e| e.line),
+                key: Some(name.clone()),
+                // libpq's words.
+                reason: format!("could not match {ports} port numbers to {hosts} hosts"),
+            });
+        }
         if is_admin_db(name) {
             errors.push(ConfigError {
                 file: entries.first().map(|e| e.file.clone()).unwrap_or_default(),

@@ -5,7 +5,9 @@
 //! `SET`) and a key table (used by SHOW CONFIG and the docs). Names and
 //! defaults are PgBouncer's (docs/configuration.md).
 
-use super::values::{AuthType, List, PoolMode, Secs, SettingValue, SslMode};
+use super::values::{
+    AuthType, List, PoolMode, Ports, Secs, SettingValue, SslMode, TargetSessionAttrs,
+};
 
 /// Takes effect only at restart.
 pub const RESTART: u8 = 1;
@@ -235,7 +237,8 @@ settings!(
         dbname: Option<String> = "", 0;
         /// Host name, IP, or a directory (Unix socket); empty = unix_socket_dir.
         host: Option<String> = "", 0;
-        port: u16 = "5432", 0;
+        /// One port, or one per host of `host`.
+        port: Ports = "5432", 0;
         /// Forces every client of this database onto one server user.
         user: Option<String> = "", 0;
         password: Option<String> = "", 0;
@@ -259,6 +262,10 @@ settings!(
         /// `disable`: new servers start at the host that last worked;
         /// else (`round-robin`) at the next host in turn.
         load_balance_hosts: Option<String> = "", 0;
+        /// Which of `host`'s servers may be used, by their role (libpq's
+        /// values): checked at each login, and again when a server
+        /// reports a change.
+        target_session_attrs: TargetSessionAttrs = "any", 0;
     }
 );
 

@@ -144,6 +144,62 @@ impl SettingValue for List {
     }
 }
 
+/// A database's port, or one per host (`port=5432,5433`, as libpq).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ports(pub Vec<u16>);
+
+impl Ports {
+    /// The port of host `i` of the host list: its own, or the one port
+    /// given for all.
+    pub fn for_host(&self, i: usize) -> u16 {
+        match self.0.as_slice() {
+            [one] => *one,
+            many => many.get(i).or(many.first()).copied().unwrap_or(5432),
+        }
+    }
+    /// The first port (SHOW DATABASES).
+    pub fn first(&self) -> u16 {
+        self.for_host(0)
+    }
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports(vec![5432])
+    }
+}
+
+impl PartialEq<u16> for Ports {
+    fn eq(&self, other: &u16) -> bool {
+        self.0.as_slice() == [*other]
+    }
+}
+
+impl SettingValue for Ports {
+    fn parse(s: &str) -> Result<Self, String> {
+        let ports = s
+            .split(',')
+            .map(|p| {
+                u16::parse(p.trim()).and_then(|p| match p {
+                    0 => Err(format!("invalid port \"{s}\"")),
+                    p => Ok(p),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Ports(ports))
+    }
+    fn show(&self) -> String {
+        let text: Vec<String> = self.0.iter().map(u16::to_string).collect();
+        text.join(",")
+    }
+}
+
+impl fmt::Display for Ports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.show())
+    }
+}
+
 macro_rules! enum_value {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
         $(#[$m])*
@@ -195,9 +251,58 @@ enum_value!(
     }
 );
 
+enum_value!(
+    /// Which servers of a host list a database's connections may use
+    /// (libpq's `target_session_attrs`).
+    TargetSessionAttrs {
+        Any = "any", ReadWrite = "read-write", ReadOnly = "read-only", Primary = "primary",
+        Standby = "standby", PreferStandby = "prefer-standby",
+    }
+);
+
+impl TargetSessionAttrs {
+    /// Whether a server that reported `in_hot_standby` and
+    /// `default_transaction_read_only` (PostgreSQL 14 and later, at login
+    /// and whenever they change) is one these attributes accept;
+    /// `prefer-standby` accepts any (standbys are tried first). A value
+    /// not reported counts as `off`.
+    pub fn accepts(self, in_hot_standby: Option<&[u8]>, read_only: Option<&[u8]>) -> bool {
+        let on = |v: Option<&[u8]>| v == Some(b"on");
+        let standby = on(in_hot_standby);
+        let read_only = standby || on(read_only);
+        match self {
+            Self::Any | Self::PreferStandby => true,
+            Self::ReadWrite => !read_only,
+            Self::ReadOnly => read_only,
+            Self::Primary => !standby,
+            Self::Standby => standby,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_and_session_attrs() {
+        let p = Ports::parse("5432, 5433").unwrap();
+        assert_eq!(
+            (p.for_host(0), p.for_host(1), p.show()),
+            (5432, 5433, "5432,5433".into())
+        );
+        assert_eq!(Ports::parse("6000").unwrap().for_host(3), 6000);
+        assert!(Ports::parse("0").is_err() && Ports::parse("a,1").is_err());
+        use TargetSessionAttrs as T;
+        let (on, off): (Option<&[u8]>, Option<&[u8]>) = (Some(b"on"), Some(b"off"));
+        assert!(T::ReadWrite.accepts(off, off));
+        assert!(!T::ReadWrite.accepts(on, off) && !T::ReadWrite.accepts(off, on));
+        assert!(T::ReadOnly.accepts(off, on) && T::ReadOnly.accepts(on, off));
+        assert!(T::Primary.accepts(off, on) && !T::Primary.accepts(on, off));
+        assert!(T::Standby.accepts(on, off) && !T::Standby.accepts(None, None));
+        assert!(T::Any.accepts(on, on) && T::PreferStandby.accepts(off, off));
+        assert_eq!(T::parse("prefer-standby").unwrap(), T::PreferStandby);
+    }
 
     #[test]
     fn times_take_units_and_fractions() {

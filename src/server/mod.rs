@@ -53,6 +53,8 @@ pub struct LoginInfo {
     pub alternates: Vec<Arc<ServerAddr>>,
     /// Set for a replication client's own server.
     pub replication: Option<Arc<ReplicationStart>>,
+    /// The roles of server this database accepts (target_session_attrs).
+    pub attrs: crate::config::TargetSessionAttrs,
 }
 
 /// What a replication client's server is opened with, beyond the pool's
@@ -276,12 +278,81 @@ impl ServerConn {
         }
     }
 
-    /// The login conversation: startup packet, authentication, then the
-    /// server's parameters and key until ReadyForQuery.
+    /// The first host of the list (`info.addr`, then the alternates) that
+    /// can be reached, logs us in and has a role target_session_attrs
+    /// accepts (`prefer-standby`: a standby, else any). Each host that
+    /// fails is logged as PgBouncer logs a failed login, but the last: the
+    /// caller logs what it returns.
     async fn connect_inner(info: &LoginInfo, id: u64, slot: Slot) -> Result<ServerConn, Error> {
-        let (switched, mut stream) = Self::reach(info, id).await?;
-        let info = switched.as_ref().unwrap_or(info);
+        use crate::config::TargetSessionAttrs as T;
+        if info.alternates.is_empty() && info.attrs == T::Any {
+            let (login, stream, rbuf) = Self::log_in(info).await?;
+            return Self::ready(login.into_conn(info, id, slot, stream, rbuf), info).await;
+        }
+        let passes = match info.attrs {
+            T::PreferStandby => [Some(T::Standby), Some(T::Any)],
+            attrs => [Some(attrs), None],
+        };
+        let hosts: Vec<&Arc<ServerAddr>> = std::iter::once(&info.addr)
+            .chain(&info.alternates)
+            .collect();
+        let mut failed: Option<(LoginInfo, Error)> = None;
+        for want in passes.into_iter().flatten() {
+            for addr in &hosts {
+                let at = LoginInfo {
+                    addr: Arc::clone(addr),
+                    ..info.clone()
+                };
+                if let Some((host, e)) = failed.take() {
+                    log_login_failure(&host, id, &e);
+                }
+                let e = match Self::log_in(&at).await {
+                    Ok((login, stream, rbuf)) => {
+                        let p = &login.params;
+                        let role = (
+                            p.get("in_hot_standby"),
+                            p.get("default_transaction_read_only"),
+                        );
+                        if want.accepts(role.0.map(|b| &b[..]), role.1.map(|b| &b[..])) {
+                            let conn = login.into_conn(&at, id, slot, stream, rbuf);
+                            return Self::ready(conn, &at).await;
+                        }
+                        let mut stream = stream;
+                        let _ = stream
+                            .send_all(&[crate::protocol::frontend::TERMINATE, 0, 0, 0, 4])
+                            .await;
+                        Error::ServerConnect {
+                            server: at.addr.to_string(),
+                            reason: format!("the server is not {want} (target_session_attrs)"),
+                            source: None,
+                        }
+                    }
+                    Err(e) => e,
+                };
+                failed = Some((at, e));
+            }
+        }
+        Err(failed
+            .map(|(_, e)| e)
+            .unwrap_or_else(|| Error::ServerConnect {
+                server: info.addr.to_string(),
+                reason: "no host to connect to".into(),
+                source: None,
+            }))
+    }
+
+    /// A logged-in server made ready for clients (its connect_query run).
+    async fn ready(mut conn: ServerConn, info: &LoginInfo) -> Result<ServerConn, Error> {
+        conn.run_connect_query(info).await?;
+        Ok(conn)
+    }
+
+    /// The login conversation with `info.addr`: startup packet,
+    /// authentication, then the server's parameters and key until
+    /// ReadyForQuery.
+    async fn log_in(info: &LoginInfo) -> Result<(Login, Stream, BytesMut), Error> {
         let addr = &info.addr;
+        let mut stream = addr.connect().await.map_err(|e| server_io(addr, e))?;
         if let Stream::Tcp(s) = &stream {
             crate::net::tune_tcp(s, &info.settings.settings);
             stream = negotiate_tls(stream, info).await?;
@@ -339,41 +410,7 @@ impl ServerConn {
                 _ => {}
             }
         }
-        let mut conn = login.into_conn(info, id, slot, stream, rbuf);
-        conn.run_connect_query(info).await?;
-        Ok(conn)
-    }
-
-    /// A socket to the server: `info.addr`, else the first alternate host
-    /// that answers (each failure logged as PgBouncer logs it). The login
-    /// info of the host reached, when it is not `info.addr`.
-    async fn reach(info: &LoginInfo, id: u64) -> Result<(Option<LoginInfo>, Stream), Error> {
-        let mut e = match info.addr.connect().await {
-            Ok(s) => return Ok((None, s)),
-            Err(e) => server_io(&info.addr, e),
-        };
-        let mut failed = info.addr.clone();
-        for alt in &info.alternates {
-            let tried = LoginInfo {
-                addr: failed.clone(),
-                ..info.clone()
-            };
-            log_login_failure(&tried, id, &e);
-            match alt.connect().await {
-                Ok(s) => {
-                    let reached = LoginInfo {
-                        addr: alt.clone(),
-                        ..info.clone()
-                    };
-                    return Ok((Some(reached), s));
-                }
-                Err(err) => {
-                    e = server_io(alt, err);
-                    failed = alt.clone();
-                }
-            }
-        }
-        Err(e)
+        Ok((login, stream, rbuf))
     }
 
     /// The database's connect_query, once per new server before any

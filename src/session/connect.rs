@@ -113,7 +113,7 @@ impl Session {
                 }
                 s.generation = self.shared.control.generation(&self.db.name);
                 if !info.alternates.is_empty() && s.addr != info.addr {
-                    self.remember_host(&s.addr.host);
+                    self.remember_host(&s.addr);
                 }
                 // A replication server's parameters are its client's, and
                 // its login no pool server's template.
@@ -133,18 +133,20 @@ impl Session {
         }
     }
 
-    /// With load_balance_hosts = disable, the host a server just reached
-    /// after others failed is where the next ones start.
-    fn remember_host(&self, host: &str) {
-        if self.db.cfg.load_balance_hosts.as_deref() != Some("disable") {
+    /// Without round-robin, the host a server just reached after others
+    /// failed is where the next ones start.
+    fn remember_host(&self, reached: &crate::net::ServerAddr) {
+        if super::round_robin(&self.db) {
             return;
         }
         let hosts = self.db.cfg.host.as_deref().unwrap_or_default();
+        let ports = &self.db.cfg.port;
         let found = hosts
             .split(',')
             .map(str::trim)
             .filter(|h| !h.is_empty())
-            .position(|h| h == host);
+            .enumerate()
+            .position(|(i, h)| h == reached.host && ports.for_host(i) == reached.port);
         if let Some(i) = found {
             self.pool.host_worked(i);
         }

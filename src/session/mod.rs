@@ -333,6 +333,10 @@ impl Session {
         if self.shared.control.is_paused(&self.db.name) {
             return server.close("pause mode");
         }
+        let attrs = self.db.cfg.target_session_attrs;
+        if attrs != crate::config::TargetSessionAttrs::Any && !role_accepted(attrs, &server) {
+            return server.close("server role changed (target_session_attrs)");
+        }
         server.last_used = at;
         self.pool.checkin(server);
     }
@@ -709,10 +713,10 @@ pub(crate) fn login_info(
                 .collect()
         })
         .unwrap_or_default();
-    let addr = |host: &str| {
+    let addr = |i: usize, host: &str| {
         Arc::new(ServerAddr {
             host: host.to_string(),
-            port: db.cfg.port,
+            port: db.cfg.port.for_host(i),
         })
     };
     let (first, alternates) = match hosts.len() {
@@ -722,18 +726,13 @@ pub(crate) fn login_info(
             } else {
                 cfg.settings.unix_socket_dir.as_str()
             };
-            (addr(default), Vec::new())
+            (addr(0, default), Vec::new())
         }
-        1 => (addr(hosts[0]), Vec::new()),
+        1 => (addr(0, hosts[0]), Vec::new()),
         n => {
-            // load_balance_hosts: round-robin (the default) starts each
-            // new server at the next host; disable at the host that last
-            // worked. The others follow, in order, if it cannot be reached.
-            let round_robin = db.cfg.load_balance_hosts.as_deref() != Some("disable");
-            let start = pool.first_host(n, round_robin);
-            let order: Vec<_> = (0..n).map(|i| addr(hosts[(start + i) % n])).collect();
-            let mut order = order.into_iter();
-            let first = order.next().unwrap_or_else(|| addr(hosts[0]));
+            let start = pool.first_host(n, round_robin(db));
+            let mut order = (0..n).map(|i| (start + i) % n).map(|i| addr(i, hosts[i]));
+            let first = order.next().unwrap_or_else(|| addr(0, hosts[0]));
             (first, order.collect())
         }
     };
@@ -749,5 +748,27 @@ pub(crate) fn login_info(
         registry,
         pool_db: db.name.clone(),
         replication: None,
+        attrs: db.cfg.target_session_attrs,
     }
+}
+
+/// Whether the role `server` last reported (a promotion is reported to
+/// the sessions connected at the time) is still one `attrs` accepts.
+#[cold]
+fn role_accepted(attrs: crate::config::TargetSessionAttrs, server: &ServerConn) -> bool {
+    let p = &server.params;
+    let (standby, read_only) = (
+        p.get("in_hot_standby"),
+        p.get("default_transaction_read_only"),
+    );
+    attrs.accepts(standby.map(|b| &b[..]), read_only.map(|b| &b[..]))
+}
+
+/// Whether new servers start at the next host in turn (load_balance_hosts
+/// = round-robin, the default), rather than at the host that last worked
+/// (`disable`, and whenever target_session_attrs picks servers by role: the
+/// host that last had the right role is the best first guess).
+pub(crate) fn round_robin(db: &ResolvedDb) -> bool {
+    db.cfg.load_balance_hosts.as_deref() != Some("disable")
+        && db.cfg.target_session_attrs == crate::config::TargetSessionAttrs::Any
 }

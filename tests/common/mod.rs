@@ -159,6 +159,100 @@ fn run(mut c: Command, what: &str) {
     );
 }
 
+/// The watchdog of a cluster: stops the server and removes `dir` when our
+/// end of its stdin closes (when the test binary exits).
+fn watchdog(
+    bin: &Path,
+    data: &Path,
+    dir: &Path,
+) -> (std::process::ChildStdin, std::process::Child) {
+    let script = format!(
+        "read _; {} -D '{}' -m immediate stop >/dev/null 2>&1; rm -rf '{}'",
+        if is_root() {
+            format!("runuser -u postgres -- '{}'", bin.join("pg_ctl").display())
+        } else {
+            format!("'{}'", bin.join("pg_ctl").display())
+        },
+        data.display(),
+        dir.display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (stdin, child)
+}
+
+/// A PostgreSQL of one test's own (the shared one is [`pg`]), with the
+/// same roles and database.
+pub fn own_pg() -> Pg {
+    start_pg(false)
+}
+
+/// A streaming standby of `primary` (pg_basebackup -R), started on a free
+/// port and ready for read-only connections.
+pub fn start_standby(primary: &Pg) -> Pg {
+    let dir = tempfile::Builder::new()
+        .prefix("tidepool-standby-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    if is_root() {
+        let _ = Command::new("chown").arg("postgres").arg(&dir).status();
+    }
+    let data = dir.join("data");
+    let mut c = as_pg_user(&primary.bin.join("pg_basebackup"));
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &primary.port.to_string(),
+        "-U",
+        SUPERUSER,
+    ])
+    .args(["-X", "stream", "-R", "-c", "fast", "-D"])
+    .arg(&data)
+    .env("PGPASSWORD", SUPERPASS);
+    run(c, "pg_basebackup");
+    let port = free_port();
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.conf"))
+        .unwrap();
+    writeln!(
+        conf,
+        "port = {port}
+unix_socket_directories = '{}'
+hot_standby = on
+",
+        dir.display()
+    )
+    .unwrap();
+    let mut c = as_pg_user(&primary.bin.join("pg_ctl"));
+    c.arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(dir.join("log"))
+        .args(["-w", "-t", "60", "start"])
+        .stdin(Stdio::null());
+    run(c, "pg_ctl start (standby)");
+    let (watchdog, child) = watchdog(&primary.bin, &data, &dir);
+    Pg {
+        bin: primary.bin.clone(),
+        data_dir: data,
+        port,
+        socket_dir: dir,
+        scram_secret: primary.scram_secret.clone(),
+        certs: None,
+        _watchdog: watchdog,
+        _watchdog_process: child,
+    }
+}
+
 #[allow(clippy::too_many_lines)]
 fn start_pg(tls: bool) -> Pg {
     let bin = pg_bin();
@@ -260,25 +354,7 @@ fn start_pg(tls: bool) -> Pg {
         .args(["-w", "-t", "60", "start"]);
     run(c, "pg_ctl start");
 
-    // The watchdog: stops the server when our end of its stdin closes.
-    let script = format!(
-        "read _; {} -D '{}' -m immediate stop >/dev/null 2>&1; rm -rf '{}'",
-        if is_root() {
-            format!("runuser -u postgres -- '{}'", bin.join("pg_ctl").display())
-        } else {
-            format!("'{}'", bin.join("pg_ctl").display())
-        },
-        data.display(),
-        dir.display()
-    );
-    let mut child = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let watchdog = child.stdin.take().unwrap();
+    let (watchdog, child) = watchdog(&bin, &data, &dir);
 
     // Roles and a database, through psql as the superuser (one -c per
     // statement: CREATE DATABASE cannot run in a transaction block).

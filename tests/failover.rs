@@ -1,0 +1,241 @@
+//! End-to-end: a primary and its streaming standby (pg_basebackup -R),
+//! both real, behind one database entry with a host list and
+//! target_session_attrs; then a switchover under load.
+
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use common::*;
+
+/// A pooler in front of `primary` with databases over both nodes (the
+/// standby listed first) for each target_session_attrs value.
+async fn ha_pooler(primary: &Pg, standby: &Pg, wait: u32) -> Pooler {
+    let hosts = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} dbname={DB}",
+        standby.port, primary.port
+    );
+    let mut dbs = String::new();
+    for attrs in [
+        "read-write",
+        "primary",
+        "read-only",
+        "standby",
+        "prefer-standby",
+        "any",
+    ] {
+        let name = attrs.replace('-', "_");
+        dbs.push_str(&format!(
+            "{name} = \"{hosts} target_session_attrs={attrs}\"\n"
+        ));
+    }
+    Pooler::start_as_binary(
+        &format!(
+            "pool_mode = \"transaction\"\nserver_login_retry = 1\nquery_wait_timeout = {wait}"
+        ),
+        &dbs,
+        1,
+    )
+    .await
+}
+
+async fn in_recovery(p: &Pooler, db: &str) -> bool {
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, db).await;
+    let row = c
+        .query_one("SELECT pg_catalog.pg_is_in_recovery()", &[])
+        .await
+        .unwrap_or_else(|e| panic!("{db}: {e}"));
+    row.get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_target_session_attrs_value_picks_its_node() {
+    let primary = own_pg();
+    let standby = start_standby(&primary);
+    let p = ha_pooler(&primary, &standby, 30).await;
+    for (db, standby_wanted) in [
+        ("read_write", false),
+        ("primary", false),
+        ("read_only", true),
+        ("standby", true),
+        ("prefer_standby", true),
+    ] {
+        for _ in 0..3 {
+            assert_eq!(in_recovery(&p, db).await, standby_wanted, "{db}");
+        }
+    }
+    // With the standby down, prefer-standby takes the primary; standby
+    // finds nothing and says so once query_wait_timeout is over.
+    standby.pg_ctl(&["stop", "-m", "fast", "-w"]);
+    assert!(!in_recovery(&p, "prefer_standby").await);
+    assert!(!in_recovery(&p, "read_write").await);
+}
+
+/// What the writers saw.
+#[derive(Default)]
+struct Tally {
+    /// Ids whose COMMIT was acknowledged.
+    committed: Mutex<Vec<i64>>,
+    /// Writes refused as read-only (25006): a write sent to a standby.
+    read_only: AtomicU64,
+    /// Connections that had to be opened again.
+    reconnects: AtomicU64,
+    /// For each writer, when it last committed.
+    last_commit: Mutex<Vec<Option<Instant>>>,
+}
+
+/// One client writing unique ids and reading each back, until `stop`.
+async fn writer(p_info: String, n: usize, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+    let mut client = None;
+    let mut seq = 0i64;
+    while !stop.load(Ordering::Relaxed) {
+        if client.is_none() {
+            match connect(&p_info).await {
+                Ok(c) => client = Some(c),
+                Err(_) => {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = client.as_ref() else { continue };
+        seq += 1;
+        let id = (n as i64) * 1_000_000 + seq;
+        let r = c
+            .simple_query(&format!(
+                "BEGIN; INSERT INTO failover_t VALUES ({id}); \
+                 SELECT count(*) FROM failover_t WHERE id = {id}; COMMIT"
+            ))
+            .await;
+        match r {
+            Ok(_) => {
+                tally.committed.lock().unwrap().push(id);
+                tally.last_commit.lock().unwrap()[n] = Some(Instant::now());
+            }
+            Err(e) => {
+                if e.code().map(|c| c.code()) == Some("25006") {
+                    tally.read_only.fetch_add(1, Ordering::Relaxed);
+                }
+                if c.is_closed() {
+                    client = None;
+                    tally.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_loses_no_commit_and_writes_only_to_the_primary() {
+    const WRITERS: usize = 20;
+    let primary = own_pg();
+    primary
+        .direct(DB)
+        .await
+        .batch_execute(&format!(
+            "CREATE TABLE failover_t (id bigint PRIMARY KEY); GRANT ALL ON failover_t TO {SCRAM_USER}"
+        ))
+        .await
+        .unwrap();
+    let standby = start_standby(&primary);
+    let p = ha_pooler(&primary, &standby, 30).await;
+    let tally = Arc::new(Tally::default());
+    *tally.last_commit.lock().unwrap() = vec![None; WRITERS];
+    let stop = Arc::new(AtomicBool::new(false));
+    let info = p.conninfo(SCRAM_USER, SCRAM_PASS, "read_write");
+    let tasks: Vec<_> = (0..WRITERS)
+        .map(|n| tokio::spawn(writer(info.clone(), n, tally.clone(), stop.clone())))
+        .collect();
+    // Every writer has committed before the switchover.
+    assert!(
+        wait_until(30, || async {
+            tally
+                .last_commit
+                .lock()
+                .unwrap()
+                .iter()
+                .all(Option::is_some)
+        })
+        .await,
+        "writers started"
+    );
+    // A planned switchover: the primary stops (its last WAL reaches the
+    // standby as it shuts down), then the standby is promoted.
+    primary.pg_ctl(&["stop", "-m", "fast", "-w"]);
+    standby.pg_ctl(&["promote", "-w"]);
+    let promoted = Instant::now();
+    let resumed = wait_until(30, || async {
+        tally
+            .last_commit
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|t| t.is_some_and(|t| t > promoted))
+    })
+    .await;
+    let took = promoted.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(resumed, "every writer commits again after the promotion");
+    eprintln!(
+        "all {WRITERS} writers resumed {:.1} s after the promotion; {} reconnects",
+        took.as_secs_f64(),
+        tally.reconnects.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        tally.read_only.load(Ordering::Relaxed),
+        0,
+        "no write reached a standby"
+    );
+    // Every acknowledged commit is on the new primary.
+    let committed = tally.committed.lock().unwrap().clone();
+    let row = standby
+        .direct(DB)
+        .await
+        .query_one(
+            "SELECT count(*) FROM failover_t WHERE id = ANY($1)",
+            &[&committed],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i64>(0),
+        committed.len() as i64,
+        "no commit lost"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_standby_leaves_the_standby_pool() {
+    let primary = own_pg();
+    let standby = start_standby(&primary);
+    let p = ha_pooler(&primary, &standby, 2).await;
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, "standby").await;
+    let recovery = "SELECT pg_catalog.pg_is_in_recovery()";
+    assert!(c.query_one(recovery, &[]).await.unwrap().get::<_, bool>(0));
+    standby.pg_ctl(&["promote", "-w"]);
+    // The server in the pool learns of the promotion with its next reply
+    // (PostgreSQL reports in_hot_standby when it changes): that
+    // transaction may still run there, and the server is closed after it.
+    let first = c.query_one(recovery, &[]).await;
+    let second = c.query_one(recovery, &[]).await;
+    // No standby is left: the query waits for one (query_wait_timeout,
+    // 2 s here) and is refused; it never runs on the promoted node.
+    assert!(second.is_err(), "{first:?} {second:?}");
+    // A new client of the pool does not reach the promoted node either.
+    let e = connect(&p.conninfo(SCRAM_USER, SCRAM_PASS, "standby")).await;
+    let reached = match e {
+        Ok(c) => c
+            .query_one(recovery, &[])
+            .await
+            .map(|r| r.get::<_, bool>(0)),
+        Err(e) => Err(e),
+    };
+    assert!(!matches!(reached, Ok(false)), "{reached:?}");
+}
