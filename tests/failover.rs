@@ -163,6 +163,13 @@ async fn a_switchover_loses_no_commit_and_writes_only_to_the_primary() {
         .await,
         "writers started"
     );
+    // What was acknowledged so far is on the primary.
+    let early = tally.committed.lock().unwrap().clone();
+    let missing = missing_on(&primary, &early).await;
+    assert!(
+        missing.is_empty(),
+        "acknowledged, not on the primary: {missing:?}"
+    );
     // A planned switchover: the primary stops (its last WAL reaches the
     // standby as it shuts down), then the standby is promoted.
     primary.pg_ctl(&["stop", "-m", "fast", "-w"]);
@@ -193,22 +200,28 @@ async fn a_switchover_loses_no_commit_and_writes_only_to_the_primary() {
         0,
         "no write reached a standby"
     );
-    // Every acknowledged commit is on the new primary.
+    // Every acknowledged commit is on the new primary (and when one is
+    // not, whether the old primary has it: a replication loss, or an
+    // acknowledgement of a transaction that never committed).
     let committed = tally.committed.lock().unwrap().clone();
-    let row = standby
+    let missing = missing_on(&standby, &committed).await;
+    if !missing.is_empty() {
+        primary.pg_ctl(&["start", "-w"]);
+        let lost_too = missing_on(&primary, &missing).await;
+        panic!("acknowledged, not on the new primary: {missing:?}; nor on the old: {lost_too:?}");
+    }
+}
+
+/// The ids of `ids` that failover_t on `pg` does not hold.
+async fn missing_on(pg: &Pg, ids: &[i64]) -> Vec<i64> {
+    let rows = pg
         .direct(DB)
         .await
-        .query_one(
-            "SELECT count(*) FROM failover_t WHERE id = ANY($1)",
-            &[&committed],
-        )
+        .query("SELECT id FROM failover_t WHERE id = ANY($1)", &[&ids])
         .await
         .unwrap();
-    assert_eq!(
-        row.get::<_, i64>(0),
-        committed.len() as i64,
-        "no commit lost"
-    );
+    let found: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    ids.iter().copied().filter(|i| !found.contains(i)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,4 +251,65 @@ async fn a_promoted_standby_leaves_the_standby_pool() {
         Err(e) => Err(e),
     };
     assert!(!matches!(reached, Ok(false)), "{reached:?}");
+}
+
+/// The backend running `query` on the shared PostgreSQL, once it runs.
+async fn backend_running(su: &tokio_postgres::Client, query: &str) -> i32 {
+    let sql = "SELECT pid FROM pg_stat_activity WHERE query = $1";
+    for _ in 0..500 {
+        if let Some(r) = su.query_opt(sql, &[&query]).await.unwrap() {
+            return r.get(0);
+        }
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{query} never ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_server_dies_between_transactions_stays() {
+    let p = Pooler::start("pool_mode = \"transaction\"", "").await;
+    let su = pg().direct("postgres").await;
+    // Autocommit: the statement fails, the client goes on.
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+    let q = "SELECT pg_sleep(30), 'lost-1'";
+    let running = tokio::spawn({
+        let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
+        async move { (c.simple_query(q).await.map(|_| ()), c) }
+    });
+    let pid = backend_running(&su, q).await;
+    su.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let (r, lost) = running.await.unwrap();
+    let e = r.expect_err("the statement whose server died fails");
+    assert!(!lost.is_closed(), "the client is still connected: {e}");
+    // A request sent before the pooler saw the server go (right after
+    // the server's FATAL) fails too, with 08006; the next one runs.
+    let mut ran = false;
+    for _ in 0..2 {
+        match lost.simple_query("SELECT 1").await {
+            Ok(_) => {
+                ran = true;
+                break;
+            }
+            Err(e) => assert_eq!(sqlstate(&e), "08006", "{e}"),
+        }
+    }
+    assert!(ran && !lost.is_closed(), "the client goes on");
+    // Inside a transaction block: the client cannot be told its block is
+    // gone, so it is closed, as before.
+    let q = "SELECT pg_sleep(30), 'lost-2'";
+    c.batch_execute("BEGIN").await.unwrap();
+    let running = tokio::spawn(async move { (c.simple_query(q).await.map(|_| ()), c) });
+    let pid = backend_running(&su, q).await;
+    su.execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    let (r, c) = running.await.unwrap();
+    r.expect_err("the statement fails");
+    assert!(
+        c.simple_query("SELECT 1").await.is_err(),
+        "the client in a block is closed"
+    );
 }

@@ -114,6 +114,18 @@ impl LinkState {
         self.status
     }
 
+    /// ReadyForQuery messages the client is owed (its Query, Sync and
+    /// FunctionCall messages the server has not answered yet).
+    pub(crate) fn owed(&self) -> usize {
+        self.syncs.len()
+    }
+
+    /// A message that needs a later Sync was forwarded since the last
+    /// sync point.
+    pub(crate) fn unsynced(&self) -> bool {
+        self.unsynced
+    }
+
     pub(crate) fn in_copy_in(&self) -> bool {
         self.in_copy_in
     }

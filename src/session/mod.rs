@@ -24,6 +24,7 @@ mod connect;
 mod extended;
 mod forward;
 mod link_state;
+mod lost;
 mod replication;
 mod rewriter;
 mod start;
@@ -360,8 +361,16 @@ impl Session {
             if self.server.is_none() && conn.rbuf.is_empty() {
                 self.wait_for_client(conn).await?;
             }
-            if let Active::Ended = Box::pin(self.active(conn)).await? {
-                return Ok(());
+            match Box::pin(self.active(conn)).await {
+                Ok(Active::Ended) => return Ok(()),
+                Ok(Active::Idle) => {}
+                Err(e) => {
+                    let goes_on = self.survive_lost_server(conn, &e).await
+                        || self.survive_no_server(conn, &e).await;
+                    if !goes_on {
+                        return Err(e);
+                    }
+                }
             }
         }
     }
