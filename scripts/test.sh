@@ -28,6 +28,8 @@ if [ ! -x /usr/sbin/slapd ]; then
 fi
 # psycopg2 reads the admin console in tests (exporters use it).
 python3 -c "import psycopg2" 2>/dev/null || python3 -m pip install -q psycopg2-binary
+# kubernetes-validate checks deploy/kubernetes against Kubernetes' schemas.
+python3 -c "import kubernetes_validate" 2>/dev/null || python3 -m pip install -q kubernetes-validate
 # The driver compatibility suite (tests/compat): a venv, npm ci, pgjdbc.
 bash tests/compat/setup.sh
 export TIDEPOOL_REQUIRE_TOOLS=1

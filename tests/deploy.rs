@@ -1,0 +1,124 @@
+//! The Kubernetes manifests of deploy/kubernetes, checked offline: against
+//! Kubernetes' own schemas (PyPI's kubernetes-validate, strict: no unknown
+//! field), and the pooler config they carry loads (`tidepool --check`).
+
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::BIN;
+
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/kubernetes");
+
+fn have_validator() -> bool {
+    let have = Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("TIDEPOOL_REQUIRE_TOOLS").is_none(),
+            "kubernetes-validate missing (scripts/test.sh installs it)"
+        );
+        eprintln!("kubernetes-validate not installed: skipped (pip install kubernetes-validate)");
+    }
+    have
+}
+
+fn manifests() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(DIR)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn validate(files: &[String]) -> (bool, String) {
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "--kubernetes-version",
+            "1.30",
+        ])
+        .args(files)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_manifests_pass_kubernetes_schemas() {
+    if !have_validator() {
+        return;
+    }
+    let files = manifests();
+    for kind in [
+        "Deployment",
+        "PodDisruptionBudget",
+        "Service",
+        "ConfigMap",
+        "Secret",
+        "ServiceMonitor",
+    ] {
+        assert!(
+            files.iter().any(|f| std::fs::read_to_string(f)
+                .unwrap()
+                .contains(&format!("kind: {kind}\n"))),
+            "a {kind}"
+        );
+    }
+    let (ok, text) = validate(&files);
+    assert!(ok, "{text}");
+    assert!(!text.contains("failed"), "{text}");
+    // The validator does catch a mistake: a misspelt field.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("deployment.yaml");
+    let text = std::fs::read_to_string(Path::new(DIR).join("deployment.yaml")).unwrap();
+    std::fs::write(&broken, text.replace("readinessProbe:", "readinesProbe:")).unwrap();
+    let (ok, _) = validate(&[broken.display().to_string()]);
+    assert!(!ok, "a misspelt field fails");
+}
+
+#[test]
+fn the_configmap_config_loads() {
+    if !have_validator() {
+        return;
+    }
+    // PyYAML comes with kubernetes-validate.
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "import yaml,sys\n\
+         cm = yaml.safe_load(open('{DIR}/configmap.yaml'))\n\
+         s = yaml.safe_load(open('{DIR}/secret.yaml'))\n\
+         d = sys.argv[1]\n\
+         open(d + '/userlist.txt', 'w').write(s['stringData']['userlist.txt'])\n\
+         ini = cm['data']['pgbouncer.ini'].replace('/etc/tidepool/secret/userlist.txt', d + '/userlist.txt')\n\
+         open(d + '/pgbouncer.ini', 'w').write(ini)\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = Command::new(BIN)
+        .arg("--check")
+        .arg(dir.path().join("pgbouncer.ini"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
