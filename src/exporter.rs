@@ -74,6 +74,25 @@ pub fn render(shared: &Shared) -> String {
     let mut up = Family::new("pgbouncer_up", "The pooler is up and answering.", GAUGE);
     up.add(&[], 1.0);
     fams.push(up);
+    // Which of several instances answered (docs/scale-out.md).
+    let mut me = Family::new(
+        "tidepool_instance_info",
+        "This instance: its peer_id, process id and version.",
+        GAUGE,
+    );
+    let (peer, pid) = (
+        cfg.settings.peer_id.to_string(),
+        std::process::id().to_string(),
+    );
+    me.add(
+        &[
+            ("peer_id", &peer),
+            ("pid", &pid),
+            ("version", crate::VERSION),
+        ],
+        1.0,
+    );
+    fams.push(me);
     let mut max_clients = Family::new(
         "pgbouncer_config_max_client_connections",
         "max_client_conn.",

@@ -197,7 +197,7 @@ async fn permissions() {
         .expect_err("RELOAD refused");
     assert_eq!(sqlstate(&e), "42501");
     // The console is still usable after an error.
-    assert_eq!(show(&stats, "STATE").await.1.len(), 4);
+    assert_eq!(show(&stats, "STATE").await.1.len(), 6);
     // Anyone else: 28000.
     let e = connect(&p.conninfo(SCRAM_USER, SCRAM_PASS, "pgbouncer"))
         .await
@@ -395,6 +395,9 @@ async fn disable_enable_and_reconnect() {
     let (_, state) = show(&admin, "STATE").await;
     assert_eq!(state[2], vec![s("suspended"), s("no")]);
     assert_eq!(state[3], vec![s("paused_databases"), s("")]);
+    // Which instance answered: its peer_id and process id.
+    assert_eq!(state[4], vec![s("peer_id"), s("0")]);
+    assert_eq!(state[5], vec![s("pid"), s(&std::process::id().to_string())]);
     let c = p.connect(SCRAM_USER, SCRAM_PASS, DB).await;
     let pid_before = simple_row(&c, "SELECT pg_backend_pid()").await;
     drop(c);

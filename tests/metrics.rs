@@ -33,6 +33,12 @@ async fn metrics_after_pgbench_have_exporter_names_and_histograms() {
 
     let (status, text) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200);
+    let me = format!(
+        "tidepool_instance_info{{peer_id=\"0\",pid=\"{}\",version=\"{}\"}} 1",
+        std::process::id(),
+        tidepool::VERSION
+    );
+    assert!(text.contains(&me), "{me} in\n{text}");
     for name in [
         "pgbouncer_up 1",
         "pgbouncer_config_max_client_connections",

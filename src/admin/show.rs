@@ -569,11 +569,16 @@ fn show_state(c: &Ctx<'_>, _: &str) -> Result<Table, Error> {
     ] {
         t.rows.push(vec![n(k), n(v)]);
     }
-    // tidepool: which databases are paused (PAUSE db).
+    // tidepool: which databases are paused (PAUSE db), and which of
+    // several instances answered.
     t.rows.push(vec![
         n("paused_databases"),
         n(c.paused_databases().join(",")),
     ]);
+    let peer_id = shared.config().settings.peer_id;
+    t.rows.push(vec![n("peer_id"), n(peer_id.to_string())]);
+    t.rows
+        .push(vec![n("pid"), n(std::process::id().to_string())]);
     Ok(t)
 }
 
