@@ -238,3 +238,70 @@ async fn a_refused_replication_login_leaves_the_pool_usable() {
         "{stderr}"
     );
 }
+
+/// A logical replication subscriber whose publisher is reached through
+/// the pooler: CREATE SUBSCRIPTION (slot creation, the initial copy) and
+/// the changes that follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logical_subscriber_replicates_through_the_pooler() {
+    let publisher = own_pg();
+    let su = publisher.direct(DB).await;
+    su.batch_execute("ALTER SYSTEM SET wal_level = logical")
+        .await
+        .unwrap();
+    drop(su);
+    publisher.pg_ctl(&["restart", "-w", "-m", "fast"]);
+    let pubdb = publisher.direct(DB).await;
+    pubdb
+        .batch_execute(
+            "CREATE TABLE sub_t (id int PRIMARY KEY, v text); \
+             INSERT INTO sub_t VALUES (1, 'before'); \
+             CREATE PUBLICATION tidepool_pub FOR TABLE sub_t",
+        )
+        .await
+        .unwrap();
+    let p = Pooler::start_on(
+        &publisher,
+        "",
+        "",
+        Some(format!(
+            "{}\"{SUPERUSER}\" \"{SUPERPASS}\"\n",
+            default_userlist(&publisher)
+        )),
+    )
+    .await;
+    let subscriber = own_pg();
+    let sub = subscriber.direct(DB).await;
+    sub.batch_execute("CREATE TABLE sub_t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    sub.batch_execute(&format!(
+        "CREATE SUBSCRIPTION tidepool_sub CONNECTION 'host=127.0.0.1 port={} dbname={DB} user={SUPERUSER} password={SUPERPASS}' \
+         PUBLICATION tidepool_pub",
+        p.port
+    ))
+    .await
+    .unwrap();
+    pubdb
+        .batch_execute("INSERT INTO sub_t VALUES (2, 'after')")
+        .await
+        .unwrap();
+    let count = "SELECT count(*) FROM sub_t";
+    let both = wait_until(30, || async {
+        sub.query_one(count, &[]).await.unwrap().get::<_, i64>(0) == 2
+    })
+    .await;
+    let rows = sub
+        .query("SELECT v FROM sub_t ORDER BY id", &[])
+        .await
+        .unwrap();
+    let got: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(
+        both,
+        "the initial copy and the later insert arrive: {got:?}"
+    );
+    assert_eq!(got, vec!["before", "after"]);
+    sub.batch_execute("DROP SUBSCRIPTION tidepool_sub")
+        .await
+        .unwrap();
+}
