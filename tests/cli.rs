@@ -711,11 +711,10 @@ async fn switch_user_drops_root_or_refuses() {
     assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
 }
 
-/// Peering: two poolers on one port (so_reuseport), each with its own
-/// peer_id and the other in [peers]. A cancel for a client of the first,
-/// sent to the second, is passed on and cancels the query.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_sent_to_a_peer_reaches_the_query() {
+/// Two poolers on one port (so_reuseport), each with its own peer_id,
+/// the other in [peers] and a Unix socket of its own in its folder:
+/// (port, folders, processes).
+async fn two_peers() -> (u16, [tempfile::TempDir; 2], Vec<Running>) {
     let port = free_port();
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut running = Vec::new();
@@ -728,7 +727,10 @@ async fn a_cancel_sent_to_a_peer_reaches_the_query() {
         .unwrap();
         let config = binary_config_with(
             port,
-            &format!("so_reuseport = 1\npeer_id = {}", i + 1),
+            &format!(
+                "so_reuseport = 1\npeer_id = {}\npool_mode = \"transaction\"",
+                i + 1
+            ),
             &format!(
                 "[peers]\n{} = \"host={} port={port}\"\n",
                 2 - i,
@@ -750,40 +752,99 @@ async fn a_cancel_sent_to_a_peer_reaches_the_query() {
                 .unwrap(),
         ));
     }
-    let socket = |d: &tempfile::TempDir| d.path().join(format!(".s.PGSQL.{port}"));
     for d in &dirs {
+        let sock = d.path().join(format!(".s.PGSQL.{port}"));
         assert!(
             wait_until(30, || async {
-                tokio::net::UnixStream::connect(socket(d)).await.is_ok()
+                tokio::net::UnixStream::connect(&sock).await.is_ok()
             })
             .await,
             "a peer did not start"
         );
     }
-    // A client of peer 1 (through its own socket).
-    let c = connect(&format!(
+    (port, dirs, running)
+}
+
+/// A client of the peer whose folder is `dir`.
+async fn peer_client(dir: &Path, port: u16) -> tokio_postgres::Client {
+    connect(&format!(
         "host={} port={port} user={MD5_USER} password={MD5_PASS} dbname={DB}",
-        dirs[0].path().display()
+        dir.display()
     ))
     .await
-    .unwrap();
-    let token = c.cancel_token();
-    let query = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(20)").await });
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    // The cancel goes to peer 2.
-    let to_peer2 = tokio::net::UnixStream::connect(socket(&dirs[1]))
-        .await
-        .unwrap();
-    token
-        .cancel_query_raw(to_peer2, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let r = tokio::time::timeout(std::time::Duration::from_secs(10), query)
-        .await
-        .expect("the query was not cancelled")
-        .unwrap();
-    let e = r.expect_err("cancelled");
-    assert_eq!(sqlstate(&e), "57014", "{e}");
+    .unwrap()
+}
+
+/// Until a query holding `tag` runs on the test PostgreSQL.
+async fn until_running(su: &tokio_postgres::Client, tag: &str) -> bool {
+    let sql = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1";
+    let like = format!("%{tag}%");
+    wait_until(30, || async {
+        su.query_one(sql, &[&like]).await.unwrap().get::<_, i64>(0) == 1
+    })
+    .await
+}
+
+/// Peering: 200 cancels, each sent to the other pooler of the port than
+/// the one running its query, cancel that query and only it. A bystander
+/// on each pooler runs short queries throughout and none is cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_cancels_through_the_other_peer_reach_only_their_query() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (port, dirs, _running) = two_peers().await;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let bystanders: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            let (dir, stop) = (d.path().to_path_buf(), stop.clone());
+            tokio::spawn(async move {
+                let c = peer_client(&dir, port).await;
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    c.simple_query("SELECT pg_sleep(0.05)")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    n += 1;
+                }
+                Ok::<u32, String>(n)
+            })
+        })
+        .collect();
+    const CLIENTS: usize = 20;
+    const ROUNDS: usize = 10;
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|k| {
+            let home = dirs[k % 2].path().to_path_buf();
+            let other = dirs[1 - k % 2].path().join(format!(".s.PGSQL.{port}"));
+            tokio::spawn(async move {
+                let su = pg().direct("postgres").await;
+                let c = std::sync::Arc::new(peer_client(&home, port).await);
+                for round in 0..ROUNDS {
+                    let tag = format!("cancel_{k}_{round}");
+                    let q = c.clone();
+                    let sql = format!("SELECT pg_sleep(30), '{tag}'");
+                    let running =
+                        tokio::spawn(async move { q.simple_query(&sql).await.map(|_| ()) });
+                    assert!(until_running(&su, &tag).await, "{tag} runs");
+                    let to_other = tokio::net::UnixStream::connect(&other).await.unwrap();
+                    c.cancel_token()
+                        .cancel_query_raw(to_other, tokio_postgres::NoTls)
+                        .await
+                        .unwrap();
+                    let e = running.await.unwrap().expect_err("cancelled");
+                    assert_eq!(sqlstate(&e), "57014", "{tag}: {e}");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for b in bystanders {
+        let n = b.await.unwrap().expect("no bystander query was cancelled");
+        assert!(n > 0);
+    }
 }
 
 /// A folder holding users.txt (MD5_USER's password) and `t.toml`, written
