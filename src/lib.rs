@@ -35,6 +35,7 @@ pub(crate) mod slot;
 pub mod stats;
 pub(crate) mod sync;
 pub mod syslog;
+pub mod systemd;
 pub mod takeover;
 pub mod threads;
 pub mod tls;

@@ -147,6 +147,10 @@ async fn run(
         }
     }
     tokio::spawn(follow_verbose(app.shared().clone(), level));
+    let systemd = tidepool::systemd::Notifier::from_env();
+    if let Some(n) = &systemd {
+        n.ready("accepting connections");
+    }
     // One set of handlers for the whole life: a signal that lands between
     // the running phase and the drain must reach the drain, not a dropped
     // receiver.
@@ -155,8 +159,11 @@ async fn run(
         std::future::pending::<()>().await;
         return ExitCode::SUCCESS;
     };
-    let how = wait_for_signal(&app, &mut signals, logfile.as_ref()).await;
+    let how = wait_for_signal(&app, &mut signals, logfile.as_ref(), systemd.as_ref()).await;
     tracing::info!("shutting down ({how:?})");
+    if let Some(n) = &systemd {
+        n.stopping(&format!("shutting down ({how:?})"));
+    }
     drain(&app, &mut signals, how).await;
     app.shutdown().await;
     if !pidfile.is_empty() {
@@ -275,6 +282,7 @@ async fn wait_for_signal(
     app: &Tidepool,
     signals: &mut Signals,
     logfile: Option<&LogFile>,
+    systemd: Option<&tidepool::systemd::Notifier>,
 ) -> Shutdown {
     let Signals {
         term,
@@ -304,7 +312,7 @@ async fn wait_for_signal(
                     return how;
                 }
             }
-            _ = hup.recv() => sighup(app, logfile),
+            _ = hup.recv() => sighup(app, logfile, systemd),
             _ = term.recv() => {
                 tracing::info!("got SIGTERM, shutting down, waiting for all clients disconnect");
                 return shared.begin_shutdown(Shutdown::WaitForClients, true);
@@ -409,14 +417,30 @@ fn sigusr2(control: &tidepool::control::Control) {
     control.resume(None);
 }
 
-/// SIGHUP: reopen the log file and reload the config, as RELOAD does.
-fn sighup(app: &Tidepool, logfile: Option<&LogFile>) {
+/// SIGHUP: reopen the log file and reload the config, as RELOAD does;
+/// systemd hears RELOADING, then READY (also when the new config was
+/// refused: the old one still serves).
+fn sighup(
+    app: &Tidepool,
+    logfile: Option<&LogFile>,
+    systemd: Option<&tidepool::systemd::Notifier>,
+) {
     tracing::info!("got SIGHUP, re-reading config");
+    if let Some(n) = systemd {
+        n.reloading();
+    }
     if let Some(f) = logfile {
         f.reopen();
     }
-    if let Err(e) = tidepool::admin::reload(app.shared()) {
-        tracing::error!("SIGHUP: {e}");
+    let status = match tidepool::admin::reload(app.shared()) {
+        Ok(()) => "accepting connections".to_string(),
+        Err(e) => {
+            tracing::error!("SIGHUP: {e}");
+            format!("accepting connections; the last reload was refused: {e}")
+        }
+    };
+    if let Some(n) = systemd {
+        n.ready(&status);
     }
 }
 

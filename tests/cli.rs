@@ -860,3 +860,56 @@ fn config_folder(config: impl FnOnce(&Path) -> String) -> (tempfile::TempDir, st
     std::fs::write(&path, config(dir.path())).unwrap();
     (dir, path)
 }
+
+/// Type=notify: systemd hears READY once tidepool listens, RELOADING then
+/// READY around a SIGHUP, STOPPING at SIGTERM, each a datagram on
+/// $NOTIFY_SOCKET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_reloading_and_stopping() {
+    let port = free_port();
+    let (dir, path) = config_folder(|_| binary_config(port, ""));
+    let sock_path = dir.path().join("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
+    let child = Running(
+        std::process::Command::new(BIN)
+            .arg(&path)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id().to_string();
+    let next = || async {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(30), sock.recv(&mut buf))
+            .await
+            .expect("a notification")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next().await;
+    assert!(ready.starts_with("READY=1\n"), "{ready}");
+    assert!(ready.contains(&format!("MAINPID={pid}")), "{ready}");
+    // Ready means listening.
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok(),
+        "READY came before the port was open"
+    );
+    let kill = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+    };
+    kill("-HUP");
+    let reloading = next().await;
+    assert!(reloading.starts_with("RELOADING=1\n"), "{reloading}");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    assert!(next().await.starts_with("READY=1\n"));
+    kill("-TERM");
+    let stopping = next().await;
+    assert!(stopping.starts_with("STOPPING=1\n"), "{stopping}");
+}

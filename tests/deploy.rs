@@ -122,3 +122,50 @@ fn the_configmap_config_loads() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// deploy/systemd/tidepool.service passes `systemd-analyze verify`, with
+/// ExecStart pointing at this build.
+#[test]
+fn the_systemd_unit_verifies() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("systemd-analyze not installed: skipped");
+        return;
+    }
+    let unit = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/systemd/tidepool.service"
+    );
+    let text = std::fs::read_to_string(unit).unwrap();
+    assert!(text.contains("Type=notify\n"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tidepool.service");
+    std::fs::write(&path, text.replace("/usr/bin/tidepool", BIN)).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !said.contains("tidepool.service"),
+        "{said}"
+    );
+    // And it does catch a mistake.
+    std::fs::write(&path, text.replace("Type=notify", "Type=notifyy")).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("tidepool.service"),
+        "a bad unit is reported: {said}"
+    );
+}
