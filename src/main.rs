@@ -68,7 +68,8 @@ fn main() -> ExitCode {
         for w in &config.warnings {
             eprintln!("warning: {w}");
         }
-        println!("{}: ok", path.display());
+        let format = tidepool::config::Format::of(&path);
+        println!("{}: ok (read as {format})", path.display());
         return ExitCode::SUCCESS;
     }
     if let Err(code) = become_service(&args, &config) {

@@ -77,39 +77,12 @@ async fn psql_verify_full_works_and_plain_text_is_refused() {
     assert!(out(&o).contains("TLS is required"), "{}", out(&o));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_side_verify_full_and_a_certificate_from_the_wrong_ca() {
-    let pg = pg_tls();
-    let certs = pg.certs.as_ref().unwrap();
-    let byname = format!("byname = \"host=localhost port={} dbname={DB}\"\n", pg.port);
+/// verify-full with `ca_file` (a config line, or none): PostgreSQL's test
+/// certificate is refused as from an unknown issuer.
+async fn refused_by_the_wrong_ca(pg: &Pg, ca_file: &str) {
     let p = Pooler::start_on(
         pg,
-        &format!(
-            "server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"{}\"\n",
-            certs.path("ca.pem")
-        ),
-        &byname,
-        None,
-    )
-    .await;
-    for db in [DB, "byname"] {
-        let c = p.connect(MD5_USER, MD5_PASS, db).await;
-        let row = simple_row(
-            &c,
-            "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-        )
-        .await;
-        assert_eq!(row, vec![s("true")], "server connection of {db} uses TLS");
-    }
-    // A CA that did not sign PostgreSQL's certificate: the login fails
-    // with OpenSSL's words for it, and the client waits for a retry (as
-    // with PgBouncer) until query_wait_timeout.
-    let p = Pooler::start_on(
-        pg,
-        &format!(
-            "server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"{}\"\nquery_wait_timeout = 2\n",
-            certs.path("rogue-ca.pem")
-        ),
+        &format!("server_tls_sslmode = \"verify-full\"\n{ca_file}query_wait_timeout = 2\n"),
         "",
         None,
     )
@@ -134,6 +107,42 @@ async fn server_side_verify_full_and_a_certificate_from_the_wrong_ca() {
         "{failures:?}"
     );
     assert!(failures[0].contains("UnknownIssuer"), "{failures:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_verify_full_and_a_certificate_from_the_wrong_ca() {
+    let pg = pg_tls();
+    let certs = pg.certs.as_ref().unwrap();
+    let byname = format!("byname = \"host=localhost port={} dbname={DB}\"\n", pg.port);
+    let p = Pooler::start_on(
+        pg,
+        &format!(
+            "server_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = \"{}\"\n",
+            certs.path("ca.pem")
+        ),
+        &byname,
+        None,
+    )
+    .await;
+    for db in [DB, "byname"] {
+        let c = p.connect(MD5_USER, MD5_PASS, db).await;
+        let row = simple_row(
+            &c,
+            "SELECT ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .await;
+        assert_eq!(row, vec![s("true")], "server connection of {db} uses TLS");
+    }
+    // A CA that did not sign PostgreSQL's certificate (given, or the
+    // system's trust store when no CA file is set): the login fails with
+    // OpenSSL's words for it, and the client waits for a retry (as with
+    // PgBouncer) until query_wait_timeout.
+    for ca_file in [
+        format!("server_tls_ca_file = \"{}\"\n", certs.path("rogue-ca.pem")),
+        String::new(),
+    ] {
+        refused_by_the_wrong_ca(pg, &ca_file).await;
+    }
     // server_tls_sslmode = disable: plain text to the server.
     let p = Pooler::start_on(pg, "server_tls_sslmode = \"disable\"\n", "", None).await;
     let c = p.connect(MD5_USER, MD5_PASS, DB).await;

@@ -309,7 +309,11 @@ fn apply_tls(
 /// whole, or keep the old ones and report every problem.
 pub fn reload(shared: &Shared) -> Result<(), Error> {
     let old = shared.config();
-    let new = Config::load(&old.path).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    let mut new = Config::load(&old.path).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    if new.userlist_unread && new.settings.auth_file == old.settings.auth_file {
+        // An auth_file that cannot be read now keeps the users it had.
+        new.userlist = old.userlist.clone();
+    }
     apply_tls(shared, &old.settings, &new.settings, &new.path)
         .map_err(|e| Error::InvalidConfig(e.to_string()))?;
     for w in &new.warnings {

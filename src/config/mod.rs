@@ -72,6 +72,48 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// The two config file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// PgBouncer's pgbouncer.ini.
+    Ini,
+    /// tidepool's TOML.
+    Toml,
+}
+
+impl Format {
+    /// A `.ini` file is pgbouncer.ini and a `.toml` file TOML; any other
+    /// name is pgbouncer.ini when it has a `[pgbouncer]` section (as
+    /// Debian's /etc/pgbouncer/pgbouncer.ini copied to another name, or a
+    /// Kubernetes ConfigMap's key), else TOML.
+    pub fn of(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("ini") => Format::Ini,
+            Some("toml") => Format::Toml,
+            _ => {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let ini = text
+                    .lines()
+                    .any(|l| l.trim().eq_ignore_ascii_case("[pgbouncer]"));
+                if ini {
+                    Format::Ini
+                } else {
+                    Format::Toml
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Ini => "pgbouncer.ini",
+            Format::Toml => "TOML",
+        })
+    }
+}
+
 /// A loaded, validated configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
@@ -94,6 +136,9 @@ pub struct Config {
     pub ident: Arc<crate::auth::hba::IdentMap>,
     /// `[peers]`: the other poolers sharing this port, by peer_id.
     pub peers: BTreeMap<u16, Peer>,
+    /// auth_file is set but could not be read (logged): a RELOAD keeps the
+    /// users it had, as PgBouncer does.
+    pub userlist_unread: bool,
 }
 
 /// A `[peers]` entry: where another pooler of the same port listens.
@@ -156,11 +201,10 @@ pub struct ClientTimeouts {
 }
 
 impl Config {
-    /// Load a config file: `.ini` is read as pgbouncer.ini, anything else as
-    /// TOML.
+    /// Load a config file, in the format [`Format::of`] says.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
-        let raw = if path.extension().is_some_and(|e| e == "ini") {
+        let raw = if Format::of(path) == Format::Ini {
             let mut raw = Raw {
                 ini: true,
                 ..Raw::default()
@@ -201,7 +245,7 @@ impl Config {
         let settings = build_settings(&raw, &mut errors, &mut warnings);
         let databases = build_databases(&raw, &mut errors);
         let users = build_users(&raw, &mut errors);
-        let userlist = load_userlist(path, &raw, &settings, &mut errors);
+        let (userlist, userlist_unread) = load_userlist(path, &raw, &settings, &mut warnings);
         check_auth_type(path, &raw, &settings, &databases, &mut errors);
         check_listeners(path, &raw, &settings, &mut errors);
         let (hba, ident) = load_hba(path, &raw, &settings, &mut errors);
@@ -220,6 +264,7 @@ impl Config {
             hba,
             ident,
             peers,
+            userlist_unread,
         })
     }
 
@@ -456,48 +501,29 @@ fn load_userlist(
     path: &Path,
     raw: &Raw,
     settings: &Settings,
-    errors: &mut Vec<ConfigError>,
-) -> Userlist {
+    warnings: &mut Vec<String>,
+) -> (Userlist, bool) {
+    // As PgBouncer: a missing or unreadable auth_file is logged, and the
+    // pooler serves (users then log in through auth_query, or not at all).
     let key = "auth_file";
     let origin = raw.general.iter().rev().find(|e| e.key == key);
     let file = origin.map(|e| e.file.clone()).unwrap_or(path.to_path_buf());
-    let line = origin.and_then(|e| e.line);
     if settings.auth_file.is_empty() {
-        if matches!(
-            settings.auth_type,
-            AuthType::Md5 | AuthType::ScramSha256 | AuthType::Plain
-        ) {
-            errors.push(ConfigError {
-                file,
-                line,
-                key: Some(key.into()),
-                reason: format!("auth_file must be set for auth_type {}", settings.auth_type),
-            });
-        }
-        return Userlist::default();
+        return (Userlist::default(), false);
     }
     let p = resolve(&file, &settings.auth_file);
     match std::fs::read_to_string(&p) {
         Ok(text) => {
             let (list, problems) = Userlist::parse(&text);
             for (l, reason) in problems {
-                errors.push(ConfigError {
-                    file: p.clone(),
-                    line: Some(l),
-                    key: None,
-                    reason,
-                });
+                warnings.push(format!("{}:{l}: {reason}", p.display()));
             }
-            list
+            (list, false)
         }
         Err(e) => {
-            errors.push(ConfigError {
-                file,
-                line,
-                key: Some(key.into()),
-                reason: format!("cannot read {}: {e}", p.display()),
-            });
-            Userlist::default()
+            // PgBouncer's words.
+            warnings.push(format!("could not open auth_file {}: {e}", p.display()));
+            (Userlist::default(), true)
         }
     }
 }
@@ -612,8 +638,7 @@ mod tests {
             text.contains("t.toml:4: pool_mode: invalid value"),
             "{text}"
         );
-        assert!(text.contains("auth_file: cannot read"), "{text}");
-        assert_eq!(errs.0.len(), 3);
+        assert_eq!(errs.0.len(), 2, "a missing auth_file is no error: {text}");
     }
 
     #[test]
@@ -644,6 +669,40 @@ mod tests {
         );
         let t = Config::load(&p).unwrap_err().to_string();
         assert!(t.contains("reserved"), "{t}");
-        assert!(t.contains("auth_file must be set"), "{t}");
+        // As PgBouncer (its own minimal sample has no auth_file): an unset
+        // or unreadable auth_file is logged, and the config loads.
+        let p = write(
+            d.path(),
+            "q.ini",
+            "[databases]\napp = host=x\n[pgbouncer]\nauth_type = md5\n",
+        );
+        let c = Config::load(&p).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let p = write(
+            d.path(),
+            "r.ini",
+            "[databases]\napp = host=x\n[pgbouncer]\nauth_type = md5\nauth_file = nowhere.txt\n",
+        );
+        let c = Config::load(&p).unwrap();
+        assert!(c.userlist_unread);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("could not open auth_file")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn a_pgbouncer_section_makes_any_other_name_ini() {
+        let d = tempfile::tempdir().unwrap();
+        let ini = "[databases]\napp = host=x\n[pgbouncer]\nlisten_port = 7001\n";
+        let p = write(d.path(), "pgbouncer.conf", ini);
+        assert_eq!(Format::of(&p), Format::Ini);
+        assert_eq!(Config::load(&p).unwrap().settings.listen_port, 7001);
+        let p = write(d.path(), "tidepool.conf", "[pooler]\nlisten_port = 7002\n");
+        assert_eq!(Format::of(&p), Format::Toml);
+        assert_eq!(Config::load(&p).unwrap().settings.listen_port, 7002);
     }
 }

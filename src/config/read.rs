@@ -188,7 +188,14 @@ pub(super) fn read_ini(
             continue;
         }
         if let Some(inc) = l.strip_prefix("%include") {
-            let target = resolve(path, inc.trim());
+            // A relative name is PgBouncer's: from the working directory;
+            // when nothing is there, beside the including file.
+            let inc = Path::new(inc.trim());
+            let target = if inc.is_absolute() || inc.exists() {
+                inc.to_path_buf()
+            } else {
+                resolve(path, &inc.to_string_lossy())
+            };
             if depth >= MAX_INCLUDE_DEPTH {
                 errors.push(ConfigError {
                     file: path.to_path_buf(),

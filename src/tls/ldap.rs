@@ -5,10 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
-use rustls::RootCertStore;
 
 use super::verify::{ServerCheck, ServerVerifier};
-use super::{err, roots, TlsError};
+use super::{err, roots, system_roots, TlsError};
 use crate::auth::ldap::TlsConf;
 
 /// The config for `conf`: no check when TLS_REQCERT says so, else the
@@ -36,16 +35,4 @@ pub fn client_config(conf: &TlsConf) -> Result<Arc<rustls::ClientConfig>, TlsErr
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth(),
     ))
-}
-
-/// The system's CAs; those that cannot be read are skipped (as OpenSSL
-/// does), and none at all leaves every certificate refused.
-fn system_roots() -> RootCertStore {
-    let mut store = RootCertStore::empty();
-    let found = rustls_native_certs::load_native_certs();
-    for e in &found.errors {
-        tracing::warn!("system CA certificates: {e}");
-    }
-    store.add_parsable_certificates(found.certs);
-    store
 }

@@ -137,6 +137,18 @@ fn roots(
     Ok((Arc::new(store), cas))
 }
 
+/// The system's CAs; those that cannot be read are skipped (as OpenSSL
+/// does), and none at all leaves every certificate refused.
+pub(crate) fn system_roots() -> RootCertStore {
+    let mut store = RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::warn!("system CA certificates: {e}");
+    }
+    store.add_parsable_certificates(found.certs);
+    store
+}
+
 /// `secure` (the default, also when empty) = TLS 1.2 and 1.3; also `all`,
 /// `tlsv1.2`, `tlsv1.3`, comma or space separated. rustls has no TLS 1.0 /
 /// 1.1: a list of only those leaves nothing, and that side has no TLS.
@@ -321,18 +333,15 @@ fn server_connector(
         .map_err(|e| err("server_tls_protocols", Path::new(""), e))?;
     let verifier = match s.server_tls_sslmode {
         SslMode::VerifyCa | SslMode::VerifyFull => {
-            if s.server_tls_ca_file.is_empty() {
-                return Err(TlsError {
-                    key: "server_tls_ca_file",
-                    path: String::new(),
-                    reason: format!(
-                        "must be set when server_tls_sslmode = {}",
-                        s.server_tls_sslmode
-                    ),
-                });
-            }
-            let ca = resolve(base, &s.server_tls_ca_file);
-            let (store, cas) = roots("server_tls_ca_file", &ca)?;
+            // No CA file: the system's trust store, as PgBouncer (OpenSSL's
+            // default paths) does.
+            let (ca, (store, cas)) = if s.server_tls_ca_file.is_empty() {
+                (PathBuf::new(), (Arc::new(system_roots()), Vec::new()))
+            } else {
+                let ca = resolve(base, &s.server_tls_ca_file);
+                let roots = roots("server_tls_ca_file", &ca)?;
+                (ca, roots)
+            };
             let webpki = WebPkiServerVerifier::builder_with_provider(store, provider.clone())
                 .build()
                 .map_err(|e| err("server_tls_ca_file", &ca, e))?;
@@ -393,8 +402,15 @@ mod tests {
             e.starts_with("client_tls_cert_file: /etc/tidepool/nope.crt:"),
             "{e}"
         );
+        // verify-full with no CA file: the system's trust store.
         let s = Settings {
             server_tls_sslmode: SslMode::VerifyFull,
+            ..Settings::default()
+        };
+        assert!(load(&s, Path::new("/")).is_ok());
+        let s = Settings {
+            server_tls_sslmode: SslMode::VerifyFull,
+            server_tls_ca_file: "nope-ca.pem".into(),
             ..Settings::default()
         };
         let e = load(&s, Path::new("/")).err().unwrap().to_string();
