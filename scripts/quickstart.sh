@@ -28,6 +28,7 @@ PGPASSWORD=postgres "$bin/psql" -X -q -h 127.0.0.1 -p "$pgport" -U postgres -d p
   -c "CREATE ROLE app LOGIN PASSWORD 'app'" -c "CREATE DATABASE appdb OWNER app"
 cat > "$work/userlist.txt" <<USERS
 "app" "app"
+"admin" "admin"
 USERS
 cat > "$work/tidepool.toml" <<TOML
 [pooler]
@@ -37,6 +38,7 @@ unix_socket_dir = ""
 auth_type = "scram-sha-256"
 auth_file = "userlist.txt"
 default_pool_size = 10
+admin_users = "admin"
 
 [databases]
 appdb = "host=127.0.0.1 port=$pgport dbname=appdb"
@@ -46,6 +48,8 @@ echo
 echo "PostgreSQL (throwaway) on 127.0.0.1:$pgport; tidepool on 127.0.0.1:6432."
 echo "Connect with:"
 echo "  psql 'host=127.0.0.1 port=6432 user=app password=app dbname=appdb'"
+echo "The admin console (SHOW POOLS, RELOAD, ...):"
+echo "  psql 'host=127.0.0.1 port=6432 user=admin password=admin dbname=pgbouncer'"
 echo "Ctrl-C stops both."
 echo
-./target/release/tidepool "$work/tidepool.toml"
+"${CARGO_TARGET_DIR:-target}/release/tidepool" "$work/tidepool.toml"

@@ -75,8 +75,17 @@ impl Tidepool {
         let mut tasks = Vec::new();
         let mut tcp_addrs = Vec::new();
         let mut port = s.listen_port;
-        for addr in listen_addrs(&s.listen_addr, port).await? {
-            let l = bind_tcp(addr, s.listen_backlog, s.so_reuseport)?;
+        for (addr, optional) in listen_addrs(&s.listen_addr, port).await? {
+            // With port 0, the port the first address got, for all.
+            let addr = SocketAddr::new(addr.ip(), port);
+            let l = match bind_tcp(addr, s.listen_backlog, s.so_reuseport) {
+                Ok(l) => l,
+                Err(e) if optional => {
+                    tracing::warn!("{e} (IPv6 not available?); IPv4 only");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let local = l.local_addr()?;
             if port == 0 {
                 // One port for every address and the Unix socket.
@@ -197,16 +206,21 @@ fn inode(p: &std::path::Path) -> Option<u64> {
     std::fs::symlink_metadata(p).ok().map(|m| m.ino())
 }
 
-async fn listen_addrs(spec: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
-    let mut out = Vec::new();
+/// The addresses of listen_addr, each with whether failing to listen on
+/// it is allowed: `*` is every IPv4 and every IPv6 address (as with
+/// PgBouncer), the IPv6 one skipped with a warning where the host has no
+/// IPv6.
+async fn listen_addrs(spec: &str, port: u16) -> io::Result<Vec<(SocketAddr, bool)>> {
+    let mut out: Vec<(SocketAddr, bool)> = Vec::new();
     for a in spec.split(',').map(str::trim).filter(|a| !a.is_empty()) {
         if a == "*" {
-            out.push(SocketAddr::from(([0, 0, 0, 0], port)));
+            out.push((SocketAddr::from(([0, 0, 0, 0], port)), false));
+            out.push((SocketAddr::from(([0u16; 8], port)), true));
             continue;
         }
         for addr in tokio::net::lookup_host((a, port)).await? {
-            if !out.contains(&addr) {
-                out.push(addr);
+            if !out.iter().any(|(o, _)| *o == addr) {
+                out.push((addr, false));
             }
         }
     }
@@ -217,7 +231,11 @@ fn bind_tcp(addr: SocketAddr, backlog: u32, reuseport: bool) -> io::Result<TcpLi
     let sock = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
-        TcpSocket::new_v6()?
+        let s = TcpSocket::new_v6()?;
+        // IPv6 only: `*` listens on 0.0.0.0 too, and IPv4 clients of an
+        // IPv4-mapped socket would otherwise clash with it.
+        socket2::SockRef::from(&s).set_only_v6(true)?;
+        s
     };
     sock.set_reuseaddr(true)?;
     // so_reuseport: several poolers on one port, the kernel spreading

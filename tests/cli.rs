@@ -953,3 +953,34 @@ fn a_relative_include_is_read_from_the_working_directory() {
         "{out:?}"
     );
 }
+
+/// `listen_addr = *` is every IPv4 and every IPv6 address, as with
+/// PgBouncer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_star_listens_on_ipv4_and_ipv6() {
+    let port = free_port();
+    let (_dir, path) = config_folder(|_| {
+        binary_config(port, "").replace("listen_addr = \"127.0.0.1\"", "listen_addr = \"*\"")
+    });
+    let _child = Running(
+        std::process::Command::new(BIN)
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(accepts(port).await, "tidepool did not start");
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 on this host: the IPv6 half skipped");
+        return;
+    }
+    for host in ["127.0.0.1", "::1"] {
+        let c = connect(&format!(
+            "host={host} port={port} user={MD5_USER} password={MD5_PASS} dbname={DB}"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{host}: {e}"));
+        assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
+    }
+}
