@@ -100,22 +100,40 @@ pub fn render(shared: &Shared) -> String {
     );
     max_clients.add(&[], cfg.settings.max_client_conn as f64);
     fams.push(max_clients);
+    let mut max_user = Family::new(
+        "pgbouncer_config_max_user_connections",
+        "max_user_connections (0 = unlimited).",
+        GAUGE,
+    );
+    max_user.add(&[], cfg.settings.max_user_connections as f64);
+    fams.push(max_user);
+    let mut version = Family::new("pgbouncer_version_info", "The pooler's version.", GAUGE);
+    version.add(&[("version", crate::VERSION)], 1.0);
+    fams.push(version);
+    list_families(shared, &cfg, &reports, &mut fams);
     pool_families(&reports, &mut fams);
     stat_families(shared, &mut fams);
     database_families(shared, &cfg, &pools, &reports, &mut fams);
 
-    let mut all: Vec<MetricFamily> = fams.into_iter().map(|f| f.f).collect();
+    // The encoder refuses a family with no sample (and stops there): a
+    // family with nothing to say now (no client yet) is left out.
+    let mut all: Vec<MetricFamily> = fams
+        .into_iter()
+        .map(|f| f.f)
+        .filter(|f| !f.get_metric().is_empty())
+        .collect();
     all.extend(shared.metrics.registry.gather());
     let mut out = Vec::with_capacity(16 * 1024);
-    // Encoding into a Vec cannot fail for well-formed families.
-    let _ = prometheus::TextEncoder::new().encode(&all, &mut out);
+    if let Err(e) = prometheus::TextEncoder::new().encode(&all, &mut out) {
+        tracing::error!("/metrics: {e}");
+    }
     String::from_utf8(out).unwrap_or_default()
 }
 
 type PoolFn = fn(&crate::pool::PoolReport) -> f64;
 
 /// SHOW POOLS as gauges, labelled by database and user.
-const POOL_GAUGES: [(&str, &str, PoolFn); 8] = [
+const POOL_GAUGES: [(&str, &str, PoolFn); 12] = [
     (
         "pgbouncer_pools_client_active_connections",
         "Client connections linked or idle.",
@@ -155,6 +173,28 @@ const POOL_GAUGES: [(&str, &str, PoolFn); 8] = [
         "pgbouncer_pools_client_maxwait_seconds",
         "Longest current wait for a server.",
         |r| r.maxwait.as_secs_f64(),
+    ),
+    // Cancel requests are forwarded at once, never queued or counted
+    // against a server: these are PgBouncer's and the exporter's, always 0.
+    (
+        "pgbouncer_pools_client_active_cancel_connections",
+        "Clients whose cancel request was forwarded and is awaiting its answer.",
+        |_| 0.0,
+    ),
+    (
+        "pgbouncer_pools_client_waiting_cancel_connections",
+        "Clients whose cancel request waits to be forwarded.",
+        |_| 0.0,
+    ),
+    (
+        "pgbouncer_pools_server_active_cancel_connections",
+        "Server connections forwarding a cancel request.",
+        |_| 0.0,
+    ),
+    (
+        "pgbouncer_pools_server_being_canceled_connections",
+        "Servers waiting for in-flight cancel requests to land.",
+        |_| 0.0,
     ),
 ];
 
@@ -214,6 +254,64 @@ const STAT_COUNTERS: [(&str, &str, C, f64); 7] = [
     ),
 ];
 
+/// SHOW STATS_TOTALS as pgbouncer_exporter 0.11+ names it
+/// (`pgbouncer_stats_totals_*`); the names before 0.11
+/// (`pgbouncer_stats_*`, [`STAT_COUNTERS`]) are kept beside them.
+const TOTALS_COUNTERS: [(&str, &str, C, f64); 12] = [
+    ("queries_pooled_total", "Queries pooled.", C::Queries, 1.0),
+    (
+        "queries_duration_seconds_total",
+        "Time spent in queries.",
+        C::QueryTime,
+        1e-6,
+    ),
+    (
+        "received_bytes_total",
+        "Bytes received from clients.",
+        C::Received,
+        1.0,
+    ),
+    ("queries_total", "Requests pooled.", C::Queries, 1.0),
+    ("sent_bytes_total", "Bytes sent to clients.", C::Sent, 1.0),
+    (
+        "client_wait_seconds_total",
+        "Time clients waited for a server.",
+        C::WaitTime,
+        1e-6,
+    ),
+    (
+        "sql_transactions_pooled_total",
+        "Transactions pooled.",
+        C::Xacts,
+        1.0,
+    ),
+    (
+        "server_in_transaction_seconds_total",
+        "Time servers spent in transactions.",
+        C::XactTime,
+        1e-6,
+    ),
+    (
+        "client_parses_total",
+        "Parse messages from clients.",
+        C::ClientParses,
+        1.0,
+    ),
+    (
+        "server_parses_total",
+        "Parse messages sent to servers.",
+        C::ServerParses,
+        1.0,
+    ),
+    ("binds_total", "Bind messages.", C::Binds, 1.0),
+    (
+        "server_assignments_total",
+        "Times a server was assigned to a client.",
+        C::ServerAssignments,
+        1.0,
+    ),
+];
+
 fn stat_families(shared: &Shared, fams: &mut Vec<Family>) {
     let totals = shared.stats.totals();
     for (name, help, c, scale) in STAT_COUNTERS {
@@ -223,6 +321,107 @@ fn stat_families(shared: &Shared, fams: &mut Vec<Family>) {
         }
         fams.push(fam);
     }
+    for (name, help, c, scale) in TOTALS_COUNTERS {
+        let name = format!("pgbouncer_stats_totals_{name}");
+        let mut fam = Family::new(&name, help, COUNTER);
+        for (db, t) in &totals {
+            fam.add(&[("database", db)], t.get(c) as f64 * scale);
+        }
+        fams.push(fam);
+    }
+}
+
+/// SHOW LISTS as the exporter's gauges (`pgbouncer_databases`,
+/// `pgbouncer_pools`, ...), and the clients by database, user,
+/// application and state (`pgbouncer_client_connections`).
+fn list_families(
+    shared: &Shared,
+    cfg: &crate::config::Config,
+    reports: &Reports<'_>,
+    fams: &mut Vec<Family>,
+) {
+    let servers: u32 = reports.iter().map(|(_, r)| r.servers).sum();
+    let idle: u32 = reports.iter().map(|(_, r)| r.idle).sum();
+    let users: std::collections::BTreeSet<&str> =
+        reports.iter().map(|(p, _)| p.key.user.as_str()).collect();
+    let dbs: std::collections::BTreeSet<&str> =
+        reports.iter().map(|(p, _)| p.key.db.as_str()).collect();
+    for (name, help, v) in [
+        (
+            "pgbouncer_databases",
+            "Count of databases.",
+            dbs.len().max(cfg.databases.len()) as f64,
+        ),
+        ("pgbouncer_users", "Count of users.", users.len() as f64),
+        ("pgbouncer_pools", "Count of pools.", reports.len() as f64),
+        ("pgbouncer_free_clients", "Count of free clients.", 0.0),
+        (
+            "pgbouncer_used_clients",
+            "Count of used clients.",
+            shared.client_count() as f64,
+        ),
+        (
+            "pgbouncer_login_clients",
+            "Count of clients in login state.",
+            0.0,
+        ),
+        (
+            "pgbouncer_free_servers",
+            "Count of free servers.",
+            idle as f64,
+        ),
+        (
+            "pgbouncer_used_servers",
+            "Count of used servers.",
+            servers.saturating_sub(idle) as f64,
+        ),
+        (
+            "pgbouncer_cached_dns_names",
+            "Count of DNS names in the cache.",
+            0.0,
+        ),
+        (
+            "pgbouncer_cached_dns_zones",
+            "Count of DNS zones in the cache.",
+            0.0,
+        ),
+        (
+            "pgbouncer_in_flight_dns_queries",
+            "Count of in-flight DNS queries.",
+            0.0,
+        ),
+    ] {
+        let mut fam = Family::new(name, help, GAUGE);
+        fam.add(&[], v);
+        fams.push(fam);
+    }
+    let mut by: std::collections::BTreeMap<[String; 4], u64> = std::collections::BTreeMap::new();
+    for c in shared.registry.clients() {
+        let key = [
+            c.database.to_string(),
+            c.user.to_string(),
+            c.application_name.to_string(),
+            c.state().name().to_string(),
+        ];
+        *by.entry(key).or_default() += 1;
+    }
+    let mut clients = Family::new(
+        "pgbouncer_client_connections",
+        "Client connections by database, user, application name and state.",
+        GAUGE,
+    );
+    for ([db, user, app, state], n) in &by {
+        clients.add(
+            &[
+                ("database", db),
+                ("user", user),
+                ("application_name", app),
+                ("state", state),
+            ],
+            *n as f64,
+        );
+    }
+    fams.push(clients);
 }
 
 /// SHOW DATABASES as gauges per database.
@@ -238,31 +437,49 @@ fn database_families(
     for (p, r) in reports {
         *servers_by_db.entry(p.key.db.as_str()).or_default() += r.servers;
     }
-    let mut pool_size = Family::new(
-        "pgbouncer_databases_pool_size",
-        "Configured pool size.",
-        GAUGE,
+    let gauge = |name: &str, help: &str| Family::new(name, help, GAUGE);
+    let mut pool_size = gauge("pgbouncer_databases_pool_size", "Configured pool size.");
+    let mut reserve = gauge(
+        "pgbouncer_databases_reserve_pool",
+        "Configured reserve pool size.",
     );
-    let mut current = Family::new(
+    let mut current = gauge(
         "pgbouncer_databases_current_connections",
         "Server connections.",
-        GAUGE,
     );
-    let mut max = Family::new(
+    let mut max = gauge(
         "pgbouncer_databases_max_connections",
         "max_db_connections (0 = unlimited).",
-        GAUGE,
     );
-    let mut paused = Family::new("pgbouncer_databases_paused", "1 when paused.", GAUGE);
-    let mut disabled = Family::new("pgbouncer_databases_disabled", "1 when disabled.", GAUGE);
+    let mut paused = gauge("pgbouncer_databases_paused", "1 when paused.");
+    let mut disabled = gauge("pgbouncer_databases_disabled", "1 when disabled.");
+    let s = &cfg.settings;
     for name in &dbs {
         let Some(db) = cfg.database(name) else {
             continue;
         };
-        let l = [("database", name.as_str())];
-        pool_size.add(
+        // The exporter's labels, from SHOW DATABASES: `name` is the
+        // pooler's database, `database` the server's.
+        let host = db
+            .cfg
+            .host
+            .clone()
+            .unwrap_or_else(|| s.unix_socket_dir.clone());
+        let port = db.cfg.port.first().to_string();
+        let force_user = db.cfg.user.clone().unwrap_or_default();
+        let mode = db.cfg.pool_mode.map(|m| m.to_string()).unwrap_or_default();
+        let l = [
+            ("name", name.as_str()),
+            ("host", host.as_str()),
+            ("port", port.as_str()),
+            ("database", db.dbname()),
+            ("force_user", force_user.as_str()),
+            ("pool_mode", mode.as_str()),
+        ];
+        pool_size.add(&l, db.cfg.pool_size.unwrap_or(s.default_pool_size) as f64);
+        reserve.add(
             &l,
-            db.cfg.pool_size.unwrap_or(cfg.settings.default_pool_size) as f64,
+            db.cfg.reserve_pool_size.unwrap_or(s.reserve_pool_size) as f64,
         );
         let servers = servers_by_db.get(name.as_str()).copied().unwrap_or(0);
         current.add(&l, servers as f64);
@@ -270,7 +487,7 @@ fn database_families(
         paused.add(&l, shared.control.is_paused(name) as u8 as f64);
         disabled.add(&l, shared.control.is_disabled(name) as u8 as f64);
     }
-    fams.extend([pool_size, current, max, paused, disabled]);
+    fams.extend([pool_size, reserve, current, max, paused, disabled]);
 }
 
 /// /health: 200 when tidepool accepts clients and no database in use has a

@@ -31,6 +31,9 @@ async fn metrics_after_pgbench_have_exporter_names_and_histograms() {
     let o = bench(&["-c", "4", "-j", "2", "-t", "50", "-n"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
+    // A client connected at the scrape (pgbouncer_client_connections).
+    let held = p.connect(SCRAM_USER, SCRAM_PASS, "mdb").await;
+    held.simple_query("SELECT 1").await.unwrap();
     let (status, text) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200);
     let me = format!(
@@ -55,7 +58,23 @@ async fn metrics_after_pgbench_have_exporter_names_and_histograms() {
         "pgbouncer_stats_client_wait_seconds_total{",
         "pgbouncer_stats_received_bytes_total{",
         "pgbouncer_stats_sent_bytes_total{",
-        "pgbouncer_databases_pool_size{database=\"mdb\"}",
+        // pgbouncer_exporter 0.11+ names and labels.
+        "pgbouncer_databases_pool_size{name=\"mdb\",host=\"127.0.0.1\",",
+        // Every configured database, from the start (no client used it).
+        "pgbouncer_databases_pool_size{name=\"via_unix\",",
+        "pgbouncer_databases_reserve_pool{name=\"mdb\",",
+        "pgbouncer_stats_totals_queries_pooled_total{database=\"mdb\"}",
+        "pgbouncer_stats_totals_sql_transactions_pooled_total{database=\"mdb\"}",
+        "pgbouncer_stats_totals_server_assignments_total{database=\"mdb\"}",
+        "pgbouncer_stats_totals_binds_total{",
+        "pgbouncer_version_info{version=",
+        "pgbouncer_config_max_user_connections ",
+        "pgbouncer_databases ",
+        "pgbouncer_pools ",
+        "pgbouncer_used_servers ",
+        "pgbouncer_client_connections{database=\"mdb\",user=\"scram_user\",",
+        "pgbouncer_pools_client_active_cancel_connections{",
+        "pgbouncer_pools_server_being_canceled_connections{",
         "pgbouncer_databases_current_connections{",
         "pgbouncer_databases_max_connections{",
         "pgbouncer_databases_paused{",
@@ -199,4 +218,25 @@ async fn a_real_prometheus_scrapes_tidepool() {
     })
     .await;
     assert!(up, "Prometheus reports the tidepool target up");
+}
+
+/// Before any client: every family that has something to say is there
+/// (a family with no sample, such as the pools of a pooler with none,
+/// used to stop the encoder and cut the page short).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_pooler_shows_every_configured_database() {
+    let p = Pooler::start("", "").await;
+    let addr = p.app.metrics_addr().expect("metrics enabled");
+    let (status, text) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "pgbouncer_up 1",
+        "pgbouncer_version_info{",
+        &format!("pgbouncer_databases_pool_size{{name=\"{DB}\","),
+        "pgbouncer_databases_pool_size{name=\"via_unix\",",
+        "pgbouncer_databases_disabled{",
+        "tidepool_instance_info{",
+    ] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
 }
