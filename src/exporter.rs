@@ -530,8 +530,8 @@ pub fn health(shared: &Shared) -> (StatusCode, String) {
         .map(|(db, why)| {
             format!(
                 r#"{{"database":{},"error":{}}}"#,
-                json_str(db),
-                json_str(why)
+                crate::logging::json_str(db),
+                crate::logging::json_str(why)
             )
         })
         .collect();
@@ -542,21 +542,6 @@ pub fn health(shared: &Shared) -> (StatusCode, String) {
             items.join(",")
         ),
     )
-}
-
-fn json_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 async fn handle(

@@ -25,17 +25,46 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
-/// PgBouncer's line prefix: time with milliseconds, pid, level word.
+/// PgBouncer's line prefix: time with milliseconds, pid, level word; or,
+/// with `json`, one object per line with those and the message.
 pub struct PgbouncerFormat {
     pid: u32,
+    json: bool,
 }
 
 impl Default for PgbouncerFormat {
     fn default() -> Self {
         PgbouncerFormat {
             pid: std::process::id(),
+            json: false,
         }
     }
+}
+
+impl PgbouncerFormat {
+    /// `log_format = json`: `{"time":"...","pid":N,"level":"LOG","message":"..."}`.
+    pub fn json() -> Self {
+        PgbouncerFormat {
+            json: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// `s` as a JSON string literal.
+pub(crate) fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 impl<S, N> FormatEvent<S, N> for PgbouncerFormat
@@ -56,12 +85,20 @@ where
             Level::DEBUG => "DEBUG",
             Level::TRACE => "NOISE",
         };
-        write!(
-            writer,
-            "{} [{}] {level} ",
-            timestamp(SystemTime::now()),
-            self.pid
-        )?;
+        let time = timestamp(SystemTime::now());
+        if self.json {
+            let mut message = String::new();
+            ctx.field_format()
+                .format_fields(Writer::new(&mut message), event)?;
+            return writeln!(
+                writer,
+                "{{\"time\":{},\"pid\":{},\"level\":\"{level}\",\"message\":{}}}",
+                json_str(&time.to_string()),
+                self.pid,
+                json_str(&message)
+            );
+        }
+        write!(writer, "{time} [{}] {level} ", self.pid)?;
         ctx.field_format().format_fields(writer.by_ref(), event)?;
         writeln!(writer)
     }

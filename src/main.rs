@@ -232,7 +232,10 @@ fn init_logs(args: &Args, config: &Config) -> Result<(Option<LogFile>, LogLevel)
         let lines = tracing_subscriber::fmt::layer()
             // Plain text: logs are read by tools, and colour codes break them.
             .with_ansi(false)
-            .event_format(PgbouncerFormat::default())
+            .event_format(match config.settings.log_format {
+                tidepool::config::LogFormat::Json => PgbouncerFormat::json(),
+                tidepool::config::LogFormat::Text => PgbouncerFormat::default(),
+            })
             .with_writer(Sinks {
                 file: logfile.clone(),
                 stderr: !args.quiet,

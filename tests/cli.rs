@@ -788,7 +788,8 @@ async fn peer_client(dir: &Path, port: u16) -> tokio_postgres::Client {
 /// Until a query holding `tag` runs on the test PostgreSQL.
 async fn until_running(su: &tokio_postgres::Client, tag: &str) -> bool {
     let sql = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1";
-    let like = format!("%{tag}%");
+    // Quoted as in the query: cancel_4_8 must not match cancel_14_8.
+    let like = format!("%'{tag}'%");
     wait_until(30, || async {
         su.query_one(sql, &[&like]).await.unwrap().get::<_, i64>(0) == 1
     })
@@ -983,4 +984,62 @@ async fn a_star_listens_on_ipv4_and_ipv6() {
         .unwrap_or_else(|e| panic!("{host}: {e}"));
         assert_eq!(simple_row(&c, "SELECT 1").await, vec![s("1")]);
     }
+}
+
+/// `log_format = json`: every line of the log is one JSON object (time,
+/// pid, level, message), quotes in a message escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let port = free_port();
+    let (dir, path) = config_folder(|d| {
+        binary_config(
+            port,
+            &format!(
+                "log_format = \"json\"\nlogfile = \"{}\"\nlog_connections = 1",
+                d.join("t.log").display()
+            ),
+        )
+    });
+    let child = Running(
+        std::process::Command::new(BIN)
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(accepts(port).await, "tidepool did not start");
+    // A login that fails, with quotes in the user name the log repeats.
+    let _ = connect(&format!(
+        "host=127.0.0.1 port={port} user='qu\"ote' password=x dbname={DB}"
+    ))
+    .await;
+    let c = connect(&format!(
+        "host=127.0.0.1 port={port} user={MD5_USER} password={MD5_PASS} dbname={DB}"
+    ))
+    .await
+    .unwrap();
+    c.simple_query("SELECT 1").await.unwrap();
+    drop(c);
+    drop(child);
+    let log = dir.path().join("t.log");
+    let check = format!(
+        "import json, sys\n\
+         lines = [json.loads(l) for l in open(sys.argv[1])]\n\
+         assert all(set(o) == {{'time', 'pid', 'level', 'message'}} for o in lines), lines\n\
+         assert any(o['level'] == 'LOG' and 'listening on' in o['message'] for o in lines), lines\n\
+         assert any('qu\"ote' in o['message'] for o in lines), lines\n\
+         assert any('login attempt' in o['message'] and '{MD5_USER}' in o['message'] for o in lines), lines\n"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &check])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 pub use settings::{DatabaseConfig, KeyInfo, SetError, Settings, UserConfig};
 pub use userlist::{Secret, Userlist};
 pub use values::{
-    AuthType, List, PoolMode, Ports, Secs, SettingValue, SslMode, TargetSessionAttrs,
+    AuthType, List, LogFormat, PoolMode, Ports, Secs, SettingValue, SslMode, TargetSessionAttrs,
 };
 
 /// One problem in a config file: which file, where, which key, and why.

@@ -6,7 +6,7 @@
 //! defaults are PgBouncer's (docs/configuration.md).
 
 use super::values::{
-    AuthType, List, PoolMode, Ports, Secs, SettingValue, SslMode, TargetSessionAttrs,
+    AuthType, List, LogFormat, PoolMode, Ports, Secs, SettingValue, SslMode, TargetSessionAttrs,
 };
 
 /// Takes effect only at restart.
@@ -129,6 +129,9 @@ settings!(
         pidfile: String = "", RESTART;
         /// PgBouncer's log lines are appended here (opened again when moved, and at SIGHUP); stderr too unless `-q`.
         logfile: String = "", RESTART;
+        /// tidepool: `text` (PgBouncer's lines) or `json` (one object per
+        /// line: time, pid, level, message).
+        log_format: LogFormat = "text", RESTART;
         /// Log to the local syslog daemon too.
         syslog: bool = "0", RESTART;
         syslog_ident: String = "pgbouncer", RESTART;

@@ -244,6 +244,11 @@ enum_value!(
     }
 );
 enum_value!(
+    /// How log lines are written: PgBouncer's text, or one JSON object per
+    /// line for log pipelines.
+    LogFormat { Text = "text", Json = "json" }
+);
+enum_value!(
     /// TLS modes, libpq's names.
     SslMode {
         Disable = "disable", Allow = "allow", Prefer = "prefer", Require = "require",
