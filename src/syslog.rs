@@ -73,9 +73,19 @@ impl Syslog {
     fn datagram(&self, line: &[u8]) -> Vec<u8> {
         let text = String::from_utf8_lossy(line);
         let text = text.trim_end_matches('\n');
-        // From the level word on: after the `[pid] ` of our prefix.
-        let rest = text.split_once("] ").map_or(text, |(_, r)| r);
-        let level = rest.split(' ').next().unwrap_or("");
+        let (level, rest) = if text.starts_with('{') {
+            // log_format = json: the whole object is the message; the
+            // level is its "level".
+            let level = text
+                .split_once("\"level\":\"")
+                .and_then(|(_, r)| r.split_once('"'))
+                .map_or("", |(l, _)| l);
+            (level, text)
+        } else {
+            // From the level word on: after the `[pid] ` of our prefix.
+            let rest = text.split_once("] ").map_or(text, |(_, r)| r);
+            (rest.split(' ').next().unwrap_or(""), rest)
+        };
         let severity = match level {
             "FATAL" | "ERROR" => 3,
             "WARNING" => 4,
@@ -90,6 +100,22 @@ impl Syslog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_lines_keep_their_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.sock");
+        let _daemon = UnixDatagram::bind(&path).unwrap();
+        let s = Syslog::open(&path, "tp", "daemon").unwrap();
+        let line =
+            br#"{"time":"2026-11-30 08:06:07.123 UTC","pid":1,"level":"WARNING","message":"a] b"}"#;
+        let d = String::from_utf8(s.datagram(line)).unwrap();
+        let pid = std::process::id();
+        assert_eq!(
+            d,
+            format!("<28>tp[{pid}]: {}", String::from_utf8_lossy(line))
+        );
+    }
 
     #[test]
     fn lines_reach_the_daemon_with_priority_and_ident() {
