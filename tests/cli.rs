@@ -753,14 +753,7 @@ async fn two_peers() -> (u16, [tempfile::TempDir; 2], Vec<Running>) {
         );
         let path = dir.path().join("t.toml");
         std::fs::write(&path, config).unwrap();
-        running.push(Running(
-            std::process::Command::new(BIN)
-                .arg(&path)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        ));
+        running.push(run_binary(&path, &[]));
     }
     for d in &dirs {
         let sock = d.path().join(format!(".s.PGSQL.{port}"));
@@ -881,15 +874,7 @@ async fn systemd_hears_ready_reloading_and_stopping() {
     let (dir, path) = config_folder(|_| binary_config(port, ""));
     let sock_path = dir.path().join("notify.sock");
     let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
-    let child = Running(
-        std::process::Command::new(BIN)
-            .arg(&path)
-            .env("NOTIFY_SOCKET", &sock_path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let child = run_binary(&path, &[("NOTIFY_SOCKET", sock_path.as_os_str())]);
     let pid = child.0.id().to_string();
     let next = || async {
         let mut buf = vec![0u8; 4096];
@@ -963,14 +948,7 @@ async fn a_star_listens_on_ipv4_and_ipv6() {
     let (_dir, path) = config_folder(|_| {
         binary_config(port, "").replace("listen_addr = \"127.0.0.1\"", "listen_addr = \"*\"")
     });
-    let _child = Running(
-        std::process::Command::new(BIN)
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _child = run_binary(&path, &[]);
     assert!(accepts(port).await, "tidepool did not start");
     if std::net::TcpListener::bind("[::1]:0").is_err() {
         eprintln!("no IPv6 on this host: the IPv6 half skipped");
@@ -1000,14 +978,7 @@ async fn json_logs_are_one_object_per_line() {
             ),
         )
     });
-    let child = Running(
-        std::process::Command::new(BIN)
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let child = run_binary(&path, &[]);
     assert!(accepts(port).await, "tidepool did not start");
     // A login that fails, with quotes in the user name the log repeats.
     let _ = connect(&format!(

@@ -143,27 +143,22 @@ fn the_systemd_unit_verifies() {
     assert!(text.contains("Type=notify\n"), "{text}");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tidepool.service");
-    std::fs::write(&path, text.replace("/usr/bin/tidepool", BIN)).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && !said.contains("tidepool.service"),
-        "{said}"
-    );
+    // (success, what it said) for the unit `text`.
+    let verify = |text: String| {
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), said)
+    };
+    let (ok, said) = verify(text.replace("/usr/bin/tidepool", BIN));
+    assert!(ok && !said.contains("tidepool.service"), "{said}");
     // And it does catch a mistake.
-    std::fs::write(&path, text.replace("Type=notify", "Type=notifyy")).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .output()
-        .unwrap();
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let (_, said) = verify(text.replace("Type=notify", "Type=notifyy"));
     assert!(
         said.contains("tidepool.service"),
         "a bad unit is reported: {said}"

@@ -267,16 +267,16 @@ async fn a_search_finds_exactly_one_entry_or_refuses() {
 async fn binary_with_ldap_conf(dir: &Path, config: &str, ldap_conf: &str, port: u16) -> Running {
     std::fs::write(dir.join("ldap.conf"), ldap_conf).unwrap();
     std::fs::write(dir.join("t.ini"), config).unwrap();
-    let child = Running(
-        Command::new(BIN)
-            .arg(dir.join("t.ini"))
-            .env("LDAPCONF", dir.join("ldap.conf"))
-            .env_remove("LDAPTLS_REQCERT")
-            .env_remove("LDAPTLS_CACERT")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    // LDAPTLS_* set empty: ldap.conf alone decides.
+    let conf = dir.join("ldap.conf");
+    let empty = std::ffi::OsStr::new("");
+    let child = run_binary(
+        &dir.join("t.ini"),
+        &[
+            ("LDAPCONF", conf.as_os_str()),
+            ("LDAPTLS_REQCERT", empty),
+            ("LDAPTLS_CACERT", empty),
+        ],
     );
     assert!(accepts(port).await, "tidepool did not start");
     child

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -94,14 +92,7 @@ async fn verbose_pooler(dir: &std::path::Path, port: u16, metrics: u16, db_pass:
         pg = pg().port,
     );
     std::fs::write(dir.join("t.toml"), config).unwrap();
-    let child = Running(
-        Command::new(BIN)
-            .arg(dir.join("t.toml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let child = run_binary(&dir.join("t.toml"), &[]);
     assert!(accepts(port).await, "tidepool did not start");
     child
 }

@@ -415,7 +415,8 @@ impl TlsConf {
             }
         }
         for key in ["TLS_REQCERT", "TLS_CACERT"] {
-            if let Some(v) = env(&format!("LDAP{key}")) {
+            // Set but empty counts as unset.
+            if let Some(v) = env(&format!("LDAP{key}")).filter(|v| !v.is_empty()) {
                 apply(key, &v);
             }
         }
@@ -556,6 +557,8 @@ mod tests {
         assert_eq!(c.ca_file.as_deref(), Some("/etc/ca.pem"));
         let env = |k: &str| (k == "LDAPTLS_REQCERT").then(|| "demand".to_string());
         assert!(!TlsConf::read(text, &env).no_verify, "the environment wins");
+        let empty = |_: &str| Some(String::new());
+        assert_eq!(TlsConf::read(text, &empty), c, "set but empty is unset");
         assert_eq!(TlsConf::read("", &none), TlsConf::default());
     }
 }

@@ -947,6 +947,17 @@ impl Binary {
     }
 }
 
+/// The binary run with `config` (and `env`), its output discarded; killed
+/// when the test ends.
+pub fn run_binary(config: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Running {
+    let mut c = Command::new(BIN);
+    c.arg(config).stdout(Stdio::null()).stderr(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Running(c.spawn().unwrap())
+}
+
 /// Kills the child when the test ends, pass or fail.
 pub struct Running(pub std::process::Child);
 
