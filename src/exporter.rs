@@ -133,7 +133,7 @@ pub fn render(shared: &Shared) -> String {
 type PoolFn = fn(&crate::pool::PoolReport) -> f64;
 
 /// SHOW POOLS as gauges, labelled by database and user.
-const POOL_GAUGES: [(&str, &str, PoolFn); 12] = [
+const POOL_GAUGES: [(&str, &str, PoolFn); 13] = [
     (
         "pgbouncer_pools_client_active_connections",
         "Client connections linked or idle.",
@@ -168,6 +168,11 @@ const POOL_GAUGES: [(&str, &str, PoolFn); 12] = [
         "pgbouncer_pools_server_login_connections",
         "Server connections logging in.",
         |_| 0.0,
+    ),
+    (
+        "tidepool_pools_server_pinned_connections",
+        "Server connections kept by clients holding session state (docs/transaction-mode.md).",
+        |r| r.pinned as f64,
     ),
     (
         "pgbouncer_pools_client_maxwait_seconds",

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub(crate) mod cancel;
+pub mod classify;
 pub(crate) mod client;
 pub mod config;
 pub mod control;

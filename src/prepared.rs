@@ -33,6 +33,8 @@ pub struct Stmt {
     /// A server has accepted its Parse once: a later Parse of it may be
     /// answered without a server.
     accepted: AtomicBool,
+    /// What its text may do to session state, worked out once.
+    pub effects: crate::classify::Effects,
 }
 
 impl Stmt {
@@ -84,6 +86,7 @@ impl Cache {
             name,
             retired: AtomicBool::new(false),
             accepted: AtomicBool::new(false),
+            effects: cstr(rest).map_or(Default::default(), |(q, _)| crate::classify::classify(q)),
         });
         map.insert(Bytes::copy_from_slice(rest), stmt.clone());
         stmt

@@ -81,6 +81,9 @@ pub struct Entry {
     link: AtomicU64,
     /// Named prepared statements: a client's names, a server's prepared set.
     prepared: AtomicU64,
+    /// A client keeping its server for session state: why (`server::Pins`
+    /// bits), 0 when it does not.
+    pinned: AtomicU8,
     /// KILL: the client's session ends at its next await point.
     pub kill: Kill,
     /// A replication connection, and which kind.
@@ -204,6 +207,7 @@ impl Entry {
             request_time: AtomicU64::new(now_us()),
             link: AtomicU64::new(0),
             prepared: AtomicU64::new(0),
+            pinned: AtomicU8::new(0),
             kill: Kill::default(),
             replication: crate::protocol::Replication::None,
         }
@@ -229,6 +233,14 @@ impl Entry {
 
     pub fn set_prepared(&self, n: usize) {
         self.prepared.store(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn set_pinned(&self, bits: u8) {
+        self.pinned.store(bits, Ordering::Relaxed);
+    }
+
+    pub fn pinned(&self) -> u8 {
+        self.pinned.load(Ordering::Relaxed)
     }
 
     pub fn prepared(&self) -> u64 {

@@ -246,8 +246,10 @@ async fn probe(c: &tokio_postgres::Client) -> Vec<Option<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_parameters_never_reach_another_client() {
+    // PgBouncer's rule (session_state=off); where settings follow their
+    // client, see the next test.
     let forced = format!(
-        "forced = \"host=127.0.0.1 port={} dbname={DB} user={MD5_USER} password={MD5_PASS} pool_size=2\"\n",
+        "forced = \"host=127.0.0.1 port={} dbname={DB} user={MD5_USER} password={MD5_PASS} pool_size=2 session_state=off\"\n",
         pg().port
     );
     let p = Pooler::start(
@@ -342,6 +344,36 @@ async fn startup_parameters_never_reach_another_client() {
             defaults,
             "a plain client sees PostgreSQL's defaults"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followed_startup_options_never_reach_another_client() {
+    let followed = format!(
+        "followed = \"host=127.0.0.1 port={} dbname={DB} user={MD5_USER} password={MD5_PASS} pool_size=2\"\n",
+        pg().port
+    );
+    let p = Pooler::start("pool_mode = \"transaction\"", &followed).await;
+    let defaults = probe(&pg().direct(DB).await).await;
+    // Where settings follow their client, any setting is taken, applies to
+    // that client, and still reaches no other.
+    let taken = [
+        ("-c statement_timeout=1234", 0, "1234ms"),
+        ("-c search_path=evil", 1, "evil"),
+        ("--work_mem=64kB", 2, "64kB"),
+        ("-c lock_timeout=5s", 3, "5s"),
+    ];
+    for round in 0..5 {
+        for (options, at, value) in taken {
+            let info = format!(
+                "{} options='{options}'",
+                p.conninfo(MD5_USER, MD5_PASS, "followed")
+            );
+            let c = connect(&info).await.unwrap();
+            assert_eq!(probe(&c).await[at], s(value), "{options}");
+            let plain = p.connect(ISO_USER, ISO_PASS, "followed").await;
+            assert_eq!(probe(&plain).await, defaults, "round {round}: {options}");
+        }
     }
 }
 

@@ -369,8 +369,10 @@ async fn statement_mode_refuses_transactions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listen_in_transaction_mode_is_a_clear_error() {
-    let p = tx_pooler("").await;
-    let c = p.connect(MD5_USER, MD5_PASS, DB).await;
+    // With session_state = off (PgBouncer's way); `follow` makes it work
+    // (tests/session_state.rs).
+    let p = tx_pooler(&db_entry("off", "session_state=off")).await;
+    let c = p.connect(MD5_USER, MD5_PASS, "off").await;
     let e = c
         .batch_execute("LISTEN somewhere")
         .await
@@ -381,6 +383,7 @@ async fn listen_in_transaction_mode_is_a_clear_error() {
         .map(|d| d.message().to_string())
         .unwrap_or_default();
     assert!(msg.contains("pool_mode = session"), "{msg}");
+    assert!(msg.contains("session_state = follow"), "{msg}");
     assert_eq!(simple_row(&c, "SELECT 9").await, vec![s("9")]);
 }
 

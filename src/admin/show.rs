@@ -158,6 +158,7 @@ fn show_pools(c: &Ctx<'_>, _: &str) -> Result<Table, Error> {
         ("maxwait_us", Int),
         ("pool_mode", Text),
         ("load_balance_hosts", Text),
+        ("sv_pinned", Int),
     ]);
     for p in pools {
         let r = p.report();
@@ -188,6 +189,7 @@ fn show_pools(c: &Ctx<'_>, _: &str) -> Result<Table, Error> {
             n(r.maxwait.subsec_micros()),
             n(pool_mode_name(mode)),
             n(lb),
+            n(r.pinned),
         ]);
     }
     Ok(t)
@@ -218,6 +220,7 @@ fn show_clients(c: &Ctx<'_>, what: &str) -> Result<Table, Error> {
         ("application_name", Text),
         ("prepared_statements", Int),
         ("id", Int),
+        ("pinned", Text),
     ]);
     // SOCKETS lists every connection, clients then servers, as PgBouncer.
     let entries: Vec<_> = match what {
@@ -278,6 +281,10 @@ fn show_clients(c: &Ctx<'_>, what: &str) -> Result<Table, Error> {
             n(&e.application_name),
             n(e.prepared()),
             n(e.id),
+            match e.pinned() {
+                0 => None,
+                bits => n(crate::server::Pins::from_bits(bits).words()),
+            },
         ]);
     }
     Ok(t)

@@ -24,7 +24,7 @@ mod lookup;
 mod startup;
 
 use auth::{authenticate, Credentials, Proof};
-use startup::{apply_options, read_startup, text_param, tracked_name};
+use startup::{client_settings, read_startup, text_param};
 
 /// Where a client came from, for logs.
 #[derive(Debug, Clone)]
@@ -245,11 +245,12 @@ async fn login(
     }
     let guard = shared.client_guard(s.max_client_conn)?;
     if is_admin_db(&who.database) {
+        startup::refuse_extra(&asked.extra)?;
         return admin_login(shared, cfg, conn, peer, who, guard)
             .await
             .map(Some);
     }
-    let wanted = (asked.wanted, asked.raw_options);
+    let wanted = (asked.wanted, asked.raw_options, asked.extra);
     let session = session_login(shared, cfg, conn, peer, who, wanted, guard).await?;
     Ok(Some(Login::Session(session)))
 }
@@ -391,64 +392,6 @@ fn require_tls(tls: &crate::tls::TlsContext, conn: &Conn) -> Result<(), Error> {
     Ok(())
 }
 
-/// What the startup packet asked for, beyond user and database.
-struct Asked {
-    /// The settings the client asked for (applied to servers with SET,
-    /// or in a replication server's startup packet).
-    wanted: Params,
-    /// The `_pq_.` protocol options it sent, which we decline.
-    unsupported: Vec<String>,
-    replication: Replication,
-    /// A replication client's `options`, kept whole: its server is its
-    /// own, so any setting may go there (CREATE SUBSCRIPTION sends
-    /// extra_float_digits), as PgBouncer allows.
-    raw_options: Option<Bytes>,
-}
-
-/// Read the startup packet's settings. `replication` first, wherever it
-/// is: it decides how `options` is read.
-fn client_settings(
-    startup: &protocol::StartupParams,
-    s: &crate::config::Settings,
-) -> Result<Asked, Error> {
-    let replication = match startup.get("replication") {
-        None => Replication::None,
-        Some(v) => Replication::parse(v).ok_or_else(|| {
-            Error::Protocol(format!(
-                "invalid value for parameter \"replication\": \"{}\"",
-                String::from_utf8_lossy(v)
-            ))
-        })?,
-    };
-    let mut asked = Asked {
-        wanted: Params::default(),
-        unsupported: Vec::new(),
-        replication,
-        raw_options: None,
-    };
-    for (k, v) in &startup.params {
-        match k.as_str() {
-            "user" | "database" | "replication" => {}
-            "options" if replication != Replication::None => asked.raw_options = Some(v.clone()),
-            "options" => apply_options(v, &mut asked.wanted, s)?,
-            k if k.starts_with("_pq_.") => asked.unsupported.push(k.to_string()),
-            k => match tracked_name(k, s) {
-                Some(name) => asked.wanted.set(&name, v.clone()),
-                None if s.ignore_startup_parameters.contains_ci(k) => {}
-                // Anything else would be applied to a server that other
-                // clients get next, and never undone: refused, as PgBouncer
-                // does.
-                None => {
-                    return Err(Error::Protocol(format!(
-                        "unsupported startup parameter: {k}"
-                    )))
-                }
-            },
-        }
-    }
-    Ok(asked)
-}
-
 /// The TLS certificate hash for SCRAM-SHA-256-PLUS, over client TLS.
 fn channel_binding(conn: &Conn, tls: &crate::tls::TlsContext) -> Option<Vec<u8>> {
     match (&conn.stream, &tls.client) {
@@ -578,7 +521,7 @@ async fn session_login(
     conn: &mut Conn,
     peer: &Peer,
     who: &Who,
-    (mut wanted, raw_options): (Params, Option<Bytes>),
+    (mut wanted, raw_options, extra): (Params, Option<Bytes>, Params),
     guard: crate::ClientGuard,
 ) -> Result<Box<Session>, Error> {
     let s = &cfg.settings;
@@ -651,6 +594,9 @@ async fn session_login(
         Some(_) => crate::config::PoolMode::Session,
         None => cfg.pool_mode(&db, &server_user),
     };
+    if cfg.session_state(&db, mode) != crate::config::SessionState::Follow {
+        startup::refuse_extra(&extra)?;
+    }
     let mut session = Box::new(Session::new(NewSession {
         shared: shared.clone(),
         cfg: cfg.clone(),
@@ -659,6 +605,7 @@ async fn session_login(
         db,
         pool,
         wanted,
+        followed: extra,
         reg: shared.cancels.register(),
         listed,
         guards: [guard, db_guard, user_guard],

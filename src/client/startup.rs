@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use crate::net::{fill, Conn};
-use crate::protocol::{self, Params, StartupPacket, StartupParams};
+use crate::protocol::{self, Params, Replication, StartupPacket, StartupParams};
 use crate::Error;
 
 pub(super) fn text_param(p: &StartupParams, name: &str) -> Option<String> {
@@ -29,12 +29,13 @@ pub(super) fn tracked_name(
 }
 
 /// `options`: `-c name=value` and `--name=value`, separated by spaces, with
-/// `\` escaping the next character (libpq's rules). Only tracked settings
-/// are taken; others are ignored if `ignore_startup_parameters` lists them
-/// (or lists `options`), else refused, with PgBouncer's messages.
+/// `\` escaping the next character (libpq's rules). Tracked settings go to
+/// `wanted`; others are ignored if `ignore_startup_parameters` lists them
+/// (or lists `options`), else kept in `extra`: followed where
+/// `session_state = follow`, refused elsewhere ([`refuse_extra`]).
 pub(super) fn apply_options(
     v: &[u8],
-    wanted: &mut Params,
+    (wanted, extra): (&mut Params, &mut Params),
     s: &crate::config::Settings,
 ) -> Result<(), Error> {
     let mut words: Vec<Vec<u8>> = Vec::new();
@@ -86,15 +87,23 @@ pub(super) fn apply_options(
             Some(n) => wanted.set(&n, Bytes::copy_from_slice(&setting[eq + 1..])),
             None if s.ignore_startup_parameters.contains_ci(&name)
                 || s.ignore_startup_parameters.contains_ci("options") => {}
-            None => {
-                return Err(Error::Protocol(format!(
-                    "unsupported startup parameter in options: {name}"
-                )))
-            }
+            None => extra.set(&name, Bytes::copy_from_slice(&setting[eq + 1..])),
         }
         i += 1;
     }
     Ok(())
+}
+
+/// Settings from `options` that only `session_state = follow` can honour:
+/// elsewhere they would stay on a server other clients get next, so they
+/// are refused, with PgBouncer's message.
+pub(super) fn refuse_extra(extra: &Params) -> Result<(), Error> {
+    match extra.iter().next() {
+        Some((name, _)) => Err(Error::Protocol(format!(
+            "unsupported startup parameter in options: {name}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 pub(super) async fn read_startup(conn: &mut Conn) -> Result<StartupPacket, Error> {
@@ -125,4 +134,65 @@ pub(super) async fn read_startup(conn: &mut Conn) -> Result<StartupPacket, Error
     }
     let packet = conn.rbuf.split_to(len);
     protocol::parse_startup(&packet[4..]).map_err(|e| Error::Protocol(e.to_string()))
+}
+
+/// What the startup packet asked for, beyond user and database.
+pub(super) struct Asked {
+    /// The settings the client asked for (applied to servers with SET,
+    /// or in a replication server's startup packet).
+    pub(super) wanted: Params,
+    /// The `_pq_.` protocol options it sent, which we decline.
+    pub(super) unsupported: Vec<String>,
+    pub(super) replication: Replication,
+    /// A replication client's `options`, kept whole: its server is its
+    /// own, so any setting may go there (CREATE SUBSCRIPTION sends
+    /// extra_float_digits), as PgBouncer allows.
+    pub(super) raw_options: Option<Bytes>,
+    /// Other settings from `options` (see [`startup::refuse_extra`]).
+    pub(super) extra: Params,
+}
+
+/// Read the startup packet's settings. `replication` first, wherever it
+/// is: it decides how `options` is read.
+pub(super) fn client_settings(
+    startup: &protocol::StartupParams,
+    s: &crate::config::Settings,
+) -> Result<Asked, Error> {
+    let replication = match startup.get("replication") {
+        None => Replication::None,
+        Some(v) => Replication::parse(v).ok_or_else(|| {
+            Error::Protocol(format!(
+                "invalid value for parameter \"replication\": \"{}\"",
+                String::from_utf8_lossy(v)
+            ))
+        })?,
+    };
+    let mut asked = Asked {
+        wanted: Params::default(),
+        unsupported: Vec::new(),
+        replication,
+        raw_options: None,
+        extra: Params::default(),
+    };
+    for (k, v) in &startup.params {
+        match k.as_str() {
+            "user" | "database" | "replication" => {}
+            "options" if replication != Replication::None => asked.raw_options = Some(v.clone()),
+            "options" => apply_options(v, (&mut asked.wanted, &mut asked.extra), s)?,
+            k if k.starts_with("_pq_.") => asked.unsupported.push(k.to_string()),
+            k => match tracked_name(k, s) {
+                Some(name) => asked.wanted.set(&name, v.clone()),
+                None if s.ignore_startup_parameters.contains_ci(k) => {}
+                // Anything else would be applied to a server that other
+                // clients get next, and never undone: refused, as PgBouncer
+                // does.
+                None => {
+                    return Err(Error::Protocol(format!(
+                        "unsupported startup parameter: {k}"
+                    )))
+                }
+            },
+        }
+    }
+    Ok(asked)
 }

@@ -25,7 +25,8 @@ use std::time::Duration;
 pub use settings::{DatabaseConfig, KeyInfo, SetError, Settings, UserConfig};
 pub use userlist::{Secret, Userlist};
 pub use values::{
-    AuthType, List, LogFormat, PoolMode, Ports, Secs, SettingValue, SslMode, TargetSessionAttrs,
+    AuthType, List, LogFormat, PoolMode, Ports, Secs, SessionState, SettingValue, SslMode,
+    TargetSessionAttrs,
 };
 
 /// One problem in a config file: which file, where, which key, and why.
@@ -287,6 +288,24 @@ impl Config {
             .and_then(|u| u.pool_mode)
             .or(db.cfg.pool_mode)
             .unwrap_or(self.settings.pool_mode)
+    }
+
+    /// What transaction / statement mode does with session state for a
+    /// database (`Off` in session mode, where nothing is shared).
+    pub fn session_state(&self, db: &ResolvedDb, mode: PoolMode) -> SessionState {
+        match mode {
+            PoolMode::Session => SessionState::Off,
+            PoolMode::Transaction => db
+                .cfg
+                .session_state
+                .or(self.settings.session_state)
+                .unwrap_or(SessionState::Follow),
+            PoolMode::Statement => db
+                .cfg
+                .session_state
+                .or(self.settings.session_state)
+                .unwrap_or(SessionState::Off),
+        }
     }
 
     /// The pool size for a database and user.

@@ -6,7 +6,8 @@
 //! defaults are PgBouncer's (docs/configuration.md).
 
 use super::values::{
-    AuthType, List, LogFormat, PoolMode, Ports, Secs, SettingValue, SslMode, TargetSessionAttrs,
+    AuthType, List, LogFormat, PoolMode, Ports, Secs, SessionState, SettingValue, SslMode,
+    TargetSessionAttrs,
 };
 
 /// Takes effect only at restart.
@@ -151,6 +152,10 @@ settings!(
         max_user_client_connections: u64 = "0", 0;
         server_round_robin: bool = "0", TODO;
         max_prepared_statements: u32 = "200", 0;
+        /// tidepool: `follow`, `error` or `off` (docs/transaction-mode.md); unset: `follow` in transaction mode, `off` in statement mode.
+        session_state: Option<SessionState> = "", 0;
+        /// tidepool: servers per pool that clients holding session state may keep outside the pool's count (docs/transaction-mode.md); 0: none, such state is refused.
+        max_pinned_servers: u32 = "20", 0;
         track_extra_parameters: List = "IntervalStyle", 0;
         ignore_startup_parameters: List = "", 0;
         application_name_add_host: bool = "0", TODO;
@@ -254,6 +259,8 @@ settings!(
         reserve_pool_size: Option<u32> = "", 0;
         connect_query: Option<String> = "", 0;
         pool_mode: Option<PoolMode> = "", 0;
+        /// `follow`, `error` or `off`: see the general setting.
+        session_state: Option<SessionState> = "", 0;
         query_wait_timeout: Option<Secs> = "", 0;
         max_db_connections: Option<u32> = "", 0;
         max_db_client_connections: Option<u64> = "", 0;

@@ -237,6 +237,13 @@ enum_value!(
     PoolMode { Session = "session", Transaction = "transaction", Statement = "statement" }
 );
 enum_value!(
+    /// What transaction and statement mode do with statements that change
+    /// session state (docs/transaction-mode.md): `follow` the client with
+    /// it, refuse them with an `error`, or `off` (PgBouncer's way: state
+    /// stays on the server for its next client).
+    SessionState { Follow = "follow", Error = "error", Off = "off" }
+);
+enum_value!(
     /// How clients prove who they are.
     AuthType {
         Cert = "cert", Md5 = "md5", ScramSha256 = "scram-sha-256", Plain = "plain",

@@ -13,12 +13,14 @@
 
 mod failure;
 mod limits;
+mod pins;
 mod pools;
+mod report;
 mod watch;
 mod welcome;
 
 pub use pools::{database_names, Pools};
-
+pub use report::PoolReport;
 pub use watch::{Watch, Watching};
 
 use crate::error::Timeout;
@@ -163,6 +165,8 @@ pub struct Pool {
     me: Weak<Pool>,
     /// For the reserve pool's timer.
     timers: Timers,
+    /// Servers kept outside the count by clients holding session state.
+    pins: Arc<pins::PinCount>,
 }
 
 /// One logged-in client of a pool; uncounted on drop.
@@ -176,21 +180,6 @@ impl Drop for PoolClient {
             .clients
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
-}
-
-/// A pool's numbers at one moment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PoolReport {
-    /// Servers open.
-    pub servers: u32,
-    /// Of which idle.
-    pub idle: u32,
-    /// Clients waiting for a server.
-    pub waiting: u32,
-    /// The longest current wait.
-    pub maxwait: Duration,
-    /// Clients of this pool.
-    pub clients: u32,
 }
 
 /// What the pool can do for a checkout right now.
@@ -230,6 +219,7 @@ impl Pool {
             host_gate: Default::default(),
             me: me.clone(),
             timers,
+            pins: Default::default(),
         })
     }
 
@@ -731,19 +721,6 @@ impl Pool {
         }
     }
 
-    /// Everything SHOW POOLS and the metrics report.
-    pub fn report(&self) -> PoolReport {
-        let inner = self.lock();
-        let live = || inner.waiters.iter().filter(|w| !w.tx.is_closed());
-        PoolReport {
-            servers: inner.total,
-            idle: inner.idle.len() as u32,
-            waiting: live().count() as u32,
-            maxwait: live().map(|w| w.since.elapsed()).max().unwrap_or_default(),
-            clients: self.clients.load(std::sync::atomic::Ordering::Relaxed),
-        }
-    }
-
     /// Count a logged-in client of this pool until the guard drops.
     pub fn client(self: &Arc<Self>) -> PoolClient {
         self.clients
@@ -767,18 +744,6 @@ impl Pool {
                 Duration::ZERO
             }
         }
-    }
-
-    /// True while a client is logged in to this pool.
-    pub fn has_clients(&self) -> bool {
-        self.clients.load(std::sync::atomic::Ordering::Relaxed) > 0
-    }
-
-    /// (servers in all, idle servers, waiting clients): for tests and SHOW.
-    pub fn counts(&self) -> (u32, usize, usize) {
-        let inner = self.lock();
-        let waiting = inner.waiters.iter().filter(|w| !w.tx.is_closed()).count();
-        (inner.total, inner.idle.len(), waiting)
     }
 }
 

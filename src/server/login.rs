@@ -172,6 +172,8 @@ impl Login {
             prepared: crate::prepared::ServerStmts::default(),
             home: std::thread::current().id(),
             synced: None,
+            followed: None,
+            last_client: 0,
             log_close: info.settings.settings.log_disconnections,
             replication,
         }

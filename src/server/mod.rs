@@ -17,8 +17,10 @@ use crate::slot::Slot;
 use crate::Error;
 
 mod login;
+mod probe;
 mod tls;
 use login::Login;
+pub(crate) use probe::{Pins, MAX_FOLLOWED};
 use tls::negotiate_tls;
 
 /// What we log into a server with.
@@ -112,6 +114,12 @@ pub struct ServerConn {
     /// A replication client's own server: closed with its client, never
     /// pooled.
     pub replication: crate::protocol::Replication,
+    /// The session-level settings it holds that it does not report, as
+    /// last probed or applied (`session_state = follow`); `None`: none.
+    pub followed: Option<Arc<Params>>,
+    /// The client it was last linked to (its SHOW CLIENTS id): another
+    /// client's `currval` / `lastval` would read that one's sequences.
+    pub last_client: u64,
 }
 
 impl ServerConn {
@@ -701,6 +709,7 @@ impl ServerConn {
         }
         self.applied = Params::default();
         self.synced = None;
+        self.followed = None;
         Ok(())
     }
 

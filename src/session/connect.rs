@@ -3,9 +3,14 @@
 
 use std::time::Instant;
 
-use super::{transient_retry, Session};
+use std::sync::Arc;
+
+use super::Session;
+use crate::config::{Config, ResolvedDb};
 use crate::error::Timeout;
+use crate::pool::Pool;
 use crate::server::ServerConn;
+use crate::server::{LoginInfo, ServerAddr, ServerCreds};
 use crate::Error;
 
 impl Session {
@@ -136,7 +141,7 @@ impl Session {
     /// Without round-robin, the host a server just reached after others
     /// failed is where the next ones start.
     fn remember_host(&self, reached: &crate::net::ServerAddr) {
-        if super::round_robin(&self.db) {
+        if round_robin(&self.db) {
             return;
         }
         let hosts = self.db.cfg.host.as_deref().unwrap_or_default();
@@ -151,4 +156,107 @@ impl Session {
             self.pool.host_worked(i);
         }
     }
+}
+
+/// After a transient server error (57P03: the database is starting up or
+/// recovering): how long to wait before connecting again, or None once the
+/// client has waited its `query_wait_timeout` (10 s when there is none).
+/// Waits grow with the time waited, from 50 ms to 1 s.
+pub(super) fn transient_retry(
+    since: Instant,
+    wait_timeout: Option<std::time::Duration>,
+) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let waited = since.elapsed();
+    if waited >= wait_timeout.unwrap_or(Duration::from_secs(10)) {
+        return None;
+    }
+    Some((waited / 2).clamp(Duration::from_millis(50), Duration::from_secs(1)))
+}
+
+/// How to log into this pool's server.
+pub(crate) fn login_info(
+    cfg: &Arc<Config>,
+    tls: Arc<crate::tls::TlsContext>,
+    registry: Arc<crate::registry::Registry>,
+    db: &ResolvedDb,
+    pool: &Pool,
+) -> LoginInfo {
+    use crate::config::Secret;
+    let server_user = &pool.key.user;
+    let creds = if let Some(p) = &db.cfg.password {
+        ServerCreds::Plain(p.clone())
+    } else {
+        match cfg.userlist.get(server_user) {
+            Some(Secret::Plain(p)) => ServerCreds::Plain(p.clone()),
+            Some(Secret::Md5(h)) => ServerCreds::Md5(h.clone()),
+            Some(Secret::Scram(_)) => pool
+                .scram_keys()
+                .map(ServerCreds::ScramKeys)
+                .unwrap_or(ServerCreds::None),
+            // Not in auth_file: what auth_query found (md5 or plain), or
+            // SCRAM keys a client revealed.
+            None => pool
+                .looked_up()
+                .or_else(|| pool.scram_keys().map(ServerCreds::ScramKeys))
+                .unwrap_or(ServerCreds::None),
+        }
+    };
+    let hosts: Vec<&str> = db
+        .cfg
+        .host
+        .as_deref()
+        .map(|h| {
+            h.split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let addr = |i: usize, host: &str| {
+        Arc::new(ServerAddr {
+            host: host.to_string(),
+            port: db.cfg.port.for_host(i),
+        })
+    };
+    let (first, alternates) = match hosts.len() {
+        0 => {
+            let default = if cfg.settings.unix_socket_dir.is_empty() {
+                "127.0.0.1"
+            } else {
+                cfg.settings.unix_socket_dir.as_str()
+            };
+            (addr(0, default), Vec::new())
+        }
+        1 => (addr(0, hosts[0]), Vec::new()),
+        n => {
+            let start = pool.first_host(n, round_robin(db));
+            let mut order = (0..n).map(|i| (start + i) % n).map(|i| addr(i, hosts[i]));
+            let first = order.next().unwrap_or_else(|| addr(0, hosts[0]));
+            (first, order.collect())
+        }
+    };
+    LoginInfo {
+        addr: first,
+        alternates,
+        user: server_user.clone(),
+        database: db.dbname().to_string(),
+        creds,
+        connect_timeout: cfg.settings.server_connect_timeout.get(),
+        settings: cfg.clone(),
+        tls,
+        registry,
+        pool_db: db.name.clone(),
+        replication: None,
+        attrs: db.cfg.target_session_attrs,
+    }
+}
+
+/// Whether new servers start at the next host in turn (load_balance_hosts
+/// = round-robin, the default), rather than at the host that last worked
+/// (`disable`, and whenever target_session_attrs picks servers by role: the
+/// host that last had the right role is the best first guess).
+pub(crate) fn round_robin(db: &ResolvedDb) -> bool {
+    db.cfg.load_balance_hosts.as_deref() != Some("disable")
+        && db.cfg.target_session_attrs == crate::config::TargetSessionAttrs::Any
 }

@@ -113,6 +113,9 @@ impl Session {
         let (pos, run_start, mut rw) = pass.finish();
         if pos > 0 {
             self.stats.add(C::Received, pos as u64);
+            if self.foreign {
+                self.forget_foreign_sequences().await?;
+            }
             let Some(server) = self.server.as_mut() else {
                 return Ok(end);
             };

@@ -11,7 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use super::extended::settle_parses;
 use super::timeouts::Times;
 use super::{LinkState, Session, TRACKED};
-use crate::config::{Config, PoolMode};
+use crate::config::{Config, PoolMode, SessionState};
 use crate::net::Conn;
 use crate::pool::Pool;
 use crate::prepared;
@@ -80,15 +80,19 @@ impl Session {
         if self.track {
             return self.forward_client_tracked(conn).await;
         }
-        let Some(server) = self.server.as_mut() else {
+        if self.server.is_none() {
             return Ok(ClientEnd::Open);
-        };
+        }
         let mut pos = 0;
         let mut end = ClientEnd::Open;
+        let classify = self.classifies();
         loop {
             let step = self
                 .cscan
-                .step(&conn.rbuf[pos..], |t| t == frontend::TERMINATE)
+                .step(&conn.rbuf[pos..], |t| {
+                    t == frontend::TERMINATE
+                        || (classify && (t == frontend::QUERY || t == frontend::PARSE))
+                })
                 .map_err(|e| Error::Protocol(e.to_string()))?;
             match step {
                 Step::Pass { n, tag } => {
@@ -98,10 +102,25 @@ impl Session {
                     }
                     pos += n;
                 }
-                Step::Whole { .. } => {
+                Step::Whole {
+                    tag: frontend::TERMINATE,
+                    ..
+                } => {
                     // Terminate: never forwarded to a pooled server.
                     end = ClientEnd::Terminate;
                     break;
+                }
+                Step::Whole { tag, len } => {
+                    self.times.message_in(self.state.busy());
+                    self.state.client_message(tag);
+                    if let Some(e) = self.judge(tag, &conn.rbuf[pos + 5..pos + len]) {
+                        let instead =
+                            super::state::raising(tag, &conn.rbuf[pos + 5..pos + len], &e);
+                        self.send_instead(conn, pos, len, &instead).await?;
+                        pos = 0;
+                        continue;
+                    }
+                    pos += len;
                 }
                 Step::More { want } => {
                     let have = conn.rbuf.len() - pos;
@@ -114,6 +133,12 @@ impl Session {
         }
         if pos > 0 {
             self.stats.add(C::Received, pos as u64);
+            if self.foreign {
+                self.forget_foreign_sequences().await?;
+            }
+            let Some(server) = self.server.as_mut() else {
+                return Ok(end);
+            };
             // Written from the buffer, then consumed: splitting it off
             // would turn the buffer into a shared one (an allocation).
             server
@@ -165,7 +190,7 @@ impl Session {
             match step {
                 Step::Pass { n, tag } => {
                     if let Some(t) = tag {
-                        note_passed(&mut self.state, &mut self.responses, track, t);
+                        note_passed(&mut self.state, &mut self.responses, &mut self.fx, track, t);
                     }
                     pos += n;
                 }
@@ -201,11 +226,9 @@ impl Session {
                     tag: backend::COMMAND_COMPLETE,
                     len,
                 } => {
-                    if note_command(server, &mut self.stmts, (pos, len)) == Effect::Listen {
-                        // LISTEN cannot work across servers: refused rather
-                        // than notifications lost, and the server is not
-                        // reused. What came before goes; LISTEN's own reply
-                        // is replaced.
+                    if note_command(server, &mut self.stmts, (pos, len), self.sstate) {
+                        // session_state = off: LISTEN is refused (its reply
+                        // replaced), not lost; the server is not reused.
                         server.close_needed = true;
                         conn.send(&server.rbuf[..pos]).await?;
                         server.rbuf.advance(pos + len);
@@ -248,10 +271,26 @@ impl Session {
 /// A server message passed through untouched: the link state and, when
 /// tracking, the reply queue note its tag.
 #[inline]
-fn note_passed(state: &mut LinkState, responses: &mut prepared::Responses, track: bool, t: u8) {
+fn note_passed(
+    state: &mut LinkState,
+    responses: &mut prepared::Responses,
+    fx: &mut crate::classify::Effects,
+    track: bool,
+    t: u8,
+) {
     state.server_message(t);
+    note_unasked(fx, t);
     if track {
         responses.server(t);
+    }
+}
+
+/// A notification (a listener the statements did not show: LISTEN inside
+/// a function): the server is asked once the transaction is over.
+#[inline]
+fn note_unasked(fx: &mut crate::classify::Effects, t: u8) {
+    if t == backend::NOTIFICATION_RESPONSE {
+        *fx |= crate::classify::Effects::NOTIFIED;
     }
 }
 
@@ -290,18 +329,20 @@ fn note_parameter(
 
 /// A CommandComplete (`len` bytes at `pos`) in transaction or statement
 /// mode: DISCARD ALL and DEALLOCATE ALL forget every prepared statement.
+/// True for a LISTEN that must be refused (`session_state = off`).
 #[inline]
 fn note_command(
     server: &mut ServerConn,
     stmts: &mut HashMap<Vec<u8>, Arc<prepared::Stmt>>,
     (pos, len): (usize, usize),
-) -> Effect {
+    sstate: SessionState,
+) -> bool {
     let effect = command_effect(&server.rbuf[pos + 5..pos + len]);
     if effect == Effect::ForgetStatements {
         server.prepared.clear();
         stmts.clear();
     }
-    effect
+    effect == Effect::Listen && sstate == SessionState::Off
 }
 
 /// Room for the rest of a message of which `rbuf[pos..]` is the start.
@@ -399,7 +440,7 @@ fn listen_refused(mode: PoolMode, db: &str) -> BytesMut {
         Severity::Error,
         "0A000",
         &format!(
-            "LISTEN is not supported in {mode} pooling mode: use pool_mode = session for database \"{db}\""
+            "LISTEN is not supported in {mode} pooling mode with session_state = off: use pool_mode = session or session_state = follow for database \"{db}\""
         ),
     );
     b

@@ -28,6 +28,7 @@ mod lost;
 mod replication;
 mod rewriter;
 mod start;
+mod state;
 #[cfg(test)]
 mod tests;
 mod timeouts;
@@ -41,15 +42,16 @@ use bytes::BytesMut;
 use tracing::debug;
 
 use crate::config::{Config, PoolMode, ResolvedDb};
-use crate::net::{fill, poll_fill, Conn, ServerAddr};
+use crate::net::{fill, poll_fill, Conn};
 use crate::pool::{Grant, Limits, Pool};
 use crate::prepared;
 use crate::protocol::{frontend, Params, Scanner, Severity};
 use crate::registry::State;
-use crate::server::{LoginInfo, ServerConn, ServerCreds};
+use crate::server::{LoginInfo, ServerConn};
 use crate::stats::C;
 use crate::{Error, Shared};
 
+pub(crate) use connect::login_info;
 use forward::ClientEnd;
 pub(crate) use link_state::LinkState;
 use rewriter::Rewrites;
@@ -122,6 +124,20 @@ pub(crate) struct Session {
     rewrites: Option<Box<Rewrites>>,
     /// Counted in max_client_conn, and per database and user; held, not read.
     _guards: [crate::ClientGuard; 3],
+    /// What this mode does with session state (`state.rs`).
+    sstate: crate::config::SessionState,
+    /// What the statements since the last check may have done to it.
+    fx: crate::classify::Effects,
+    /// The client's own session settings that servers do not report.
+    followed: Option<Arc<Params>>,
+    /// Those of them it gave in its `options`: what RESET goes back to.
+    startup: Option<Arc<Params>>,
+    /// The custom settings (`app.x`) it has named, which the probe asks for.
+    custom: Vec<String>,
+    /// Why the client keeps its server between transactions, if it does.
+    pins: crate::server::Pins,
+    /// The linked server last served another client (`currval`).
+    foreign: bool,
 }
 
 /// An idle client keeps a read buffer of up to this capacity, unless
@@ -225,6 +241,7 @@ impl Session {
         self.cfg = self.shared.config();
         self.track =
             self.mode != PoolMode::Session && self.cfg.settings.max_prepared_statements > 0;
+        self.sstate = self.cfg.session_state(&self.db, self.mode);
         let waited = Instant::now();
         // The request's time, for SHOW CLIENTS / SERVERS request_time.
         let asked = self.shared.registry.clock.micros(waited);
@@ -283,6 +300,7 @@ impl Session {
                 }
             }
         }
+        self.follow_to(&mut server).await?;
         self.reg.set(Some(server.cancel_target()));
         self.state.reset();
         self.responses.clear();
@@ -293,18 +311,24 @@ impl Session {
 
     /// Give the server back (transaction / statement mode) after a
     /// transaction ended cleanly.
-    async fn release(&mut self) {
+    async fn release(&mut self) -> Result<(), Error> {
+        if !self.fx.is_none() || self.pins.any() {
+            // Cold: a statement that may have changed session state.
+            if Box::pin(self.settle_state()).await? {
+                return Ok(());
+            }
+        }
         self.reg.set(None);
         let Some(mut server) = self.server.take() else {
-            return;
+            return Ok(());
         };
         if server.close_needed {
-            return;
+            return Ok(());
         }
         if self.cfg.settings.server_reset_query_always {
             let q = self.cfg.settings.server_reset_query.clone();
             if server.reset(&q, self.max_len()).await.is_err() {
-                return;
+                return Ok(());
             }
         }
         // The ReadyForQuery that made it releasable came after the link;
@@ -315,6 +339,7 @@ impl Session {
             Instant::now()
         };
         self.return_server(server, at);
+        Ok(())
     }
 
     /// Give a clean server back, last used `at`.
@@ -380,7 +405,7 @@ impl Session {
     async fn active(&mut self, conn: &mut Conn) -> Result<Active, Error> {
         loop {
             if self.server.is_some() && self.between_transactions(conn) {
-                self.release().await;
+                self.release().await?;
             }
             if self.server.is_none() {
                 if conn.rbuf.is_empty() {
@@ -470,6 +495,7 @@ impl Session {
             && self.state.releasable()
             && self.at_rest()
             && conn.rbuf.is_empty()
+            && (!self.pins.any() || self.fx.needs_probe(true))
     }
 
     /// No half-forwarded message on either side, no reply owed.
@@ -572,6 +598,10 @@ impl Session {
         if self.is_replication() {
             return server.close("replication client disconnected");
         }
+        if self.pins.any() {
+            // Its state cannot be handed on; the pool has replaced it.
+            return server.close("client holding session state disconnected");
+        }
         let clean = self.state.releasable()
             && self.at_rest_with(&server)
             && !server.close_needed
@@ -663,102 +693,8 @@ where
     checkout.await
 }
 
-/// After a transient server error (57P03: the database is starting up or
-/// recovering): how long to wait before connecting again, or None once the
-/// client has waited its `query_wait_timeout` (10 s when there is none).
-/// Waits grow with the time waited, from 50 ms to 1 s.
-fn transient_retry(
-    since: Instant,
-    wait_timeout: Option<std::time::Duration>,
-) -> Option<std::time::Duration> {
-    use std::time::Duration;
-    let waited = since.elapsed();
-    if waited >= wait_timeout.unwrap_or(Duration::from_secs(10)) {
-        return None;
-    }
-    Some((waited / 2).clamp(Duration::from_millis(50), Duration::from_secs(1)))
-}
-
 fn killed() -> Error {
     Error::Shutdown("terminating connection due to administrator command (KILL)".into())
-}
-
-/// How to log into this pool's server.
-pub(crate) fn login_info(
-    cfg: &Arc<Config>,
-    tls: Arc<crate::tls::TlsContext>,
-    registry: Arc<crate::registry::Registry>,
-    db: &ResolvedDb,
-    pool: &Pool,
-) -> LoginInfo {
-    use crate::config::Secret;
-    let server_user = &pool.key.user;
-    let creds = if let Some(p) = &db.cfg.password {
-        ServerCreds::Plain(p.clone())
-    } else {
-        match cfg.userlist.get(server_user) {
-            Some(Secret::Plain(p)) => ServerCreds::Plain(p.clone()),
-            Some(Secret::Md5(h)) => ServerCreds::Md5(h.clone()),
-            Some(Secret::Scram(_)) => pool
-                .scram_keys()
-                .map(ServerCreds::ScramKeys)
-                .unwrap_or(ServerCreds::None),
-            // Not in auth_file: what auth_query found (md5 or plain), or
-            // SCRAM keys a client revealed.
-            None => pool
-                .looked_up()
-                .or_else(|| pool.scram_keys().map(ServerCreds::ScramKeys))
-                .unwrap_or(ServerCreds::None),
-        }
-    };
-    let hosts: Vec<&str> = db
-        .cfg
-        .host
-        .as_deref()
-        .map(|h| {
-            h.split(',')
-                .map(str::trim)
-                .filter(|h| !h.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
-    let addr = |i: usize, host: &str| {
-        Arc::new(ServerAddr {
-            host: host.to_string(),
-            port: db.cfg.port.for_host(i),
-        })
-    };
-    let (first, alternates) = match hosts.len() {
-        0 => {
-            let default = if cfg.settings.unix_socket_dir.is_empty() {
-                "127.0.0.1"
-            } else {
-                cfg.settings.unix_socket_dir.as_str()
-            };
-            (addr(0, default), Vec::new())
-        }
-        1 => (addr(0, hosts[0]), Vec::new()),
-        n => {
-            let start = pool.first_host(n, round_robin(db));
-            let mut order = (0..n).map(|i| (start + i) % n).map(|i| addr(i, hosts[i]));
-            let first = order.next().unwrap_or_else(|| addr(0, hosts[0]));
-            (first, order.collect())
-        }
-    };
-    LoginInfo {
-        addr: first,
-        alternates,
-        user: server_user.clone(),
-        database: db.dbname().to_string(),
-        creds,
-        connect_timeout: cfg.settings.server_connect_timeout.get(),
-        settings: cfg.clone(),
-        tls,
-        registry,
-        pool_db: db.name.clone(),
-        replication: None,
-        attrs: db.cfg.target_session_attrs,
-    }
 }
 
 /// Whether the role `server` last reported (a promotion is reported to
@@ -771,13 +707,4 @@ fn role_accepted(attrs: crate::config::TargetSessionAttrs, server: &ServerConn) 
         p.get("default_transaction_read_only"),
     );
     attrs.accepts(standby.map(|b| &b[..]), read_only.map(|b| &b[..]))
-}
-
-/// Whether new servers start at the next host in turn (load_balance_hosts
-/// = round-robin, the default), rather than at the host that last worked
-/// (`disable`, and whenever target_session_attrs picks servers by role: the
-/// host that last had the right role is the best first guess).
-pub(crate) fn round_robin(db: &ResolvedDb) -> bool {
-    db.cfg.load_balance_hosts.as_deref() != Some("disable")
-        && db.cfg.target_session_attrs == crate::config::TargetSessionAttrs::Any
 }

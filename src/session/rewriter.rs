@@ -88,6 +88,12 @@ pub(super) struct Rewriter<'a> {
     /// `max_prepared_statements`: statements kept per server.
     pub cap: usize,
     pub max_packet_size: u32,
+    /// Deciding on statements that change session state (`state.rs`).
+    pub judge: super::state::Judge<'a>,
+    /// What the client's statements may have done to session state.
+    pub fx: &'a mut crate::classify::Effects,
+    /// The custom settings its statements named.
+    pub custom: &'a mut Vec<String>,
     rw: Option<Box<Rewrites>>,
     /// Where the bytes that go as they came begin.
     run_start: usize,
@@ -113,8 +119,23 @@ impl<'a> Rewriter<'a> {
             shared,
             rewrites,
             cfg,
+            fx,
+            custom,
+            sstate,
+            pins,
+            mode,
+            db,
+            pool,
             ..
         } = session;
+        let judge = super::state::Judge {
+            sstate: *sstate,
+            pinned: pins.any(),
+            mode: *mode,
+            cfg,
+            db,
+            pool,
+        };
         Some(Rewriter {
             server: server.as_deref_mut()?,
             stmts,
@@ -129,6 +150,9 @@ impl<'a> Rewriter<'a> {
             spare: rewrites,
             cap: cfg.settings.max_prepared_statements as usize,
             max_packet_size: cfg.settings.max_packet_size,
+            judge,
+            fx,
+            custom,
             rw: None,
             run_start: 0,
             pos: 0,
@@ -162,9 +186,12 @@ impl<'a> Rewriter<'a> {
                     Some(false) => {}
                 }
             }
+            let classify = self.judge.sstate != crate::config::SessionState::Off;
             let step = self
                 .cscan
-                .step(&conn.rbuf[self.pos..], inspected)
+                .step(&conn.rbuf[self.pos..], |t| {
+                    inspected(t) || (classify && t == frontend::QUERY)
+                })
                 .map_err(|e| Error::Protocol(e.to_string()))?;
             if *self.skip_to_sync && self.skip(&step) {
                 continue;
@@ -286,6 +313,7 @@ impl<'a> Rewriter<'a> {
     /// it was replaced by the messages in the scratch list (or by none).
     fn whole(&mut self, tag: u8, body: &[u8]) -> bool {
         match tag {
+            frontend::QUERY => self.query(body),
             frontend::PARSE => self.parse(body),
             frontend::BIND => self.bind(body),
             frontend::DESCRIBE => self.describe(body),
@@ -318,7 +346,56 @@ impl<'a> Rewriter<'a> {
         }
     }
 
+    /// A Query held whole to be classified: it goes as it came, or in
+    /// its place one that raises the refusal.
+    fn query(&mut self, body: &[u8]) -> bool {
+        self.responses.forward(Kind::Sync);
+        let fx = super::state::statement_effects(frontend::QUERY, body);
+        if fx.is_none() {
+            return true;
+        }
+        super::state::note_custom(self.custom, frontend::QUERY, body, fx);
+        match self.judge.judge(self.fx, fx) {
+            None => true,
+            Some(e) => {
+                let instead = super::state::raising(frontend::QUERY, body, &e);
+                self.scratch().own.push(instead.freeze());
+                false
+            }
+        }
+    }
+
+    /// A Parse whose statement is refused: the refusal in its place, and
+    /// the rest up to Sync dropped, as the server would after an error.
+    fn parse_refused(&mut self, body: &[u8]) -> bool {
+        let fx = match prepared::split_parse(body) {
+            Some((name, rest)) if !name.is_empty() => self.cache.intern(rest).effects,
+            _ => super::state::statement_effects(frontend::PARSE, body),
+        };
+        if fx.is_none() {
+            return false;
+        }
+        match self.judge.judge(self.fx, fx) {
+            None => false,
+            Some(e) => {
+                let mut b = bytes::BytesMut::new();
+                crate::protocol::error_response(
+                    &mut b,
+                    crate::protocol::Severity::Error,
+                    e.sqlstate(),
+                    &e.to_string(),
+                );
+                self.responses.synthetic_error(b.freeze());
+                *self.skip_to_sync = true;
+                true
+            }
+        }
+    }
+
     fn parse(&mut self, body: &[u8]) -> bool {
+        if self.parse_refused(body) {
+            return false;
+        }
         match prepared::split_parse(body) {
             Some((name, _)) if !name.is_empty() && self.stmts.contains_key(name) => {
                 // PostgreSQL's error, in the Parse's place; the rest up to
@@ -365,6 +442,7 @@ impl<'a> Rewriter<'a> {
             }
             return true;
         };
+        *self.fx |= stmt.effects;
         let mut bound = None;
         if self.use_stmt(&stmt) {
             bound = Some(stmt.id);

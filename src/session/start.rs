@@ -28,6 +28,8 @@ pub(crate) struct NewSession {
     pub(crate) replication: Option<Arc<crate::server::ReplicationStart>>,
     /// The settings the client asked for, with the database's defaults.
     pub(crate) wanted: Params,
+    /// Other settings from its `options` (`session_state = follow`).
+    pub(crate) followed: Params,
     pub(crate) reg: Registration,
     /// The client's SHOW CLIENTS entry; its user name is the session's.
     pub(crate) listed: Registered,
@@ -39,6 +41,7 @@ impl Session {
     pub(crate) fn new(n: NewSession) -> Session {
         let s = &n.cfg.settings;
         let now = Instant::now();
+        let followed = (!n.followed.is_empty()).then(|| Arc::new(n.followed));
         Session {
             mode: n.mode,
             replication: n.replication,
@@ -62,6 +65,13 @@ impl Session {
             responses: Default::default(),
             skip_to_sync: false,
             rewrites: None,
+            sstate: n.cfg.session_state(&n.db, n.mode),
+            fx: Default::default(),
+            startup: followed.clone(),
+            followed,
+            custom: Vec::new(),
+            pins: Default::default(),
+            foreign: false,
             listed: n.listed,
             _guards: n.guards,
             db: n.db,

@@ -104,6 +104,7 @@ async fn session_with_one_server() -> (Arc<Shared>, Session, Conn, UnixStream, U
         mode: PoolMode::Transaction,
         replication: None,
         wanted: Default::default(),
+        followed: Default::default(),
         reg: shared.cancels.register(),
         listed,
         guards: [

@@ -1,0 +1,600 @@
+//! What a SQL text may do to session state, read from its bytes: the cheap
+//! classifier behind `session_state` (docs/transaction-mode.md).
+//!
+//! It looks at the leading keywords of each statement (after whitespace and
+//! comments) and at the names of the functions called anywhere in the text
+//! (`set_config`, `pg_advisory_lock` and friends). It is aware of quotes,
+//! dollar quotes and comments, reads bytes only (any client encoding: the
+//! bytes it looks for are ASCII, which every server encoding keeps as is),
+//! and is cheap on what matches nothing: a text with no `;` before its end
+//! and no `(` costs one keyword and one `memchr2`.
+//!
+//! It is a first guess, never the last word: what a statement really did is
+//! asked of the server afterwards (`server::probe`) whenever the guess says
+//! it may have changed something. What it cannot see (a function that calls
+//! `set_config` inside) is covered by what the server reports.
+
+/// What a text may do to session state: a set of flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Effects(u8);
+
+impl Effects {
+    /// Nothing.
+    pub const NONE: Effects = Effects(0);
+    /// Changes a setting for the session: `SET`, `SET SESSION
+    /// CHARACTERISTICS`, `set_config(…, false)`; or SQL `PREPARE`, which
+    /// follows the client the same way.
+    pub const SETS: Effects = Effects(1);
+    /// Creates state that cannot move to another server: an advisory
+    /// lock, a temp table, a `WITH HOLD` cursor, `SET ROLE`, `SET SESSION
+    /// AUTHORIZATION`, `LISTEN`.
+    pub const CREATES: Effects = Effects(2);
+    /// `LOAD`: a library stays loaded for the life of the server process.
+    pub const LOADS: Effects = Effects(4);
+    /// May change session state in ways the text does not show (`RESET`,
+    /// `DISCARD`, `DO`, `CALL`, `CREATE` naming `pg_temp`, a notification
+    /// where none was expected): worth asking the server.
+    pub const MAYBE: Effects = Effects(8);
+    /// May end pinned state (`UNLISTEN`, `DEALLOCATE`, `CLOSE`, `DROP`,
+    /// the unlock functions, `RESET ROLE`): worth asking the server when
+    /// the client holds some.
+    pub const ENDS: Effects = Effects(16);
+    /// Reads `currval` / `lastval`, which depend on the session's earlier
+    /// `nextval` calls.
+    pub const SEQUENCE: Effects = Effects(32);
+    /// Not from a statement: a notification came from the server (a
+    /// LISTEN the text did not show, when the client was not listening).
+    pub const NOTIFIED: Effects = Effects(64);
+
+    /// Whether any flag of `other` is set.
+    #[inline]
+    pub fn has(self, other: Effects) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// No flag set.
+    #[inline]
+    pub fn is_none(self) -> bool {
+        self.0 == 0
+    }
+
+    /// These flags without those of `other`.
+    #[inline]
+    pub fn without(self, other: Effects) -> Effects {
+        Effects(self.0 & !other.0)
+    }
+
+    /// What `session_state = error` refuses.
+    #[inline]
+    pub fn refused(self) -> bool {
+        self.has(Effects(Self::SETS.0 | Self::CREATES.0 | Self::LOADS.0))
+    }
+
+    /// Whether the server should be asked what changed, once the
+    /// transaction is over; `pinned`: the client holds pinned state.
+    #[inline]
+    pub fn needs_probe(self, pinned: bool) -> bool {
+        let always =
+            Self::SETS.0 | Self::CREATES.0 | Self::LOADS.0 | Self::MAYBE.0 | Self::NOTIFIED.0;
+        self.0 & always != 0 || (pinned && self.has(Self::ENDS))
+    }
+}
+
+impl std::ops::BitOr for Effects {
+    type Output = Effects;
+    #[inline]
+    fn bitor(self, o: Effects) -> Effects {
+        Effects(self.0 | o.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Effects {
+    #[inline]
+    fn bitor_assign(&mut self, o: Effects) {
+        self.0 |= o.0;
+    }
+}
+
+/// What `sql` (one Query's text, or a Parse's) may do to session state.
+pub fn classify(sql: &[u8]) -> Effects {
+    let fx = leading(sql, 0);
+    match memchr::memchr2(b';', b'(', sql) {
+        None => fx,
+        // A final `;` (and blanks): nothing more to see.
+        Some(i) if sql[i] == b';' && sql[i + 1..].iter().all(is_blank_or_semi) => fx,
+        Some(_) => fx | lex(sql),
+    }
+}
+
+fn is_blank_or_semi(b: &u8) -> bool {
+    b.is_ascii_whitespace() || *b == b';' || *b == 0
+}
+
+/// Walk the whole text, skipping quotes and comments: each statement's
+/// leading keywords and each function called.
+fn lex(sql: &[u8]) -> Effects {
+    let mut fx = Effects::NONE;
+    walk(sql, |at, paren| {
+        fx |= if paren {
+            called(sql, at)
+        } else {
+            leading(sql, at)
+        };
+    });
+    fx
+}
+
+/// Call `visit(i, false)` at each statement start after a `;` and
+/// `visit(i, true)` at each `(`, outside quotes and comments.
+fn walk(sql: &[u8], mut visit: impl FnMut(usize, bool)) {
+    let mut i = 0;
+    while i < sql.len() {
+        match sql[i] {
+            b'\'' => i = skip_string(sql, i),
+            b'"' => i = skip_quoted(sql, i + 1, b'"'),
+            b'$' => i = skip_dollar(sql, i),
+            b'-' if sql.get(i + 1) == Some(&b'-') => i = skip_line(sql, i),
+            b'/' if sql.get(i + 1) == Some(&b'*') => i = skip_block(sql, i),
+            b';' => {
+                visit(i + 1, false);
+                i += 1;
+            }
+            b'(' => {
+                visit(i, true);
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+}
+
+/// The custom settings (`app.tenant`: a name with a dot) that `sql` sets
+/// or resets, lower-cased: PostgreSQL lists them nowhere, so the probe asks
+/// for these by name.
+pub fn custom_settings(sql: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    set_name(sql, 0, &mut names);
+    walk(sql, |i, paren| {
+        if !paren {
+            set_name(sql, i, &mut names);
+        } else if called_name(sql, i).eq_ignore_ascii_case(b"set_config") {
+            // The name as a literal: set_config('app.x', ...).
+            let start = skip_blank(sql, i + 1);
+            if sql.get(start) == Some(&b'\'') {
+                let end = skip_string(sql, start).max(start + 2);
+                push_custom(&mut names, &sql[start + 1..end - 1]);
+            }
+        }
+    });
+    names
+}
+
+/// The setting named by a `SET` or `RESET` statement at `i`.
+fn set_name(sql: &[u8], i: usize, names: &mut Vec<String>) {
+    let mut buf = [0u8; 16];
+    let (n, mut end) = word(sql, i, &mut buf);
+    if !matches!(&buf[..n], b"set" | b"reset") {
+        return;
+    }
+    if let (b"session", e) = next(sql, end) {
+        end = e;
+    }
+    let start = skip_blank(sql, end);
+    let mut j = start;
+    while j < sql.len() && (is_ident(sql[j]) || sql[j] == b'.') {
+        j += 1;
+    }
+    push_custom(names, &sql[start..j]);
+}
+
+/// Whether `sql` is one `PREPARE` and nothing else: then it can be run
+/// again to make the same statement on another server.
+pub fn is_lone_prepare(sql: &[u8]) -> bool {
+    let mut buf = [0u8; 16];
+    let (n, end) = word(sql, 0, &mut buf);
+    if &buf[..n] != b"prepare" || next(sql, end).0 == b"transaction" {
+        return false;
+    }
+    let mut lone = true;
+    walk(sql, |i, paren| {
+        if !paren && !sql[i..].iter().all(is_blank_or_semi) {
+            lone = false;
+        }
+    });
+    lone
+}
+
+fn push_custom(names: &mut Vec<String>, name: &[u8]) {
+    if name.contains(&b'.') && name.iter().all(|&b| is_ident(b) || b == b'.') {
+        let n = String::from_utf8_lossy(name).to_ascii_lowercase();
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+}
+
+/// Past a `'…'` string at `i` (`''` inside; backslash escapes in an
+/// `E'…'` string).
+fn skip_string(sql: &[u8], i: usize) -> usize {
+    let escapes =
+        i > 0 && sql[i - 1].eq_ignore_ascii_case(&b"E"[0]) && (i < 2 || !is_ident(sql[i - 2]));
+    let mut j = i + 1;
+    while j < sql.len() {
+        match sql[j] {
+            b'\\' if escapes => j += 2,
+            b'\'' if sql.get(j + 1) == Some(&b'\'') => j += 2,
+            b'\'' => return j + 1,
+            _ => j += 1,
+        }
+    }
+    sql.len()
+}
+
+/// Past a quoted identifier whose body starts at `j` (doubled quotes inside).
+fn skip_quoted(sql: &[u8], mut j: usize, q: u8) -> usize {
+    while j < sql.len() {
+        if sql[j] == q {
+            if sql.get(j + 1) == Some(&q) {
+                j += 2;
+                continue;
+            }
+            return j + 1;
+        }
+        j += 1;
+    }
+    sql.len()
+}
+
+/// Past a dollar-quoted string at `i` (`$$…$$`, `$tag$…$tag$`); a `$`
+/// that starts none (`$1`, or inside a name) is one byte.
+fn skip_dollar(sql: &[u8], i: usize) -> usize {
+    if i > 0 && is_ident(sql[i - 1]) {
+        return i + 1;
+    }
+    let mut j = i + 1;
+    if sql.get(j).is_some_and(|b| b.is_ascii_digit()) {
+        return j;
+    }
+    while j < sql.len() && is_ident(sql[j]) && sql[j] != b'$' {
+        j += 1;
+    }
+    if sql.get(j) != Some(&b'$') {
+        return i + 1;
+    }
+    let tag = &sql[i..=j];
+    match memchr::memmem::find(&sql[j + 1..], tag) {
+        Some(k) => j + 1 + k + tag.len(),
+        None => sql.len(),
+    }
+}
+
+fn skip_line(sql: &[u8], i: usize) -> usize {
+    memchr::memchr(b'\n', &sql[i..]).map_or(sql.len(), |k| i + k + 1)
+}
+
+/// Past a `/* … */` comment at `i`; they nest.
+fn skip_block(sql: &[u8], i: usize) -> usize {
+    let (mut depth, mut j) = (0usize, i);
+    while j + 1 < sql.len() {
+        match (sql[j], sql[j + 1]) {
+            (b'/', b'*') => {
+                depth += 1;
+                j += 2;
+            }
+            (b'*', b'/') => {
+                depth -= 1;
+                j += 2;
+                if depth == 0 {
+                    return j;
+                }
+            }
+            _ => j += 1,
+        }
+    }
+    sql.len()
+}
+
+/// Past whitespace and comments from `i`.
+fn skip_blank(sql: &[u8], mut i: usize) -> usize {
+    loop {
+        match sql.get(i) {
+            Some(b) if b.is_ascii_whitespace() || *b == b'(' => i += 1,
+            Some(b'-') if sql.get(i + 1) == Some(&b'-') => i = skip_line(sql, i),
+            Some(b'/') if sql.get(i + 1) == Some(&b'*') => i = skip_block(sql, i),
+            _ => return i,
+        }
+    }
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// The keyword at `i` (after blanks and comments), lower-cased into `buf`
+/// (longer words are cut: no keyword here is longer), and where it ends.
+fn word(sql: &[u8], i: usize, buf: &mut [u8; 16]) -> (usize, usize) {
+    let start = skip_blank(sql, i);
+    let mut j = start;
+    while j < sql.len() && is_ident(sql[j]) {
+        if j - start < buf.len() {
+            buf[j - start] = sql[j].to_ascii_lowercase();
+        }
+        j += 1;
+    }
+    ((j - start).min(buf.len()), j)
+}
+
+/// The effects named by the statement that starts at `i`.
+fn leading(sql: &[u8], i: usize) -> Effects {
+    let mut buf = [0u8; 16];
+    let (n, end) = word(sql, i, &mut buf);
+    match &buf[..n] {
+        b"set" => after_set(sql, end),
+        b"reset" => Effects::MAYBE | Effects::ENDS,
+        b"discard" => Effects::MAYBE | Effects::ENDS,
+        b"listen" => Effects::CREATES,
+        b"unlisten" | b"close" | b"drop" => Effects::ENDS,
+        b"deallocate" => Effects::MAYBE | Effects::ENDS,
+        b"prepare" => match next(sql, end) {
+            (b"transaction", _) => Effects::NONE,
+            // Followed like a setting (see `server::probe`).
+            _ => Effects::SETS,
+        },
+        b"declare" if contains_ci(&sql[end..], b"hold") => Effects::CREATES,
+        b"create" => after_create(sql, end),
+        b"load" => Effects::LOADS,
+        b"do" | b"call" => Effects::MAYBE,
+        _ => Effects::NONE,
+    }
+}
+
+/// The next keyword after `i`, lower-cased, and where it ends.
+fn next(sql: &[u8], i: usize) -> (&'static [u8], usize) {
+    const KNOWN: &[&[u8]] = &[
+        b"local",
+        b"transaction",
+        b"constraints",
+        b"session",
+        b"characteristics",
+        b"authorization",
+        b"role",
+        b"or",
+        b"replace",
+        b"global",
+        b"temp",
+        b"temporary",
+    ];
+    let mut buf = [0u8; 16];
+    let (n, end) = word(sql, i, &mut buf);
+    let w = KNOWN.iter().find(|k| **k == &buf[..n]).copied();
+    (w.unwrap_or(b""), end)
+}
+
+/// `SET …`: local and transaction-only forms change nothing that lasts.
+fn after_set(sql: &[u8], i: usize) -> Effects {
+    match next(sql, i) {
+        (b"local" | b"transaction" | b"constraints", _) => Effects::NONE,
+        (b"role", _) => Effects::CREATES,
+        (b"session", end) => match next(sql, end) {
+            (b"authorization", _) => Effects::CREATES,
+            _ => Effects::SETS,
+        },
+        _ => Effects::SETS,
+    }
+}
+
+/// `CREATE [OR REPLACE] [GLOBAL | LOCAL] TEMP[ORARY] …`; anything else
+/// that names the temp schema is only a maybe.
+fn after_create(sql: &[u8], mut i: usize) -> Effects {
+    loop {
+        match next(sql, i) {
+            (b"or" | b"replace" | b"global" | b"local", end) => i = end,
+            (b"temp" | b"temporary", _) => return Effects::CREATES,
+            _ if contains_ci(&sql[i..], b"pg_temp") => return Effects::MAYBE,
+            _ => return Effects::NONE,
+        }
+    }
+}
+
+/// The name of the function called by the `(` at `i` (quoted or not).
+fn called_name(sql: &[u8], i: usize) -> &[u8] {
+    let mut end = i;
+    while end > 0 && sql[end - 1].is_ascii_whitespace() {
+        end -= 1;
+    }
+    if end > 0 && sql[end - 1] == b'"' {
+        // A quoted name: `"pg_advisory_lock"(1)`.
+        return match memchr::memrchr(b'"', &sql[..end - 1]) {
+            Some(s) => &sql[s + 1..end - 1],
+            None => b"",
+        };
+    }
+    let mut s = end;
+    while s > 0 && is_ident(sql[s - 1]) {
+        s -= 1;
+    }
+    &sql[s..end]
+}
+
+/// The function called by the `(` at `i`, if it is one we know.
+fn called(sql: &[u8], i: usize) -> Effects {
+    let name = called_name(sql, i);
+    if !(7..=27).contains(&name.len()) {
+        return Effects::NONE;
+    }
+    let mut buf = [0u8; 27];
+    for (d, s) in buf.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    match &buf[..name.len()] {
+        b"set_config" => set_config(sql, i),
+        b"pg_advisory_lock"
+        | b"pg_advisory_lock_shared"
+        | b"pg_try_advisory_lock"
+        | b"pg_try_advisory_lock_shared" => Effects::CREATES,
+        b"pg_advisory_unlock" | b"pg_advisory_unlock_shared" | b"pg_advisory_unlock_all" => {
+            Effects::ENDS
+        }
+        b"currval" | b"lastval" => Effects::SEQUENCE,
+        _ => Effects::NONE,
+    }
+}
+
+/// `set_config(name, value, is_local)` at `(` `i`: a literal `true` as
+/// its last argument makes it transaction-local.
+fn set_config(sql: &[u8], i: usize) -> Effects {
+    let close = memchr::memchr(b')', &sql[i..]).map_or(sql.len(), |k| i + k);
+    let args = &sql[i..close];
+    let last = args
+        .iter()
+        .rposition(|&b| b == b',')
+        .map_or(&args[..0], |c| &args[c + 1..]);
+    let last = last.trim_ascii();
+    if last.eq_ignore_ascii_case(b"true") || last.eq_ignore_ascii_case(b"'true'") {
+        Effects::NONE
+    } else {
+        Effects::SETS
+    }
+}
+
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(sql: &str) -> Effects {
+        classify(sql.as_bytes())
+    }
+
+    #[test]
+    fn plain_statements_match_nothing() {
+        for sql in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+            "select count(*) from t where x in (1, 2)",
+            "INSERT INTO t VALUES ($1, 'SET x = 1; LISTEN y')",
+            "UPDATE t SET a = 1",
+            "SET LOCAL search_path = x",
+            "set transaction isolation level serializable",
+            "SET CONSTRAINTS ALL DEFERRED",
+            "BEGIN; SET LOCAL statement_timeout = 5; COMMIT",
+            "select set_config('a.b', 'c', true)",
+            "SELECT pg_advisory_xact_lock(1)",
+            "PREPARE TRANSACTION 'x'",
+            "DECLARE c CURSOR FOR SELECT 1",
+            "CREATE TABLE temperature (x int)",
+            "SELECT $$ ; select pg_advisory_lock(1) $$",
+            "SELECT 1 -- ; SET x = 1\n",
+            "SELECT 1 /* ; LISTEN /* nested */ x; */",
+            "SELECT \"lastval\" FROM t",
+            "SELECT E'\\' ; SET x = 1'",
+        ] {
+            assert_eq!(c(sql), Effects::NONE, "{sql}");
+        }
+    }
+
+    #[test]
+    fn session_settings() {
+        for sql in [
+            "SET search_path = a, b",
+            "  /* c */ set statement_timeout to 5",
+            "SET SESSION default_transaction_read_only = on",
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            "SET TIME ZONE 'UTC'",
+            "SELECT 1; SET x.y = 1",
+            "select pg_catalog.set_config('search_path', 'x', false)",
+            "SELECT set_config('a', 'b', $1)",
+            "SELECT \"set_config\"('a', 'b', false)",
+        ] {
+            assert!(c(sql).has(Effects::SETS), "{sql}");
+            assert!(c(sql).refused() && c(sql).needs_probe(false), "{sql}");
+        }
+    }
+
+    #[test]
+    fn pinned_state() {
+        for sql in [
+            "SELECT pg_advisory_lock(1)",
+            "select PG_TRY_ADVISORY_LOCK_SHARED (1, 2)",
+            "CREATE TEMP TABLE t (x int)",
+            "create or replace temporary view v as select 1",
+            "CREATE GLOBAL TEMPORARY TABLE t (x int)",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "SET ROLE other",
+            "SET SESSION AUTHORIZATION other",
+            "LISTEN ch",
+        ] {
+            assert!(c(sql).has(Effects::CREATES), "{sql}");
+        }
+        assert!(c("PREPARE p AS SELECT 1").has(Effects::SETS));
+        assert!(is_lone_prepare(b"prepare p (int) AS SELECT $1;"));
+        assert!(!is_lone_prepare(b"PREPARE p AS SELECT 1; DELETE FROM t"));
+        assert!(!is_lone_prepare(b"PREPARE TRANSACTION 'x'"));
+        assert!(!is_lone_prepare(b"SELECT 1"));
+        assert!(c("LOAD 'auto_explain'").has(Effects::LOADS));
+    }
+
+    #[test]
+    fn maybes_and_ends() {
+        assert!(c("DO $$ BEGIN EXECUTE 'LISTEN ch'; END $$").has(Effects::MAYBE));
+        assert!(c("call p()").has(Effects::MAYBE));
+        assert!(c("RESET ALL").needs_probe(false));
+        assert!(c("DISCARD TEMP").needs_probe(false));
+        assert!(c("CREATE TABLE pg_temp.t (x int)").has(Effects::MAYBE));
+        for sql in [
+            "UNLISTEN *",
+            "CLOSE c",
+            "DROP TABLE t",
+            "SELECT pg_advisory_unlock_all()",
+        ] {
+            assert!(c(sql).has(Effects::ENDS), "{sql}");
+            assert!(
+                !c(sql).needs_probe(false) && c(sql).needs_probe(true),
+                "{sql}"
+            );
+            assert!(!c(sql).refused(), "{sql}");
+        }
+        assert!(c("DEALLOCATE p").needs_probe(false));
+        assert!(c("SELECT lastval()").has(Effects::SEQUENCE));
+        assert!(c("select currval('s')").has(Effects::SEQUENCE));
+    }
+
+    #[test]
+    fn custom_settings_are_named() {
+        let n = |sql: &str| custom_settings(sql.as_bytes());
+        assert_eq!(n("SET app.tenant = 4"), vec!["app.tenant"]);
+        assert_eq!(
+            n("set session App.X to 'y'; RESET b.c"),
+            vec!["app.x", "b.c"]
+        );
+        assert_eq!(n("SELECT set_config('a.b', $1, false)"), vec!["a.b"]);
+        assert!(n("SET search_path = x; SELECT 'SET a.b = 1'").is_empty());
+    }
+
+    #[test]
+    fn hostile_texts_end() {
+        for sql in [
+            "'",
+            "$",
+            "$a",
+            "$a$",
+            "/*",
+            "--",
+            "E'\\",
+            "\"",
+            "(",
+            ";",
+            "set",
+            "create or",
+            "\u{fffd}(",
+            "select \"x(",
+        ] {
+            let _ = c(sql);
+        }
+        let long = "(".repeat(100_000);
+        assert_eq!(c(&long), Effects::NONE);
+    }
+}

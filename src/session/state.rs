@@ -1,0 +1,303 @@
+//! Session state in transaction and statement mode (`session_state`,
+//! docs/transaction-mode.md): what the classifier saw in the client's
+//! statements, the probe once its transaction is over, the settings that
+//! follow the client to its next server, and the server a client keeps
+//! while it holds state that cannot move.
+//!
+//! The classifier only decides when to look; the server says what is
+//! there. A transaction whose text matches nothing costs one flag test.
+
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+
+use super::Session;
+use crate::classify::{classify, Effects};
+use crate::config::SessionState;
+use crate::net::Conn;
+use crate::protocol::{self, frontend};
+use crate::server::Pins;
+use crate::Error;
+
+impl Session {
+    /// Whether client messages are classified (`session_state` not off).
+    #[inline]
+    pub(super) fn classifies(&self) -> bool {
+        self.sstate != SessionState::Off
+    }
+
+    /// The effects of a whole Query or Parse (`tag`, `body`) are added to
+    /// the session's; the error that must stand in its place is returned
+    /// if it is refused (see [`Judge::judge`]).
+    pub(super) fn judge(&mut self, tag: u8, body: &[u8]) -> Option<Error> {
+        let fx = statement_effects(tag, body);
+        if fx.is_none() {
+            return None;
+        }
+        note_custom(&mut self.custom, tag, body, fx);
+        let mut acc = self.fx;
+        let refused = self.judge_of().judge(&mut acc, fx);
+        self.fx = acc;
+        refused
+    }
+
+    /// What [`Judge`] needs of the session.
+    pub(super) fn judge_of(&self) -> Judge<'_> {
+        Judge {
+            sstate: self.sstate,
+            pinned: self.pins.any(),
+            mode: self.mode,
+            cfg: &self.cfg,
+            db: &self.db,
+            pool: &self.pool,
+        }
+    }
+
+    /// A transaction is over: if what it did may have changed session
+    /// state, ask the server; record the client's settings, and keep or
+    /// give up the server as the state requires. True: the client keeps
+    /// its server.
+    pub(super) async fn settle_state(&mut self) -> Result<bool, Error> {
+        let mut fx = std::mem::take(&mut self.fx);
+        if self.pins.has(Pins::LISTEN) {
+            // Its own notifications: expected.
+            fx = fx.without(Effects::NOTIFIED);
+        }
+        let pinned = self.pins.any();
+        if self.sstate == SessionState::Off || !fx.needs_probe(pinned) {
+            return Ok(pinned);
+        }
+        let max = self.max_len();
+        let Some(server) = self.server.as_mut() else {
+            return Ok(false);
+        };
+        let (wanted, extra) = (&self.wanted, &self.cfg.settings.track_extra_parameters);
+        let skip = |n: &str| {
+            super::TRACKED.iter().any(|t| t.eq_ignore_ascii_case(n))
+                || extra.contains_ci(n)
+                || wanted.get(n).is_some()
+        };
+        let found = server
+            .probe(&self.pool.key.user, &self.custom, &skip, max)
+            .await?;
+        // What RESET left at the server's value goes back to the client's
+        // own from its `options`, as it would on its own session.
+        let mut mine = None;
+        if let Some(start) = &self.startup {
+            for (n, v) in start
+                .iter()
+                .filter(|(n, _)| found.settings.get(n).is_none())
+            {
+                mine.get_or_insert_with(|| found.settings.clone())
+                    .set(n, v.clone());
+            }
+        }
+        let held = (!found.settings.is_empty()).then(|| Arc::new(found.settings));
+        self.followed = mine.map(Arc::new).or_else(|| held.clone());
+        server.followed = held;
+        let mut pins = found.pins;
+        if fx.has(Effects::LOADS) || self.pins.has(Pins::LOAD) {
+            pins.add(Pins::LOAD);
+        }
+        self.set_pins(pins)?;
+        Ok(self.pins.any())
+    }
+
+    /// Move to `pins`: a server newly kept leaves the pool's count; one no
+    /// longer kept rejoins it, or is closed when the pool has no room.
+    fn set_pins(&mut self, pins: Pins) -> Result<(), Error> {
+        let was = self.pins.any();
+        let (max, limits) = (self.judge_of().max_pinned(), self.limits());
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        match (was, pins.any()) {
+            (false, true) => {
+                if !self.pool.pin(server, max) {
+                    // The state cannot be kept: it goes with the server.
+                    server.close_needed = true;
+                    return Err(too_many_pinned(&self.pool, max));
+                }
+                tracing::debug!("client keeps its server: {}", pins.words());
+            }
+            (true, false) if !self.pool.unpin(server, &limits) => server.close_needed = true,
+            _ => {}
+        }
+        self.pins = pins;
+        self.listed.entry.set_pinned(pins.bits());
+        Ok(())
+    }
+
+    /// At link: the client's own settings onto the server, and whether the
+    /// server last served another client (its `currval` / `lastval` would
+    /// be that client's).
+    pub(super) async fn follow_to(
+        &mut self,
+        server: &mut crate::server::ServerConn,
+    ) -> Result<(), Error> {
+        let id = self.listed.entry.id;
+        self.foreign = server.last_client != id;
+        server.last_client = id;
+        let same = match (&self.followed, &server.followed) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if same || self.sstate == SessionState::Off {
+            return Ok(());
+        }
+        server
+            .apply_followed(self.followed.as_ref(), self.max_len())
+            .await
+    }
+
+    /// Before the first statements of a link go: one that reads `currval`
+    /// or `lastval` on a server another client used last gets an empty
+    /// sequence state (PostgreSQL's own error for an unset one), never the
+    /// other client's values.
+    pub(super) async fn forget_foreign_sequences(&mut self) -> Result<(), Error> {
+        let foreign = std::mem::take(&mut self.foreign);
+        if !foreign || !self.fx.has(Effects::SEQUENCE) {
+            return Ok(());
+        }
+        let max = self.max_len();
+        match self.server.as_mut() {
+            Some(s) => s.run_quiet(b"DISCARD SEQUENCES", max).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Session {
+    /// Forward the `pos` bytes before a refused message, then `instead` in
+    /// place of the message (`len` bytes at `pos`).
+    pub(super) async fn send_instead(
+        &mut self,
+        conn: &mut Conn,
+        pos: usize,
+        len: usize,
+        instead: &[u8],
+    ) -> Result<(), Error> {
+        if self.foreign {
+            self.forget_foreign_sequences().await?;
+        }
+        let Some(server) = self.server.as_mut() else {
+            return Ok(());
+        };
+        for part in [&conn.rbuf[..pos], instead] {
+            server
+                .stream
+                .send_all(part)
+                .await
+                .map_err(Error::server_gone)?;
+        }
+        conn.rbuf.advance(pos + len);
+        self.stats
+            .add(crate::stats::C::Received, (pos + len) as u64);
+        Ok(())
+    }
+}
+
+/// What deciding on a statement needs of its session, borrowed apart from
+/// the rest (the prepared-statement rewrite holds the others).
+pub(super) struct Judge<'a> {
+    pub sstate: SessionState,
+    pub pinned: bool,
+    pub mode: crate::config::PoolMode,
+    pub cfg: &'a crate::config::Config,
+    pub db: &'a crate::config::ResolvedDb,
+    pub pool: &'a crate::pool::Pool,
+}
+
+impl Judge<'_> {
+    /// A statement with effects `fx`: refused (the error returned) by
+    /// `session_state = error`, or when its state could not be kept (the
+    /// pool's `max_pinned_servers` are all kept); else its effects are
+    /// added to `acc`.
+    pub(super) fn judge(&self, acc: &mut Effects, fx: Effects) -> Option<Error> {
+        if self.sstate == SessionState::Error && fx.refused() {
+            return Some(Error::NotSupported(format!(
+                "statements that change session state are not allowed in {} pooling mode (session_state = error for database \"{}\")",
+                self.mode, self.db.name
+            )));
+        }
+        if fx.has(Effects::CREATES | Effects::LOADS) && !self.pinned {
+            let max = self.max_pinned();
+            if self.pool.pinned() >= max {
+                return Some(too_many_pinned(self.pool, max));
+            }
+        }
+        *acc |= fx;
+        None
+    }
+
+    /// `max_pinned_servers`.
+    fn max_pinned(&self) -> u32 {
+        self.cfg.settings.max_pinned_servers
+    }
+}
+
+fn too_many_pinned(pool: &crate::pool::Pool, max: u32) -> Error {
+    Error::TooManyClients(format!(
+        "too many servers kept for session state in pool \"{}\" (max_pinned_servers = {max})",
+        pool.key.db
+    ))
+}
+
+/// Remember the custom settings (`app.x`) a statement with effects `fx`
+/// names, for the probe to ask for (at most as many as are followed).
+pub(super) fn note_custom(names: &mut Vec<String>, tag: u8, body: &[u8], fx: Effects) {
+    if !fx.has(Effects::SETS | Effects::MAYBE) || !body.contains(&b'.') {
+        return;
+    }
+    let sql = match tag {
+        frontend::QUERY => protocol::cstr(body).map_or(body, |(q, _)| q),
+        _ => protocol::cstr(body)
+            .and_then(|(_, rest)| protocol::cstr(rest))
+            .map_or(&b""[..], |(q, _)| q),
+    };
+    for n in crate::classify::custom_settings(sql) {
+        if names.len() < crate::server::MAX_FOLLOWED && !names.contains(&n) {
+            names.push(n);
+        }
+    }
+}
+
+/// What a Query or Parse body may do to session state.
+pub(super) fn statement_effects(tag: u8, body: &[u8]) -> Effects {
+    let sql = match tag {
+        frontend::QUERY => protocol::cstr(body).map(|(q, _)| q),
+        frontend::PARSE => protocol::cstr(body)
+            .and_then(|(_, rest)| protocol::cstr(rest))
+            .map(|(q, _)| q),
+        _ => None,
+    };
+    sql.map_or(Effects::NONE, classify)
+}
+
+/// A Query or Parse (`tag`, `body`) whose statement is replaced by one that
+/// raises `e` on the server: the client gets the error where it would have
+/// got the statement's, and the server's transaction fails as it would
+/// have.
+pub(super) fn raising(tag: u8, body: &[u8], e: &Error) -> BytesMut {
+    let sql = format!(
+        "DO $tidepool$BEGIN RAISE EXCEPTION USING ERRCODE = '{}', MESSAGE = {}; END$tidepool$",
+        e.sqlstate(),
+        String::from_utf8_lossy(&protocol::quote_literal(e.to_string().as_bytes()))
+    );
+    let mut out = BytesMut::new();
+    match tag {
+        frontend::PARSE => {
+            // The name and parameter types stay: the client's Bind still
+            // fits, and its Execute gets the error.
+            let (name, rest) = protocol::cstr(body).unwrap_or((b"", b""));
+            let types = protocol::cstr(rest).map_or(&b"\0\0"[..], |(_, t)| t);
+            let mut rest = sql.into_bytes();
+            rest.push(0);
+            rest.extend_from_slice(types);
+            out.extend_from_slice(&crate::prepared::build_parse(name, &rest));
+        }
+        _ => protocol::query(&mut out, sql.as_bytes()),
+    }
+    out
+}
