@@ -295,6 +295,7 @@ fn skip_block(sql: &[u8], i: usize) -> usize {
 }
 
 /// Past whitespace and comments from `i`.
+#[inline]
 fn skip_blank(sql: &[u8], mut i: usize) -> usize {
     loop {
         match sql.get(i) {
@@ -324,10 +325,55 @@ fn word(sql: &[u8], i: usize, buf: &mut [u8; 16]) -> (usize, usize) {
     ((j - start).min(buf.len()), j)
 }
 
+/// Whether the word at `start` may be one of the keywords [`leading`]
+/// knows, by its first letter and where it ends: most statements (SELECT,
+/// INSERT, UPDATE, BEGIN, COMMIT...) are told apart here with a few byte
+/// tests, before any lower-casing.
+#[inline]
+fn may_be_keyword(sql: &[u8], start: usize) -> bool {
+    let ends = |len: usize| !sql.get(start + len).is_some_and(|b| is_ident(*b));
+    let Some(first) = sql.get(start) else {
+        return false;
+    };
+    match first | 0x20 {
+        // set
+        0x73 => ends(3),
+        // reset
+        0x72 => ends(5),
+        // do, drop, discard / declare, deallocate
+        0x64 => ends(2) || ends(4) || ends(7) || ends(10),
+        // load, listen
+        0x6c => ends(4) || ends(6),
+        // unlisten
+        0x75 => ends(8),
+        // prepare
+        0x70 => ends(7),
+        // call, close, create
+        0x63 => ends(4) || ends(5) || ends(6),
+        _ => false,
+    }
+}
+
 /// The effects named by the statement that starts at `i`.
+#[inline]
 fn leading(sql: &[u8], i: usize) -> Effects {
+    // Nearly always a letter right there.
+    let start = match sql.get(i) {
+        Some(b) if b.is_ascii_alphabetic() => i,
+        _ => skip_blank(sql, i),
+    };
+    if !may_be_keyword(sql, start) {
+        return Effects::NONE;
+    }
+    keyword_effects(sql, start)
+}
+
+/// The effects of the statement whose keyword (maybe one we know) is at
+/// `start`.
+#[inline(never)]
+fn keyword_effects(sql: &[u8], start: usize) -> Effects {
     let mut buf = [0u8; 16];
-    let (n, end) = word(sql, i, &mut buf);
+    let (n, end) = word(sql, start, &mut buf);
     match &buf[..n] {
         b"set" => after_set(sql, end),
         b"reset" => Effects::MAYBE | Effects::ENDS,

@@ -451,6 +451,16 @@ bench = "host=127.0.0.1 port={self.pg_port} dbname=bench"
                "-M", proto, "-l", f"--log-prefix={logdir}/tx"]
         if script == "select":
             cmd.append("-S")
+        elif script == "set":
+            # A session SET before each select: what session_state = follow
+            # costs (the probe after each SET; docs/transaction-mode.md).
+            path = os.path.join(self.work, "set.sql")
+            with open(path, "w") as f:
+                f.write("\\set aid random(1, 100000 * :scale)\n"
+                        "SET statement_timeout = '5s';\n"
+                        "SELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n")
+            os.chmod(path, 0o644)
+            cmd += ["-f", path]
         if self.args.rate:
             cmd += ["-R", str(self.args.rate)]
         if connect:
@@ -709,7 +719,8 @@ def main():
     p.add_argument("--secs", type=int, default=10, help="seconds per pgbench run (10)")
     p.add_argument("--clients", default="1,10,50,200,1000")
     p.add_argument("--protos", default="simple,extended,prepared")
-    p.add_argument("--scripts", default="select,tpcb")
+    p.add_argument("--scripts", default="select,tpcb",
+                   help="select, tpcb, set (a session SET before each select)")
     p.add_argument("--targets", default="direct,tidepool,pgbouncer")
     p.add_argument("--connect", action="store_true", help="also run -C (select-only, simple)")
     p.add_argument("--auth-query", action="store_true",

@@ -67,7 +67,7 @@ impl Session {
     /// query_wait_timeout (counted from `since`, when the request began)
     /// ends the wait first: then their error, in PgBouncer's words.
     async fn wait_to_retry(&self, until: Instant, since: Instant) -> Result<(), Error> {
-        let query = self.cfg.client_timeouts(&self.user).query;
+        let query = self.timeouts.query;
         let ends = [
             query.map(|t| (since + t, Timeout::WaitingQuery)),
             self.limits()

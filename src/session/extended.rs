@@ -113,8 +113,9 @@ impl Session {
         let (pos, run_start, mut rw) = pass.finish();
         if pos > 0 {
             self.stats.add(C::Received, pos as u64);
-            if self.foreign {
-                self.forget_foreign_sequences().await?;
+            if self.sequences_foreign() {
+                // Boxed: rare, and kept out of every transaction's future.
+                Box::pin(self.discard_sequences()).await?;
             }
             let Some(server) = self.server.as_mut() else {
                 return Ok(end);

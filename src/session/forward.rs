@@ -75,11 +75,9 @@ impl Finished {
 }
 
 impl Session {
-    /// Forward every complete piece of client input to the server.
+    /// Forward every complete piece of client input to the server (without
+    /// prepared-statement tracking; with it, `forward_client_tracked`).
     pub(super) async fn forward_client(&mut self, conn: &mut Conn) -> Result<ClientEnd, Error> {
-        if self.track {
-            return self.forward_client_tracked(conn).await;
-        }
         if self.server.is_none() {
             return Ok(ClientEnd::Open);
         }
@@ -116,7 +114,7 @@ impl Session {
                     if let Some(e) = self.judge(tag, &conn.rbuf[pos + 5..pos + len]) {
                         let instead =
                             super::state::raising(tag, &conn.rbuf[pos + 5..pos + len], &e);
-                        self.send_instead(conn, pos, len, &instead).await?;
+                        Box::pin(self.send_instead(conn, pos, len, &instead)).await?;
                         pos = 0;
                         continue;
                     }
@@ -133,8 +131,9 @@ impl Session {
         }
         if pos > 0 {
             self.stats.add(C::Received, pos as u64);
-            if self.foreign {
-                self.forget_foreign_sequences().await?;
+            if self.sequences_foreign() {
+                // Boxed: rare, and kept out of every transaction's future.
+                Box::pin(self.discard_sequences()).await?;
             }
             let Some(server) = self.server.as_mut() else {
                 return Ok(end);

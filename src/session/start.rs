@@ -71,6 +71,7 @@ impl Session {
             followed,
             custom: Vec::new(),
             pins: Default::default(),
+            timeouts: n.cfg.client_timeouts(&n.listed.entry.user),
             foreign: false,
             listed: n.listed,
             _guards: n.guards,

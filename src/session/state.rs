@@ -131,6 +131,7 @@ impl Session {
     /// At link: the client's own settings onto the server, and whether the
     /// server last served another client (its `currval` / `lastval` would
     /// be that client's).
+    #[inline]
     pub(super) async fn follow_to(
         &mut self,
         server: &mut crate::server::ServerConn,
@@ -146,20 +147,22 @@ impl Session {
         if same || self.sstate == SessionState::Off {
             return Ok(());
         }
-        server
-            .apply_followed(self.followed.as_ref(), self.max_len())
-            .await
+        // Boxed: rare, and kept out of every link's future.
+        let max = self.max_len();
+        Box::pin(server.apply_followed(self.followed.as_ref(), max)).await
     }
 
-    /// Before the first statements of a link go: one that reads `currval`
-    /// or `lastval` on a server another client used last gets an empty
-    /// sequence state (PostgreSQL's own error for an unset one), never the
-    /// other client's values.
-    pub(super) async fn forget_foreign_sequences(&mut self) -> Result<(), Error> {
-        let foreign = std::mem::take(&mut self.foreign);
-        if !foreign || !self.fx.has(Effects::SEQUENCE) {
-            return Ok(());
-        }
+    /// Whether the statements about to go first on this link read
+    /// `currval` or `lastval` on a server another client used last; asked
+    /// once per link.
+    #[inline]
+    pub(super) fn sequences_foreign(&mut self) -> bool {
+        std::mem::take(&mut self.foreign) && self.fx.has(Effects::SEQUENCE)
+    }
+
+    /// Then they get an empty sequence state (PostgreSQL's own error for an
+    /// unset one), never the other client's values.
+    pub(super) async fn discard_sequences(&mut self) -> Result<(), Error> {
         let max = self.max_len();
         match self.server.as_mut() {
             Some(s) => s.run_quiet(b"DISCARD SEQUENCES", max).await,
@@ -178,8 +181,8 @@ impl Session {
         len: usize,
         instead: &[u8],
     ) -> Result<(), Error> {
-        if self.foreign {
-            self.forget_foreign_sequences().await?;
+        if self.sequences_foreign() {
+            self.discard_sequences().await?;
         }
         let Some(server) = self.server.as_mut() else {
             return Ok(());
@@ -264,15 +267,27 @@ pub(super) fn note_custom(names: &mut Vec<String>, tag: u8, body: &[u8], fx: Eff
 }
 
 /// What a Query or Parse body may do to session state.
+#[inline]
 pub(super) fn statement_effects(tag: u8, body: &[u8]) -> Effects {
     let sql = match tag {
-        frontend::QUERY => protocol::cstr(body).map(|(q, _)| q),
-        frontend::PARSE => protocol::cstr(body)
-            .and_then(|(_, rest)| protocol::cstr(rest))
-            .map(|(q, _)| q),
+        // The text ends the body: no scan for its end.
+        frontend::QUERY => body.split_last().map(|(_, q)| q),
+        frontend::PARSE => {
+            return protocol::cstr(body).map_or(Effects::NONE, |(_, rest)| parse_effects(rest));
+        }
         _ => None,
     };
     sql.map_or(Effects::NONE, classify)
+}
+
+/// What the statement of a Parse body after its name (`rest`: the text,
+/// a NUL, the parameter types) may do to session state.
+#[inline]
+pub(super) fn parse_effects(rest: &[u8]) -> Effects {
+    match memchr::memchr(0, rest) {
+        Some(end) => classify(&rest[..end]),
+        None => Effects::NONE,
+    }
 }
 
 /// A Query or Parse (`tag`, `body`) whose statement is replaced by one that

@@ -55,7 +55,7 @@ pub(super) enum Deadline {
 impl Session {
     /// The nearest timeout that applies to the linked state.
     pub(super) fn deadline(&self) -> Option<(Instant, Deadline)> {
-        let t = self.cfg.client_timeouts(&self.user);
+        let t = self.timeouts;
         let in_block = matches!(self.state.status(), TxStatus::InBlock | TxStatus::Failed);
         // Idle since the client last sent something or the server last
         // answered, whichever is later: a long query is not idle time.
