@@ -45,6 +45,10 @@ impl Effects {
     /// Not from a statement: a notification came from the server (a
     /// LISTEN the text did not show, when the client was not listening).
     pub const NOTIFIED: Effects = Effects(64);
+    /// A setting changed whose name the text does not give (a prepared
+    /// `set_config($1, …)`, `SET SESSION CHARACTERISTICS`): the server is
+    /// asked about all of them, not only the named ones.
+    pub const UNNAMED: Effects = Effects(128);
 
     /// Whether any flag of `other` is set.
     #[inline]
@@ -74,8 +78,12 @@ impl Effects {
     /// transaction is over; `pinned`: the client holds pinned state.
     #[inline]
     pub fn needs_probe(self, pinned: bool) -> bool {
-        let always =
-            Self::SETS.0 | Self::CREATES.0 | Self::LOADS.0 | Self::MAYBE.0 | Self::NOTIFIED.0;
+        let always = Self::SETS.0
+            | Self::CREATES.0
+            | Self::LOADS.0
+            | Self::MAYBE.0
+            | Self::NOTIFIED.0
+            | Self::UNNAMED.0;
         self.0 & always != 0 || (pinned && self.has(Self::ENDS))
     }
 }
@@ -185,6 +193,73 @@ fn set_name(sql: &[u8], i: usize, names: &mut Vec<String>) {
         j += 1;
     }
     push_custom(names, &sql[start..j]);
+}
+
+/// The settings that the session-level `SET`s and `set_config` calls of
+/// `sql` change, lower-cased; `None` when one of them cannot be named from
+/// the text (`set_config` with a computed name, `SET SESSION
+/// CHARACTERISTICS`), or `sql` holds a `PREPARE`: then the server is asked
+/// about everything.
+pub fn set_names(sql: &[u8]) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    let mut known = set_target(sql, 0, &mut names);
+    walk(sql, |i, paren| {
+        if !paren {
+            known &= set_target(sql, i, &mut names);
+        } else if called_name(sql, i).eq_ignore_ascii_case(b"set_config") {
+            let start = skip_blank(sql, i + 1);
+            if sql.get(start) == Some(&b'\'') {
+                let end = skip_string(sql, start).max(start + 2);
+                known &= push_name(&mut names, &sql[start + 1..end - 1]);
+            } else {
+                known = false;
+            }
+        }
+    });
+    known.then_some(names)
+}
+
+/// The setting a statement at `i` sets for the session, added to `names`;
+/// false when it cannot be named.
+fn set_target(sql: &[u8], i: usize, names: &mut Vec<String>) -> bool {
+    let mut buf = [0u8; 16];
+    let (n, end) = word(sql, i, &mut buf);
+    match &buf[..n] {
+        b"set" => {}
+        b"prepare" => return next(sql, end).0 == b"transaction",
+        _ => return true,
+    }
+    let mut at = end;
+    match next(sql, end) {
+        (b"local" | b"transaction" | b"constraints", _) => return true,
+        (b"role", _) => return false,
+        (b"session", e) => match next(sql, e) {
+            (b"characteristics" | b"authorization", _) => return false,
+            _ => at = e,
+        },
+        _ => {}
+    }
+    let start = skip_blank(sql, at);
+    let mut j = start;
+    while j < sql.len() && (is_ident(sql[j]) || sql[j] == b'.') {
+        j += 1;
+    }
+    let name = &sql[start..j];
+    if name.eq_ignore_ascii_case(b"time") {
+        return push_name(names, b"timezone");
+    }
+    push_name(names, name)
+}
+
+fn push_name(names: &mut Vec<String>, name: &[u8]) -> bool {
+    if name.is_empty() || !name.iter().all(|&b| is_ident(b) || b == b'.') || name[0] == b'"' {
+        return false;
+    }
+    let n = String::from_utf8_lossy(name).to_ascii_lowercase();
+    if !names.contains(&n) {
+        names.push(n);
+    }
+    true
 }
 
 /// Whether `sql` is one `PREPARE` and nothing else: then it can be run
@@ -618,6 +693,30 @@ mod tests {
         );
         assert_eq!(n("SELECT set_config('a.b', $1, false)"), vec!["a.b"]);
         assert!(n("SET search_path = x; SELECT 'SET a.b = 1'").is_empty());
+    }
+
+    #[test]
+    fn set_names_are_read_from_the_text() {
+        let n = |sql: &str| set_names(sql.as_bytes());
+        assert_eq!(
+            n("SET search_path = a, b"),
+            Some(vec!["search_path".into()])
+        );
+        assert_eq!(
+            n("set session Statement_Timeout to 5; SET TIME ZONE 'UTC'; SET LOCAL x = 1"),
+            Some(vec!["statement_timeout".into(), "timezone".into()])
+        );
+        assert_eq!(
+            n("SELECT set_config('app.x', $1, false)"),
+            Some(vec!["app.x".into()])
+        );
+        assert_eq!(n("SELECT set_config($1, 'v', false)"), None);
+        assert_eq!(
+            n("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"),
+            None
+        );
+        assert_eq!(n("PREPARE p AS SELECT 1"), None);
+        assert_eq!(n("SELECT 1"), Some(vec![]));
     }
 
     #[test]

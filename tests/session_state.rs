@@ -197,6 +197,27 @@ async fn settings_follow_their_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_made_by_prepared_statements_follow_too() {
+    let p = pooler("").await;
+    let info = p.conninfo(USER, PASS, "st");
+    let (a, b) = (client(&info).await, client(&info).await);
+    // Extended protocol, named statements: the setting's name is a
+    // parameter, not in the text (a custom one must be in the text: they
+    // are listed nowhere).
+    let set = "SELECT set_config($1, $2, false)";
+    a.c.query(set, &[&"work_mem", &"6MB"]).await.unwrap();
+    let custom = "SELECT set_config('st.x', $1, false)";
+    a.c.query(custom, &[&"a"]).await.unwrap();
+    assert_eq!(step(&b, "SHOW work_mem").await, "4MB");
+    assert_eq!(
+        step(&b, "SELECT coalesce(current_setting('st.x', true), '')").await,
+        ""
+    );
+    assert_eq!(step(&a, "SHOW work_mem").await, "6MB");
+    assert_eq!(step(&a, "SHOW st.x").await, "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_options_follow_their_client() {
     let p = pooler("").await;
     let options = " options='-c search_path=st_a,public -c work_mem=3MB'";

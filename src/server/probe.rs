@@ -218,6 +218,49 @@ impl ServerConn {
         Ok(())
     }
 
+    /// The current values of the settings `names` (NULL for an unknown
+    /// one): what a transaction whose `SET`s all name their setting
+    /// changed.
+    pub async fn probe_named(
+        &mut self,
+        names: &[String],
+        max_len: usize,
+    ) -> Result<Vec<(String, Option<Bytes>)>, Error> {
+        let mut sql =
+            b"SELECT n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[".to_vec();
+        for (i, n) in names.iter().enumerate() {
+            if i > 0 {
+                sql.push(b',');
+            }
+            sql.extend_from_slice(&protocol::quote_literal(n.as_bytes()));
+        }
+        sql.extend_from_slice(b"]::text[]) n");
+        let mut out = BytesMut::new();
+        protocol::query(&mut out, &sql);
+        self.stream
+            .send_all(&out)
+            .await
+            .map_err(Error::server_gone)?;
+        let (mut values, mut error) = (Vec::new(), None);
+        loop {
+            let (tag, body) = self.next_message(max_len).await?;
+            match tag {
+                backend::DATA_ROW => {
+                    let row = protocol::data_row(&body)
+                        .ok_or(Error::ServerProtocol(FrameError::Malformed("DataRow")))?;
+                    if let [Some(n), v] = row.as_slice() {
+                        let name = String::from_utf8_lossy(n).into_owned();
+                        values.push((name, v.map(Bytes::copy_from_slice)));
+                    }
+                }
+                backend::ERROR_RESPONSE => error = Some(ErrorFields::parse(&body)),
+                backend::PARAMETER_STATUS => self.record_parameter(&body),
+                backend::READY_FOR_QUERY => return ours_ended(&body, error).map(|()| values),
+                _ => {}
+            }
+        }
+    }
+
     /// Bring the session-level settings the server does not report in line
     /// with `want` (the client's record), from what this server holds
     /// (`followed`): `RESET` what the client does not have, `set_config`

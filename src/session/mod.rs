@@ -134,6 +134,8 @@ pub(crate) struct Session {
     startup: Option<Arc<Params>>,
     /// The custom settings (`app.x`) it has named, which the probe asks for.
     custom: Vec<String>,
+    /// The settings this transaction's `SET`s named.
+    named: Vec<String>,
     /// Why the client keeps its server between transactions, if it does.
     pins: crate::server::Pins,
     /// Its timeouts under `cfg`.

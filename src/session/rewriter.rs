@@ -70,6 +70,18 @@ fn inspected(t: u8) -> bool {
     )
 }
 
+/// A Parse's or Bind's effects: its settings are not named in a Query the
+/// probe of named settings would have seen.
+#[inline]
+fn unnamed(fx: crate::classify::Effects) -> crate::classify::Effects {
+    use crate::classify::Effects;
+    if fx.has(Effects::SETS) {
+        fx | Effects::UNNAMED
+    } else {
+        fx
+    }
+}
+
 /// What one pass needs of the session, borrowed field by field.
 pub(super) struct Rewriter<'a> {
     pub server: &'a mut ServerConn,
@@ -94,6 +106,8 @@ pub(super) struct Rewriter<'a> {
     pub fx: &'a mut crate::classify::Effects,
     /// The custom settings its statements named.
     pub custom: &'a mut Vec<String>,
+    /// The settings this transaction's `SET`s named.
+    pub named: &'a mut Vec<String>,
     rw: Option<Box<Rewrites>>,
     /// Where the bytes that go as they came begin.
     run_start: usize,
@@ -121,6 +135,7 @@ impl<'a> Rewriter<'a> {
             cfg,
             fx,
             custom,
+            named,
             sstate,
             pins,
             mode,
@@ -153,6 +168,7 @@ impl<'a> Rewriter<'a> {
             judge,
             fx,
             custom,
+            named,
             rw: None,
             run_start: 0,
             pos: 0,
@@ -361,7 +377,8 @@ impl<'a> Rewriter<'a> {
     /// refusal in its place.
     #[inline(never)]
     fn query_effects(&mut self, body: &[u8], fx: crate::classify::Effects) -> bool {
-        super::state::note_custom(self.custom, frontend::QUERY, body, fx);
+        let names = (&mut *self.custom, &mut *self.named);
+        let fx = fx | super::state::note_names(names, frontend::QUERY, body, fx);
         match self.judge.judge(self.fx, fx) {
             None => true,
             Some(e) => {
@@ -376,12 +393,14 @@ impl<'a> Rewriter<'a> {
     /// refusal in the Parse's place, and the rest up to Sync dropped, as
     /// the server would after an error. False when it may go.
     #[inline]
-    fn parse_refused(&mut self, fx: crate::classify::Effects) -> bool {
-        !fx.is_none() && self.refuse_parse(fx)
+    fn parse_refused(&mut self, body: &[u8], fx: crate::classify::Effects) -> bool {
+        !fx.is_none() && self.refuse_parse(body, unnamed(fx))
     }
 
     #[inline(never)]
-    fn refuse_parse(&mut self, fx: crate::classify::Effects) -> bool {
+    fn refuse_parse(&mut self, body: &[u8], fx: crate::classify::Effects) -> bool {
+        let names = (&mut *self.custom, &mut *self.named);
+        super::state::note_names(names, frontend::PARSE, body, fx);
         let Some(e) = self.judge.judge(self.fx, fx) else {
             return false;
         };
@@ -415,7 +434,7 @@ impl<'a> Rewriter<'a> {
             Some((name, rest)) if !name.is_empty() => {
                 // Classified once, when first interned.
                 let stmt = self.cache.intern(rest);
-                if self.parse_refused(stmt.effects) {
+                if self.parse_refused(body, stmt.effects) {
                     return false;
                 }
                 self.stats.add(C::ClientParses, 1);
@@ -431,7 +450,7 @@ impl<'a> Rewriter<'a> {
             }
             split => {
                 let rest = split.map_or(&b""[..], |(_, rest)| rest);
-                if self.parse_refused(super::state::parse_effects(rest)) {
+                if self.parse_refused(body, super::state::parse_effects(rest)) {
                     return false;
                 }
                 self.responses.forward(Kind::Parse(None));
@@ -452,7 +471,7 @@ impl<'a> Rewriter<'a> {
             }
             return true;
         };
-        *self.fx |= stmt.effects;
+        *self.fx |= unnamed(stmt.effects);
         let mut bound = None;
         if self.use_stmt(&stmt) {
             bound = Some(stmt.id);

@@ -70,6 +70,7 @@ impl Session {
             startup: followed.clone(),
             followed,
             custom: Vec::new(),
+            named: Vec::new(),
             pins: Default::default(),
             timeouts: n.cfg.client_timeouts(&n.listed.entry.user),
             foreign: false,
