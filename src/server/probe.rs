@@ -124,23 +124,10 @@ impl ServerConn {
     ) -> Result<Probed, Error> {
         let mut sql = PROBE.to_vec();
         if !custom.is_empty() {
-            sql.extend_from_slice(
-                b" UNION ALL SELECT 's', n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[",
-            );
-            for (i, n) in custom.iter().enumerate() {
-                if i > 0 {
-                    sql.push(b',');
-                }
-                sql.extend_from_slice(&protocol::quote_literal(n.as_bytes()));
-            }
-            sql.extend_from_slice(b"]::text[]) n");
+            sql.extend_from_slice(b" UNION ALL SELECT 's', n, ");
+            settings_of(&mut sql, custom);
         }
-        let mut out = BytesMut::new();
-        protocol::query(&mut out, &sql);
-        self.stream
-            .send_all(&out)
-            .await
-            .map_err(Error::server_gone)?;
+        self.send_query(&sql).await?;
         let (mut found, mut error) = (Probed::default(), None);
         // Notifications that arrive meanwhile are the client's: they go
         // back in front of what is still unread, for the session to send.
@@ -226,21 +213,9 @@ impl ServerConn {
         names: &[String],
         max_len: usize,
     ) -> Result<Vec<(String, Option<Bytes>)>, Error> {
-        let mut sql =
-            b"SELECT n, pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[".to_vec();
-        for (i, n) in names.iter().enumerate() {
-            if i > 0 {
-                sql.push(b',');
-            }
-            sql.extend_from_slice(&protocol::quote_literal(n.as_bytes()));
-        }
-        sql.extend_from_slice(b"]::text[]) n");
-        let mut out = BytesMut::new();
-        protocol::query(&mut out, &sql);
-        self.stream
-            .send_all(&out)
-            .await
-            .map_err(Error::server_gone)?;
+        let mut sql = b"SELECT n, ".to_vec();
+        settings_of(&mut sql, names);
+        self.send_query(&sql).await?;
         let (mut values, mut error) = (Vec::new(), None);
         loop {
             let (tag, body) = self.next_message(max_len).await?;
@@ -259,6 +234,13 @@ impl ServerConn {
                 _ => {}
             }
         }
+    }
+
+    /// Send `sql` as a simple Query.
+    async fn send_query(&mut self, sql: &[u8]) -> Result<(), Error> {
+        let mut out = BytesMut::new();
+        protocol::query(&mut out, sql);
+        self.stream.send_all(&out).await.map_err(Error::server_gone)
     }
 
     /// Bring the session-level settings the server does not report in line
@@ -311,6 +293,19 @@ impl ServerConn {
         self.followed = want.cloned();
         Ok(())
     }
+}
+
+/// The rest of a `SELECT n, …` that reads the settings `names`: their
+/// values (NULL for an unknown one) as the column after `n`.
+fn settings_of(sql: &mut Vec<u8>, names: &[String]) {
+    sql.extend_from_slice(b"pg_catalog.current_setting(n, true) FROM pg_catalog.unnest(ARRAY[");
+    for (i, n) in names.iter().enumerate() {
+        if i > 0 {
+            sql.push(b',');
+        }
+        sql.extend_from_slice(&protocol::quote_literal(n.as_bytes()));
+    }
+    sql.extend_from_slice(b"]::text[]) n");
 }
 
 /// A session-level setting: followed, a reason to stay, or neither.
