@@ -163,6 +163,7 @@ impl Login {
             backend_key: self.key,
             addr: addr.clone(),
             created: now,
+            expires: None,
             last_used: now,
             cancels: Arc::default(),
             slot,

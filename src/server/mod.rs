@@ -83,6 +83,9 @@ pub struct ServerConn {
     pub backend_key: i32,
     pub addr: Arc<ServerAddr>,
     pub created: Instant,
+    /// When it has lived a `server_lifetime` of this length: worked out
+    /// once per lifetime setting, not at every release.
+    pub expires: Option<(Duration, Option<Instant>)>,
     pub last_used: Instant,
     /// Cancel requests still being delivered to this server: it must not go
     /// back to the pool while a cancel may still hit its next client.
@@ -578,6 +581,20 @@ impl ServerConn {
             self.applied.remove(&name);
             self.params.set(&name, Bytes::copy_from_slice(v));
         }
+    }
+
+    /// Whether it has lived `lifetime` at `at`.
+    #[inline]
+    pub fn expired(&mut self, lifetime: Duration, at: Instant) -> bool {
+        let end = match self.expires {
+            Some((l, end)) if l == lifetime => end,
+            _ => {
+                let end = self.created.checked_add(lifetime);
+                self.expires = Some((lifetime, end));
+                end
+            }
+        };
+        end.is_some_and(|end| at >= end)
     }
 
     /// The server's current value of a setting, as far as we know it.

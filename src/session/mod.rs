@@ -315,7 +315,11 @@ impl Session {
                 }
             }
         }
-        self.follow_to(&mut server).await?;
+        if self.must_follow(&mut server) {
+            // Boxed: rare, and kept out of every link's future.
+            let max = self.max_len();
+            Box::pin(server.apply_followed(self.followed.as_ref(), max)).await?;
+        }
         self.reg.set(Some(server.cancel_target()));
         self.state.reset();
         self.responses.clear();
@@ -363,7 +367,7 @@ impl Session {
         self.listed.entry.set_at(State::Idle, 0, now);
         server.registered.entry.set_at(State::Idle, 0, now);
         let lifetime = self.cfg.server_lifetime(&self.db);
-        if at.saturating_duration_since(server.created) >= lifetime {
+        if server.expired(lifetime, at) {
             return server.close("server lifetime over");
         }
         // RECONNECT since this server was made, or the database paused:

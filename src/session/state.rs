@@ -155,14 +155,12 @@ impl Session {
         Ok(())
     }
 
-    /// At link: the client's own settings onto the server, and whether the
-    /// server last served another client (its `currval` / `lastval` would
-    /// be that client's).
+    /// At link: whether the server last served another client (its
+    /// `currval` / `lastval` would be that client's), noted; and whether
+    /// the client's own settings must be applied to it
+    /// (`ServerConn::apply_followed`). No future: it runs at every link.
     #[inline]
-    pub(super) async fn follow_to(
-        &mut self,
-        server: &mut crate::server::ServerConn,
-    ) -> Result<(), Error> {
+    pub(super) fn must_follow(&mut self, server: &mut crate::server::ServerConn) -> bool {
         let id = self.listed.entry.id;
         self.foreign = server.last_client != id;
         server.last_client = id;
@@ -171,12 +169,7 @@ impl Session {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             _ => false,
         };
-        if same || self.sstate == SessionState::Off {
-            return Ok(());
-        }
-        // Boxed: rare, and kept out of every link's future.
-        let max = self.max_len();
-        Box::pin(server.apply_followed(self.followed.as_ref(), max)).await
+        !same && self.sstate != SessionState::Off
     }
 
     /// Whether the statements about to go first on this link read
