@@ -80,12 +80,13 @@ impl Session {
             return Ok(false);
         };
         let (wanted, extra) = (&self.wanted, &self.cfg.settings.track_extra_parameters);
+        // Settings the client's parameters follow already (ParameterStatus).
+        let skip = |n: &str| {
+            super::TRACKED.iter().any(|t| t.eq_ignore_ascii_case(n))
+                || extra.contains_ci(n)
+                || wanted.get(n).is_some()
+        };
         if only_named {
-            let skip = |n: &str| {
-                super::TRACKED.iter().any(|t| t.eq_ignore_ascii_case(n))
-                    || extra.contains_ci(n)
-                    || wanted.get(n).is_some()
-            };
             let values = server.probe_named(&named, max).await?;
             let mut record = self.followed.as_deref().cloned().unwrap_or_default();
             for (n, v) in values.into_iter().filter(|(n, _)| !skip(n)) {
@@ -99,11 +100,6 @@ impl Session {
             self.followed = record;
             return Ok(false);
         }
-        let skip = |n: &str| {
-            super::TRACKED.iter().any(|t| t.eq_ignore_ascii_case(n))
-                || extra.contains_ci(n)
-                || wanted.get(n).is_some()
-        };
         let found = server
             .probe(&self.pool.key.user, &self.custom, &skip, max)
             .await?;
