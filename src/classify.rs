@@ -16,7 +16,7 @@
 
 /// What a text may do to session state: a set of flags.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Effects(u8);
+pub struct Effects(u16);
 
 impl Effects {
     /// Nothing.
@@ -27,7 +27,7 @@ impl Effects {
     pub const SETS: Effects = Effects(1);
     /// Creates state that cannot move to another server: an advisory
     /// lock, a temp table, a `WITH HOLD` cursor, `SET ROLE`, `SET SESSION
-    /// AUTHORIZATION`, `LISTEN`.
+    /// AUTHORIZATION`.
     pub const CREATES: Effects = Effects(2);
     /// `LOAD`: a library stays loaded for the life of the server process.
     pub const LOADS: Effects = Effects(4);
@@ -49,6 +49,10 @@ impl Effects {
     /// `set_config($1, …)`, `SET SESSION CHARACTERISTICS`): the server is
     /// asked about all of them, not only the named ones.
     pub const UNNAMED: Effects = Effects(128);
+    /// `LISTEN`: the channels move to the pool's listening connection
+    /// once the transaction is over (they pin the client only when they
+    /// cannot).
+    pub const LISTENS: Effects = Effects(256);
 
     /// Whether any flag of `other` is set.
     #[inline]
@@ -71,7 +75,9 @@ impl Effects {
     /// What `session_state = error` refuses.
     #[inline]
     pub fn refused(self) -> bool {
-        self.has(Effects(Self::SETS.0 | Self::CREATES.0 | Self::LOADS.0))
+        self.has(Effects(
+            Self::SETS.0 | Self::CREATES.0 | Self::LOADS.0 | Self::LISTENS.0,
+        ))
     }
 
     /// Whether the server should be asked what changed, once the
@@ -83,7 +89,8 @@ impl Effects {
             | Self::LOADS.0
             | Self::MAYBE.0
             | Self::NOTIFIED.0
-            | Self::UNNAMED.0;
+            | Self::UNNAMED.0
+            | Self::LISTENS.0;
         self.0 & always != 0 || (pinned && self.has(Self::ENDS))
     }
 }
@@ -376,7 +383,7 @@ fn skip_block(sql: &[u8], i: usize) -> usize {
 
 /// Past whitespace and comments from `i`.
 #[inline]
-fn skip_blank(sql: &[u8], mut i: usize) -> usize {
+pub(crate) fn skip_blank(sql: &[u8], mut i: usize) -> usize {
     loop {
         match sql.get(i) {
             Some(b) if b.is_ascii_whitespace() || *b == b'(' => i += 1,
@@ -401,7 +408,7 @@ const IDENT: [bool; 256] = {
 };
 
 #[inline(always)]
-fn is_ident(b: u8) -> bool {
+pub(crate) fn is_ident(b: u8) -> bool {
     IDENT[b as usize]
 }
 
@@ -472,7 +479,7 @@ fn keyword_effects(sql: &[u8], start: usize) -> Effects {
         b"set" => after_set(sql, end),
         b"reset" => Effects::MAYBE | Effects::ENDS,
         b"discard" => Effects::MAYBE | Effects::ENDS,
-        b"listen" => Effects::CREATES,
+        b"listen" => Effects::LISTENS,
         b"unlisten" | b"close" | b"drop" => Effects::ENDS,
         b"deallocate" => Effects::MAYBE | Effects::ENDS,
         b"prepare" => match next(sql, end) {
@@ -665,10 +672,12 @@ mod tests {
             "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
             "SET ROLE other",
             "SET SESSION AUTHORIZATION other",
-            "LISTEN ch",
         ] {
             assert!(c(sql).has(Effects::CREATES), "{sql}");
         }
+        // Moves to the pool's listening connection rather than pinning.
+        assert!(!c("LISTEN ch").has(Effects::CREATES));
+        assert!(c("listen ch").has(Effects::LISTENS) && c("LISTEN ch").needs_probe(false));
         assert!(c("PREPARE p AS SELECT 1").has(Effects::SETS));
         assert!(is_lone_prepare(b"prepare p (int) AS SELECT $1;"));
         assert!(!is_lone_prepare(b"PREPARE p AS SELECT 1; DELETE FROM t"));

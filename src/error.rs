@@ -73,6 +73,9 @@ pub enum Error {
     /// answers these with 08P01).
     #[error("{0}")]
     ShuttingDown(&'static str),
+    /// A limit that ends the client: it fell too far behind.
+    #[error("{0}")]
+    Overflow(String),
     /// Cannot connect now: database disabled, paused, not ready.
     #[error("{0}")]
     Unavailable(String),
@@ -151,6 +154,7 @@ impl Error {
             | Error::LookupFailed { .. }
             | Error::AuthFailed(_)
             | Error::NotAllowed(_)
+            | Error::Overflow(_)
             | Error::UnknownDatabase(_) => Side::Client,
             Error::ServerConnect { .. }
             | Error::ServerError(_)
@@ -183,6 +187,8 @@ impl Error {
             Error::Shutdown(_) => "57P01",
             Error::ShuttingDown(_) | Error::Disconnected(_) => "08P01",
             Error::Unavailable(_) => "57P03",
+            // program_limit_exceeded, as PostgreSQL's full NOTIFY queue.
+            Error::Overflow(_) => "54000",
             Error::ServerConnect { .. } => "08001",
             Error::ServerError(f) => &f.code,
             Error::ServerGone(_) | Error::ServerProtocol(_) => "08006",

@@ -21,6 +21,7 @@ pub(crate) mod error;
 pub mod exporter;
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod listen;
 pub mod logging;
 pub(crate) mod metrics;
 pub(crate) mod net;

@@ -85,7 +85,14 @@ async fn client(conninfo: &str) -> Client {
 }
 
 /// One step's result: the rows (columns joined by `|`), or the SQLSTATE.
+/// A step `x:sql` runs over the extended protocol (no rows kept).
 async fn step(c: &Client, sql: &str) -> String {
+    if let Some(sql) = sql.strip_prefix("x:") {
+        return match c.c.execute(sql, &[]).await {
+            Ok(n) => format!("{n} rows"),
+            Err(e) => format!("ERROR {}", sqlstate(&e)),
+        };
+    }
     match c.c.simple_query(sql).await {
         Ok(msgs) => msgs
             .iter()
@@ -105,7 +112,9 @@ async fn step(c: &Client, sql: &str) -> String {
 }
 
 /// Run `steps` ((client, sql); a sql of `notes` reads the notifications
-/// that client got so far) on `n` clients made by `conninfo`.
+/// that client got so far, after a round trip; `heard`, those it got
+/// before its last reply; `await`, the next one, waiting for it without a
+/// query, as an idle listener does) on `n` clients made by `conninfo`.
 async fn run(n: usize, conninfo: &str, steps: &[(usize, &str)]) -> Vec<String> {
     let infos = vec![conninfo.to_string(); n];
     run_as(&infos, steps).await
@@ -120,9 +129,14 @@ async fn run_as(conninfos: &[String], steps: &[(usize, &str)]) -> Vec<String> {
     let mut out = Vec::new();
     for (i, sql) in steps {
         let c = &mut clients[*i];
-        let r = if *sql == "notes" {
-            // What the server sent has arrived once a round trip has.
-            step(c, "SELECT 1").await;
+        let r = if *sql == "await" {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(10), c.notes.recv());
+            next.await.ok().flatten().unwrap_or_else(|| "none".into())
+        } else if *sql == "notes" || *sql == "heard" {
+            if *sql == "notes" {
+                // What the server sent has arrived once a round trip has.
+                step(c, "SELECT 1").await;
+            }
             let mut got = Vec::new();
             while let Ok(n) = c.notes.try_recv() {
                 got.push(n);
@@ -384,6 +398,203 @@ async fn listen_works_and_notifications_reach_only_listeners() {
         ],
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_share_one_server_and_hear_their_own_notifications() {
+    // Two servers for transactions (one stays in client 3's block) and one
+    // to keep: three listeners would need three if each kept its own.
+    let p = pooler_sized("max_pinned_servers = 1\n", 2, "").await;
+    same_as_direct(
+        &p,
+        4,
+        &[
+            (0, "LISTEN st_a"),
+            (1, "LISTEN st_a"),
+            (2, "listen \"St B\" ;"),
+            (3, "BEGIN"),
+            (3, "SELECT 1"),
+            (3, "NOTIFY st_a, 'in block'"),
+            (3, "NOTIFY \"St B\", 'b'"),
+            (0, "notes"),
+            (3, "COMMIT"),
+            (0, "notes"),
+            (1, "notes"),
+            (2, "notes"),
+            // Its own notification comes before its NOTIFY's reply.
+            (0, "NOTIFY st_a, 'own'"),
+            (0, "heard"),
+            (
+                0,
+                "SELECT pg_notify('st_a', 'own ' || g) FROM generate_series(1, 2) g",
+            ),
+            (0, "heard"),
+            (1, "notes"),
+            (1, "UNLISTEN st_a"),
+            (1, "UNLISTEN st_a"),
+            (2, "NOTIFY st_a, 'after'"),
+            (0, "notes"),
+            (1, "notes"),
+            (0, "DISCARD ALL"),
+            (2, "NOTIFY st_a, 'discarded'"),
+            (0, "notes"),
+            (2, "UNLISTEN *"),
+            (3, "NOTIFY \"St B\", 'gone'"),
+            (2, "notes"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listens_made_on_a_server_move_to_the_shared_connection() {
+    // LISTENs the pooler does not answer itself reach the client's server;
+    // they move to the shared connection once the transaction is over, so
+    // no client keeps a server for them (two may be kept, the shared one
+    // and the lock's below: four listeners keeping one each would fail).
+    let p = pooler_sized("max_pinned_servers = 2\n", 2, "").await;
+    same_as_direct(
+        &p,
+        5,
+        &[
+            (0, "BEGIN"),
+            (0, "LISTEN st_m"),
+            (0, "COMMIT"),
+            (1, "DO $$ BEGIN EXECUTE 'LISTEN st_m'; END $$"),
+            (2, "SELECT 1; LISTEN st_m2"),
+            (3, "x:LISTEN st_m2"),
+            (4, "NOTIFY st_m, 'x'"),
+            (4, "NOTIFY st_m2, 'y'"),
+            (0, "notes"),
+            (1, "notes"),
+            (2, "notes"),
+            (3, "notes"),
+            (1, "UNLISTEN st_m"),
+            (3, "x:UNLISTEN st_m2"),
+            (4, "NOTIFY st_m, 'z'"),
+            (4, "NOTIFY st_m2, 'w'"),
+            (0, "notes"),
+            (1, "notes"),
+            (2, "notes"),
+            (3, "notes"),
+            // Its own, over the extended protocol too.
+            (2, "x:NOTIFY st_m2, 'own'"),
+            (2, "heard"),
+            (0, "BEGIN"),
+            (0, "UNLISTEN *"),
+            (0, "ROLLBACK"),
+            (4, "NOTIFY st_m, 'still'"),
+            (0, "notes"),
+            // An idle listener hears without asking, kept on its server
+            // by a lock or not.
+            (4, "NOTIFY st_m, 'idle'"),
+            (0, "await"),
+            (0, "SELECT pg_advisory_lock(77)"),
+            (4, "NOTIFY st_m, 'locked'"),
+            (0, "await"),
+            (0, "SELECT pg_advisory_unlock(77)"),
+            (4, "NOTIFY st_m, 'unlocked'"),
+            (0, "await"),
+            (
+                0,
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 77",
+            ),
+            (1, "notes"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_stops_reading_is_closed_not_grown() {
+    let p = pooler("").await;
+    let (c, conn) = tokio_postgres::connect(&p.conninfo(USER, PASS, "st"), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    // The connection is polled until `pause`, then not until `resume`.
+    let (pause, resume) = (
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+    );
+    let (p2, r2) = (pause.clone(), resume.clone());
+    let reader = tokio::spawn(async move {
+        let mut messages = stream::poll_fn({
+            let mut conn = conn;
+            move |cx| conn.poll_message(cx)
+        });
+        let mut paused = false;
+        let (mut heard, mut error) = (0usize, None);
+        loop {
+            if !paused {
+                tokio::select! {
+                    m = messages.next() => match m {
+                        Some(Ok(_)) => heard += 1,
+                        Some(Err(e)) => { error = Some(e); break; }
+                        None => break,
+                    },
+                    _ = p2.notified() => { paused = true; r2.notified().await; }
+                }
+            } else {
+                match messages.next().await {
+                    Some(Ok(AsyncMessage::Notification(_))) => heard += 1,
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        error = Some(e);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+        (heard, error)
+    });
+    c.simple_query("LISTEN st_flood").await.unwrap();
+    pause.notify_one();
+    // 16 MB of notifications in one transaction: more than socket buffers
+    // and the client's queue hold.
+    let sender = client(&p.conninfo(USER, PASS, "st")).await;
+    let flood =
+        "SELECT pg_notify('st_flood', repeat('x', 7990) || g) FROM generate_series(1, 2000) g";
+    assert_eq!(step(&sender, flood).await, ";".repeat(1999));
+    resume.notify_one();
+    let (heard, error) = reader.await.unwrap();
+    let error = error.expect("the client fell behind and was not told");
+    assert_eq!(sqlstate(&error), "54000", "{error}");
+    assert!(heard < 2000, "{heard}");
+    // Others go on.
+    assert_eq!(step(&sender, "SELECT 1").await, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_listening_connection_closes_its_listeners_and_is_replaced() {
+    let p = pooler("").await;
+    let info = p.conninfo(USER, PASS, "st");
+    let listener = client(&info).await;
+    assert_eq!(step(&listener, "LISTEN st_lost").await, "");
+    // The pool's listening connection is the server listening on it.
+    let admin = pg().direct(DB).await;
+    admin
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'LISTEN \"st_lost\"'",
+        )
+        .await
+        .unwrap();
+    // The client is closed: its connection ends.
+    let mut listener = listener;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while listener.notes.recv().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "the listener was not closed");
+    assert!(listener.c.simple_query("SELECT 1").await.is_err());
+    let again = client(&info).await;
+    assert_eq!(step(&again, "LISTEN st_lost").await, "");
+    let sender = client(&info).await;
+    step(&sender, "NOTIFY st_lost, 'back'").await;
+    let mut again = again;
+    let _ = step(&again, "SELECT 1").await;
+    let got = tokio::time::timeout(std::time::Duration::from_secs(10), again.notes.recv()).await;
+    assert_eq!(got.ok().flatten().as_deref(), Some("st_lost:back"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

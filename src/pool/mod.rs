@@ -167,6 +167,8 @@ pub struct Pool {
     timers: Timers,
     /// Servers kept outside the count by clients holding session state.
     pins: Arc<pins::PinCount>,
+    /// The clients' shared LISTEN connection (`crate::listen`).
+    pub(crate) listen: Arc<crate::listen::Hub>,
 }
 
 /// One logged-in client of a pool; uncounted on drop.
@@ -220,6 +222,7 @@ impl Pool {
             me: me.clone(),
             timers,
             pins: Default::default(),
+            listen: Default::default(),
         })
     }
 

@@ -4,7 +4,9 @@
 //! bring a server in line with a client.
 
 use bytes::{BufMut, BytesMut};
-use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::response::{
+    CommandComplete, ErrorResponse, ReadyForQuery, TransactionStatus,
+};
 use pgwire::messages::startup::{
     Authentication, BackendKeyData, NegotiateProtocolVersion, SecretKey,
 };
@@ -89,6 +91,20 @@ pub fn notice(buf: &mut BytesMut, message: &str) {
             buf.put_u8(0);
         }
     }
+}
+
+/// Appends a whole message of type `tag` with `body` (one read off a
+/// connection, passed on).
+pub fn message(buf: &mut BytesMut, tag: u8, body: &[u8]) {
+    buf.reserve(5 + body.len());
+    buf.put_u8(tag);
+    buf.put_u32(4 + body.len() as u32);
+    buf.put_slice(body);
+}
+
+/// Appends a CommandComplete with `tag`.
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    let _ = CommandComplete::new(tag.to_string()).encode(buf);
 }
 
 /// Appends a ReadyForQuery.

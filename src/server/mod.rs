@@ -505,7 +505,7 @@ impl ServerConn {
     }
 
     /// The next whole message from the server, outside the session loop.
-    async fn next_message(&mut self, max_len: usize) -> Result<(u8, Bytes), Error> {
+    pub(crate) async fn next_message(&mut self, max_len: usize) -> Result<(u8, Bytes), Error> {
         read_message(&mut self.stream, &mut self.rbuf, max_len)
             .await
             .map_err(|e| match e {

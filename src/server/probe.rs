@@ -29,7 +29,7 @@ UNION ALL SELECT 't', NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_class \
 WHERE relnamespace = pg_catalog.pg_my_temp_schema()) \
 UNION ALL SELECT 'c', NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_cursors WHERE is_holdable) \
 UNION ALL SELECT 'q', name, statement FROM pg_catalog.pg_prepared_statements WHERE from_sql \
-UNION ALL SELECT 'l', NULL, NULL WHERE EXISTS (SELECT FROM pg_catalog.pg_listening_channels()) \
+UNION ALL SELECT 'l', c, NULL FROM pg_catalog.pg_listening_channels() c \
 UNION ALL SELECT 'r', pg_catalog.current_setting('role'), session_user::text";
 
 /// A SQL prepared statement in a record of settings: its name after this
@@ -87,6 +87,10 @@ impl Pins {
         self.0 |= p.0;
     }
 
+    pub fn remove(&mut self, p: Pins) {
+        self.0 &= !p.0;
+    }
+
     /// The reasons as words, comma-separated (SHOW CLIENTS, logs).
     pub fn words(self) -> String {
         let names: Vec<&str> = Self::NAMES
@@ -105,6 +109,8 @@ pub struct Probed {
     /// reports are followed from its ParameterStatus messages).
     pub settings: Params,
     pub pins: Pins,
+    /// The channels it listens on.
+    pub channels: Vec<Bytes>,
 }
 
 impl ServerConn {
@@ -138,11 +144,7 @@ impl ServerConn {
                 backend::DATA_ROW => self.probed_row(&body, login_user, skip, &mut found)?,
                 backend::ERROR_RESPONSE => error = Some(ErrorFields::parse(&body)),
                 backend::PARAMETER_STATUS => self.record_parameter(&body),
-                backend::NOTIFICATION_RESPONSE => {
-                    notes.extend_from_slice(&[tag]);
-                    notes.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
-                    notes.extend_from_slice(&body);
-                }
+                backend::NOTIFICATION_RESPONSE => protocol::message(&mut notes, tag, &body),
                 backend::READY_FOR_QUERY => {
                     if !notes.is_empty() {
                         notes.extend_from_slice(&self.rbuf);
@@ -184,7 +186,12 @@ impl ServerConn {
                 }
                 _ => Pins::SQL_PREPARE,
             },
-            row::LISTEN => Pins::LISTEN,
+            row::LISTEN => {
+                if let Some(c) = name {
+                    found.channels.push(Bytes::copy_from_slice(c));
+                }
+                Pins::LISTEN
+            }
             // SET ROLE, SET SESSION AUTHORIZATION (pg_settings hides both).
             row::ROLE if name != Some(b"none") || value != Some(login_user.as_bytes()) => {
                 Pins::ROLE
@@ -231,6 +238,27 @@ impl ServerConn {
                 backend::ERROR_RESPONSE => error = Some(ErrorFields::parse(&body)),
                 backend::PARAMETER_STATUS => self.record_parameter(&body),
                 backend::READY_FOR_QUERY => return ours_ended(&body, error).map(|()| values),
+                _ => {}
+            }
+        }
+    }
+
+    /// Run `sql` (LISTEN, UNLISTEN): the notifications that came before
+    /// its end (those still unread, and those in its reply) are returned.
+    pub async fn run_keeping_notes(
+        &mut self,
+        sql: &[u8],
+        max_len: usize,
+    ) -> Result<BytesMut, Error> {
+        self.send_query(sql).await?;
+        let (mut notes, mut error) = (BytesMut::new(), None);
+        loop {
+            let (tag, body) = self.next_message(max_len).await?;
+            match tag {
+                backend::ERROR_RESPONSE => error = Some(ErrorFields::parse(&body)),
+                backend::PARAMETER_STATUS => self.record_parameter(&body),
+                backend::NOTIFICATION_RESPONSE => protocol::message(&mut notes, tag, &body),
+                backend::READY_FOR_QUERY => return ours_ended(&body, error).map(|()| notes),
                 _ => {}
             }
         }

@@ -197,7 +197,11 @@ impl Session {
                     tag: backend::READY_FOR_QUERY,
                     len,
                 } => {
-                    let status = ready_status(&server.rbuf, pos, len)?;
+                    // Held back (None) after a listener's own NOTIFY: its
+                    // notifications go first (`Session::flush_own`).
+                    let Some(status) = tx_status(&server.rbuf, pos, len, self.notify_sent)? else {
+                        break;
+                    };
                     self.state.ready(status);
                     // Timed now, counted once the reply is on its way.
                     let now = Instant::now();
@@ -225,14 +229,10 @@ impl Session {
                     tag: backend::COMMAND_COMPLETE,
                     len,
                 } => {
-                    if note_command(server, &mut self.stmts, (pos, len), self.sstate) {
-                        // session_state = off: LISTEN is refused (its reply
-                        // replaced), not lost; the server is not reused.
-                        server.close_needed = true;
-                        conn.send(&server.rbuf[..pos]).await?;
-                        server.rbuf.advance(pos + len);
+                    let listens = &mut self.listens;
+                    if note_command(server, &mut self.stmts, listens, (pos, len), self.sstate) {
+                        refuse_listen(conn, server, pos, len, self.mode, &self.db.name).await?;
                         pos = 0;
-                        conn.send(&listen_refused(self.mode, &self.db.name)).await?;
                         continue;
                     }
                     pos += len;
@@ -293,16 +293,35 @@ fn note_unasked(fx: &mut crate::classify::Effects, t: u8) {
     }
 }
 
-/// The status byte of the ReadyForQuery `len` bytes at `pos`.
+/// The status byte of the ReadyForQuery `len` bytes at `pos`; `None` when
+/// it ends a transaction and `hold` (it waits for the client's own
+/// notifications).
 #[inline]
-fn ready_status(rbuf: &[u8], pos: usize, len: usize) -> Result<TxStatus, Error> {
-    match (len, rbuf.get(pos + 5)) {
+fn tx_status(rbuf: &[u8], pos: usize, len: usize, hold: bool) -> Result<Option<TxStatus>, Error> {
+    let status = match (len, rbuf.get(pos + 5)) {
         (6, Some(&b)) => TxStatus::from_byte(b),
         _ => None,
     }
     .ok_or(Error::ServerProtocol(FrameError::Malformed(
         "ReadyForQuery",
-    )))
+    )))?;
+    Ok((!hold || status != TxStatus::Idle).then_some(status))
+}
+
+/// session_state = off: LISTEN is refused (its reply, `len` bytes at
+/// `pos`, replaced by the error), not lost; the server is not reused.
+async fn refuse_listen(
+    conn: &mut Conn,
+    server: &mut ServerConn,
+    pos: usize,
+    len: usize,
+    mode: PoolMode,
+    db: &str,
+) -> Result<(), Error> {
+    server.close_needed = true;
+    conn.send(&server.rbuf[..pos]).await?;
+    server.rbuf.advance(pos + len);
+    conn.send(&listen_refused(mode, db)).await
 }
 
 /// PgBouncer closes the client (08P01) with these words.
@@ -327,19 +346,25 @@ fn note_parameter(
 }
 
 /// A CommandComplete (`len` bytes at `pos`) in transaction or statement
-/// mode: DISCARD ALL and DEALLOCATE ALL forget every prepared statement.
+/// mode: DISCARD ALL and DEALLOCATE ALL forget every prepared statement,
+/// DISCARD ALL ends the client's listening, and a ROLLBACK its UNLISTENs.
 /// True for a LISTEN that must be refused (`session_state = off`).
 #[inline]
 fn note_command(
     server: &mut ServerConn,
     stmts: &mut HashMap<Vec<u8>, Arc<prepared::Stmt>>,
+    listens: &mut Option<Box<super::listen::Listening>>,
     (pos, len): (usize, usize),
     sstate: SessionState,
 ) -> bool {
-    let effect = command_effect(&server.rbuf[pos + 5..pos + len]);
+    let tag = &server.rbuf[pos + 5..pos + len];
+    let effect = command_effect(tag);
     if effect == Effect::ForgetStatements {
         server.prepared.clear();
         stmts.clear();
+    }
+    if listens.is_some() {
+        super::listen::completed(listens, tag);
     }
     effect == Effect::Listen && sstate == SessionState::Off
 }

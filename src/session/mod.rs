@@ -24,6 +24,7 @@ mod connect;
 mod extended;
 mod forward;
 mod link_state;
+mod listen;
 mod lost;
 mod replication;
 mod rewriter;
@@ -142,6 +143,11 @@ pub(crate) struct Session {
     timeouts: crate::config::ClientTimeouts,
     /// The linked server last served another client (`currval`).
     foreign: bool,
+    /// Its channels on the pool's listening connection, if any.
+    listens: Option<Box<listen::Listening>>,
+    /// A statement since its last ReadyForQuery may have sent a
+    /// notification (looked for only while it listens).
+    notify_sent: bool,
 }
 
 /// An idle client keeps a read buffer of up to this capacity, unless
@@ -331,6 +337,9 @@ impl Session {
     /// Give the server back (transaction / statement mode) after a
     /// transaction ended cleanly.
     async fn release(&mut self) -> Result<(), Error> {
+        if self.listens.is_some() {
+            listen::settle(&mut self.listens);
+        }
         if !self.fx.is_none() || self.pins.any() {
             // Cold: a statement that may have changed session state.
             if Box::pin(self.settle_state()).await? {
@@ -427,6 +436,10 @@ impl Session {
                 self.release().await?;
             }
             if self.server.is_none() {
+                if self.listens.is_some() {
+                    // Between transactions: what came meanwhile.
+                    Box::pin(self.deliver(conn)).await?;
+                }
                 if conn.rbuf.is_empty() {
                     if self.shared.lean_idle() {
                         // Nor the link's queues: an idle client holds none.
@@ -439,12 +452,24 @@ impl Session {
                     // Few clients: wait in this state rather than give it
                     // back, sparing an allocation per transaction.
                     self.wait_for_client(conn).await?;
+                    if conn.rbuf.is_empty() {
+                        // A notification came, not a message.
+                        continue;
+                    }
                 }
                 if let ClientEnd::Terminate = self.peek_terminate(conn) {
                     return Ok(Active::Ended);
                 }
                 if self.track && self.answer_locally(conn).await? {
                     continue;
+                }
+                if self.may_be_listen(conn) && Box::pin(self.answer_listen(conn)).await? {
+                    continue;
+                }
+                if self.listens.is_some() {
+                    // Cold: notifications committed before this transaction
+                    // go first.
+                    Box::pin(self.catch_up(conn)).await?;
                 }
                 let entry = self.listed.entry.clone();
                 tokio::select! {
@@ -473,7 +498,17 @@ impl Session {
             if self.between_transactions(conn) {
                 continue;
             }
+            // Cold: a ReadyForQuery held back after a listener's NOTIFY.
+            if self.notify_sent && Box::pin(self.flush_own(conn)).await? {
+                continue;
+            }
             let deadline = self.deadline();
+            if self.listens.is_some() && self.state.releasable() {
+                // Cold: a pinned client listening through the pool's
+                // connection.
+                Box::pin(self.wait_pinned_listening(conn, deadline)).await?;
+                continue;
+            }
             let Some(server) = self.server.as_mut() else {
                 continue;
             };
@@ -551,6 +586,7 @@ impl Session {
             conn.rbuf = BytesMut::new();
         }
         let kill = &self.listed.entry.kill;
+        let listens = &mut self.listens;
         // The user's own client_idle_timeout ([users]) if set.
         let mut idle_timer = self
             .timeouts
@@ -560,10 +596,15 @@ impl Session {
             Read(bool),
             Killed,
             TimedOut,
+            Heard,
         }
         let woke = std::future::poll_fn(|cx| {
             if kill.poll(cx).is_ready() {
                 return Poll::Ready(Ok(Woke::Killed));
+            }
+            if listen::heard(listens, cx) {
+                // Sent by the loop (`active`), which finds no bytes read.
+                return Poll::Ready(Ok(Woke::Heard));
             }
             if let Some(t) = idle_timer.as_mut() {
                 if std::future::Future::poll(t.as_mut(), cx).is_ready() {
@@ -592,6 +633,7 @@ impl Session {
             Woke::Killed => Err(killed()),
             Woke::TimedOut => Err(self.timeout_error(Some(Deadline::ClientIdle))),
             Woke::Read(false) => Err(Error::ClientGone),
+            Woke::Heard => Ok(()),
             Woke::Read(true) => {
                 self.times.last_client_read = Instant::now();
                 Ok(())

@@ -108,6 +108,9 @@ pub(super) struct Rewriter<'a> {
     pub custom: &'a mut Vec<String>,
     /// The settings this transaction's `SET`s named.
     pub named: &'a mut Vec<String>,
+    /// Its channels on the pool's listening connection (`listen.rs`).
+    pub listens: &'a mut Option<Box<super::listen::Listening>>,
+    pub notify_sent: &'a mut bool,
     rw: Option<Box<Rewrites>>,
     /// Where the bytes that go as they came begin.
     run_start: usize,
@@ -141,6 +144,8 @@ impl<'a> Rewriter<'a> {
             mode,
             db,
             pool,
+            listens,
+            notify_sent,
             ..
         } = session;
         let judge = super::state::Judge {
@@ -169,6 +174,8 @@ impl<'a> Rewriter<'a> {
             fx,
             custom,
             named,
+            listens,
+            notify_sent,
             rw: None,
             run_start: 0,
             pos: 0,
@@ -369,6 +376,9 @@ impl<'a> Rewriter<'a> {
     #[inline]
     fn query(&mut self, body: &[u8]) -> bool {
         self.responses.forward(Kind::Sync);
+        if self.listens.is_some() {
+            super::listen::note_statement(self.listens, self.notify_sent, frontend::QUERY, body);
+        }
         let fx = super::state::statement_effects(frontend::QUERY, body);
         fx.is_none() || self.query_effects(body, fx)
     }
@@ -417,6 +427,9 @@ impl<'a> Rewriter<'a> {
     }
 
     fn parse(&mut self, body: &[u8]) -> bool {
+        if self.listens.is_some() {
+            super::listen::note_statement(self.listens, self.notify_sent, frontend::PARSE, body);
+        }
         match prepared::split_parse(body) {
             Some((name, _)) if !name.is_empty() && self.stmts.contains_key(name) => {
                 // PostgreSQL's error, in the Parse's place; the rest up to
@@ -472,6 +485,11 @@ impl<'a> Rewriter<'a> {
             return true;
         };
         *self.fx |= unnamed(stmt.effects);
+        if self.listens.is_some() {
+            // Its text again: the statement runs again.
+            let parse = stmt.parse.get(5..).unwrap_or_default();
+            super::listen::note_statement(self.listens, self.notify_sent, frontend::PARSE, parse);
+        }
         let mut bound = None;
         if self.use_stmt(&stmt) {
             bound = Some(stmt.id);

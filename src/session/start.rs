@@ -74,6 +74,8 @@ impl Session {
             pins: Default::default(),
             timeouts: n.cfg.client_timeouts(&n.listed.entry.user),
             foreign: false,
+            listens: None,
+            notify_sent: false,
             listed: n.listed,
             _guards: n.guards,
             db: n.db,

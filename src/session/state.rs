@@ -30,6 +30,9 @@ impl Session {
     /// the session's; the error that must stand in its place is returned
     /// if it is refused (see [`Judge::judge`]).
     pub(super) fn judge(&mut self, tag: u8, body: &[u8]) -> Option<Error> {
+        if self.listens.is_some() {
+            super::listen::note_statement(&mut self.listens, &mut self.notify_sent, tag, body);
+        }
         let fx = statement_effects(tag, body);
         if fx.is_none() {
             return None;
@@ -122,7 +125,14 @@ impl Session {
         if fx.has(Effects::LOADS) || self.pins.has(Pins::LOAD) {
             pins.add(Pins::LOAD);
         }
+        let moves = self.listens_move(pins);
+        if moves {
+            pins.remove(Pins::LISTEN);
+        }
         self.set_pins(pins)?;
+        if moves {
+            Box::pin(self.hand_over_listens(found.channels)).await?;
+        }
         Ok(self.pins.any())
     }
 
@@ -256,7 +266,7 @@ impl Judge<'_> {
     }
 }
 
-fn too_many_pinned(pool: &crate::pool::Pool, max: u32) -> Error {
+pub(super) fn too_many_pinned(pool: &crate::pool::Pool, max: u32) -> Error {
     Error::TooManyClients(format!(
         "too many servers kept for session state in pool \"{}\" (max_pinned_servers = {max})",
         pool.key.db

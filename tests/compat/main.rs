@@ -467,3 +467,22 @@ async fn pgbench_prepared_thirty_clients_on_three_servers() {
         tps[1] / tps[0]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_share_one_server_with_asyncpg_and_psycopg2() {
+    let Some(dir) = deps() else { return };
+    // One server may be kept: ten listeners pinning one each would fail.
+    let (p, out, _) = run(
+        "listen",
+        "max_pinned_servers = 1\n",
+        python(&dir, "listen_compat.py"),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("RESULT ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(p);
+}
