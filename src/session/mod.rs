@@ -224,6 +224,12 @@ impl Session {
             };
             match grant {
                 Grant::Server(mut s) => {
+                    // Checked in while a RELOAD or RECONNECT closed the
+                    // pool's idle servers (`return_server` checked before).
+                    if s.generation < self.shared.control.generation(&self.db.name) {
+                        s.close("database configuration changed");
+                        continue;
+                    }
                     if let Err(e) = s.rehome() {
                         debug!(server = %s.addr, "cannot move a server to this thread, closing: {e}");
                         continue;
