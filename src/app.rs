@@ -73,52 +73,27 @@ impl Tidepool {
         let (stop, stop_rx) = watch::channel(false);
         let (stop_accept, accept_rx) = watch::channel(false);
         let mut tasks = Vec::new();
+        let bound = match activated()? {
+            Some(b) => b,
+            None => bind(&s).await?,
+        };
         let mut tcp_addrs = Vec::new();
-        let mut port = s.listen_port;
-        for (addr, optional) in listen_addrs(&s.listen_addr, port).await? {
-            // With port 0, the port the first address got, for all.
-            let addr = SocketAddr::new(addr.ip(), port);
-            let l = match bind_tcp(addr, s.listen_backlog, s.so_reuseport) {
-                Ok(l) => l,
-                Err(e) if optional => {
-                    tracing::warn!("{e} (IPv6 not available?); IPv4 only");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let local = l.local_addr()?;
-            if port == 0 {
-                // One port for every address and the Unix socket.
-                port = local.port();
-            }
-            tcp_addrs.push(local);
+        for l in bound.tcp {
+            tcp_addrs.push(l.local_addr()?);
             tasks.push(tokio::spawn(accept_tcp(
                 l,
                 Dealer::new(shared.clone(), workers.clone()),
                 accept_rx.clone(),
             )));
         }
-        let mut unix_path = None;
-        let mut unix_inode = None;
-        if !s.unix_socket_dir.is_empty() {
-            let path = PathBuf::from(&s.unix_socket_dir).join(format!(".s.PGSQL.{port}"));
-            // A socket file left by a previous run would make bind fail.
-            if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
-                let _ = std::fs::remove_file(&path);
-            }
-            let l = UnixListener::bind(&path)?;
-            if let Ok(mode) = u32::from_str_radix(s.unix_socket_mode.trim_start_matches("0o"), 8) {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
-            }
+        for l in bound.unix {
             tasks.push(tokio::spawn(accept_unix(
                 l,
                 Dealer::new(shared.clone(), workers.clone()),
                 stop_rx.clone(),
             )));
-            unix_inode = inode(&path);
-            unix_path = Some(path);
         }
+        let (unix_path, unix_inode) = (bound.unix_path, bound.unix_inode);
         let mut metrics_addr = None;
         match crate::exporter::bind(&s.metrics_addr).await {
             Ok(Some((l, addr))) => {
@@ -198,6 +173,91 @@ impl Tidepool {
             }
         }
     }
+}
+
+/// The sockets clients connect to.
+struct Bound {
+    tcp: Vec<TcpListener>,
+    unix: Vec<UnixListener>,
+    /// The Unix socket file made here (removed at shutdown if still ours).
+    unix_path: Option<PathBuf>,
+    unix_inode: Option<u64>,
+}
+
+/// Bind `listen_addr` and, in `unix_socket_dir`, the Unix socket.
+async fn bind(s: &crate::config::Settings) -> io::Result<Bound> {
+    let mut tcp = Vec::new();
+    let mut port = s.listen_port;
+    for (addr, optional) in listen_addrs(&s.listen_addr, port).await? {
+        // With port 0, the port the first address got, for all.
+        let addr = SocketAddr::new(addr.ip(), port);
+        let l = match bind_tcp(addr, s.listen_backlog, s.so_reuseport) {
+            Ok(l) => l,
+            Err(e) if optional => {
+                tracing::warn!("{e} (IPv6 not available?); IPv4 only");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if port == 0 {
+            // One port for every address and the Unix socket.
+            port = l.local_addr()?.port();
+        }
+        tcp.push(l);
+    }
+    let mut bound = Bound {
+        tcp,
+        unix: Vec::new(),
+        unix_path: None,
+        unix_inode: None,
+    };
+    if !s.unix_socket_dir.is_empty() {
+        let path = PathBuf::from(&s.unix_socket_dir).join(format!(".s.PGSQL.{port}"));
+        // A socket file left by a previous run would make bind fail.
+        if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        bound.unix.push(UnixListener::bind(&path)?);
+        if let Ok(mode) = u32::from_str_radix(s.unix_socket_mode.trim_start_matches("0o"), 8) {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+        }
+        bound.unix_inode = inode(&path);
+        bound.unix_path = Some(path);
+    }
+    Ok(bound)
+}
+
+/// The sockets systemd passed (socket activation: `LISTEN_FDS`, as with
+/// PgBouncer's pgbouncer.socket), used instead of `listen_addr` and
+/// `unix_socket_dir`; `None` when started without. The `listenfd` crate
+/// reads the environment and checks each descriptor's kind.
+fn activated() -> io::Result<Option<Bound>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    let (mut tcp, mut unix) = (Vec::new(), Vec::new());
+    for i in 0..fds.len() {
+        if let Ok(Some(l)) = fds.take_tcp_listener(i) {
+            l.set_nonblocking(true)?;
+            tcp.push(TcpListener::from_std(l)?);
+        } else if let Some(l) = fds.take_unix_listener(i)? {
+            l.set_nonblocking(true)?;
+            unix.push(UnixListener::from_std(l)?);
+        }
+    }
+    info!(
+        "socket activation: {} TCP and {} Unix sockets from systemd",
+        tcp.len(),
+        unix.len()
+    );
+    Ok(Some(Bound {
+        tcp,
+        unix,
+        unix_path: None,
+        unix_inode: None,
+    }))
 }
 
 /// A file's inode number, if it exists.

@@ -1014,3 +1014,60 @@ async fn json_logs_are_one_object_per_line() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 }
+
+/// Socket activation (systemd's `LISTEN_FDS`, as a pgbouncer.socket unit
+/// gives PgBouncer): tidepool serves on the sockets it is handed and binds
+/// nothing of its own. `systemd-socket-activate` plays systemd: it listens,
+/// and starts tidepool at the first connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_activation_serves_on_the_sockets_systemd_passes() {
+    let activate = "/usr/bin/systemd-socket-activate";
+    if !Path::new(activate).exists() {
+        assert!(
+            std::env::var_os("TIDEPOOL_REQUIRE_TOOLS").is_none(),
+            "{activate} missing (Debian's systemd package)"
+        );
+        eprintln!("systemd-socket-activate not installed: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("users.txt"),
+        format!("\"{MD5_USER}\" \"{MD5_PASS}\"\n"),
+    )
+    .unwrap();
+    let (handed, configured) = (free_port(), free_port());
+    let path = dir.path().join("t.toml");
+    std::fs::write(&path, binary_config_with(configured, "", "")).unwrap();
+    let _child = Running(
+        Command::new(activate)
+            .arg("-l")
+            .arg(format!("127.0.0.1:{handed}"))
+            .arg("--")
+            .arg(BIN)
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The first connection starts tidepool, which then accepts it.
+    assert!(accepts(handed).await, "nothing on the handed socket");
+    let info =
+        format!("host=127.0.0.1 port={handed} user={MD5_USER} password={MD5_PASS} dbname={DB}");
+    let served = async {
+        let (c, conn) = tokio_postgres::connect(&info, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        c.simple_query("SELECT 41 + 1").await
+    };
+    let rows = tokio::time::timeout(std::time::Duration::from_secs(20), served)
+        .await
+        .expect("no answer on the handed socket within 20 s")
+        .expect("served on the handed socket");
+    let answered = rows
+        .iter()
+        .any(|m| matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("42")));
+    assert!(answered, "no answer on the handed socket");
+    // listen_addr / listen_port were not bound.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", configured)).is_err());
+}

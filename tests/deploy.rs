@@ -157,6 +157,21 @@ fn the_systemd_unit_verifies() {
     };
     let (ok, said) = verify(text.replace("/usr/bin/tidepool", BIN));
     assert!(ok && !said.contains("tidepool.service"), "{said}");
+    // The socket unit beside it (socket activation), with its service.
+    let socket = std::fs::read_to_string(unit.replace(".service", ".socket")).unwrap();
+    let socket_path = dir.path().join("tidepool.socket");
+    std::fs::write(&socket_path, socket).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&socket_path)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !said.contains("tidepool.socket"),
+        "{said}"
+    );
     // And it does catch a mistake.
     let (_, said) = verify(text.replace("Type=notify", "Type=notifyy"));
     assert!(
