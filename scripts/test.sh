@@ -26,6 +26,13 @@ if [ ! -x /usr/sbin/slapd ]; then
   as_root apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq slapd >&2
 fi
+# systemd-socket-activate plays systemd in the socket activation test;
+# systemd-analyze verifies the units in deploy/systemd.
+if [ ! -x /usr/bin/systemd-socket-activate ] || ! command -v systemd-analyze >/dev/null; then
+  echo "systemd tools not found: installing them (apt-get install systemd)" >&2
+  as_root apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq systemd >&2
+fi
 # psycopg2 reads the admin console in tests (exporters use it).
 python3 -c "import psycopg2" 2>/dev/null || python3 -m pip install -q psycopg2-binary
 # kubernetes-validate checks deploy/kubernetes against Kubernetes' schemas.
