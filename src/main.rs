@@ -148,14 +148,17 @@ async fn run(
         }
     }
     tokio::spawn(follow_verbose(app.shared().clone(), level));
+    // One set of handlers for the whole life: a signal that lands between
+    // the running phase and the drain must reach the drain, not a dropped
+    // receiver. Installed before READY: systemd (or anyone told we are
+    // ready) may send SIGHUP at once, whose default action ends the
+    // process.
+    let signals = Signals::install();
     let systemd = tidepool::systemd::Notifier::from_env();
     if let Some(n) = &systemd {
         n.ready("accepting connections");
     }
-    // One set of handlers for the whole life: a signal that lands between
-    // the running phase and the drain must reach the drain, not a dropped
-    // receiver.
-    let Some(mut signals) = Signals::install() else {
+    let Some(mut signals) = signals else {
         // Without signal handlers, run until killed.
         std::future::pending::<()>().await;
         return ExitCode::SUCCESS;
