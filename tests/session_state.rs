@@ -506,6 +506,23 @@ async fn listens_made_on_a_server_move_to_the_shared_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_on_too_many_channels_is_refused_clearly() {
+    let p = pooler("").await;
+    let c = client(&p.conninfo(USER, PASS, "st")).await;
+    for i in 0..1024 {
+        assert_eq!(step(&c, &format!("LISTEN st_many_{i}")).await, "", "{i}");
+    }
+    assert_eq!(step(&c, "LISTEN st_many_last").await, "ERROR 54000");
+    // The client goes on, and so do its channels.
+    assert_eq!(step(&c, "SELECT 1").await, "1");
+    let other = client(&p.conninfo(USER, PASS, "st")).await;
+    step(&other, "NOTIFY st_many_7, 'x'").await;
+    let mut c = c;
+    step(&c, "SELECT 1").await;
+    assert_eq!(c.notes.try_recv().ok().as_deref(), Some("st_many_7:x"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_that_stops_reading_is_closed_not_grown() {
     let p = pooler("").await;
     let (c, conn) = tokio_postgres::connect(&p.conninfo(USER, PASS, "st"), tokio_postgres::NoTls)

@@ -33,6 +33,11 @@ pub(crate) use task::{spawn, Listener};
 /// about 2 MB before it is closed.
 pub(crate) const QUEUE: usize = 256;
 
+/// How many channels one client may listen on through the pool's
+/// connection: the hub's memory stays bounded whatever a client asks
+/// (PostgreSQL has no limit; a real application listens on a few).
+pub(crate) const MAX_CHANNELS: usize = 1024;
+
 /// What a listening client is handed.
 #[derive(Debug)]
 pub(crate) enum Delivery {
@@ -85,6 +90,8 @@ pub(crate) enum Joined {
     /// There is no listening connection: the caller opens one and hands it
     /// to [`spawn`] with these commands, then waits for the answer.
     Start(mpsc::UnboundedReceiver<Cmd>, oneshot::Receiver<Answer>),
+    /// The client listens on [`MAX_CHANNELS`] channels already.
+    TooMany,
 }
 
 impl Hub {
@@ -108,6 +115,9 @@ impl Hub {
         });
         if sub.channels.iter().any(|c| c == channel) {
             return (Joined::Ready, rx);
+        }
+        if sub.channels.len() >= MAX_CHANNELS {
+            return (Joined::TooMany, rx);
         }
         sub.channels.push(channel.to_vec());
         st.channels

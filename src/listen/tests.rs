@@ -78,3 +78,18 @@ fn a_lost_connection_tells_every_client() {
     assert!(matches!(rx.try_recv(), Ok(Delivery::Lost(_))));
     assert!(hub.flush().is_none());
 }
+
+#[test]
+fn a_client_may_listen_on_so_many_channels_and_no_more() {
+    let hub = Hub::default();
+    for i in 0..MAX_CHANNELS {
+        let (j, _) = hub.join(1, format!("c{i}").as_bytes());
+        assert!(!matches!(j, Joined::TooMany), "{i}");
+    }
+    assert!(matches!(hub.join(1, b"one more").0, Joined::TooMany));
+    // One it has already is no new channel.
+    assert!(matches!(hub.join(1, b"c0").0, Joined::Ready));
+    // Others are not limited by it.
+    assert!(!matches!(hub.join(2, b"one more").0, Joined::TooMany));
+    assert_eq!(hub.counts(), (MAX_CHANNELS + 1, 2));
+}

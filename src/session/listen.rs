@@ -123,6 +123,7 @@ impl Session {
     async fn join(&mut self, channel: &[u8], conn: &mut Conn) -> Result<Answer, Error> {
         let answer = match self.enter(channel) {
             Joined::Ready => return Ok(Ok(())),
+            Joined::TooMany => return Ok(Err(too_many_channels())),
             Joined::Wait(a) => a,
             Joined::Start(cmds, a) => {
                 if let Err(e) = Box::pin(self.open_listener(cmds, conn)).await {
@@ -245,6 +246,7 @@ impl Session {
         for c in &channels {
             match self.enter(c) {
                 Joined::Ready => {}
+                Joined::TooMany => return Err(Error::ServerError(too_many_channels())),
                 Joined::Wait(a) => answers.push((c, a)),
                 Joined::Start(cmds, a) => {
                     start = Some(cmds);
@@ -463,6 +465,20 @@ fn drain(l: &mut Listening, out: &mut BytesMut) -> Option<Error> {
             }
             Delivery::Lost(why) => return Some(lost(&why)),
         }
+    }
+}
+
+/// The answer to a LISTEN past [`crate::listen::MAX_CHANNELS`].
+fn too_many_channels() -> crate::protocol::ErrorFields {
+    crate::protocol::ErrorFields {
+        severity: "ERROR".into(),
+        code: "54000".into(),
+        message: format!(
+            "too many channels listened on by this client (at most {} in transaction pooling)",
+            crate::listen::MAX_CHANNELS
+        ),
+        detail: None,
+        hint: Some("UNLISTEN channels no longer needed".into()),
     }
 }
 
