@@ -290,8 +290,13 @@ impl Session {
         } else {
             waited.elapsed()
         };
-        // A query that waited for this server starts now, not when read.
-        self.times.query_start = waited + wait;
+        // A query that waited for this server starts now, not when read
+        // (no `Instant` addition when it did not wait).
+        self.times.query_start = if wait.is_zero() {
+            waited
+        } else {
+            waited + wait
+        };
         self.metrics.client_wait.observe(wait.as_secs_f64());
         self.metrics.checkouts.inc();
         self.listed.entry.set_at(State::Active, server.id, asked);
