@@ -179,3 +179,52 @@ fn the_systemd_unit_verifies() {
         "a bad unit is reported: {said}"
     );
 }
+
+/// docker/: Grafana's provisioning fits the compose file it runs in: its
+/// data source is the compose file's Prometheus, its dashboard folder is
+/// where the compose file mounts docker/grafana/tidepool.json, and the
+/// dashboard queries a Prometheus data source; every port is published on
+/// the host's loopback only. Read with PyYAML (which scripts/test.sh
+/// installs with kubernetes-validate).
+#[test]
+fn grafana_is_provisioned_for_the_compose_file() {
+    let check = r#"
+import json, sys, yaml
+d = sys.argv[1]
+compose = yaml.safe_load(open(d + "/docker-compose.yml"))
+svc = compose["services"]
+ds = yaml.safe_load(open(d + "/grafana/provisioning/datasources/prometheus.yml"))["datasources"][0]
+assert ds["type"] == "prometheus" and ds.get("isDefault"), ds
+host, port = ds["url"].split("//")[1].split(":")
+assert host in svc, (host, list(svc))
+assert any(p.endswith(":" + port) for p in svc[host]["ports"]), svc[host]["ports"]
+prov = yaml.safe_load(open(d + "/grafana/provisioning/dashboards/tidepool.yml"))["providers"][0]
+folder = prov["options"]["path"]
+mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in svc["grafana"]["volumes"])
+assert mounts.get("./grafana/tidepool.json", "").startswith(folder + "/"), mounts
+assert mounts.get("./grafana/provisioning") == "/etc/grafana/provisioning", mounts
+dash = json.load(open(d + "/grafana/tidepool.json"))
+kinds = {p.get("datasource", {}).get("type") for p in dash["panels"]}
+assert kinds == {"prometheus"}, kinds
+for name, s in svc.items():
+    for p in s.get("ports", []):
+        assert p.startswith("127.0.0.1:"), (name, p)
+print("ok")
+"#;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/docker");
+    let out = Command::new("python3")
+        .args(["-c", check, dir])
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if said.contains("No module named 'yaml'") {
+        assert!(
+            std::env::var_os("TIDEPOOL_REQUIRE_TOOLS").is_none(),
+            "PyYAML missing: {said}"
+        );
+        eprintln!("PyYAML not installed: skipped");
+        return;
+    }
+    assert!(out.status.success() && said.contains("ok"), "{said}");
+}
