@@ -555,22 +555,7 @@ impl ServerConn {
     /// Run a simple query whose results nobody sees (reset, SET). Ok only if
     /// the server ends idle with no error.
     pub async fn run_quiet(&mut self, sql: &[u8], max_len: usize) -> Result<(), Error> {
-        let mut out = BytesMut::new();
-        protocol::query(&mut out, sql);
-        self.stream
-            .send_all(&out)
-            .await
-            .map_err(Error::server_gone)?;
-        let mut error = None;
-        loop {
-            let (tag, body) = self.next_message(max_len).await?;
-            match tag {
-                backend::ERROR_RESPONSE => error = Some(ErrorFields::parse(&body)),
-                backend::PARAMETER_STATUS => self.record_parameter(&body),
-                backend::READY_FOR_QUERY => return ours_ended(&body, error),
-                _ => {}
-            }
-        }
+        self.run_keeping_notes(sql, max_len).await.map(drop)
     }
 
     /// Record a ParameterStatus body.

@@ -99,11 +99,7 @@ impl Session {
         let (tag, answer) = match stmt {
             ListenStatement::Listen(channel) => ("LISTEN", self.join(&channel, conn).await?),
             ListenStatement::Unlisten(channel) => {
-                if let Some(l) = &self.listens {
-                    if !l.hub.leave(l.id, channel.as_deref()) {
-                        self.listens = None;
-                    }
-                }
+                leave(&mut self.listens, [channel]);
                 ("UNLISTEN", Ok(()))
             }
         };
@@ -531,11 +527,23 @@ pub(super) fn note_statement(
 
 /// The transaction is over: the UNLISTENs it sent take effect.
 pub(super) fn settle(listens: &mut Option<Box<Listening>>) {
-    let Some(l) = listens.as_mut() else {
+    if let Some(l) = listens.as_mut() {
+        let pending = std::mem::take(&mut l.pending);
+        leave(listens, pending);
+    }
+}
+
+/// The client stops listening on `channels` (`None`: on all); with none
+/// left, it leaves the hub.
+fn leave(
+    listens: &mut Option<Box<Listening>>,
+    channels: impl IntoIterator<Item = Option<Vec<u8>>>,
+) {
+    let Some(l) = listens.as_ref() else {
         return;
     };
     let mut still = true;
-    for c in std::mem::take(&mut l.pending) {
+    for c in channels {
         still = l.hub.leave(l.id, c.as_deref());
     }
     if !still {
