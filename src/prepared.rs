@@ -86,7 +86,7 @@ impl Cache {
             name,
             retired: AtomicBool::new(false),
             accepted: AtomicBool::new(false),
-            effects: cstr(rest).map_or(Default::default(), |(q, _)| crate::classify::classify(q)),
+            effects: crate::classify::classify_parse(rest),
         });
         map.insert(Bytes::copy_from_slice(rest), stmt.clone());
         stmt

@@ -231,6 +231,34 @@ async fn settings_made_by_prepared_statements_follow_too() {
     assert_eq!(step(&a, "SHOW st.x").await, "a");
 }
 
+/// SETs over the extended protocol, as drivers and `pgbench -M extended`
+/// send them (tokio-postgres: a named statement prepared, then bound and
+/// run): followed by the names in their text, as a Query's are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_made_over_the_extended_protocol_follow() {
+    let p = pooler("").await;
+    same_as_direct(
+        &p,
+        2,
+        &[
+            (0, "x:SET statement_timeout = '7s'"),
+            (1, "SHOW statement_timeout"),
+            (0, "SHOW statement_timeout"),
+            (0, "x:SELECT set_config('work_mem', '5MB', false)"),
+            (1, "SHOW work_mem"),
+            (0, "SHOW work_mem"),
+            (1, "x:SET search_path = st_a"),
+            (0, "x:RESET statement_timeout"),
+            (0, "SHOW statement_timeout"),
+            (0, "SHOW search_path"),
+            (1, "SHOW search_path"),
+            (1, "SHOW statement_timeout"),
+            (0, "SHOW work_mem"),
+        ],
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_options_follow_their_client() {
     let p = pooler("").await;

@@ -646,6 +646,44 @@ async fn min_pool_size_is_kept_warm() {
     assert!(pool.counts().0 >= 3);
 }
 
+/// server_check_delay: an idle server unused for that long is checked with
+/// server_check_query before it serves (0: every time it is taken); one
+/// used more recently serves at once. A new server is never checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_check_query_runs_after_server_check_delay() {
+    let direct = pg().direct(DB).await;
+    // The login takes the pool's one server first (new: not checked);
+    // each of the 5 queries then takes it idle.
+    for (delay, seq, checks) in [(0, "tp_checks_always", 5), (30, "tp_checks_late", 0)] {
+        direct
+            .batch_execute(&format!(
+                "DROP SEQUENCE IF EXISTS {seq}; CREATE SEQUENCE {seq}; \
+                 GRANT ALL ON SEQUENCE {seq} TO {SCRAM_USER}"
+            ))
+            .await
+            .unwrap();
+        let p = Pooler::start(
+            &format!(
+                "pool_mode = \"transaction\"\nserver_check_delay = {delay}\n\
+                 server_check_query = \"SELECT nextval('{seq}')\"\n"
+            ),
+            &db_entry("checked", "pool_size=1"),
+        )
+        .await;
+        let c = p.connect(SCRAM_USER, SCRAM_PASS, "checked").await;
+        for i in 0..5 {
+            let n = format!("{i}");
+            assert_eq!(
+                simple_row(&c, &format!("SELECT {i}::text")).await,
+                vec![s(&n)]
+            );
+        }
+        let sql = format!("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {seq}");
+        let ran: i64 = direct.query_one(&sql, &[]).await.unwrap().get(0);
+        assert_eq!(ran, checks, "server_check_delay = {delay}: checks run");
+    }
+}
+
 /// Large messages both ways on one server: a 20 MB result (the pooler's
 /// socket to the client fills, so writes finish in parts) and a 3 MB query
 /// and parameter (client messages spanning many reads and buffer growth).

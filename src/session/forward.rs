@@ -38,6 +38,15 @@ impl Finished {
     /// status also ends the transaction.
     fn at(now: Instant, status: TxStatus, times: &mut Times) -> Finished {
         let query = now.saturating_duration_since(times.query_start);
+        times.ready_at = now;
+        // In Unix microseconds without a clock read (0 if unknown): the
+        // link's reading plus the query's time, when the query began at the
+        // link, as a transaction-mode query nearly always does. Where an
+        // `Instant` subtraction costs 33 instructions, this costs a compare.
+        times.ready_us = match times.query_start == times.linked_at.0 {
+            true => times.linked_at.1 + query.as_micros() as u64,
+            false => 0,
+        };
         Finished {
             query,
             xact: match status {
@@ -210,10 +219,8 @@ impl Session {
                     };
                     self.state.ready(status);
                     // Timed now, counted once the reply is on its way.
-                    let now = Instant::now();
-                    self.ready_at = now;
                     Finished::count_taken(&mut finished, &self.stats, &self.metrics);
-                    finished = Some(Finished::at(now, status, &mut self.times));
+                    finished = Some(Finished::at(Instant::now(), status, &mut self.times));
                     if self.mode == PoolMode::Statement && status != TxStatus::Idle {
                         // Forward what came before, then refuse: the
                         // server is closed (it is inside a transaction).

@@ -188,7 +188,7 @@ impl Session {
         if let Some(server) = self.server.take() {
             // It could not be kept: back to the pool.
             self.reg.set(None);
-            self.return_server(server, std::time::Instant::now());
+            self.return_server_now(server);
         }
         r
     }

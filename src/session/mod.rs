@@ -95,9 +95,6 @@ pub(crate) struct Session {
     sscan: Scanner,
     /// When the client's reads, queries and transaction began.
     times: Times,
-    /// When the last ReadyForQuery came: the time a server released after
-    /// it was last used, with no clock read of its own.
-    ready_at: Instant,
     /// This database's counters.
     stats: Arc<crate::stats::DbStats>,
     /// Counted among the pool's clients (SHOW POOLS).
@@ -194,11 +191,12 @@ impl Session {
     /// Get a server for this client: idle, new, or after waiting. An idle
     /// server unused for longer than `server_check_delay` is checked first.
     ///
-    /// `now` is when the request began; the flag says whether the server
-    /// came at once (an idle one, no check), so no wait needs timing.
+    /// `now` is when the request began (`now_us` on the registry's
+    /// clock); the flag says whether the server came at once (an idle one,
+    /// no check), so no wait needs timing.
     async fn acquire(
         &mut self,
-        now: Instant,
+        (now, now_us): (Instant, u64),
         mut conn: Option<&mut Conn>,
     ) -> Result<(Box<ServerConn>, bool), Error> {
         let mut at_once = true;
@@ -235,8 +233,11 @@ impl Session {
                         continue;
                     }
                     let s_cfg = &self.cfg.settings;
-                    let delay = s_cfg.server_check_delay.0;
-                    if now.saturating_duration_since(s.last_used) >= delay {
+                    // Idle since its entry's time, set when it went back
+                    // (as PgBouncer reads its request_time): integers, where
+                    // an `Instant` subtraction cost 33 instructions.
+                    let delay = s_cfg.server_check_delay.0.as_micros() as u64;
+                    if now_us.saturating_sub(s.registered.entry.request_time_us()) >= delay {
                         at_once = false;
                         let q = s_cfg.server_check_query.clone();
                         if let Err(e) = s.run_quiet(q.as_bytes(), self.max_len()).await {
@@ -283,7 +284,7 @@ impl Session {
         if self.shared.control.refuses_transactions() {
             return Err(Error::ShuttingDown("server shutting down"));
         }
-        let (mut server, at_once) = self.acquire(waited, conn).await?;
+        let (mut server, at_once) = self.acquire((waited, asked), conn).await?;
         // Timed only if it took a while: a second clock read otherwise.
         let wait = if at_once && !paused {
             std::time::Duration::ZERO
@@ -297,6 +298,7 @@ impl Session {
         } else {
             waited + wait
         };
+        self.times.linked_at = (self.times.query_start, asked + wait.as_micros() as u64);
         self.metrics.client_wait.observe(wait.as_secs_f64());
         self.metrics.checkouts.inc();
         self.listed.entry.set_at(State::Active, server.id, asked);
@@ -347,43 +349,47 @@ impl Session {
 
     /// Give the server back (transaction / statement mode) after a
     /// transaction ended cleanly.
-    async fn release(&mut self) -> Result<(), Error> {
-        if self.listens.is_some() {
-            listen::settle(&mut self.listens);
-        }
-        if !self.fx.is_none() || self.pins.any() {
-            // Cold: a statement that may have changed session state.
-            if Box::pin(self.settle_state()).await? {
-                return Ok(());
-            }
-        }
+    async fn release(&mut self) {
         self.reg.set(None);
         let Some(mut server) = self.server.take() else {
-            return Ok(());
+            return;
         };
         if server.close_needed {
-            return Ok(());
+            return;
         }
         if self.cfg.settings.server_reset_query_always {
             let q = self.cfg.settings.server_reset_query.clone();
             if server.reset(&q, self.max_len()).await.is_err() {
-                return Ok(());
+                return;
             }
         }
         // The ReadyForQuery that made it releasable came after the link;
         // a release with none (nothing ran) reads the clock.
-        let at = if self.ready_at >= self.times.query_start {
-            self.ready_at
+        let t = &self.times;
+        if t.ready_at >= t.query_start {
+            let at_us = match t.ready_us {
+                0 => self.shared.registry.clock.micros(t.ready_at),
+                us => us,
+            };
+            self.return_server(server, t.ready_at, at_us);
         } else {
-            Instant::now()
-        };
-        self.return_server(server, at);
-        Ok(())
+            self.return_server_now(server);
+        }
+    }
+
+    /// At the end of a transaction, whether the client may keep its
+    /// server: its statements may have changed session state, or it holds
+    /// some that cannot move (`state.rs` decides). Its UNLISTENs take
+    /// effect here.
+    fn stays(&mut self) -> bool {
+        if self.listens.is_some() {
+            listen::settle(&mut self.listens);
+        }
+        !self.fx.is_none() || self.pins.any()
     }
 
     /// Give a clean server back, last used `at`.
-    fn return_server(&self, mut server: Box<ServerConn>, at: Instant) {
-        let now = self.shared.registry.clock.micros(at);
+    fn return_server(&self, mut server: Box<ServerConn>, at: Instant, now: u64) {
         self.listed.entry.set_at(State::Idle, 0, now);
         server.registered.entry.set_at(State::Idle, 0, now);
         let lifetime = self.cfg.server_lifetime(&self.db);
@@ -404,6 +410,12 @@ impl Session {
         }
         server.last_used = at;
         self.pool.checkin(server);
+    }
+
+    /// Give a clean server back, last used now.
+    fn return_server_now(&self, server: Box<ServerConn>) {
+        let at = Instant::now();
+        self.return_server(server, at, self.shared.registry.clock.micros(at));
     }
 
     /// The session loop: link on the first message, forward both ways,
@@ -444,7 +456,11 @@ impl Session {
     async fn active(&mut self, conn: &mut Conn) -> Result<Active, Error> {
         loop {
             if self.server.is_some() && self.between_transactions(conn) {
-                self.release().await?;
+                // Cold, and boxed: session state that cannot move keeps
+                // the server (inline, 58 instructions per transaction).
+                if !self.stays() || !Box::pin(self.settle_state()).await? {
+                    self.release().await;
+                }
             }
             if self.server.is_none() {
                 if self.listens.is_some() {
@@ -718,7 +734,7 @@ impl Session {
                 }
             }
         }
-        self.return_server(server, Instant::now());
+        self.return_server_now(server);
     }
 
     /// server_fast_close in session mode: a server that RECONNECT (or a

@@ -56,7 +56,6 @@ impl Session {
             cscan: Scanner::whole(s.max_packet_size),
             sscan: Scanner::new(s.max_packet_size),
             times: Times::new(now),
-            ready_at: now,
             stats: n.shared.stats.db(&n.db.name),
             metrics: n.shared.metrics.db(&n.db.name),
             track: n.mode != PoolMode::Session && s.max_prepared_statements > 0,

@@ -335,10 +335,7 @@ pub(super) fn statement_effects(tag: u8, body: &[u8]) -> Effects {
 /// a NUL, the parameter types) may do to session state.
 #[inline]
 pub(super) fn parse_effects(rest: &[u8]) -> Effects {
-    match memchr::memchr(0, rest) {
-        Some(end) => classify(&rest[..end]),
-        None => Effects::NONE,
-    }
+    crate::classify::classify_parse(rest)
 }
 
 /// A Query or Parse (`tag`, `body`) whose statement is replaced by one that

@@ -21,6 +21,15 @@ pub(crate) struct Times {
     pub query_start: Instant,
     /// When the current transaction began (xact_time).
     pub xact_start: Option<Instant>,
+    /// When the last ReadyForQuery came: the time a server released after
+    /// it was last used, with no clock read of its own.
+    pub ready_at: Instant,
+    /// `ready_at` in Unix microseconds when known without a clock read
+    /// (see `Finished::at`), else 0.
+    pub ready_us: u64,
+    /// When the query a link was made for began (`query_start` then), as
+    /// an `Instant` and in Unix microseconds.
+    pub linked_at: (Instant, u64),
 }
 
 impl Times {
@@ -29,6 +38,9 @@ impl Times {
             last_client_read: now,
             query_start: now,
             xact_start: None,
+            ready_at: now,
+            ready_us: 0,
+            linked_at: (now, 0),
         }
     }
 
@@ -59,7 +71,7 @@ impl Session {
         let in_block = matches!(self.state.status(), TxStatus::InBlock | TxStatus::Failed);
         // Idle since the client last sent something or the server last
         // answered, whichever is later: a long query is not idle time.
-        let idle_since = self.times.last_client_read.max(self.ready_at);
+        let idle_since = self.times.last_client_read.max(self.times.ready_at);
         deadline(&t, &self.times, idle_since, self.state.busy(), in_block)
     }
 
