@@ -39,5 +39,11 @@ python3 -c "import psycopg2" 2>/dev/null || python3 -m pip install -q psycopg2-b
 python3 -c "import kubernetes_validate" 2>/dev/null || python3 -m pip install -q kubernetes-validate
 # The driver compatibility suite (tests/compat): a venv, npm ci, pgjdbc.
 bash tests/compat/setup.sh
+# As root, the Debian package is built and installed (then purged) by
+# tests/deploy.rs; cargo-deb builds it.
+if [ "$(id -u)" = 0 ]; then
+  command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --quiet
+  export TIDEPOOL_TEST_DPKG=1
+fi
 export TIDEPOOL_REQUIRE_TOOLS=1
 cargo test --all-targets "$@"

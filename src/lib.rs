@@ -23,6 +23,7 @@ pub mod exporter;
 pub mod fuzzing;
 pub(crate) mod listen;
 pub mod logging;
+pub mod man;
 pub(crate) mod metrics;
 pub(crate) mod net;
 pub mod pool;

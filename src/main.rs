@@ -42,10 +42,43 @@ struct Args {
     /// Switch to this OS user at start (as the `user` setting); root only.
     #[arg(short = 'u', long, value_name = "USERNAME")]
     user: Option<String>,
+    /// Print manual page tidepool(1) or tidepool(5) in roff and exit (the
+    /// package's pages are made this way).
+    #[arg(long, value_name = "SECTION", value_parser = ["1", "5"], hide = true)]
+    man: Option<String>,
+}
+
+/// Manual page `section` on stdout.
+fn print_man(section: &str) -> ExitCode {
+    use clap::CommandFactory;
+    let page = match section {
+        "1" => {
+            let mut roff = Vec::new();
+            let cmd = Args::command().long_about(
+                "tidepool is a PostgreSQL connection pooler: a drop-in for PgBouncer \
+                 that reads its pgbouncer.ini and userlist.txt, speaks its admin \
+                 console and exports its metrics. The config file is TOML, or \
+                 pgbouncer.ini; tidepool(5) describes both.",
+            );
+            if let Err(e) = clap_mangen::Man::new(cmd).section("1").render(&mut roff) {
+                eprintln!("tidepool: {e}");
+                return ExitCode::from(1);
+            }
+            let mut page = String::from_utf8_lossy(&roff).into_owned();
+            page.push_str(".SH \"SEE ALSO\"\ntidepool(5), pgbouncer(1)\n");
+            page
+        }
+        _ => tidepool::man::config_page(env!("CARGO_PKG_VERSION")),
+    };
+    print!("{page}");
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(section) = &args.man {
+        return print_man(section);
+    }
     let Some(path) = args.config.clone().or(args.config_pos.clone()) else {
         eprintln!("tidepool: a config file is required (tidepool CONFIG)");
         return ExitCode::from(2);

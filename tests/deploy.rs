@@ -155,7 +155,11 @@ fn the_systemd_unit_verifies() {
             + &String::from_utf8_lossy(&out.stderr);
         (out.status.success(), said)
     };
-    let (ok, said) = verify(text.replace("/usr/bin/tidepool", BIN));
+    // Its manual pages are installed by the package (checked there).
+    let here = text
+        .replace("/usr/bin/tidepool", BIN)
+        .replace("Documentation=man:tidepool(1) man:tidepool(5)\n", "");
+    let (ok, said) = verify(here);
     assert!(ok && !said.contains("tidepool.service"), "{said}");
     // The socket unit beside it (socket activation), with its service.
     let socket = std::fs::read_to_string(unit.replace(".service", ".socket")).unwrap();
@@ -227,4 +231,132 @@ print("ok")
         return;
     }
     assert!(out.status.success() && said.contains("ok"), "{said}");
+}
+
+/// Runs `args`: (success, stdout and stderr).
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
+}
+
+/// Purges the installed package however the test ends.
+struct Purge;
+
+impl Drop for Purge {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["--purge", "tidepool"]).output();
+    }
+}
+
+/// The Debian package (scripts/package.sh, cargo-deb): it builds, installs
+/// with `dpkg -i`, makes its system user, runs from its path, carries its
+/// manual pages, its unit verifies, and its config serves as the unit runs
+/// it (as the tidepool user). It changes the machine (installs, then
+/// purges): only where TIDEPOOL_TEST_DPKG is set, as scripts/test.sh does
+/// when run as root.
+#[test]
+fn the_debian_package_installs_and_serves() {
+    if std::env::var_os("TIDEPOOL_TEST_DPKG").is_none() {
+        eprintln!("TIDEPOOL_TEST_DPKG not set: skipped (it installs the package)");
+        return;
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/package.sh");
+    let (ok, said) = run(&["bash", script]);
+    assert!(ok, "{said}");
+    let deb = said.lines().last().unwrap_or_default().trim().to_string();
+    assert!(deb.ends_with(".deb") && Path::new(&deb).exists(), "{said}");
+    let (ok, said) = run(&["dpkg", "-i", &deb]);
+    let _purge = Purge;
+    assert!(ok, "{said}");
+    let (ok, said) = run(&["/usr/bin/tidepool", "--version"]);
+    assert!(ok && said.contains(env!("CARGO_PKG_VERSION")), "{said}");
+    let (ok, said) = run(&["id", "-u", "tidepool"]);
+    assert!(ok, "the package's user: {said}");
+    let uid = said.trim().to_string();
+    for page in ["man1/tidepool.1.gz", "man5/tidepool.5.gz"] {
+        assert!(Path::new("/usr/share/man").join(page).exists(), "{page}");
+    }
+    let unit = "/usr/lib/systemd/system/tidepool.service";
+    let (ok, said) = run(&["systemd-analyze", "verify", unit]);
+    assert!(ok && !said.contains("tidepool.service"), "{said}");
+    use std::os::unix::fs::MetadataExt;
+    let userlist = std::fs::metadata("/etc/tidepool/userlist.txt").unwrap();
+    assert_eq!(
+        userlist.mode() & 0o777,
+        0o640,
+        "the userlist is not world-readable"
+    );
+    let ini = "/etc/tidepool/pgbouncer.ini";
+    let (ok, said) = run(&["/usr/bin/tidepool", "--check", ini]);
+    assert!(ok, "{said}");
+    serve_as_the_unit(ini, &uid);
+}
+
+/// Runs the installed binary on the packaged config, as the unit does
+/// (ports and runtime folder moved to free ones), and checks it serves as
+/// the tidepool user.
+fn serve_as_the_unit(ini: &str, uid: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().display().to_string();
+    let (ok, said) = run(&["chown", "tidepool:tidepool", &run_dir]);
+    assert!(ok, "{said}");
+    let (port, metrics) = (common::free_port(), common::free_port());
+    let text = std::fs::read_to_string(ini).unwrap();
+    let moved = text
+        .replace("listen_port = 6432", &format!("listen_port = {port}"))
+        .replace("/run/tidepool", &run_dir)
+        .replace("127.0.0.1:9127", &format!("127.0.0.1:{metrics}"));
+    for part in [
+        format!("= {port}\n"),
+        format!("{run_dir}\n"),
+        format!(":{metrics}\n"),
+    ] {
+        assert!(
+            moved.contains(&part),
+            "the packaged config changed: {moved}"
+        );
+    }
+    let config = dir.path().join("pgbouncer.ini");
+    std::fs::write(&config, moved).unwrap();
+    let mut child = Command::new("/usr/bin/tidepool")
+        .args(["-u", "tidepool"])
+        .arg(&config)
+        .spawn()
+        .unwrap();
+    let health = || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", metrics)).ok()?;
+        s.write_all(b"GET /health HTTP/1.0\r\n\r\n").ok()?;
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).ok()?;
+        Some(reply)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut reply = None;
+    while reply.is_none() && std::time::Instant::now() < deadline {
+        reply = health().filter(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"));
+        if reply.is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let pid = child.id().to_string();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let exit = child.wait().unwrap();
+    assert!(reply.is_some(), "/health never answered 200");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "stopped"
+    );
+    let uids = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap_or_default();
+    assert!(
+        uids.split_whitespace().skip(1).all(|u| u == uid),
+        "runs as tidepool ({uid}): {uids}"
+    );
+    assert!(exit.success(), "{exit:?}");
 }
