@@ -428,6 +428,62 @@ async fn listen_works_and_notifications_reach_only_listeners() {
     .await;
 }
 
+/// A client's own notifications carry its own process ID (its
+/// BackendKeyData's), as on a direct connection, where a client tells its
+/// own notifications apart by it; another client's carry another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_notifications_carry_the_clients_process_id() {
+    let p = pooler("").await;
+    let (mut a, mut b) = (
+        Raw::login(p.port, USER, PASS, "st").await,
+        Raw::login(p.port, USER, PASS, "st").await,
+    );
+    assert_ne!(a.pid, b.pid);
+    // The process IDs of the notifications in the replies to `sql`.
+    async fn pids(c: &mut Raw, sql: &str) -> Vec<i32> {
+        let mut q = bytes::BytesMut::new();
+        tidepool::protocol::query(&mut q, sql.as_bytes());
+        c.send(&q).await;
+        c.replies()
+            .await
+            .iter()
+            .filter(|(tag, _)| *tag == b"A"[0])
+            .map(|(_, body)| i32::from_be_bytes([body[0], body[1], body[2], body[3]]))
+            .collect()
+    }
+    assert!(pids(&mut a, "LISTEN st_pid").await.is_empty());
+    assert_eq!(pids(&mut a, "NOTIFY st_pid, 'mine'").await, vec![a.pid]);
+    assert!(pids(&mut b, "NOTIFY st_pid, 'theirs'").await.is_empty());
+    let heard = pids(&mut a, "SELECT pg_notify('st_pid', 'mine too')").await;
+    assert_eq!(heard.len(), 2, "theirs, then mine: {heard:?}");
+    assert_ne!(heard[0], a.pid, "theirs");
+    assert_eq!(heard[1], a.pid, "mine");
+}
+
+/// `pg_listening_channels()` lists a client's own channels, in the order
+/// it asked for them, though they are held by the pool's connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sees_its_own_listening_channels() {
+    let p = pooler("").await;
+    same_as_direct(
+        &p,
+        2,
+        &[
+            (0, "LISTEN st_b"),
+            (0, "LISTEN st_a"),
+            (1, "LISTEN st_c"),
+            (0, "SELECT pg_listening_channels()"),
+            (1, "select * from pg_catalog.pg_listening_channels();"),
+            (0, "UNLISTEN st_b"),
+            (0, "SELECT pg_listening_channels()"),
+            (1, "UNLISTEN *"),
+            (1, "SELECT pg_listening_channels()"),
+            (0, "SELECT 1"),
+        ],
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_share_one_server_and_hear_their_own_notifications() {
     // Two servers for transactions (one stays in client 3's block) and one

@@ -142,6 +142,16 @@ impl Hub {
         (Joined::Start(cmds, answer), rx)
     }
 
+    /// The channels `client` listens on, in the order it asked for them
+    /// (as PostgreSQL's `pg_listening_channels()` lists them).
+    pub(crate) fn channels_of(&self, client: u64) -> Vec<Vec<u8>> {
+        let st = self.state.locked();
+        st.clients
+            .get(&client)
+            .map(|sub| sub.channels.clone())
+            .unwrap_or_default()
+    }
+
     /// Client `client` stops listening on `channel` (`None`: on all).
     /// True while it still listens on some channel.
     pub(crate) fn leave(&self, client: u64, channel: Option<&[u8]>) -> bool {

@@ -16,6 +16,51 @@ pub(crate) enum ListenStatement {
     Unlisten(Option<Vec<u8>>),
 }
 
+/// Whether `sql` is a lone `SELECT pg_listening_channels()` (or `SELECT *
+/// FROM` it, `pg_catalog.` or not, any case and spacing, a final `;`):
+/// the question a client listening through the pool's connection asks of
+/// its own channels, answered where they are. Anything longer goes to the
+/// server, which knows none of them.
+pub(crate) fn is_listening_channels(sql: &[u8]) -> bool {
+    if sql.len() > 128 {
+        return false;
+    }
+    // Words (names, with their dots) and single marks, lower-cased.
+    let mut tokens: Vec<Vec<u8>> = Vec::new();
+    let mut i = 0;
+    while i < sql.len() {
+        let b = sql[i];
+        if b.is_ascii_whitespace() {
+            i += 1;
+        } else if is_ident(b) || b == b"."[0] {
+            let start = i;
+            while i < sql.len() && (is_ident(sql[i]) || sql[i] == b"."[0]) {
+                i += 1;
+            }
+            tokens.push(sql[start..i].to_ascii_lowercase());
+        } else {
+            tokens.push(vec![b]);
+            i += 1;
+        }
+    }
+    while tokens.last().is_some_and(|t| t == b";") {
+        tokens.pop();
+    }
+    let words: Vec<&[u8]> = tokens.iter().map(Vec::as_slice).collect();
+    let call = match words.as_slice() {
+        [b"select", b"*", b"from", call @ ..] | [b"select", call @ ..] => call,
+        _ => return false,
+    };
+    matches!(
+        call,
+        [
+            b"pg_listening_channels" | b"pg_catalog.pg_listening_channels",
+            b"(",
+            b")"
+        ]
+    )
+}
+
 /// `sql` read as one LISTEN or UNLISTEN; `None` for anything else,
 /// including what the server should judge (a name too long, or empty).
 pub(crate) fn listen_statement(sql: &[u8]) -> Option<ListenStatement> {
@@ -93,6 +138,27 @@ fn only_ends(sql: &[u8], i: usize) -> bool {
 mod tests {
     use super::*;
     use ListenStatement::*;
+
+    #[test]
+    fn the_channels_question_is_told_apart() {
+        for sql in [
+            "SELECT pg_listening_channels()",
+            "select * from pg_listening_channels();",
+            "  SELECT pg_catalog.pg_listening_channels ( ) ;\n",
+        ] {
+            assert!(is_listening_channels(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SELECT pg_listening_channels() AS c",
+            "SELECT count(*) FROM pg_listening_channels()",
+            "SELECTpg_listening_channels()",
+            "SELECT pg_listening_channels() -- why",
+            "SELECT x.pg_listening_channels()",
+            "",
+        ] {
+            assert!(!is_listening_channels(sql.as_bytes()), "{sql}");
+        }
+    }
 
     fn l(s: &str) -> Option<ListenStatement> {
         listen_statement(s.as_bytes())

@@ -107,6 +107,21 @@ pub fn command_complete(buf: &mut BytesMut, tag: &str) {
     let _ = CommandComplete::new(tag.to_string()).encode(buf);
 }
 
+/// Appends a one-column result of `text` values named `column`: its
+/// RowDescription and a DataRow per value.
+pub fn text_rows(buf: &mut BytesMut, column: &str, values: &[Vec<u8>]) {
+    use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
+    const TEXT_OID: u32 = 25;
+    let field = FieldDescription::new(column.to_string(), 0, 0, TEXT_OID, -1, -1, 0);
+    let _ = RowDescription::new(vec![field]).encode(buf);
+    for v in values {
+        let mut data = BytesMut::with_capacity(4 + v.len());
+        data.put_i32(v.len() as i32);
+        data.put_slice(v);
+        let _ = DataRow::new(data, 1).encode(buf);
+    }
+}
+
 /// Appends a ReadyForQuery.
 pub fn ready_for_query(buf: &mut BytesMut, status: TxStatus) {
     let st = match status {

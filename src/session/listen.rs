@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 
 use super::Session;
 use crate::config::{PoolMode, SessionState};
-use crate::listen::statement::{listen_statement, ListenStatement};
+use crate::listen::statement::{is_listening_channels, listen_statement, ListenStatement};
 pub(super) use crate::listen::Delivery;
 use crate::listen::{Answer, Cmd, Hub, Joined, Listener};
 use crate::net::{fill, Conn};
@@ -107,6 +107,52 @@ impl Session {
             Ok(()) => protocol::command_complete(&mut out, tag),
             Err(f) => protocol::error_from_fields(&mut out, &f),
         }
+        protocol::ready_for_query(&mut out, TxStatus::Idle);
+        conn.rbuf.advance(len);
+        self.stats.add(crate::stats::C::Received, len as u64);
+        conn.send(&out).await?;
+        Ok(true)
+    }
+
+    /// Before a listening client's next transaction: its question about
+    /// its channels answered (true), or what was committed before the
+    /// transaction sent first ([`Session::catch_up`]).
+    pub(super) async fn before_transaction(&mut self, conn: &mut Conn) -> Result<bool, Error> {
+        if self.answer_channels(conn).await? {
+            return Ok(true);
+        }
+        self.catch_up(conn).await?;
+        Ok(false)
+    }
+
+    /// Answer the client's lone `SELECT pg_listening_channels()`, if that
+    /// is its next message, with the channels it listens on through the
+    /// pool's connection (the server it would reach knows none of them):
+    /// true when answered.
+    async fn answer_channels(&mut self, conn: &mut Conn) -> Result<bool, Error> {
+        let Some(listening) = self.listens.as_ref() else {
+            return Ok(false);
+        };
+        if conn.rbuf.first() != Some(&frontend::QUERY) {
+            return Ok(false);
+        }
+        let Some(len) = conn
+            .rbuf
+            .get(1..5)
+            .map(|b| protocol::be_u32(b) as usize + 1)
+        else {
+            return Ok(false);
+        };
+        let Some(sql) = conn.rbuf.get(5..len).and_then(|b| b.split_last()) else {
+            return Ok(false);
+        };
+        if !is_listening_channels(sql.1) {
+            return Ok(false);
+        }
+        let channels = listening.hub.channels_of(listening.id);
+        let mut out = BytesMut::new();
+        protocol::text_rows(&mut out, "pg_listening_channels", &channels);
+        protocol::command_complete(&mut out, &format!("SELECT {}", channels.len()));
         protocol::ready_for_query(&mut out, TxStatus::Idle);
         conn.rbuf.advance(len);
         self.stats.add(crate::stats::C::Received, len as u64);
@@ -285,8 +331,14 @@ impl Session {
 
     /// Send the client what waits in its queue.
     pub(super) async fn deliver(&mut self, conn: &mut Conn) -> Result<(), Error> {
+        self.deliver_own(conn, None).await
+    }
+
+    /// [`Session::deliver`], with the notifications sent by backend `own.0`
+    /// (the client's server) given the client's process ID `own.1`.
+    async fn deliver_own(&mut self, conn: &mut Conn, own: Option<(i32, i32)>) -> Result<(), Error> {
         let mut out = BytesMut::new();
-        let ended = self.listens.as_mut().and_then(|l| drain(l, &mut out));
+        let ended = self.listens.as_mut().and_then(|l| drain(l, &mut out, own));
         if !out.is_empty() {
             conn.send(&out).await?;
         }
@@ -303,11 +355,20 @@ impl Session {
     /// connection is asked to catch up (one round trip, shared by the
     /// clients asking at the same time), then what came is sent.
     pub(super) async fn catch_up(&mut self, conn: &mut Conn) -> Result<(), Error> {
+        self.catch_up_own(conn, None).await
+    }
+
+    /// [`Session::catch_up`], with [`Session::deliver_own`]'s `own`.
+    async fn catch_up_own(
+        &mut self,
+        conn: &mut Conn,
+        own: Option<(i32, i32)>,
+    ) -> Result<(), Error> {
         let done = self.listens.as_ref().and_then(|l| l.hub.flush());
         if let Some(done) = done {
             let _ = self.shared.timers.timeout(FLUSH_WAIT, done).await;
         }
-        self.deliver(conn).await
+        self.deliver_own(conn, own).await
     }
 
     /// After a transaction that sent a NOTIFY: if its ReadyForQuery was
@@ -316,16 +377,23 @@ impl Session {
     /// before a ReadyForQuery. The listening connection is asked to catch
     /// up (an empty query), then what came is sent. True when held back:
     /// the ReadyForQuery is then forwarded as usual.
+    ///
+    /// Those it sent itself carry its own process ID, as on a direct
+    /// connection, where a client tells its own notifications by it: here
+    /// they come from its server's backend, which no other client uses
+    /// until this ReadyForQuery is sent.
     pub(super) async fn flush_own(&mut self, conn: &mut Conn) -> Result<bool, Error> {
-        let held = self.server.as_ref().is_some_and(|s| {
-            s.rbuf.first() == Some(&crate::protocol::backend::READY_FOR_QUERY)
-                && s.rbuf.get(5) == Some(&b"I"[0])
-        });
+        let Some(server) = self.server.as_ref() else {
+            return Ok(false);
+        };
+        let held = server.rbuf.first() == Some(&crate::protocol::backend::READY_FOR_QUERY)
+            && server.rbuf.get(5) == Some(&b"I"[0]);
         if !held || !self.sscan.at_boundary() {
             return Ok(false);
         }
+        let own = (server.backend_pid, self.reg.pid);
         self.notify_sent = false;
-        self.catch_up(conn).await?;
+        self.catch_up_own(conn, Some(own)).await?;
         Ok(true)
     }
 
@@ -439,7 +507,7 @@ fn overlap(a: &[&[u8]], b: &[&[u8]]) -> usize {
 
 /// Move what waits for `l` into `out`: the error that ends the client, if
 /// its listening ended.
-fn drain(l: &mut Listening, out: &mut BytesMut) -> Option<Error> {
+fn drain(l: &mut Listening, out: &mut BytesMut, own: Option<(i32, i32)>) -> Option<Error> {
     loop {
         let d = match l.early.pop_front() {
             Some(d) => d,
@@ -452,7 +520,15 @@ fn drain(l: &mut Listening, out: &mut BytesMut) -> Option<Error> {
             },
         };
         match d {
-            Delivery::Notification(m) => out.extend_from_slice(&m),
+            Delivery::Notification(m) => match own {
+                // The process ID: bytes 5 to 9 of a NotificationResponse.
+                Some((server, client)) if m.get(5..9) == Some(&server.to_be_bytes()[..]) => {
+                    out.extend_from_slice(&m[..5]);
+                    out.extend_from_slice(&client.to_be_bytes());
+                    out.extend_from_slice(&m[9..]);
+                }
+                _ => out.extend_from_slice(&m),
+            },
             Delivery::Overflow => {
                 return Some(Error::Overflow(format!(
                     "too many notifications waiting for this client (more than {})",
@@ -608,7 +684,7 @@ mod tests {
         let theirs: Vec<u8> = [note("c", "1"), note("c", "2"), note("c", "3")].concat();
         l.merge(Bytes::from(theirs));
         let mut out = BytesMut::new();
-        assert!(drain(&mut l, &mut out).is_none());
+        assert!(drain(&mut l, &mut out, None).is_none());
         let got: Vec<&[u8]> = messages(&out);
         let want = [
             note("c", "1"),

@@ -493,10 +493,10 @@ impl Session {
                 if self.may_be_listen(conn) && Box::pin(self.answer_listen(conn)).await? {
                     continue;
                 }
-                if self.listens.is_some() {
-                    // Cold: notifications committed before this transaction
-                    // go first.
-                    Box::pin(self.catch_up(conn)).await?;
+                // Cold: a listening client's channels asked after, or the
+                // notifications committed before its transaction.
+                if self.listens.is_some() && Box::pin(self.before_transaction(conn)).await? {
+                    continue;
                 }
                 let entry = self.listed.entry.clone();
                 tokio::select! {

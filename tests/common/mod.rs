@@ -604,6 +604,8 @@ where
 /// compare byte streams.
 pub struct Raw {
     pub s: tokio::net::TcpStream,
+    /// The process ID the login's BackendKeyData gave.
+    pub pid: i32,
 }
 
 impl Raw {
@@ -634,7 +636,7 @@ impl Raw {
         let mut m = ((body.len() + 4) as u32).to_be_bytes().to_vec();
         m.extend_from_slice(&body);
         s.write_all(&m).await.unwrap();
-        let mut raw = Raw { s };
+        let mut raw = Raw { s, pid: 0 };
         let mut statuses = Vec::new();
         loop {
             let (tag, body) = raw.read().await;
@@ -655,6 +657,7 @@ impl Raw {
                     raw.s.write_all(&p).await.unwrap();
                 }
                 b'R' => assert_eq!(&body[..4], &[0, 0, 0, 0], "unsupported auth in test client"),
+                b'K' => raw.pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]),
                 b'E' => panic!(
                     "login failed: {:?}",
                     tidepool::protocol::ErrorFields::parse(&body)
