@@ -377,9 +377,13 @@ async fn the_image_runs_from_database_url_alone() {
         pg().port
     );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/entrypoint.sh");
+    // A container's environment: only what is given (the harness's own
+    // TIDEPOOL_* variables would be read as config keys).
     let child = Command::new("bash")
         .arg(script)
         .arg("/etc/tidepool/tidepool.toml")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DATABASE_URL", url)
         .env("TIDEPOOL_BIN", BIN)
         .env("TIDEPOOL_CONFIG_DIR", dir.path())
