@@ -76,10 +76,12 @@ server="host=$(quoted "$DB_HOST") port=$DB_PORT user=$(quoted "$DB_USER")"
     echo "auth_type = ${AUTH_TYPE:-scram-sha-256}"
     echo "auth_file = $dir/userlist.txt"
     echo "admin_users = ${ADMIN_USERS:-$DB_USER}"
-    # Any other key: TIDEPOOL_<KEY>.
+    # Any other key: TIDEPOOL_<KEY>. Not the variables Kubernetes gives
+    # every pod for a Service named tidepool (TIDEPOOL_SERVICE_HOST,
+    # TIDEPOOL_PORT, TIDEPOOL_PORT_6432_TCP...).
     while IFS='=' read -r name value; do
         key=${name#TIDEPOOL_}
-        case $key in BIN | CONFIG_DIR) continue ;; esac
+        case $key in BIN | CONFIG_DIR | SERVICE_* | PORT | PORT_*) continue ;; esac
         echo "${key,,} = $value"
     done < <(env | grep '^TIDEPOOL_[A-Z0-9_]*=' | sort)
 } > "$dir/pgbouncer.ini"

@@ -391,6 +391,10 @@ async fn the_image_runs_from_database_url_alone() {
         .env("LISTEN_PORT", port.to_string())
         .env("METRICS_ADDR", format!("127.0.0.1:{metrics}"))
         .env("TIDEPOOL_SERVER_LIFETIME", "1234")
+        // What Kubernetes sets for a Service named tidepool: not keys.
+        .env("TIDEPOOL_SERVICE_HOST", "10.0.0.1")
+        .env("TIDEPOOL_PORT", "tcp://10.0.0.1:6432")
+        .env("TIDEPOOL_PORT_6432_TCP_ADDR", "10.0.0.1")
         .spawn()
         .unwrap();
     let _running = common::Running(child);
