@@ -206,6 +206,51 @@ async fn every_way_of_naming_the_user_logs_in_through_the_directory() {
     }
 }
 
+/// As PgBouncer: an LDAP login to a database with its own auth_user is
+/// refused (`bouncer config error`), before any password is asked; the
+/// other databases log in through the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_and_a_database_auth_user_do_not_mix() {
+    if !have_slapd() {
+        return;
+    }
+    let users = [("ldap_m1", "secret-m1")];
+    make_roles(&users).await;
+    let ldap = Slapd::start(&users).await;
+    let dir = tempfile::tempdir().unwrap().keep();
+    let opts = format!(
+        "ldapserver=127.0.0.1 ldapport={} ldapbasedn=\"{BASE}\"",
+        ldap.port
+    );
+    std::fs::write(
+        dir.join("hba.conf"),
+        format!("host all all 127.0.0.1/32 ldap {opts}\n"),
+    )
+    .unwrap();
+    let p = Pooler::start_as_binary(
+        &format!(
+            "auth_type = \"hba\"\nauth_hba_file = \"{}\"",
+            dir.join("hba.conf").display()
+        ),
+        &format!(
+            "looked_up = \"host=127.0.0.1 port={} dbname={DB} auth_user={SUPERUSER}\"\n",
+            pg().port
+        ),
+        1,
+    )
+    .await;
+    let (u, pw) = users[0];
+    let e = connect(&p.conninfo(u, pw, "looked_up"))
+        .await
+        .expect_err("refused");
+    assert_eq!(message(&e), "bouncer config error", "{e}");
+    assert_eq!(
+        current_user(&p, u, pw).await.unwrap(),
+        u,
+        "other databases log in"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_finds_exactly_one_entry_or_refuses() {
     if !have_slapd() {

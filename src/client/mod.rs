@@ -534,6 +534,15 @@ async fn session_login(
         replication: who.replication,
     };
     let creds = if auth::uses_ldap(cfg, conn, &attempt) {
+        // As PgBouncer: a database that looks its users up (its own
+        // auth_user) is not one the directory logs into.
+        if db
+            .as_ref()
+            .is_some_and(|d| d.cfg.auth_user.as_deref().is_some_and(|u| !u.is_empty()))
+        {
+            error!(client = %peer, database = %dbname, "LDAP can't be used together with database authentication");
+            return Err(Error::NotAllowed("bouncer config error".into()));
+        }
         // The directory decides; nothing to look up.
         Credentials::from_auth_file(cfg, user)
     } else {
