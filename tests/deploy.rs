@@ -142,42 +142,25 @@ fn the_systemd_unit_verifies() {
     let text = std::fs::read_to_string(unit).unwrap();
     assert!(text.contains("Type=notify\n"), "{text}");
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tidepool.service");
-    // (success, what it said) for the unit `text`.
-    let verify = |text: String| {
+    // (success, what it said) for the unit `name` holding `text`.
+    let verify = |name: &str, text: String| {
+        let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
-        let out = Command::new("systemd-analyze")
-            .arg("verify")
-            .arg(&path)
-            .output()
-            .unwrap();
-        let said = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), said)
+        run(&["systemd-analyze", "verify", &path.display().to_string()])
     };
     // Its manual pages are installed by the package (checked there).
     let here = text
         .replace("/usr/bin/tidepool", BIN)
         .replace("Documentation=man:tidepool(1) man:tidepool(5)\n", "");
-    let (ok, said) = verify(here);
+    let (ok, said) = verify("tidepool.service", here.clone());
     assert!(ok && !said.contains("tidepool.service"), "{said}");
     // The socket unit beside it (socket activation), with its service.
     let socket = std::fs::read_to_string(unit.replace(".service", ".socket")).unwrap();
-    let socket_path = dir.path().join("tidepool.socket");
-    std::fs::write(&socket_path, socket).unwrap();
-    let out = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&socket_path)
-        .output()
-        .unwrap();
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && !said.contains("tidepool.socket"),
-        "{said}"
-    );
+    let (ok, said) = verify("tidepool.socket", socket);
+    assert!(ok && !said.contains("tidepool.socket"), "{said}");
     // And it does catch a mistake.
-    let (_, said) = verify(text.replace("Type=notify", "Type=notifyy"));
+    let bad = here.replace("Type=notify", "Type=notifyy");
+    let (_, said) = verify("tidepool.service", bad);
     assert!(
         said.contains("tidepool.service"),
         "a bad unit is reported: {said}"

@@ -134,6 +134,11 @@ async fn make_roles(users: &[(&str, &str)]) {
 
 /// A pooler whose HBA file is `line` for every TCP client.
 async fn hba_pooler(line: &str) -> Pooler {
+    hba_pooler_with(line, "").await
+}
+
+/// As [`hba_pooler`], with `databases` entries too.
+async fn hba_pooler_with(line: &str, databases: &str) -> Pooler {
     let dir = tempfile::tempdir().unwrap().keep();
     std::fs::write(dir.join("hba.conf"), format!("{line}\n")).unwrap();
     // As the binary runs (event loops without timers): LDAP's timeouts
@@ -143,7 +148,7 @@ async fn hba_pooler(line: &str) -> Pooler {
             "auth_type = \"hba\"\nauth_hba_file = \"{}\"\npool_mode = \"transaction\"",
             dir.join("hba.conf").display()
         ),
-        "",
+        databases,
         1,
     )
     .await
@@ -217,26 +222,16 @@ async fn ldap_and_a_database_auth_user_do_not_mix() {
     let users = [("ldap_m1", "secret-m1")];
     make_roles(&users).await;
     let ldap = Slapd::start(&users).await;
-    let dir = tempfile::tempdir().unwrap().keep();
     let opts = format!(
         "ldapserver=127.0.0.1 ldapport={} ldapbasedn=\"{BASE}\"",
         ldap.port
     );
-    std::fs::write(
-        dir.join("hba.conf"),
-        format!("host all all 127.0.0.1/32 ldap {opts}\n"),
-    )
-    .unwrap();
-    let p = Pooler::start_as_binary(
-        &format!(
-            "auth_type = \"hba\"\nauth_hba_file = \"{}\"",
-            dir.join("hba.conf").display()
-        ),
+    let p = hba_pooler_with(
+        &format!("host all all 127.0.0.1/32 ldap {opts}"),
         &format!(
             "looked_up = \"host=127.0.0.1 port={} dbname={DB} auth_user={SUPERUSER}\"\n",
             pg().port
         ),
-        1,
     )
     .await;
     let (u, pw) = users[0];

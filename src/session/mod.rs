@@ -26,6 +26,7 @@ mod forward;
 mod link_state;
 mod listen;
 mod lost;
+mod release;
 mod replication;
 mod rewriter;
 mod start;
@@ -345,77 +346,6 @@ impl Session {
         self.pending_parses.clear();
         self.server = Some(server);
         Ok(())
-    }
-
-    /// Give the server back (transaction / statement mode) after a
-    /// transaction ended cleanly.
-    async fn release(&mut self) {
-        self.reg.set(None);
-        let Some(mut server) = self.server.take() else {
-            return;
-        };
-        if server.close_needed {
-            return;
-        }
-        if self.cfg.settings.server_reset_query_always {
-            let q = self.cfg.settings.server_reset_query.clone();
-            if server.reset(&q, self.max_len()).await.is_err() {
-                return;
-            }
-        }
-        // The ReadyForQuery that made it releasable came after the link;
-        // a release with none (nothing ran) reads the clock.
-        let t = &self.times;
-        if t.ready_at >= t.query_start {
-            let at_us = match t.ready_us {
-                0 => self.shared.registry.clock.micros(t.ready_at),
-                us => us,
-            };
-            self.return_server(server, t.ready_at, at_us);
-        } else {
-            self.return_server_now(server);
-        }
-    }
-
-    /// At the end of a transaction, whether the client may keep its
-    /// server: its statements may have changed session state, or it holds
-    /// some that cannot move (`state.rs` decides). Its UNLISTENs take
-    /// effect here.
-    fn stays(&mut self) -> bool {
-        if self.listens.is_some() {
-            listen::settle(&mut self.listens);
-        }
-        !self.fx.is_none() || self.pins.any()
-    }
-
-    /// Give a clean server back, last used `at`.
-    fn return_server(&self, mut server: Box<ServerConn>, at: Instant, now: u64) {
-        self.listed.entry.set_at(State::Idle, 0, now);
-        server.registered.entry.set_at(State::Idle, 0, now);
-        let lifetime = self.cfg.server_lifetime(&self.db);
-        if server.expired(lifetime, at) {
-            return server.close("server lifetime over");
-        }
-        // RECONNECT since this server was made, or the database paused:
-        // close it rather than keep it.
-        if server.generation < self.shared.control.generation(&self.db.name) {
-            return server.close("database configuration changed");
-        }
-        if self.shared.control.is_paused(&self.db.name) {
-            return server.close("pause mode");
-        }
-        let attrs = self.db.cfg.target_session_attrs;
-        if attrs != crate::config::TargetSessionAttrs::Any && !role_accepted(attrs, &server) {
-            return server.close("server role changed (target_session_attrs)");
-        }
-        server.last_used = at;
-        self.pool.checkin(server);
-    }
-
-    /// Give a clean server back, last used now.
-    fn return_server_now(&self, server: Box<ServerConn>) {
-        let at = Instant::now();
-        self.return_server(server, at, self.shared.registry.clock.micros(at));
     }
 
     /// The session loop: link on the first message, forward both ways,
@@ -789,16 +719,4 @@ where
 
 fn killed() -> Error {
     Error::Shutdown("terminating connection due to administrator command (KILL)".into())
-}
-
-/// Whether the role `server` last reported (a promotion is reported to
-/// the sessions connected at the time) is still one `attrs` accepts.
-#[cold]
-fn role_accepted(attrs: crate::config::TargetSessionAttrs, server: &ServerConn) -> bool {
-    let p = &server.params;
-    let (standby, read_only) = (
-        p.get("in_hot_standby"),
-        p.get("default_transaction_read_only"),
-    );
-    attrs.accepts(standby.map(|b| &b[..]), read_only.map(|b| &b[..]))
 }
