@@ -302,11 +302,21 @@ fn bind_tcp(addr: SocketAddr, backlog: u32, reuseport: bool) -> io::Result<TcpLi
     // new connections over them (peering, rolling restarts).
     if reuseport {
         sock.set_reuseport(true)?;
+        if std::fs::read(MIGRATE_REQ).is_ok_and(|v| v.starts_with(b"0")) {
+            tracing::info!(
+                "so_reuseport: set net.ipv4.tcp_migrate_req = 1 so that connections \
+                 completing while an instance stops go to another one, not reset"
+            );
+        }
     }
     sock.bind(addr)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     sock.listen(backlog.max(1))
 }
+
+/// Whether Linux moves a closing listener's queued connections to another
+/// listener of its so_reuseport group (5.14 and later).
+const MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
 
 /// Deals accepted clients out to the runtimes in turn: this one first,
 /// then each worker's. A client's task, the servers it connects and the
@@ -392,7 +402,30 @@ async fn accept_tcp(l: TcpListener, mut dealer: Dealer, mut stop: watch::Receive
                     dealer.shared.timers.sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = stop.changed() => return,
+            _ = stop.changed() => return take_queued(l, &mut dealer),
+        }
+    }
+}
+
+/// As the listener closes (SIGTERM, SHUTDOWN): the connections the kernel
+/// already completed on it are accepted and served, as the drain serves
+/// every client it has. Closed with them queued, they would be reset:
+/// refused clients in a rolling restart. (Linux can hand them to another
+/// listener of the port instead, with `net.ipv4.tcp_migrate_req = 1`;
+/// that also covers the ones completing while the socket closes.)
+fn take_queued(l: TcpListener, dealer: &mut Dealer) {
+    let Ok(l) = l.into_std() else { return };
+    // Non-blocking (as tokio left it): accept until the queue is empty.
+    while let Ok((s, peer)) = l.accept() {
+        let s = s
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(s));
+        match s {
+            Ok(s) => {
+                crate::net::tune_tcp(&s, &dealer.shared.config().settings);
+                dealer.deal(Stream::Tcp(s), Peer::Tcp(peer));
+            }
+            Err(e) => warn!("cannot take a queued client: {e}"),
         }
     }
 }

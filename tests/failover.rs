@@ -15,6 +15,11 @@ use common::*;
 /// A pooler in front of `primary` with databases over both nodes (the
 /// standby listed first) for each target_session_attrs value.
 async fn ha_pooler(primary: &Pg, standby: &Pg, wait: u32) -> Pooler {
+    ha_pooler_with(primary, standby, wait, "").await
+}
+
+/// [`ha_pooler`] with more settings.
+async fn ha_pooler_with(primary: &Pg, standby: &Pg, wait: u32, extra: &str) -> Pooler {
     let hosts = format!(
         "host=127.0.0.1,127.0.0.1 port={},{} dbname={DB}",
         standby.port, primary.port
@@ -35,7 +40,7 @@ async fn ha_pooler(primary: &Pg, standby: &Pg, wait: u32) -> Pooler {
     }
     Pooler::start_as_binary(
         &format!(
-            "pool_mode = \"transaction\"\nserver_login_retry = 1\nquery_wait_timeout = {wait}"
+            "pool_mode = \"transaction\"\nserver_login_retry = 1\nquery_wait_timeout = {wait}\n{extra}"
         ),
         &dbs,
         1,
@@ -82,8 +87,11 @@ struct Tally {
     committed: Mutex<Vec<i64>>,
     /// Writes refused as read-only (25006): a write sent to a standby.
     read_only: AtomicU64,
-    /// Connections that had to be opened again.
-    reconnects: AtomicU64,
+    /// Connections that had to be opened again: the errors that closed
+    /// them.
+    closed_by: Mutex<Vec<String>>,
+    /// Every outcome, for a failure's message.
+    journal: Mutex<Vec<(i64, String)>>,
     /// For each writer, when it last committed.
     last_commit: Mutex<Vec<Option<Instant>>>,
 }
@@ -111,6 +119,7 @@ async fn writer(p_info: String, n: usize, tally: Arc<Tally>, stop: Arc<AtomicBoo
                  SELECT count(*) FROM failover_t WHERE id = {id}; COMMIT"
             ))
             .await;
+        tally.journal.lock().unwrap().push((id, format!("{r:?}")));
         match r {
             Ok(_) => {
                 tally.committed.lock().unwrap().push(id);
@@ -121,8 +130,8 @@ async fn writer(p_info: String, n: usize, tally: Arc<Tally>, stop: Arc<AtomicBoo
                     tally.read_only.fetch_add(1, Ordering::Relaxed);
                 }
                 if c.is_closed() {
+                    tally.closed_by.lock().unwrap().push(format!("{e:?}"));
                     client = None;
-                    tally.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -189,17 +198,24 @@ async fn a_switchover_loses_no_commit_and_writes_only_to_the_primary() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert!(resumed, "every writer commits again after the promotion");
-    eprintln!(
-        "all {WRITERS} writers resumed {:.1} s after the promotion; {} reconnects",
-        took.as_secs_f64(),
-        tally.reconnects.load(Ordering::Relaxed)
+    assert!(
+        resumed && took.as_secs() < 10,
+        "every writer commits again within 10 s of the promotion: {took:?}"
     );
+    eprintln!(
+        "all {WRITERS} writers resumed {:.1} s after the promotion",
+        took.as_secs_f64()
+    );
+
     assert_eq!(
         tally.read_only.load(Ordering::Relaxed),
         0,
         "no write reached a standby"
     );
+    // The servers' FATALs as the primary stopped came between
+    // transactions: the pool's, not the clients'.
+    let closed_by = tally.closed_by.lock().unwrap().clone();
+    assert!(closed_by.is_empty(), "no writer reconnected: {closed_by:?}");
     // Every acknowledged commit is on the new primary (and when one is
     // not, whether the old primary has it: a replication loss, or an
     // acknowledgement of a transaction that never committed).
@@ -208,6 +224,14 @@ async fn a_switchover_loses_no_commit_and_writes_only_to_the_primary() {
     if !missing.is_empty() {
         primary.pg_ctl(&["start", "-w"]);
         let lost_too = missing_on(&primary, &missing).await;
+        // Each missing id's writer's outcomes around it.
+        let journal = tally.journal.lock().unwrap();
+        for m in &missing {
+            let near = |id: &i64| id / 1_000_000 == m / 1_000_000 && (id - m).abs() < 3;
+            for (id, r) in journal.iter().filter(|(id, _)| near(id)) {
+                eprintln!("{id}: {r}");
+            }
+        }
         panic!("acknowledged, not on the new primary: {missing:?}; nor on the old: {lost_too:?}");
     }
 }
@@ -251,6 +275,57 @@ async fn a_promoted_standby_leaves_the_standby_pool() {
         Err(e) => Err(e),
     };
     assert!(!matches!(reached, Ok(false)), "{reached:?}");
+}
+
+/// With server_check_delay = 0 every server is checked as it is taken, and
+/// the check's reply carries the promotion: the promoted node's server is
+/// closed before any query of the standby pool runs there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_server_of_a_promoted_standby_is_not_used() {
+    let primary = own_pg();
+    let standby = start_standby(&primary);
+    let p = ha_pooler_with(&primary, &standby, 2, "server_check_delay = 0").await;
+    let c = p.connect(SCRAM_USER, SCRAM_PASS, "standby").await;
+    let recovery = "SELECT pg_catalog.pg_is_in_recovery()";
+    assert!(c.query_one(recovery, &[]).await.unwrap().get::<_, bool>(0));
+    standby.pg_ctl(&["promote", "-w"]);
+    // One round trip (tokio-postgres' query_one takes two transactions).
+    let first = c.simple_query(recovery).await.map(|m| {
+        m.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+    });
+    assert!(first.is_err(), "ran on the promoted node: {first:?}");
+}
+
+/// A write refused as read-only (25006) in a database that writes closes
+/// its server: it may have become read-only without saying so. Elsewhere
+/// the server stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_refusal_closes_the_server_of_a_read_write_database() {
+    let port = pg().port;
+    let p = Pooler::start(
+        "pool_mode = \"transaction\"",
+        &format!(
+            "rw = \"host=127.0.0.1 port={port} dbname={DB} target_session_attrs=read-write\"\n\
+             anyrole = \"host=127.0.0.1 port={port} dbname={DB}\""
+        ),
+    )
+    .await;
+    let pid = "SELECT pg_catalog.pg_backend_pid()";
+    let refused = "BEGIN READ ONLY; CREATE TABLE refused_t (); COMMIT";
+    for (db, kept) in [("rw", false), ("anyrole", true)] {
+        let c = p.connect(SCRAM_USER, SCRAM_PASS, db).await;
+        let before: i32 = c.query_one(pid, &[]).await.unwrap().get(0);
+        let again: i32 = c.query_one(pid, &[]).await.unwrap().get(0);
+        assert_eq!(before, again, "{db}: one client, one server");
+        let e = c.batch_execute(refused).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "25006", "{e}");
+        c.batch_execute("ROLLBACK").await.unwrap();
+        let after: i32 = c.query_one(pid, &[]).await.unwrap().get(0);
+        assert_eq!(after == before, kept, "{db}: server kept after 25006");
+    }
 }
 
 /// The backend running `query` on the shared PostgreSQL, once it runs.
@@ -311,5 +386,137 @@ async fn a_client_whose_server_dies_between_transactions_stays() {
     assert!(
         c.simple_query("SELECT 1").await.is_err(),
         "the client in a block is closed"
+    );
+}
+
+/// What the readers saw.
+#[derive(Default)]
+struct Reads {
+    /// For each reader, when it last got its answer.
+    last_ok: Mutex<Vec<Option<Instant>>>,
+    /// Answers that were not the reader's own value.
+    crossed: AtomicU64,
+    /// Reads that ran on a primary while `standby_up` held.
+    on_primary: AtomicU64,
+    /// Connections that had to be opened again, with the errors that
+    /// closed them.
+    reconnects: Mutex<Vec<String>>,
+}
+
+/// One client reading its own values back, until `stop`.
+async fn reader(
+    info: String,
+    n: usize,
+    reads: Arc<Reads>,
+    up: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut client = None;
+    let mut seq = 0i64;
+    while !stop.load(Ordering::Relaxed) {
+        if client.is_none() {
+            match connect(&info).await {
+                Ok(c) => client = Some(c),
+                Err(_) => {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = client.as_ref() else { continue };
+        seq += 1;
+        let id = (n as i64) * 1_000_000 + seq;
+        let standby_up = up.load(Ordering::Relaxed);
+        let sql = format!("SELECT {id}::bigint, pg_catalog.pg_is_in_recovery()");
+        match c.query_one(&sql, &[]).await {
+            Ok(row) => {
+                if row.get::<_, i64>(0) != id {
+                    reads.crossed.fetch_add(1, Ordering::Relaxed);
+                }
+                if standby_up && !row.get::<_, bool>(1) {
+                    reads.on_primary.fetch_add(1, Ordering::Relaxed);
+                }
+                reads.last_ok.lock().unwrap()[n] = Some(Instant::now());
+            }
+            Err(e) if c.is_closed() => {
+                reads.reconnects.lock().unwrap().push(format!("{e:?}"));
+                client = None;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_under_prefer_standby_readers_keeps_every_reader() {
+    const READERS: usize = 20;
+    let primary = own_pg();
+    let standby = start_standby(&primary);
+    let p = ha_pooler(&primary, &standby, 30).await;
+    let reads = Arc::new(Reads::default());
+    *reads.last_ok.lock().unwrap() = vec![None; READERS];
+    let (up, stop) = (
+        Arc::new(AtomicBool::new(true)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let info = p.conninfo(SCRAM_USER, SCRAM_PASS, "prefer_standby");
+    let tasks: Vec<_> = (0..READERS)
+        .map(|n| {
+            tokio::spawn(reader(
+                info.clone(),
+                n,
+                reads.clone(),
+                up.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let all_since = |t: Option<Instant>| {
+        let reads = reads.clone();
+        async move {
+            reads.last_ok.lock().unwrap().iter().all(|r| match (r, t) {
+                (Some(r), Some(t)) => *r > t,
+                (r, _) => r.is_some(),
+            })
+        }
+    };
+    assert!(wait_until(30, || all_since(None)).await, "readers started");
+    let mut took = Vec::new();
+    // The standby stops: its servers' FATALs come between transactions,
+    // and the readers go on at the primary.
+    up.store(false, Ordering::Relaxed);
+    standby.pg_ctl(&["stop", "-m", "fast", "-w"]);
+    let stopped = Instant::now();
+    let resumed = wait_until(30, || all_since(Some(stopped))).await;
+    took.push(("standby stopped", resumed, stopped.elapsed()));
+    // It comes back; then the switchover: the primary stops, the standby
+    // is promoted, and prefer-standby goes on at the new primary.
+    standby.pg_ctl(&["start", "-w"]);
+    primary.pg_ctl(&["stop", "-m", "fast", "-w"]);
+    standby.pg_ctl(&["promote", "-w"]);
+    let promoted = Instant::now();
+    let resumed = wait_until(30, || all_since(Some(promoted))).await;
+    took.push(("promotion", resumed, promoted.elapsed()));
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let reconnects = reads.reconnects.lock().unwrap().clone();
+    eprintln!("{READERS} readers resumed: {took:?}; reconnects: {reconnects:?}");
+    for (after, resumed, took) in took {
+        assert!(
+            resumed && took.as_secs() < 10,
+            "every reader reads again within 10 s of: {after}"
+        );
+    }
+    assert_eq!(reads.crossed.load(Ordering::Relaxed), 0, "crossed answers");
+    assert_eq!(
+        reads.on_primary.load(Ordering::Relaxed),
+        0,
+        "no read reached the primary while the standby was up"
+    );
+    assert!(
+        reconnects.is_empty(),
+        "no reader reconnected: {reconnects:?}"
     );
 }

@@ -711,8 +711,15 @@ fn admit(
     dbname: &str,
 ) -> Result<Option<crate::config::ResolvedDb>, Error> {
     let db = cfg.database(dbname);
-    if shared.control.shutting_down().is_some() {
-        return Err(Error::ShuttingDown("pooler is shutting down"));
+    match shared.control.shutting_down() {
+        None => {}
+        // SIGTERM / WAIT_FOR_CLIENTS: a TCP client got in before the
+        // listener closed (or was taken from its queue as it closed), and
+        // is served like the clients already in: a rolling restart refuses
+        // nobody. (PgBouncer refuses a login that ends now.) The Unix
+        // socket stays open for the console alone.
+        Some(crate::control::Shutdown::WaitForClients) if matches!(peer, Peer::Tcp(_)) => {}
+        Some(_) => return Err(Error::ShuttingDown("pooler is shutting down")),
     }
     if shared.control.is_disabled(dbname) {
         return Err(Error::Unavailable(format!(

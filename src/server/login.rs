@@ -168,6 +168,7 @@ impl Login {
             cancels: Arc::default(),
             slot,
             close_needed: false,
+            read_only_refused: false,
             generation: 0,
             registered,
             prepared: crate::prepared::ServerStmts::default(),

@@ -98,6 +98,9 @@ pub struct ServerConn {
     pub slot: Slot,
     /// Set once a lifetime / config change asks for it to be closed.
     pub close_needed: bool,
+    /// A statement on it was refused as read-only (25006), seen while
+    /// tracking prepared statements: a database that writes closes it.
+    pub read_only_refused: bool,
     /// The database's RECONNECT generation when this server was made.
     pub generation: u64,
     /// Named statements prepared on this server (transaction mode).

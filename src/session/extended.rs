@@ -188,6 +188,19 @@ pub(super) fn settle_parses(
     }
 }
 
+/// The client's named Parses still waiting for an answer failed (their
+/// server was lost): each name goes, if it still names that statement.
+pub(super) fn fail_pending(
+    pending: &mut VecDeque<(Vec<u8>, Arc<prepared::Stmt>)>,
+    stmts: &mut HashMap<Vec<u8>, Arc<prepared::Stmt>>,
+) {
+    for (name, stmt) in pending.drain(..) {
+        if stmts.get(&name).is_some_and(|s| Arc::ptr_eq(s, &stmt)) {
+            stmts.remove(&name);
+        }
+    }
+}
+
 fn settle_pending(
     responses: &mut prepared::Responses,
     pending: &mut VecDeque<(Vec<u8>, Arc<prepared::Stmt>)>,

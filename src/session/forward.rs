@@ -20,6 +20,10 @@ use crate::server::ServerConn;
 use crate::stats::C;
 use crate::Error;
 
+/// SQLSTATE read_only_sql_transaction: a write refused by a read-only
+/// server (`release::role_still_accepted`).
+const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+
 /// What the client asked for.
 pub(super) enum ClientEnd {
     Open,
@@ -177,12 +181,12 @@ impl Session {
         let Some(server) = self.server.as_mut() else {
             return Ok(());
         };
-        let (transactional, track) = (self.mode != PoolMode::Session, self.track);
+        let (pooled, track) = (self.mode != PoolMode::Session, self.track);
         let mut pos = 0;
         // The last query finished in this read, counted after the send.
         let mut finished: Option<Finished> = None;
         loop {
-            let step = scan_server(&mut self.sscan, &server.rbuf[pos..], transactional, track)?;
+            let step = scan_server(&mut self.sscan, &server.rbuf[pos..], pooled, track)?;
             if let (true, Step::Whole { tag, len }) = (track, &step) {
                 let action = tracked_reply(
                     &mut self.responses,
@@ -222,14 +226,13 @@ impl Session {
                     Finished::count_taken(&mut finished, &self.stats, &self.metrics);
                     finished = Some(Finished::at(Instant::now(), status, &mut self.times));
                     if self.mode == PoolMode::Statement && status != TxStatus::Idle {
-                        // Forward what came before, then refuse: the
-                        // server is closed (it is inside a transaction).
-                        conn.send(&server.rbuf[..pos]).await?;
-                        server.rbuf.advance(pos);
                         Finished::count_taken(&mut finished, &self.stats, &self.metrics);
-                        return Err(statement_mode_refusal());
+                        return Err(refuse_block(conn, server, pos).await);
                     }
                     pos += len;
+                    if drop_unasked(server, pos, pooled, (&self.state, self.fx, self.pins)) {
+                        break;
+                    }
                 }
                 Step::Whole {
                     tag: backend::PARAMETER_STATUS,
@@ -278,6 +281,47 @@ impl Session {
         Finished::count_taken(&mut finished, &self.stats, &self.metrics);
         Ok(())
     }
+}
+
+/// An error the server sent with nothing asked, `pos` bytes into its
+/// buffer, just after the ReadyForQuery that ended a transaction whose
+/// client keeps no state on its server (`pooled`: transaction or statement
+/// mode): its FATAL as it shuts down (a switchover) or ends the session.
+/// It is the pool's, not the client's: forwarded, it would read as the
+/// answer to the client's next request, or (tokio-postgres, pgjdbc) close
+/// the client's connection. It is dropped and the server closed as it goes
+/// back; the client links anew. (PgBouncer, which releases the server at
+/// the ReadyForQuery, drops it with the server too.) True when dropped.
+/// Nearly always `pos` is the end of the read: one compare.
+#[inline]
+fn drop_unasked(
+    server: &mut ServerConn,
+    pos: usize,
+    pooled: bool,
+    (state, fx, pins): (&LinkState, crate::classify::Effects, crate::server::Pins),
+) -> bool {
+    let unasked = server.rbuf.get(pos) == Some(&backend::ERROR_RESPONSE)
+        && pooled
+        && state.releasable()
+        && fx.is_none()
+        && !pins.any();
+    if unasked {
+        drop_from(server, pos);
+    }
+    unasked
+}
+
+/// [`drop_unasked`]'s drop: logged, cut off, the server marked.
+#[cold]
+fn drop_from(server: &mut ServerConn, pos: usize) {
+    let said = protocol::ErrorFields::parse(server.rbuf.get(pos + 5..).unwrap_or_default());
+    tracing::info!(
+        "server sent an error between transactions, closing it: {} {}",
+        said.code,
+        said.message
+    );
+    server.rbuf.truncate(pos);
+    server.close_needed = true;
 }
 
 /// A server message passed through untouched: the link state and, when
@@ -340,6 +384,17 @@ async fn refuse_listen(
 /// PgBouncer closes the client (08P01) with these words.
 fn statement_mode_refusal() -> Error {
     Error::Disconnected("transaction blocks not allowed in statement pooling mode")
+}
+
+/// Statement mode, a transaction block begun: what came before its
+/// ReadyForQuery (`pos` bytes) is forwarded, then the client refused; the
+/// server is closed (it is inside a transaction).
+async fn refuse_block(conn: &mut Conn, server: &mut ServerConn, pos: usize) -> Error {
+    if let Err(e) = conn.send(&server.rbuf[..pos]).await {
+        return e;
+    }
+    server.rbuf.advance(pos);
+    statement_mode_refusal()
 }
 
 /// A ParameterStatus (`len` bytes at `pos`): recorded on the server, and
@@ -435,6 +490,7 @@ fn tracked_reply(
     let action = responses.server(tag);
     if tag == backend::ERROR_RESPONSE {
         let f = protocol::ErrorFields::parse(&server.rbuf[pos + 5..pos + len]);
+        server.read_only_refused |= f.code == READ_ONLY_SQL_TRANSACTION;
         if f.message.contains(prepared::STALE_PLAN) {
             // This server's plans are stale: close it once released, and
             // give the statement a new server-side name, so that a client

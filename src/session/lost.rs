@@ -27,9 +27,11 @@ impl Session {
     /// transaction block was open before the request (a client told its
     /// block is gone could commit what is left of it), no partial message
     /// either way, no COPY, no extended-protocol batch waiting for its
-    /// Sync, no Parse waiting for its answer. Replies the pooler still owed
-    /// (the prepared-statement queue) are dropped with the server: after
-    /// an error the client expects nothing but ReadyForQuery.
+    /// Sync. Replies the pooler still owed (the prepared-statement queue)
+    /// are dropped with the server: after an error the client expects
+    /// nothing but ReadyForQuery. A named Parse that was waiting for its
+    /// answer failed with its batch: its name is forgotten, as after a
+    /// Parse the server refused.
     pub(super) async fn survive_lost_server(&mut self, conn: &mut Conn, e: &Error) -> bool {
         if !matches!(e, Error::ServerGone(_))
             || self.mode == PoolMode::Session
@@ -62,7 +64,7 @@ impl Session {
         }
         self.state.reset();
         self.responses.clear();
-        self.pending_parses.clear();
+        super::extended::fail_pending(&mut self.pending_parses, &mut self.stmts);
         let now = self.shared.registry.clock.micros(std::time::Instant::now());
         self.listed.entry.set_at(State::Idle, 0, now);
         if conn.send(&out).await.is_err() {
@@ -106,7 +108,6 @@ impl Session {
         self.state.status() == TxStatus::Idle
             && !self.state.in_copy_in()
             && !self.state.unsynced()
-            && self.pending_parses.is_empty()
             && self.cscan.at_boundary()
             && self.sscan.at_boundary()
     }

@@ -245,6 +245,13 @@ impl Session {
                             debug!(server = %s.addr, "server failed its check, closing: {e}");
                             continue;
                         }
+                        // The check's reply brings what changed while it
+                        // idled: a promotion (in_hot_standby), a primary
+                        // made read-only.
+                        if !release::role_still_accepted(self.db.cfg.target_session_attrs, &s) {
+                            s.close("server role changed (target_session_attrs)");
+                            continue;
+                        }
                     }
                     return Ok((s, at_once));
                 }
@@ -507,12 +514,14 @@ impl Session {
     /// and no part of a next message waits in the client's buffer. Such a
     /// part (a read that ended inside a message) keeps the server: the
     /// loop then reads on, where releasing and linking again would spin
-    /// without ever reading the rest.
+    /// without ever reading the rest. A server to be closed (its FATAL
+    /// came after the transaction) goes at once: the client's next request
+    /// must not reach it.
     fn between_transactions(&self, conn: &Conn) -> bool {
         self.mode != PoolMode::Session
             && self.state.releasable()
             && self.at_rest()
-            && conn.rbuf.is_empty()
+            && (conn.rbuf.is_empty() || self.server.as_ref().is_some_and(|s| s.close_needed))
             && (!self.pins.any() || self.fx.needs_probe(true))
     }
 

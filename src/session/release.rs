@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::{listen, Session};
+use crate::config::TargetSessionAttrs;
 use crate::registry::State;
 use crate::server::ServerConn;
 
@@ -66,8 +67,7 @@ impl Session {
         if self.shared.control.is_paused(&self.db.name) {
             return server.close("pause mode");
         }
-        let attrs = self.db.cfg.target_session_attrs;
-        if attrs != crate::config::TargetSessionAttrs::Any && !role_accepted(attrs, &server) {
+        if !role_still_accepted(self.db.cfg.target_session_attrs, &server) {
             return server.close("server role changed (target_session_attrs)");
         }
         server.last_used = at;
@@ -81,10 +81,31 @@ impl Session {
     }
 }
 
-/// Whether the role `server` last reported (a promotion is reported to
-/// the sessions connected at the time) is still one `attrs` accepts.
+/// Whether `server` may still serve a database with `attrs`: the role it
+/// last reported is one `attrs` accepts, and (for a database that writes)
+/// no statement on it was refused as read-only since it was taken.
+#[inline]
+pub(super) fn role_still_accepted(attrs: TargetSessionAttrs, server: &ServerConn) -> bool {
+    attrs == TargetSessionAttrs::Any || role_accepted(attrs, server)
+}
+
+/// [`role_still_accepted`], for a database that picks servers by role. A
+/// promotion is reported to the sessions connected at the time (with
+/// their next reply). A 25006 (read-only SQL transaction) in a database
+/// that writes may be a role change no report showed (PostgreSQL 13 and
+/// older report neither setting), or the client's own `BEGIN READ ONLY`:
+/// either way the server is closed, and the next one checked as it
+/// connects.
 #[cold]
-fn role_accepted(attrs: crate::config::TargetSessionAttrs, server: &ServerConn) -> bool {
+fn role_accepted(attrs: TargetSessionAttrs, server: &ServerConn) -> bool {
+    if server.read_only_refused
+        && matches!(
+            attrs,
+            TargetSessionAttrs::ReadWrite | TargetSessionAttrs::Primary
+        )
+    {
+        return false;
+    }
     let p = &server.params;
     let (standby, read_only) = (
         p.get("in_hot_standby"),
