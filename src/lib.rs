@@ -47,7 +47,7 @@ pub use app::Tidepool;
 
 /// What `--version` prints after the name, and SHOW VERSION after
 /// "tidepool ": the same text, as PgBouncer's are.
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (PgBouncer 1.25.0 compatible)");
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (PgBouncer 1.25.2 compatible)");
 pub use config::Config;
 pub use error::{Error, Result, Side, Timeout};
 pub use shared::{ClientGuard, Shared, LEAN_IDLE_ABOVE};

@@ -96,7 +96,7 @@ async fn show_column_lists_match_pgbouncer() {
     assert!(version[0][0]
         .as_deref()
         .unwrap()
-        .contains("PgBouncer 1.25.0"));
+        .contains("PgBouncer 1.25.2"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

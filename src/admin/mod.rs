@@ -45,7 +45,7 @@ pub fn role(cfg: &Config, user: &str) -> Option<Role> {
 /// The ParameterStatus set a console client gets.
 pub fn welcome(buf: &mut BytesMut) {
     for (k, v) in [
-        ("server_version", "1.25.0/tidepool"),
+        ("server_version", "1.25.2/tidepool"),
         ("server_encoding", "UTF8"),
         ("client_encoding", "UTF8"),
         ("DateStyle", "ISO, MDY"),
