@@ -96,21 +96,32 @@ struct Tally {
     last_commit: Mutex<Vec<Option<Instant>>>,
 }
 
+/// A load loop's client, opened again at once when it is gone; `None`
+/// while the pooler refuses the connection.
+async fn reconnected<'a>(
+    info: &str,
+    client: &'a mut Option<tokio_postgres::Client>,
+) -> Option<&'a tokio_postgres::Client> {
+    if client.is_none() {
+        match connect(info).await {
+            Ok(c) => *client = Some(c),
+            Err(_) => {
+                tokio::task::yield_now().await;
+                return None;
+            }
+        }
+    }
+    client.as_ref()
+}
+
 /// One client writing unique ids and reading each back, until `stop`.
 async fn writer(p_info: String, n: usize, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
     let mut client = None;
     let mut seq = 0i64;
     while !stop.load(Ordering::Relaxed) {
-        if client.is_none() {
-            match connect(&p_info).await {
-                Ok(c) => client = Some(c),
-                Err(_) => {
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-            }
-        }
-        let Some(c) = client.as_ref() else { continue };
+        let Some(c) = reconnected(&p_info, &mut client).await else {
+            continue;
+        };
         seq += 1;
         let id = (n as i64) * 1_000_000 + seq;
         let r = c
@@ -414,16 +425,9 @@ async fn reader(
     let mut client = None;
     let mut seq = 0i64;
     while !stop.load(Ordering::Relaxed) {
-        if client.is_none() {
-            match connect(&info).await {
-                Ok(c) => client = Some(c),
-                Err(_) => {
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-            }
-        }
-        let Some(c) = client.as_ref() else { continue };
+        let Some(c) = reconnected(&info, &mut client).await else {
+            continue;
+        };
         seq += 1;
         let id = (n as i64) * 1_000_000 + seq;
         let standby_up = up.load(Ordering::Relaxed);
