@@ -93,9 +93,11 @@ impl Format {
             Some("toml") => Format::Toml,
             _ => {
                 let text = std::fs::read_to_string(path).unwrap_or_default();
-                let ini = text
-                    .lines()
-                    .any(|l| l.trim().eq_ignore_ascii_case("[pgbouncer]"));
+                // A comment may follow the header (`[pgbouncer] ; main`).
+                let ini = text.lines().any(|l| {
+                    let l = l.split([';', '#']).next().unwrap_or_default();
+                    l.trim().eq_ignore_ascii_case("[pgbouncer]")
+                });
                 if ini {
                     Format::Ini
                 } else {
@@ -720,6 +722,9 @@ mod tests {
         let p = write(d.path(), "pgbouncer.conf", ini);
         assert_eq!(Format::of(&p), Format::Ini);
         assert_eq!(Config::load(&p).unwrap().settings.listen_port, 7001);
+        let commented = "[pgbouncer] ; the pooler\nlisten_port = 7003\n";
+        let p = write(d.path(), "pgbouncer.cfg", commented);
+        assert_eq!(Config::load(&p).unwrap().settings.listen_port, 7003);
         let p = write(d.path(), "tidepool.conf", "[pooler]\nlisten_port = 7002\n");
         assert_eq!(Format::of(&p), Format::Toml);
         assert_eq!(Config::load(&p).unwrap().settings.listen_port, 7002);

@@ -208,9 +208,15 @@ pub(super) fn read_ini(
             }
             continue;
         }
-        if l.starts_with('[') {
-            match l.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
-                Some(s) => *section = s.trim().to_ascii_lowercase(),
+        if let Some(rest) = l.strip_prefix('[') {
+            // A comment may follow (`[pgbouncer] ; main`), as PgBouncer's
+            // parser reads on after the `]`.
+            let header = rest.split_once(']').filter(|(_, after)| {
+                let after = after.trim_start();
+                after.is_empty() || after.starts_with(';') || after.starts_with('#')
+            });
+            match header {
+                Some((s, _)) => *section = s.trim().to_ascii_lowercase(),
                 None => errors.push(ConfigError {
                     file: path.to_path_buf(),
                     line: Some(lineno),
