@@ -100,11 +100,31 @@ pub(super) async fn authenticate(
     }
 }
 
-/// Who is logging in where, for the HBA file.
+/// Who is logging in where, and (auth_type = hba) the HBA line that
+/// matches them, found once per login.
 pub(super) struct Attempt<'a> {
     pub(super) user: &'a str,
     pub(super) database: &'a str,
-    pub(super) replication: crate::protocol::Replication,
+    rule: Option<&'a crate::auth::hba::Rule>,
+}
+
+impl<'a> Attempt<'a> {
+    pub(super) fn new(
+        cfg: &'a Config,
+        conn: &Conn,
+        (user, database): (&'a str, &'a str),
+        replication: crate::protocol::Replication,
+    ) -> Attempt<'a> {
+        let rule = match (cfg.settings.auth_type, cfg.hba.as_ref()) {
+            (AuthType::Hba, Some(h)) => h.eval(&hba_client(conn, user, database, replication)),
+            _ => None,
+        };
+        Attempt {
+            user,
+            database,
+            rule,
+        }
+    }
 }
 
 /// How the client proves who it is: auth_type, or with `hba` the first
@@ -124,19 +144,23 @@ fn how(cfg: &Config, conn: &Conn, login: &Attempt<'_>, creds: &Credentials) -> R
 
 /// Whether the client logs in through LDAP (its secret is then not looked
 /// up).
-pub(super) fn uses_ldap(cfg: &Config, conn: &Conn, login: &Attempt<'_>) -> bool {
+pub(super) fn uses_ldap(cfg: &Config, login: &Attempt<'_>) -> bool {
     match cfg.settings.auth_type {
         AuthType::Ldap => true,
-        AuthType::Hba => cfg.hba.as_ref().is_some_and(|h| {
-            h.eval(&hba_client(conn, login))
-                .is_some_and(|r| matches!(r.method, crate::auth::hba::Method::Ldap(_)))
-        }),
+        AuthType::Hba => login
+            .rule
+            .is_some_and(|r| matches!(r.method, crate::auth::hba::Method::Ldap(_))),
         _ => false,
     }
 }
 
 /// The client, as the HBA file sees it.
-fn hba_client<'a>(conn: &Conn, login: &Attempt<'a>) -> crate::auth::hba::Client<'a> {
+fn hba_client<'a>(
+    conn: &Conn,
+    user: &'a str,
+    database: &'a str,
+    replication: crate::protocol::Replication,
+) -> crate::auth::hba::Client<'a> {
     crate::auth::hba::Client {
         addr: conn
             .stream
@@ -144,9 +168,9 @@ fn hba_client<'a>(conn: &Conn, login: &Attempt<'a>) -> crate::auth::hba::Client<
             .and_then(|t| t.peer_addr().ok())
             .map(|a| a.ip()),
         tls: conn.stream.is_tls(),
-        replication: login.replication,
-        database: login.database,
-        user: login.user,
+        replication,
+        database,
+        user,
     }
 }
 
@@ -158,9 +182,7 @@ fn hba_method(
     creds: &Credentials,
 ) -> Result<How, Error> {
     use crate::auth::hba::Method;
-    let client = hba_client(conn, login);
-    let rule = cfg.hba.as_ref().and_then(|h| h.eval(&client));
-    let Some(rule) = rule else {
+    let Some(rule) = login.rule else {
         info!(user = %login.user, database = %login.database, "no authentication method is found (no HBA line matches)");
         return Ok(How::Refuse);
     };

@@ -469,11 +469,7 @@ async fn admin_login(
     } else {
         let binding = channel_binding(conn, &shared.tls());
         let creds = credentials(shared, cfg, lookup::Target::Console, user).await?;
-        let attempt = auth::Attempt {
-            user,
-            database: &who.database,
-            replication: who.replication,
-        };
+        let attempt = auth::Attempt::new(cfg, conn, (user, &who.database), who.replication);
         authenticate(shared, cfg, conn, &attempt, &creds, binding).await?;
         crate::admin::role(cfg, user).ok_or_else(|| {
             Error::NotAllowed(format!(
@@ -528,12 +524,8 @@ async fn session_login(
     let (user, dbname) = (who.user.as_str(), who.database.as_str());
     let db = admit(shared, cfg, peer, dbname)?;
     let binding = channel_binding(conn, &shared.tls());
-    let attempt = auth::Attempt {
-        user,
-        database: dbname,
-        replication: who.replication,
-    };
-    let creds = if auth::uses_ldap(cfg, conn, &attempt) {
+    let attempt = auth::Attempt::new(cfg, conn, (user, dbname), who.replication);
+    let creds = if auth::uses_ldap(cfg, &attempt) {
         // As PgBouncer: a database that looks its users up (its own
         // auth_user) is not one the directory logs into.
         if db
