@@ -278,6 +278,12 @@ impl TargetSessionAttrs {
     /// and whenever they change) is one these attributes accept;
     /// `prefer-standby` accepts any (standbys are tried first). A value
     /// not reported counts as `off`.
+    pub fn accepts_reported(self, params: &crate::protocol::Params) -> bool {
+        let get = |n| params.get(n).map(|b| &b[..]);
+        self.accepts(get("in_hot_standby"), get("default_transaction_read_only"))
+    }
+
+    /// [`TargetSessionAttrs::accepts_reported`], given the two values.
     pub fn accepts(self, in_hot_standby: Option<&[u8]>, read_only: Option<&[u8]>) -> bool {
         let on = |v: Option<&[u8]>| v == Some(b"on");
         let standby = on(in_hot_standby);

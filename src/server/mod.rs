@@ -322,12 +322,7 @@ impl ServerConn {
                 }
                 let e = match Self::log_in(&at).await {
                     Ok((login, stream, rbuf)) => {
-                        let p = &login.params;
-                        let role = (
-                            p.get("in_hot_standby"),
-                            p.get("default_transaction_read_only"),
-                        );
-                        if want.accepts(role.0.map(|b| &b[..]), role.1.map(|b| &b[..])) {
+                        if want.accepts_reported(&login.params) {
                             let conn = login.into_conn(&at, id, slot, stream, rbuf);
                             return Self::ready(conn, &at).await;
                         }

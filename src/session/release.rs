@@ -83,7 +83,7 @@ impl Session {
 
 /// Whether `server` may still serve a database with `attrs`: the role it
 /// last reported is one `attrs` accepts, and (for a database that writes)
-/// no statement on it was refused as read-only since it was taken.
+/// no statement on it was refused as read-only.
 #[inline]
 pub(super) fn role_still_accepted(attrs: TargetSessionAttrs, server: &ServerConn) -> bool {
     attrs == TargetSessionAttrs::Any || role_accepted(attrs, server)
@@ -106,10 +106,5 @@ fn role_accepted(attrs: TargetSessionAttrs, server: &ServerConn) -> bool {
     {
         return false;
     }
-    let p = &server.params;
-    let (standby, read_only) = (
-        p.get("in_hot_standby"),
-        p.get("default_transaction_read_only"),
-    );
-    attrs.accepts(standby.map(|b| &b[..]), read_only.map(|b| &b[..]))
+    attrs.accepts_reported(&server.params)
 }
